@@ -1,0 +1,185 @@
+//! The agent side: what a process started with `--mitogen-agent` does.
+//!
+//! It moves its stdin/stdout (the channel to its parent) out of the way of
+//! user code, greets, reads its configuration, starts its router and then
+//! runs calls on the main thread until told to shut down or its parent
+//! disappears. It never returns.
+
+use crate::api::{NewStream, add_stream, start};
+use crate::call::{Executor, Registry};
+use crate::ids::Handle;
+use crate::message::codec::Decoder;
+use crate::policy::Policy;
+use crate::router::{HandlerEntry, Sink};
+use crate::transport::{AgentConfig, greeting_line, local::AGENT_ARG};
+use crate::{Router, sys};
+use bytes::BytesMut;
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an agent waits for its configuration after greeting.
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether this process was started as an agent.
+pub fn is_agent() -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == AGENT_ARG)
+}
+
+/// Runs as an agent if this process was started as one (never returns
+/// then); otherwise returns at once. [`crate::init`] calls this first.
+///
+/// Call it at the top of `main` (or of a custom test harness) with the same
+/// registration as the controller.
+pub fn agent_main(register: impl FnOnce(&mut Registry)) {
+    if !is_agent() {
+        return;
+    }
+    let registry = Registry::new(register);
+    match run(registry) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("mitogen agent {}: {e}", std::process::id());
+            std::process::exit(70);
+        }
+    }
+}
+
+enum Never {}
+
+fn run(registry: Registry) -> Result<Never, crate::Error> {
+    let err = |what: &str, e: std::io::Error| crate::Error::Agent(format!("{what}: {e}"));
+    let rx = File::from(sys::dup_cloexec(rustix::stdio::stdin()).map_err(|e| err("dup stdin", e))?);
+    let tx = File::from(sys::dup_cloexec(rustix::stdio::stdout()).map_err(|e| err("dup stdout", e))?);
+    sys::detach_stdio().map_err(|e| err("redirect stdio", e))?;
+    let same = same_file(&rx, &tx);
+    (&tx).write_all(greeting_line(&registry).as_bytes()).map_err(|e| err("greet", e))?;
+    let (config, rest) = read_config(&rx)?;
+    let level = log_level(config.log_level);
+    crate::diag::set_dump_interval(config.dump_secs.map(Duration::from_secs_f64));
+    let parent = config
+        .identity
+        .ancestors
+        .first()
+        .copied()
+        .ok_or_else(|| crate::Error::Agent("config names no parent".into()))?;
+    let name: Arc<str> = format!("parent {parent}").into();
+    let shared = start(config.identity, Arc::new(registry))?;
+    let _ = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger { shared: Arc::downgrade(&shared) }));
+    log::set_max_level(level);
+    install_panic_hook();
+
+    let (call_tx, call_rx) = crossbeam_channel::unbounded();
+    shared.add_handler(
+        Handle::CALL_FUNCTION,
+        HandlerEntry {
+            policy: Policy::ParentAuthority,
+            sink: Sink::Chan(call_tx),
+            persist: true,
+            respondent: None,
+            label: "call-function",
+            since: Instant::now(),
+        },
+    );
+    let weak = Arc::downgrade(&shared);
+    shared.add_handler(
+        Handle::SHUTDOWN,
+        HandlerEntry {
+            policy: Policy::ParentAuthority,
+            sink: Sink::Fn(Arc::new(move |_, _| {
+                if let Some(s) = weak.upgrade() {
+                    log::debug!("{}: shutdown requested", s.id.name);
+                    s.broker_cmd(crate::broker::Cmd::Shutdown(Some(0)));
+                }
+            })),
+            persist: true,
+            respondent: None,
+            label: "shutdown",
+            since: Instant::now(),
+        },
+    );
+    for f in [&rx, &tx] {
+        sys::set_nonblocking(f, true).map_err(|e| err("non-blocking", e))?;
+    }
+    add_stream(
+        &shared,
+        NewStream {
+            remote: parent,
+            name,
+            is_parent: true,
+            rx,
+            tx: (!same).then_some(tx),
+            child: None,
+            stderr: None,
+            initial: rest,
+        },
+    );
+    let mut exec = Executor::new(Router::borrowed(shared.clone()));
+    while let Ok(msg) = call_rx.recv() {
+        exec.handle(msg);
+    }
+    // Only a detached agent whose parent is gone gets here: its queued calls
+    // are done, so it shuts down (the broker exits the process).
+    drop(exec);
+    shared.broker_cmd(crate::broker::Cmd::Shutdown(Some(0)));
+    let handle = shared.broker_thread.lock().take();
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
+    std::process::exit(0);
+}
+
+fn read_config(rx: &File) -> Result<(AgentConfig, BytesMut), crate::Error> {
+    let deadline = Instant::now() + CONFIG_TIMEOUT;
+    let mut buf = BytesMut::new();
+    let mut dec = Decoder::new(16 << 20);
+    loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(msg)) => {
+                let config = msg.decode::<AgentConfig>()?;
+                return Ok((config, buf));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(crate::Error::Agent(format!("bad config frame: {e}"))),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !sys::wait_readable(rx, left).unwrap_or(false) {
+            return Err(crate::Error::Agent("no configuration from the parent in time".into()));
+        }
+        match sys::read_into_spare(rx, &mut buf, 4096) {
+            Ok(0) => return Err(crate::Error::Agent("parent closed the stream before configuring".into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(crate::Error::Agent(format!("reading config: {e}"))),
+        }
+    }
+}
+
+fn same_file(a: &File, b: &File) -> bool {
+    match (rustix::fs::fstat(a), rustix::fs::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+fn log_level(v: u8) -> log::LevelFilter {
+    match v {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Panics in agents are logged (and so forwarded) instead of only printed.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let msg = crate::call::panic_message(info.payload());
+        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        log::error!("thread '{}' panicked{loc}: {msg}", thread.name().unwrap_or("?"));
+    }));
+}

@@ -1,0 +1,403 @@
+//! `Router`: the handle user code holds on its context's router.
+
+use crate::broker::{self, Broker, Cmd, Registration};
+use crate::call::Registry;
+use crate::channel::Receiver;
+use crate::context::Context;
+use crate::error::{ConnectError, Error};
+use crate::ids::{ContextId, Handle};
+use crate::message::{Message, codec::DEFAULT_MAX_MESSAGE_SIZE};
+use crate::policy::Policy;
+use crate::router::{HandlerEntry, Identity, Shared, Sink};
+use crate::stream::{StreamId, StreamOut};
+use serde::{Serialize, de::DeserializeOwned};
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+/// A connection method: how to start a new context (`local`, `ssh`, `sudo`, ...).
+///
+/// Its options are serialisable so that [`Router::connect_via`] can ask an
+/// intermediary context to connect onward with them; register the method on
+/// both ends with [`Registry::add_method`] (the built-in
+/// [`crate::Local`] always is).
+pub trait Method: Serialize + DeserializeOwned + 'static {
+    /// The name the method is registered under.
+    const NAME: &'static str;
+
+    /// Starts the new context as a child of `router`'s context.
+    ///
+    /// # Errors
+    /// [`ConnectError`] naming the stage that failed.
+    fn connect(&self, router: &Router) -> Result<Context, ConnectError>;
+}
+
+/// Options for a controller's router ([`crate::init_with`], [`Router::new`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RouterOptions {
+    /// Largest payload accepted or sent; inherited by every context below.
+    pub max_message_size: usize,
+    /// Unidirectional routing: contexts may talk only to their parent and
+    /// children, never to siblings through it. Inherited.
+    pub unidirectional: bool,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, unidirectional: false }
+    }
+}
+
+impl RouterOptions {
+    /// The defaults: 128 MiB messages, bidirectional routing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`RouterOptions::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`RouterOptions::unidirectional`].
+    pub fn unidirectional(mut self, on: bool) -> Self {
+        self.unidirectional = on;
+        self
+    }
+}
+
+/// Shuts the router down when the last user handle is dropped.
+struct Owner(Arc<Shared>);
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown(&self.0);
+    }
+}
+
+/// The router of this process's context. Cheap to clone.
+///
+/// In the controller it is made by [`crate::init`]; dropping the last clone
+/// (and every [`Context`] made from it) shuts the tree down: children see
+/// their stream close and exit, and are reaped. In an agent, functions reach
+/// it through [`crate::CallCx::router`].
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) shared: Arc<Shared>,
+    _owner: Option<Arc<Owner>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("id", &self.id()).field("name", &self.name()).finish()
+    }
+}
+
+impl Router {
+    /// Starts a controller router (context 0) with `registry`.
+    ///
+    /// Most programs call [`crate::init`] instead, which also turns the
+    /// process into an agent when it was started as one.
+    ///
+    /// # Errors
+    /// [`Error::Start`] if the broker thread cannot start.
+    pub fn new(options: RouterOptions, registry: Registry) -> Result<Self, Error> {
+        let identity = Identity {
+            me: ContextId::CONTROLLER,
+            name: "controller".into(),
+            ancestors: Vec::new(),
+            unidirectional: options.unidirectional,
+            max_message_size: options.max_message_size.min(u32::MAX as usize),
+        };
+        let shared = start(identity, Arc::new(registry))?;
+        install_controller_handlers(&shared);
+        Ok(Self::owning(shared))
+    }
+
+    pub(crate) fn owning(shared: Arc<Shared>) -> Self {
+        Self { _owner: Some(Arc::new(Owner(shared.clone()))), shared }
+    }
+
+    pub(crate) fn borrowed(shared: Arc<Shared>) -> Self {
+        Self { shared, _owner: None }
+    }
+
+    /// This context's id (0 in the controller).
+    pub fn id(&self) -> ContextId {
+        self.shared.me()
+    }
+
+    /// This context's name.
+    pub fn name(&self) -> &str {
+        &self.shared.id.name
+    }
+
+    /// The parent's id, `None` in the controller.
+    pub fn parent_id(&self) -> Option<ContextId> {
+        self.shared.parent()
+    }
+
+    /// The function registry.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Starts a new child context with `method` (e.g. [`crate::Local`]).
+    ///
+    /// # Errors
+    /// [`ConnectError`] naming the stage that failed.
+    pub fn connect<M: Method>(&self, method: &M) -> Result<Context, ConnectError> {
+        if self.shared.is_shut_down() {
+            return Err(ConnectError::Shutdown);
+        }
+        method.connect(self)
+    }
+
+    /// Starts a new context as a child of `via`: `via` runs `method` itself,
+    /// so the new context is reachable only through it.
+    ///
+    /// # Errors
+    /// [`ConnectError::Via`] with what the intermediary reported.
+    pub fn connect_via<M: Method>(&self, method: &M, via: &Context) -> Result<Context, ConnectError> {
+        let opts = postcard::to_stdvec(method).map_err(|e| ConnectError::BadOptions(e.to_string()))?;
+        let (id, name) = via
+            .call::<crate::builtin::ProxyConnect>(&(M::NAME.to_owned(), opts))
+            .map_err(|source| ConnectError::Via { via: via.id(), source })?;
+        self.shared.state.lock().names.insert(id, name.as_str().into());
+        Ok(Context::new(self.clone(), id, name.into()))
+    }
+
+    /// A handle on an already connected context, by id.
+    pub fn context(&self, id: ContextId) -> Context {
+        Context::new(self.clone(), id, self.shared.name_of(id))
+    }
+
+    /// A new receiver accepting messages from any (source-verified) context.
+    pub fn receiver(&self) -> Receiver {
+        self.receiver_with(Policy::Any)
+    }
+
+    /// A new receiver with a policy.
+    pub fn receiver_with(&self, policy: Policy) -> Receiver {
+        Receiver::new(self.shared.clone(), policy, None, true, "receiver")
+    }
+
+    pub(crate) fn receiver_for(&self, policy: Policy, respondent: Option<ContextId>, label: &'static str) -> Receiver {
+        Receiver::new(self.shared.clone(), policy, respondent, false, label)
+    }
+
+    /// Installs a handler function on a fixed `handle` (for higher layers,
+    /// e.g. services). It runs on whatever thread routes the message, usually
+    /// the broker: it must not block. Replaces any handler on that handle.
+    pub fn add_handler(&self, handle: Handle, policy: Policy, f: impl Fn(Message) + Send + Sync + 'static) {
+        self.shared.add_handler(
+            handle,
+            HandlerEntry {
+                policy,
+                sink: Sink::Fn(Arc::new(move |m, _| f(m))),
+                persist: true,
+                respondent: None,
+                label: "handler",
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// Removes the handler on `handle`.
+    pub fn remove_handler(&self, handle: Handle) {
+        self.shared.remove_handler(handle);
+    }
+
+    /// Routes `msg` exactly as given, source fields included.
+    ///
+    /// Receivers downstream verify the source, so a forged `src_id` or
+    /// `auth_id` is dropped by the next router (tests use this).
+    pub fn route(&self, msg: Message) {
+        self.shared.route(msg);
+    }
+
+    /// Routes `msg` from this context (sets `src_id` and `auth_id`).
+    pub fn send_stamped(&self, mut msg: Message) {
+        msg.src_id = self.shared.me();
+        msg.auth_id = self.shared.me();
+        self.shared.route(msg);
+    }
+
+    /// Bytes queued in this process on the stream that leads to `ctx`, or
+    /// `None` when there is no such stream. Flow control builds on this.
+    pub fn pending_bytes(&self, ctx: ContextId) -> Option<usize> {
+        self.shared.stream_by_context(ctx).map(|s| s.pending_bytes())
+    }
+
+    /// Whether `ctx` is currently routable from here.
+    pub fn is_connected(&self, ctx: ContextId) -> bool {
+        ctx == self.id() || self.shared.state.lock().routes.contains_key(&ctx)
+    }
+
+    /// Shuts the router down now: children are told (their streams close),
+    /// reaped, and every waiting receiver fails. Idempotent.
+    pub fn shutdown(&self) {
+        shutdown(&self.shared);
+    }
+
+    /// Writes raw bytes straight onto the stream to the parent, bypassing
+    /// the codec. Only for testing how a parent handles garbage.
+    #[doc(hidden)]
+    pub fn testing_write_raw_to_parent(&self, bytes: &[u8]) -> bool {
+        let Some(parent) = self.parent_id() else { return false };
+        let Some(out) = self.shared.stream_by_context(parent) else { return false };
+        out.write_raw(bytes)
+    }
+}
+
+fn shutdown(shared: &Arc<Shared>) {
+    let handle = shared.broker_thread.lock().take();
+    let Some(handle) = handle else { return };
+    shared.broker_cmd(Cmd::Shutdown(None));
+    if handle.thread().id() != std::thread::current().id() {
+        let _ = handle.join();
+    }
+}
+
+/// Starts a router's broker thread and the handlers every context has.
+pub(crate) fn start(identity: Identity, registry: Arc<Registry>) -> Result<Arc<Shared>, Error> {
+    let (btx, poll, cmds) = broker::channel().map_err(Error::Start)?;
+    let shared = Arc::new(Shared::new(identity, btx, registry));
+    install_common_handlers(&shared);
+    let broker = Broker::new(poll, cmds, shared.clone());
+    let handle = std::thread::Builder::new()
+        .name("mitogen-broker".into())
+        .spawn(move || broker.run())
+        .map_err(Error::Start)?;
+    *shared.broker_thread.lock() = Some(handle);
+    Ok(shared)
+}
+
+fn fn_handler(
+    shared: &Arc<Shared>,
+    handle: Handle,
+    policy: Policy,
+    label: &'static str,
+    f: impl Fn(&Arc<Shared>, Message, Option<StreamId>) + Send + Sync + 'static,
+) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let sink = Sink::Fn(Arc::new(move |m, from| {
+        if let Some(s) = weak.upgrade() {
+            f(&s, m, from);
+        }
+    }));
+    shared.add_handler(handle, HandlerEntry { policy, sink, persist: true, respondent: None, label, since: Instant::now() });
+}
+
+fn install_common_handlers(shared: &Arc<Shared>) {
+    fn_handler(shared, Handle::ADD_ROUTE, Policy::ImmediateChild, "add-route", |s, m, from| {
+        let (Some(from), Ok((id, name))) = (from, m.decode::<(ContextId, String)>()) else { return };
+        {
+            let mut st = s.state.lock();
+            st.routes.insert(id, from);
+            st.names.insert(id, name.as_str().into());
+        }
+        announce_route(s, id, &name);
+    });
+    fn_handler(
+        shared,
+        Handle::DEL_ROUTE,
+        Policy::custom(|m, src, _| src.stream_remote == Some(m.src_id)),
+        "del-route",
+        |s, m, from| {
+            let Ok(id) = m.decode::<ContextId>() else { return };
+            let owned = {
+                let mut st = s.state.lock();
+                match st.routes.get(&id) {
+                    Some(sid) if Some(*sid) == from => {
+                        st.routes.remove(&id);
+                        true
+                    }
+                    Some(_) => false,
+                    None => st.parent_stream.is_some() && st.parent_stream == from,
+                }
+            };
+            if owned {
+                s.fail_respondents(id, crate::message::DEAD_DISCONNECTED);
+                s.broadcast_del_route(id, from);
+            }
+        },
+    );
+    fn_handler(shared, Handle::DETACHING, Policy::ImmediateChild, "detaching", |s, _m, from| {
+        if let Some(sid) = from {
+            s.broker_cmd(Cmd::Detached(sid));
+        }
+    });
+}
+
+fn install_controller_handlers(shared: &Arc<Shared>) {
+    fn_handler(shared, Handle::ALLOCATE_ID, Policy::Any, "allocate-id", |s, m, _| {
+        let reply = match s.ids.reserve(crate::ids_alloc::BLOCK_SIZE) {
+            Some(block) => Message::typed(m.src_id, m.reply_to, &block).ok(),
+            None => m.dead_reply(s.me(), "context id space exhausted"),
+        };
+        if let Some(mut r) = reply {
+            r.src_id = s.me();
+            r.auth_id = s.me();
+            s.route(r);
+        }
+    });
+    fn_handler(shared, Handle::FORWARD_LOG, Policy::Any, "forward-log", |s, m, _| {
+        crate::logfwd::emit(s, &m);
+    });
+}
+
+/// Tells the parent (and through it every ancestor) that `id` is reachable here.
+pub(crate) fn announce_route(shared: &Shared, id: ContextId, name: &str) {
+    if let Some(parent) = shared.parent() {
+        if let Ok(mut msg) = Message::typed(parent, Handle::ADD_ROUTE, &(id, name)) {
+            msg.src_id = shared.me();
+            msg.auth_id = shared.me();
+            shared.route(msg);
+        }
+    }
+}
+
+static NEXT_STREAM: AtomicUsize = AtomicUsize::new(1);
+
+/// The parts of a new stream.
+pub(crate) struct NewStream {
+    pub(crate) remote: ContextId,
+    pub(crate) name: Arc<str>,
+    pub(crate) is_parent: bool,
+    pub(crate) rx: File,
+    /// `None` when writes go to `rx`'s fd too.
+    pub(crate) tx: Option<File>,
+    pub(crate) child: Option<std::process::Child>,
+    pub(crate) stderr: Option<File>,
+    pub(crate) initial: bytes::BytesMut,
+}
+
+/// Adds a stream to the route table and hands it to the broker.
+pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
+    let sid = StreamId(NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
+    let rx = Arc::new(s.rx);
+    let separate = s.tx.map(Arc::new);
+    let tx = separate.clone().unwrap_or_else(|| rx.clone());
+    let out = Arc::new(StreamOut::new(sid, s.remote, s.name.clone(), s.is_parent, tx, shared.broker.clone()));
+    {
+        let mut st = shared.state.lock();
+        st.streams.insert(sid, out.clone());
+        if s.is_parent {
+            st.parent_stream = Some(sid);
+        } else {
+            st.routes.insert(s.remote, sid);
+            st.names.insert(s.remote, s.name);
+        }
+    }
+    shared.broker_cmd(Cmd::Register(Registration {
+        out,
+        rx,
+        separate_tx: separate,
+        child: s.child,
+        stderr: s.stderr,
+        initial: s.initial,
+    }));
+}

@@ -1,0 +1,494 @@
+//! The broker: the one mio IO thread of a process.
+//!
+//! Each turn: drain commands from other threads (woken by a [`mio::Waker`]),
+//! read ready streams into their decoders and route the frames, flush queued
+//! writes of writable streams, reap exited children, and run the periodic
+//! diagnostic dump. No user code runs here: user threads block in receivers,
+//! and the agent's calls run on its main thread.
+
+use crate::diag;
+use crate::message::codec::Decoder;
+use crate::router::Shared;
+use crate::stream::{StreamId, StreamOut};
+use crate::sys;
+use bytes::BytesMut;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(usize::MAX);
+/// Bytes read from one stream per turn before other streams get a go.
+const READ_BUDGET: usize = 4 << 20;
+/// How long a disconnected child gets to exit before it is killed.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+const REAP_TICK: Duration = Duration::from_millis(5);
+
+/// Work handed to the broker by other threads.
+pub(crate) enum Cmd {
+    /// Start polling a new stream.
+    Register(Registration),
+    /// The stream has queued output: ask for WRITABLE.
+    WantWrite(StreamId),
+    /// Mark a child stream detached: never kill it, keep reaping it.
+    Detached(StreamId),
+    /// Shut the broker down; with `Some(code)` exit the process afterwards.
+    Shutdown(Option<i32>),
+}
+
+/// A new stream for the broker to poll.
+pub(crate) struct Registration {
+    pub(crate) out: Arc<StreamOut>,
+    pub(crate) rx: Arc<File>,
+    /// Whether writes go to another fd than `rx`.
+    pub(crate) separate_tx: Option<Arc<File>>,
+    pub(crate) child: Option<Child>,
+    /// The child's stderr, forwarded line by line to the log.
+    pub(crate) stderr: Option<File>,
+    /// Bytes already read past the greeting.
+    pub(crate) initial: BytesMut,
+}
+
+/// The sending side of the broker's command queue.
+#[derive(Clone)]
+pub(crate) struct BrokerTx {
+    tx: crossbeam_channel::Sender<Cmd>,
+    waker: Arc<Waker>,
+}
+
+impl BrokerTx {
+    pub(crate) fn send(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake broker: {e}");
+            }
+        }
+    }
+}
+
+struct StreamIn {
+    out: Arc<StreamOut>,
+    rx: Arc<File>,
+    separate_tx: Option<Arc<File>>,
+    decoder: Decoder,
+    buf: BytesMut,
+    child: Option<Child>,
+    detached: bool,
+    want_write: bool,
+}
+
+struct StderrLog {
+    file: File,
+    name: Arc<str>,
+    partial: Vec<u8>,
+}
+
+struct Reap {
+    child: Child,
+    name: Arc<str>,
+    /// `None` for detached children: reaped when they exit, never killed.
+    kill_at: Option<Instant>,
+}
+
+pub(crate) struct Broker {
+    poll: Poll,
+    cmds: crossbeam_channel::Receiver<Cmd>,
+    shared: Arc<Shared>,
+    streams: HashMap<StreamId, StreamIn>,
+    stderrs: HashMap<Token, StderrLog>,
+    reaping: Vec<Reap>,
+    again: Vec<StreamId>,
+    shutdown: Option<(Instant, Option<i32>)>,
+    next_dump: Option<Instant>,
+}
+
+/// Creates the poll, waker and command queue.
+pub(crate) fn channel() -> io::Result<(BrokerTx, Poll, crossbeam_channel::Receiver<Cmd>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    Ok((BrokerTx { tx, waker }, poll, rx))
+}
+
+fn rx_token(id: StreamId) -> Token {
+    Token(id.0 * 4)
+}
+fn tx_token(id: StreamId) -> Token {
+    Token(id.0 * 4 + 1)
+}
+fn err_token(id: StreamId) -> Token {
+    Token(id.0 * 4 + 2)
+}
+
+impl Broker {
+    pub(crate) fn new(poll: Poll, cmds: crossbeam_channel::Receiver<Cmd>, shared: Arc<Shared>) -> Self {
+        let next_dump = diag::dump_interval().map(|d| Instant::now() + d);
+        Self {
+            poll,
+            cmds,
+            shared,
+            streams: HashMap::new(),
+            stderrs: HashMap::new(),
+            reaping: Vec::new(),
+            again: Vec::new(),
+            shutdown: None,
+            next_dump,
+        }
+    }
+
+    /// Runs until shut down.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("{}: poll failed, broker exits: {e}", self.shared.id.name);
+                self.begin_shutdown(None);
+                self.finish_shutdown();
+                return;
+            }
+            for ev in events.iter() {
+                let token = ev.token();
+                if token == WAKER {
+                    self.drain_cmds();
+                    continue;
+                }
+                let sid = StreamId(token.0 / 4);
+                match token.0 % 4 {
+                    0 => {
+                        if ev.is_writable() {
+                            self.flush(sid);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(sid);
+                        }
+                    }
+                    1 => self.flush(sid),
+                    _ => self.read_stderr(token),
+                }
+            }
+            for sid in std::mem::take(&mut self.again) {
+                self.read(sid);
+            }
+            self.reap();
+            if let Some(at) = self.next_dump {
+                if Instant::now() >= at {
+                    diag::dump(&self.shared, self.reaping.len());
+                    self.next_dump = diag::dump_interval().map(|d| Instant::now() + d);
+                }
+            }
+            if self.shutdown_done() {
+                self.finish_shutdown();
+                return;
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() || !self.cmds.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut t: Option<Duration> = None;
+        let mut min = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
+        if !self.reaping.is_empty() {
+            min(REAP_TICK);
+        }
+        if let Some(at) = self.next_dump {
+            min(at.saturating_duration_since(now));
+        }
+        if let Some((at, _)) = self.shutdown {
+            min(at.saturating_duration_since(now));
+        }
+        t
+    }
+
+    fn drain_cmds(&mut self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Register(r) => self.register(r),
+                Cmd::WantWrite(sid) => self.want_write(sid, true),
+                Cmd::Detached(sid) => {
+                    if let Some(s) = self.streams.get_mut(&sid) {
+                        s.detached = true;
+                    }
+                }
+                Cmd::Shutdown(exit) => self.begin_shutdown(exit),
+            }
+        }
+    }
+
+    fn register(&mut self, r: Registration) {
+        let sid = r.out.id;
+        let fd = r.rx.as_raw_fd();
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), rx_token(sid), Interest::READABLE) {
+            log::error!("cannot poll stream to {}: {e}", r.out.name);
+            self.shared.stream_closed(sid, "cannot poll");
+            if let Some(child) = r.child {
+                self.reaping.push(Reap { child, name: r.out.name.clone(), kill_at: Some(Instant::now()) });
+            }
+            return;
+        }
+        if let Some(err) = r.stderr {
+            let efd = err.as_raw_fd();
+            let tok = err_token(sid);
+            if self.poll.registry().register(&mut SourceFd(&efd), tok, Interest::READABLE).is_ok() {
+                self.stderrs.insert(tok, StderrLog { file: err, name: r.out.name.clone(), partial: Vec::new() });
+            }
+        }
+        let pending = r.out.pending_bytes() > 0;
+        let max = self.shared.id.max_message_size;
+        self.streams.insert(
+            sid,
+            StreamIn {
+                out: r.out,
+                rx: r.rx,
+                separate_tx: r.separate_tx,
+                decoder: Decoder::new(max),
+                buf: r.initial,
+                child: r.child,
+                detached: false,
+                want_write: false,
+            },
+        );
+        if pending {
+            self.want_write(sid, true);
+        }
+        // Bytes that arrived with the greeting, and anything already waiting.
+        self.read(sid);
+    }
+
+    fn want_write(&mut self, sid: StreamId, on: bool) {
+        let Some(s) = self.streams.get_mut(&sid) else { return };
+        if s.want_write == on {
+            return;
+        }
+        s.want_write = on;
+        let reg = self.poll.registry();
+        let r = match &s.separate_tx {
+            Some(tx) => {
+                let fd = tx.as_raw_fd();
+                if on {
+                    reg.register(&mut SourceFd(&fd), tx_token(sid), Interest::WRITABLE)
+                } else {
+                    reg.deregister(&mut SourceFd(&fd))
+                }
+            }
+            None => {
+                let fd = s.rx.as_raw_fd();
+                let interest =
+                    if on { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                reg.reregister(&mut SourceFd(&fd), rx_token(sid), interest)
+            }
+        };
+        if let Err(e) = r {
+            log::error!("cannot change interest of {}: {e}", s.out.name);
+        }
+    }
+
+    fn flush(&mut self, sid: StreamId) {
+        let Some(s) = self.streams.get(&sid) else { return };
+        match s.out.flush() {
+            Ok(true) => self.want_write(sid, false),
+            Ok(false) => {}
+            Err(e) => {
+                let reason = format!("write failed: {e}");
+                self.close_stream(sid, &reason);
+            }
+        }
+    }
+
+    fn read(&mut self, sid: StreamId) {
+        let mut budget = READ_BUDGET;
+        while self.route_buffered(sid) {
+            if budget == 0 {
+                self.again.push(sid);
+                return;
+            }
+            let Some(s) = self.streams.get_mut(&sid) else { return };
+            let want = s.decoder.frame_len_hint(&s.buf).map_or(0, |n| n.saturating_sub(s.buf.len()));
+            match sys::read_into_spare(&s.rx, &mut s.buf, want.clamp(64 << 10, READ_BUDGET)) {
+                Ok(0) => return self.close_stream(sid, "end of stream"),
+                Ok(n) => {
+                    s.out.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.close_stream(sid, &format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// Routes every whole frame buffered for `sid`; false once the stream is
+    /// gone (closed here because it was corrupt, or earlier).
+    fn route_buffered(&mut self, sid: StreamId) -> bool {
+        let Some(s) = self.streams.get_mut(&sid) else { return false };
+        let mut msgs = Vec::new();
+        let err = loop {
+            match s.decoder.decode(&mut s.buf) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let out = s.out.clone();
+        for m in msgs {
+            self.shared.route_from(m, Some(&out));
+        }
+        if let Some(e) = err {
+            log::error!("{}: closing stream to {}: {e}", self.shared.id.name, out.name);
+            self.close_stream(sid, &format!("corrupt stream: {e}"));
+            return false;
+        }
+        true
+    }
+
+    fn read_stderr(&mut self, token: Token) {
+        let Some(l) = self.stderrs.get_mut(&token) else { return };
+        let mut chunk = [0u8; 8192];
+        let eof = loop {
+            match (&l.file).read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => l.partial.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        while let Some(pos) = l.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = l.partial.drain(..=pos).collect();
+            log_stderr_line(&l.name, &line);
+        }
+        if eof {
+            if !l.partial.is_empty() {
+                log_stderr_line(&l.name, &l.partial);
+            }
+            let fd = l.file.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.stderrs.remove(&token);
+        }
+    }
+
+    fn close_stream(&mut self, sid: StreamId, reason: &str) {
+        let Some(s) = self.streams.remove(&sid) else { return };
+        let fd = s.rx.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let (Some(tx), true) = (&s.separate_tx, s.want_write) {
+            let fd = tx.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        if self.shutdown.is_none() {
+            log::debug!("{}: stream to {} closed: {reason}", self.shared.id.name, s.out.name);
+        }
+        let is_parent = s.out.is_parent;
+        self.shared.stream_closed(sid, reason);
+        if let Some(mut child) = s.child {
+            match child.try_wait() {
+                Ok(Some(_)) => {}
+                _ => {
+                    let kill_at = (!s.detached).then(|| Instant::now() + REAP_GRACE);
+                    self.reaping.push(Reap { child, name: s.out.name.clone(), kill_at });
+                }
+            }
+        }
+        if is_parent && self.shutdown.is_none() {
+            self.parent_lost();
+        }
+    }
+
+    /// The parent is gone: a detached agent finishes its queued calls, any
+    /// other context shuts down and exits.
+    fn parent_lost(&mut self) {
+        if self.shared.detached.load(Ordering::Acquire) {
+            log::debug!("{}: parent gone; detached, finishing queued calls", self.shared.id.name);
+            self.shared.remove_handler(crate::ids::Handle::CALL_FUNCTION);
+        } else {
+            self.begin_shutdown(Some(0));
+        }
+    }
+
+    fn begin_shutdown(&mut self, exit: Option<i32>) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shared.shut_down.store(true, Ordering::Release);
+        self.shutdown = Some((Instant::now() + REAP_GRACE + Duration::from_millis(500), exit));
+        // Children first: they see end-of-stream and exit, and are reaped
+        // below; the parent stream stays open until that is done.
+        let children: Vec<StreamId> =
+            self.streams.iter().filter(|(_, s)| !s.out.is_parent).map(|(k, _)| *k).collect();
+        for sid in children {
+            self.close_stream(sid, "shutting down");
+        }
+    }
+
+    fn shutdown_done(&self) -> bool {
+        match self.shutdown {
+            None => false,
+            Some((deadline, _)) => {
+                self.reaping.iter().all(|r| r.kill_at.is_none()) || Instant::now() >= deadline
+            }
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        for r in &mut self.reaping {
+            if r.kill_at.is_some() {
+                log::warn!("{}: killing {} (did not exit)", self.shared.id.name, r.name);
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+            }
+        }
+        self.reaping.clear();
+        let rest: Vec<StreamId> = self.streams.keys().copied().collect();
+        for sid in rest {
+            self.close_stream(sid, "shut down");
+        }
+        for (_, l) in self.stderrs.drain() {
+            if !l.partial.is_empty() {
+                log_stderr_line(&l.name, &l.partial);
+            }
+        }
+        self.shared.fail_all_handlers();
+        if let Some((_, Some(code))) = self.shutdown {
+            log::logger().flush();
+            std::process::exit(code);
+        }
+    }
+
+    fn reap(&mut self) {
+        let now = Instant::now();
+        self.reaping.retain_mut(|r| match r.child.try_wait() {
+            Ok(Some(status)) => {
+                log::debug!("{} exited: {status}", r.name);
+                false
+            }
+            Ok(None) => {
+                if r.kill_at.is_some_and(|t| now >= t) {
+                    log::warn!("{} did not exit after its stream closed: killing it", r.name);
+                    sys::kill(r.child.id());
+                    let _ = r.child.wait();
+                    return false;
+                }
+                true
+            }
+            Err(_) => false,
+        });
+    }
+}
+
+fn log_stderr_line(name: &str, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\r', '\n']);
+    log::info!(target: "mitogen::stderr", "{name}: {text}");
+}

@@ -1,0 +1,334 @@
+//! Typed calls: functions registered by name, run in a remote context.
+//!
+//! Both ends run the same binary and register the same functions, so a call
+//! carries only the function's name and its serde-encoded arguments:
+//!
+//! ```text
+//! caller thread                         agent main thread
+//! Context::call::<F>(&args) ──CALL_FUNCTION(name, chain, args)──► Registry lookup
+//!   waits on a reply handle ◄──reply: Ok(output) | Err(CallErrorKind)── F::call (panics caught)
+//! ```
+
+use crate::error::{CallError, CallErrorKind};
+use crate::ids::{ContextId, Handle};
+use crate::message::{self, Enc, Message};
+use crate::{Context, Router};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The error a [`Function`] returns; it reaches the caller as
+/// [`CallErrorKind::Failed`] with its message and source chain.
+pub type FnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A function that can be called in a remote context.
+///
+/// Register it on both ends with [`Registry::add`] (same binary, same
+/// registration), then call it with [`Context::call`].
+///
+/// ```
+/// use mitogen_core::{CallCx, FnError, Function};
+///
+/// /// Adds two numbers, remotely.
+/// pub struct Add;
+/// impl Function for Add {
+///     const NAME: &'static str = "example::add";
+///     type Args = (i64, i64);
+///     type Output = i64;
+///     fn call(_cx: &CallCx<'_>, (a, b): (i64, i64)) -> Result<i64, FnError> {
+///         a.checked_add(b).ok_or_else(|| "overflow".into())
+///     }
+/// }
+/// ```
+pub trait Function: 'static {
+    /// The name calls use; unique in the registry.
+    const NAME: &'static str;
+    /// The arguments, serialised by the caller.
+    type Args: Serialize + DeserializeOwned;
+    /// The result, serialised by the callee.
+    type Output: Serialize + DeserializeOwned;
+    /// Runs the function in the called context (on the agent's main thread).
+    ///
+    /// # Errors
+    /// Whatever the function decides; the caller sees it as a [`CallError`].
+    fn call(cx: &CallCx<'_>, args: Self::Args) -> Result<Self::Output, FnError>;
+}
+
+/// What a running [`Function`] knows about its call.
+#[derive(Debug)]
+pub struct CallCx<'a> {
+    router: &'a Router,
+    caller: ContextId,
+}
+
+impl CallCx<'_> {
+    /// The router of the context the function runs in: use it to start
+    /// children, send to a [`crate::Sender`], or open receivers.
+    pub fn router(&self) -> &Router {
+        self.router
+    }
+
+    /// The context that made the call.
+    pub fn caller(&self) -> ContextId {
+        self.caller
+    }
+}
+
+type Thunk = Box<dyn Fn(&CallCx<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallErrorKind> + Send + Sync>;
+type MethodThunk = Box<dyn Fn(&Router, &[u8]) -> Result<Context, crate::ConnectError> + Send + Sync>;
+
+/// The functions and connection methods a program knows by name.
+///
+/// Built by [`crate::init`] (or [`Registry::new`]) from the program's
+/// registration function, so controller and agents register the same set.
+pub struct Registry {
+    fns: BTreeMap<&'static str, (Thunk, String)>,
+    methods: BTreeMap<&'static str, MethodThunk>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("functions", &self.fns.keys().collect::<Vec<_>>())
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A registry with the built-in functions and methods, plus whatever
+    /// `register` adds.
+    pub fn new(register: impl FnOnce(&mut Self)) -> Self {
+        let mut reg = Self { fns: BTreeMap::new(), methods: BTreeMap::new() };
+        crate::builtin::register(&mut reg);
+        register(&mut reg);
+        reg
+    }
+
+    /// Registers function `F`. A second registration of the same name
+    /// replaces the first.
+    pub fn add<F: Function>(&mut self) -> &mut Self {
+        let sig = format!(
+            "{}({})->{}",
+            F::NAME,
+            std::any::type_name::<F::Args>(),
+            std::any::type_name::<F::Output>()
+        );
+        let thunk: Thunk = Box::new(|cx, args, out| {
+            let args: F::Args =
+                postcard::from_bytes(args).map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
+            let value = F::call(cx, args).map_err(|e| CallErrorKind::Failed(error_chain(&*e)))?;
+            let buf = std::mem::take(out);
+            *out = postcard::to_extend(&value, buf).map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
+            Ok(())
+        });
+        self.fns.insert(F::NAME, (thunk, sig));
+        self
+    }
+
+    /// Registers a connection method, so other contexts can ask this one to
+    /// connect onward ([`crate::Router::connect_via`]).
+    pub fn add_method<M: crate::Method>(&mut self) -> &mut Self {
+        let thunk: MethodThunk = Box::new(|router, opts| {
+            let m: M = postcard::from_bytes(opts)
+                .map_err(|e| crate::ConnectError::BadOptions(e.to_string()))?;
+            router.connect(&m)
+        });
+        self.methods.insert(M::NAME, thunk);
+        self
+    }
+
+    /// Whether a function of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.fns.contains_key(name)
+    }
+
+    /// A fingerprint of the protocol version and every registered function's
+    /// name and signature; agents must match their controller's.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Fnv::default();
+        h.write(crate::PROTOCOL_VERSION.as_bytes());
+        for (_, sig) in self.fns.values() {
+            h.write(sig.as_bytes());
+            h.write(b"\0");
+        }
+        for name in self.methods.keys() {
+            h.write(name.as_bytes());
+            h.write(b"\0");
+        }
+        h.0
+    }
+
+    pub(crate) fn method(&self, name: &str) -> Option<&MethodThunk> {
+        self.methods.get(name)
+    }
+
+    fn invoke(&self, name: &str, cx: &CallCx<'_>, args: &[u8], out: &mut Vec<u8>) -> Result<(), CallErrorKind> {
+        let (thunk, _) = self.fns.get(name).ok_or(CallErrorKind::UnknownFunction)?;
+        match catch_unwind(AssertUnwindSafe(|| thunk(cx, args, out))) {
+            Ok(r) => r,
+            Err(panic) => Err(CallErrorKind::Panicked(panic_message(&*panic))),
+        }
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+struct Fnv(u64);
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Identifies a call chain: the caller's context id and a per-process nonce.
+pub(crate) type ChainId = (u32, u64);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CallHead<'a> {
+    #[serde(borrow)]
+    pub(crate) func: &'a str,
+    pub(crate) chain: Option<ChainId>,
+}
+
+pub(crate) type ReplyHead = Result<(), CallErrorKind>;
+
+/// Builds the CALL_FUNCTION message for `F` with `args`.
+pub(crate) fn request<F: Function>(
+    dst: ContextId,
+    args: &F::Args,
+    chain: Option<ChainId>,
+) -> Result<Message, message::PayloadError> {
+    let head = CallHead { func: F::NAME, chain };
+    let buf = postcard::to_stdvec(&head).map_err(|e| message::PayloadError::encode::<CallHead<'_>>(e))?;
+    let buf = postcard::to_extend(args, buf).map_err(|e| message::PayloadError::encode::<F::Args>(e))?;
+    Ok(Message { enc: Enc::TYPED, ..Message::bytes(dst, Handle::CALL_FUNCTION, buf) })
+}
+
+/// Decodes a call reply (or the dead message that replaced it).
+pub(crate) fn decode_reply<T: DeserializeOwned>(msg: &Message) -> Result<T, CallErrorKind> {
+    if let Some(reason) = msg.dead_reason() {
+        return Err(classify_dead(reason));
+    }
+    let (head, tail): (ReplyHead, &[u8]) =
+        message::decode_with_tail(&msg.data).map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
+    head?;
+    postcard::from_bytes(tail).map_err(|e| CallErrorKind::BadResult(e.to_string()))
+}
+
+pub(crate) fn classify_dead(reason: String) -> CallErrorKind {
+    if reason.starts_with(message::DEAD_DISCONNECTED) || reason == message::DEAD_SHUTDOWN {
+        CallErrorKind::Disconnected(reason)
+    } else {
+        CallErrorKind::Refused(reason)
+    }
+}
+
+impl CallError {
+    pub(crate) fn new(ctx: &Context, function: &str, kind: CallErrorKind) -> Self {
+        Self { context: ctx.id(), context_name: ctx.name().to_owned(), function: function.to_owned(), kind }
+    }
+}
+
+/// Runs calls in arrival order; used by the agent's main thread.
+pub(crate) struct Executor {
+    router: Router,
+    failed_chains: HashMap<ChainId, (String, CallErrorKind)>,
+}
+
+impl Executor {
+    pub(crate) fn new(router: Router) -> Self {
+        Self { router, failed_chains: HashMap::new() }
+    }
+
+    /// Forgets a chain's failure ([`crate::CallChain::reset`]).
+    pub(crate) fn forget_chain(&mut self, chain: ChainId) {
+        self.failed_chains.remove(&chain);
+    }
+
+    fn run(
+        &mut self,
+        func: &str,
+        chain: Option<ChainId>,
+        caller: ContextId,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CallErrorKind> {
+        if func == crate::builtin::FORGET_CHAIN {
+            if let Some(c) = chain {
+                self.forget_chain(c);
+            }
+        } else if let Some((f, cause)) = chain.and_then(|c| self.failed_chains.get(&c)) {
+            return Err(CallErrorKind::ChainAborted { function: f.clone(), cause: Box::new(cause.clone()) });
+        }
+        let shared = &self.router.shared;
+        *shared.current_call.lock() = Some((func.to_owned(), std::time::Instant::now()));
+        let cx = CallCx { router: &self.router, caller };
+        let r = shared.registry.invoke(func, &cx, args, out);
+        *shared.current_call.lock() = None;
+        if let (Err(kind), Some(chain)) = (&r, chain) {
+            self.failed_chains.insert(chain, (func.to_owned(), kind.clone()));
+        }
+        r
+    }
+
+    pub(crate) fn handle(&mut self, msg: Message) {
+        let mut out = postcard::to_stdvec(&ReplyHead::Ok(())).unwrap_or_default();
+        let (func, result) = match message::decode_with_tail::<CallHead<'_>>(&msg.data) {
+            Err(e) => ("?".to_owned(), Err(CallErrorKind::BadArguments(e.to_string()))),
+            Ok((head, args)) => {
+                let func = head.func.to_owned();
+                let result = self.run(&func, head.chain, msg.src_id, args, &mut out);
+                (func, result)
+            }
+        };
+        if let Err(kind) = &result {
+            if msg.reply_to == Handle::NONE && !matches!(kind, CallErrorKind::ChainAborted { .. }) {
+                log::error!("call to {func} (no reply wanted) failed: {kind}");
+            }
+        }
+        if msg.reply_to == Handle::NONE {
+            return;
+        }
+        let data = match result {
+            Ok(()) => out,
+            Err(kind) => postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
+        };
+        let shared = &self.router.shared;
+        let me = shared.me();
+        shared.route(Message {
+            enc: Enc::TYPED,
+            dst_id: msg.src_id,
+            src_id: me,
+            auth_id: me,
+            handle: msg.reply_to,
+            reply_to: Handle::NONE,
+            data: data.into(),
+        });
+    }
+}

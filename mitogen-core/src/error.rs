@@ -1,0 +1,201 @@
+//! Error types, split by operation so callers can branch on what matters.
+
+use crate::ids::ContextId;
+use std::io;
+use std::time::Duration;
+
+/// The crate-wide error: anything [`crate::init`] or a connection can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Starting the router or broker failed (the OS refused a poll, waker or thread).
+    #[error("cannot start router: {0}")]
+    Start(#[source] io::Error),
+    /// A connection to a new context failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A call failed (remotely, or because its context disconnected).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// Receiving failed.
+    #[error(transparent)]
+    Recv(#[from] RecvError),
+    /// A payload could not be encoded or decoded.
+    #[error(transparent)]
+    Payload(#[from] crate::message::PayloadError),
+    /// This process was started as an agent but its bootstrap failed.
+    #[error("agent bootstrap failed: {0}")]
+    Agent(String),
+}
+
+/// Why receiving a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The deadline passed with nothing received.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The sender closed the channel, or the receiver's router shut down.
+    #[error("channel closed")]
+    Closed,
+    /// A dead message arrived: no (more) messages will come, for `reason`.
+    #[error("no reply will come: {reason} (reported by context {from})")]
+    Dead {
+        /// The reason carried by the dead message.
+        reason: String,
+        /// The context that produced it.
+        from: ContextId,
+    },
+}
+
+/// What went wrong with a call; carried by [`CallError`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum CallErrorKind {
+    /// The remote registry has no function with that name.
+    UnknownFunction,
+    /// The arguments could not be decoded as the function's `Args`.
+    BadArguments(String),
+    /// The function returned `Err` with this message (and its source chain).
+    Failed(String),
+    /// The function panicked with this message; the agent survived.
+    Panicked(String),
+    /// An earlier call in the same chain failed, so this one did not run.
+    ChainAborted {
+        /// The function whose failure aborted the chain.
+        function: String,
+        /// What that failure was.
+        cause: Box<CallErrorKind>,
+    },
+    /// The result could not be decoded as the function's `Output`.
+    BadResult(String),
+    /// The context (or one on the way to it) disconnected before replying.
+    Disconnected(String),
+    /// The caller's deadline passed; the call may still be running remotely.
+    Timeout(Duration),
+    /// The call could not be routed or was refused (a dead reply).
+    Refused(String),
+}
+
+impl std::fmt::Display for CallErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownFunction => f.write_str("no such function is registered there"),
+            Self::BadArguments(e) => write!(f, "bad arguments: {e}"),
+            Self::Failed(e) => write!(f, "failed: {e}"),
+            Self::Panicked(e) => write!(f, "panicked: {e}"),
+            Self::ChainAborted { function, cause } => {
+                write!(f, "not run: earlier call {function} in the chain {cause}")
+            }
+            Self::BadResult(e) => write!(f, "bad result: {e}"),
+            Self::Disconnected(e) => write!(f, "context disconnected: {e}"),
+            Self::Timeout(d) => write!(f, "no reply within {d:?}"),
+            Self::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+/// A call to a function in a remote context failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("call to {function} in context {context} ({context_name}): {kind}")]
+pub struct CallError {
+    /// The context the call went to.
+    pub context: ContextId,
+    /// That context's name (e.g. `local.3`).
+    pub context_name: String,
+    /// The function's registered name.
+    pub function: String,
+    /// What went wrong.
+    pub kind: CallErrorKind,
+}
+
+/// A connection to a new context failed; names the stage that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The agent process could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program that was to be run.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The agent did not greet in time.
+    #[error("no greeting from {name} within {timeout:?}{}", printed_suffix(.printed))]
+    Timeout {
+        /// The new context's name.
+        name: String,
+        /// The connect timeout.
+        timeout: Duration,
+        /// The last lines the target printed, if any.
+        printed: String,
+    },
+    /// The agent exited (or closed its stream) before greeting.
+    #[error("{name} exited before greeting ({status}){}", printed_suffix(.printed))]
+    EarlyExit {
+        /// The new context's name.
+        name: String,
+        /// Its exit status, as text.
+        status: String,
+        /// The last lines the target printed, if any.
+        printed: String,
+    },
+    /// The agent printed something that is not a greeting.
+    #[error("{name} printed unexpected output instead of a greeting{}", printed_suffix(.printed))]
+    Garbage {
+        /// The new context's name.
+        name: String,
+        /// What it printed (last lines).
+        printed: String,
+    },
+    /// The agent runs another protocol version or function registry.
+    #[error("{name} runs protocol {remote} but this controller speaks {local}: use the same binary on both ends")]
+    VersionMismatch {
+        /// The new context's name.
+        name: String,
+        /// What the agent announced.
+        remote: String,
+        /// What this side expected.
+        local: String,
+    },
+    /// Reading or writing the bootstrap stream failed.
+    #[error("bootstrap I/O with {name} failed: {source}")]
+    Io {
+        /// The new context's name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// No connection method with this name is registered (in the `via` context).
+    #[error("no connection method named {0:?} is registered")]
+    UnknownMethod(String),
+    /// The method's options could not be decoded.
+    #[error("bad connection options: {0}")]
+    BadOptions(String),
+    /// Connecting through an intermediary failed.
+    #[error("connecting via context {via} failed: {source}")]
+    Via {
+        /// The intermediary.
+        via: ContextId,
+        /// What the intermediary reported.
+        #[source]
+        source: CallError,
+    },
+    /// Context ids could not be allocated (the controller is unreachable).
+    #[error("cannot allocate a context id: {0}")]
+    AllocateId(String),
+    /// The router is shutting down.
+    #[error("router is shut down")]
+    Shutdown,
+}
+
+fn printed_suffix(printed: &str) -> String {
+    if printed.trim().is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; it printed:\n{}", printed.trim_end())
+    }
+}

@@ -1,0 +1,60 @@
+//! Typed identifiers: contexts and handles.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one context (one process) in the tree.
+///
+/// The controller is always `ContextId(0)`; children get ids handed out by the
+/// controller (see [`crate::Router::connect`]).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ContextId(pub u32);
+
+impl ContextId {
+    /// The controller (Mitogen's "master") is always context 0.
+    pub const CONTROLLER: Self = Self(0);
+}
+
+impl fmt::Display for ContextId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A message handle: the "port number" of a handler inside one context.
+///
+/// Handles below [`Handle::FIRST_DYNAMIC`] are well-known and keep Python
+/// Mitogen's numbers where the idea is the same.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Handle(pub u32);
+
+impl Handle {
+    /// "No handle": a message with `reply_to == NONE` expects no reply.
+    pub const NONE: Self = Self(0);
+    /// Run a registered function ([`crate::Function`]).
+    pub const CALL_FUNCTION: Self = Self(101);
+    /// A `log` record forwarded to the controller.
+    pub const FORWARD_LOG: Self = Self(102);
+    /// A descendant announces a new route to its ancestors.
+    pub const ADD_ROUTE: Self = Self(103);
+    /// A route is withdrawn (the context behind it is gone).
+    pub const DEL_ROUTE: Self = Self(104);
+    /// A context asks the controller for a block of context ids.
+    pub const ALLOCATE_ID: Self = Self(105);
+    /// Ask a context to shut down (cascades to its children).
+    pub const SHUTDOWN: Self = Self(106);
+    /// A child tells its parent it is detaching and should not be killed.
+    pub const DETACHING: Self = Self(109);
+    /// Reserved for `mitogen-service`: call a method of a named service.
+    pub const CALL_SERVICE: Self = Self(110);
+    /// In `reply_to`, marks a dead message; its payload is the reason.
+    pub const IS_DEAD: Self = Self(999);
+    /// Dynamic handles (receivers, replies) start here.
+    pub const FIRST_DYNAMIC: Self = Self(1000);
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -1,0 +1,129 @@
+//! mitogen-core: a message router, typed calls and self-replicating agents.
+//!
+//! A controller process holds a tree of *contexts*: processes it started
+//! (here over a socketpair, with `mitogen-ssh` over ssh/sudo/su/doas), each
+//! running this same program as an agent. Every context has a router;
+//! messages are routed through the tree by context id, checked against the
+//! stream they arrived on, and delivered to handlers guarded by policies.
+//!
+//! ```text
+//!   controller (context 0)                 user threads: Context::call, Receiver, Select
+//!   ┌──────────────────────────┐             │ route() from any thread; writes go
+//!   │ Router ── handlers        │◄────────────┘ straight to the socket unless it is full
+//!   │ broker thread (mio)       │
+//!   └───┬──────────────────┬───┘
+//!       │ socketpair       │ socketpair        frames: 26-byte header + payload
+//!   ┌───▼──────────┐   ┌───▼──────────┐
+//!   │ local.1      │   │ local.2      │        agents: same binary, `--mitogen-agent`,
+//!   │ main: calls  │   │ main: calls  │        calls run in order on the main thread
+//!   └───┬──────────┘   └──────────────┘
+//!       │ (started by local.1, routed through it)
+//!   ┌───▼──────────┐
+//!   │ local.3      │   logs from any context ──FORWARD_LOG──► controller's `log`
+//!   └──────────────┘
+//! ```
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! use mitogen_core::{CallCx, FnError, Function, Local};
+//!
+//! /// Returns the agent's process id.
+//! struct Pid;
+//! impl Function for Pid {
+//!     const NAME: &'static str = "demo::pid";
+//!     type Args = ();
+//!     type Output = u32;
+//!     fn call(_cx: &CallCx<'_>, (): ()) -> Result<u32, FnError> {
+//!         Ok(std::process::id())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), mitogen_core::Error> {
+//!     // Same binary on both ends: started as an agent, this never returns.
+//!     let router = mitogen_core::init(|reg| {
+//!         reg.add::<Pid>();
+//!     })?;
+//!     let child = router.connect(&Local::new())?;
+//!     let grandchild = router.connect_via(&Local::new(), &child)?;
+//!     println!("child {} grandchild {}", child.call::<Pid>(&())?, grandchild.call::<Pid>(&())?);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What is where
+//! - [`Message`] and the IO-free [`codec`]: the wire format (Python Mitogen's header).
+//! - [`Router`]: routes, handlers, [`Policy`], connections ([`Local`], [`Method`]).
+//! - [`Context`]: calls ([`Context::call`], [`PendingCall`], [`CallChain`]), shutdown.
+//! - [`Receiver`], [`Sender`], [`Select`], [`Latch`]: waiting, always with optional deadlines.
+//! - [`Function`], [`Registry`]: what can be called by name.
+//! - [`transport`]: the bootstrap every connection method shares.
+//! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`DUMP_ENV`]).
+//!
+//! # Dependencies
+//! `mio` (the poll loop), `bytes` (zero-copy payload slices), `serde` +
+//! `postcard` (typed payloads: a small, specified wire format), `parking_lot`
+//! (small, fast locks), `crossbeam-channel` (receivers and select with
+//! deadlines), `log` (the facade forwarded logs arrive in), `rustix` (safe
+//! syscalls: poll, dup, kill, uname), `thiserror` (error types).
+#![doc(test(attr(deny(warnings))))]
+
+mod agent;
+mod api;
+mod broker;
+mod builtin;
+mod call;
+mod channel;
+mod context;
+mod diag;
+mod error;
+mod ids;
+mod ids_alloc;
+mod logfwd;
+pub mod message;
+mod policy;
+mod router;
+mod stream;
+mod sys;
+pub mod transport;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use agent::{agent_main, is_agent};
+pub use api::{Method, Router, RouterOptions};
+pub use call::{CallCx, FnError, Function, Registry};
+pub use channel::{Latch, Receiver, Select, Sender};
+pub use context::{CallChain, Context, PendingCall};
+pub use diag::DUMP_ENV;
+pub use error::{CallError, CallErrorKind, ConnectError, Error, RecvError};
+pub use ids::{ContextId, Handle};
+pub use message::{Enc, Message, PayloadError, codec};
+pub use policy::{Policy, Source, Trust};
+pub use sys::{host_name, user_name};
+pub use transport::local::Local;
+
+/// The protocol version agents and controllers compare when they meet.
+pub const PROTOCOL_VERSION: &str = "mitogen-rs/1";
+
+/// Starts this program's context.
+///
+/// If the process was started as an agent (by a parent's [`Router::connect`])
+/// this runs the agent and never returns. Otherwise it starts a controller
+/// router and returns it. `register` must add the same functions in both
+/// roles: put it in one function and pass that.
+///
+/// # Errors
+/// [`Error::Start`] if the broker thread cannot start.
+pub fn init(register: impl Fn(&mut Registry)) -> Result<Router, Error> {
+    init_with(RouterOptions::default(), register)
+}
+
+/// [`init`] with options for the controller's router.
+///
+/// # Errors
+/// As [`init`].
+pub fn init_with(options: RouterOptions, register: impl Fn(&mut Registry)) -> Result<Router, Error> {
+    agent_main(&register);
+    Router::new(options, Registry::new(register))
+}

@@ -1,0 +1,341 @@
+//! The router: routes, handlers, policies and source verification.
+//!
+//! [`Router::route`] may be called from any thread. For a message that
+//! arrived on a stream the broker first checks the reverse path: the stream
+//! must be the route back to both `src_id` and `auth_id` (a context that is
+//! not routed below this one is reached through the parent). Then:
+//!
+//! ```text
+//!  dst_id == me ──► handler table ──► policy ok? ──► sink (channel or fn)
+//!       │                 │ no handler         └─ no ──► dead "refused by policy"
+//!       │                 └──────────────────────────► dead "invalid handle"
+//!       └─ else ──► routes[dst] or parent stream ──► StreamOut::send
+//!                        │ none, or back where it came from ──► dead "no route"
+//!                        └ unidirectional, neither end the parent ──► dead "refused"
+//! ```
+
+use crate::broker::{BrokerTx, Cmd};
+use crate::call::Registry;
+use crate::ids::{ContextId, Handle};
+use crate::message::{self, Message};
+use crate::policy::{Policy, Source, Trust};
+use crate::stream::{StreamId, StreamOut};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+/// Where a handler's messages go.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// A channel read by a [`crate::Receiver`] (or the agent's executor).
+    Chan(crossbeam_channel::Sender<Message>),
+    /// A function run on the routing thread (internal handlers only: it must
+    /// not block).
+    Fn(Arc<dyn Fn(Message, Option<StreamId>) + Send + Sync>),
+}
+
+pub(crate) struct HandlerEntry {
+    pub(crate) policy: Policy,
+    pub(crate) sink: Sink,
+    pub(crate) persist: bool,
+    /// When this context disconnects the handler gets a dead message.
+    pub(crate) respondent: Option<ContextId>,
+    pub(crate) label: &'static str,
+    pub(crate) since: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct RouteState {
+    pub(crate) streams: HashMap<StreamId, Arc<StreamOut>>,
+    pub(crate) routes: HashMap<ContextId, StreamId>,
+    pub(crate) parent_stream: Option<StreamId>,
+    pub(crate) names: HashMap<ContextId, Arc<str>>,
+}
+
+/// Settings a context is started with; the controller's are inherited by
+/// every context below it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) me: ContextId,
+    pub(crate) name: String,
+    /// Parent first, controller last.
+    pub(crate) ancestors: Vec<ContextId>,
+    pub(crate) unidirectional: bool,
+    pub(crate) max_message_size: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: Identity,
+    pub(crate) state: Mutex<RouteState>,
+    pub(crate) handlers: Mutex<HashMap<Handle, HandlerEntry>>,
+    next_handle: AtomicU32,
+    pub(crate) broker: BrokerTx,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) ids: crate::ids_alloc::IdAllocator,
+    pub(crate) shut_down: AtomicBool,
+    pub(crate) detached: AtomicBool,
+    pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(crate) current_call: Mutex<Option<(String, Instant)>>,
+}
+
+impl Shared {
+    pub(crate) fn new(id: Identity, broker: BrokerTx, registry: Arc<Registry>) -> Self {
+        let ids = crate::ids_alloc::IdAllocator::new(id.me == ContextId::CONTROLLER);
+        Self {
+            id,
+            state: Mutex::new(RouteState::default()),
+            handlers: Mutex::new(HashMap::new()),
+            next_handle: AtomicU32::new(Handle::FIRST_DYNAMIC.0),
+            broker,
+            registry,
+            ids,
+            shut_down: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            broker_thread: Mutex::new(None),
+            current_call: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn me(&self) -> ContextId {
+        self.id.me
+    }
+
+    pub(crate) fn parent(&self) -> Option<ContextId> {
+        self.id.ancestors.first().copied()
+    }
+
+    fn trust(&self) -> Trust<'_> {
+        Trust { me: self.id.me, ancestors: &self.id.ancestors }
+    }
+
+    pub(crate) fn alloc_handle(&self) -> Handle {
+        Handle(self.next_handle.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn add_handler(&self, handle: Handle, entry: HandlerEntry) {
+        self.handlers.lock().insert(handle, entry);
+    }
+
+    pub(crate) fn remove_handler(&self, handle: Handle) {
+        self.handlers.lock().remove(&handle);
+    }
+
+    pub(crate) fn name_of(&self, id: ContextId) -> Arc<str> {
+        if id == self.id.me {
+            return self.id.name.as_str().into();
+        }
+        self.state.lock().names.get(&id).cloned().unwrap_or_else(|| format!("context {id}").into())
+    }
+
+    /// Routes a message sent by a thread of this process.
+    pub(crate) fn route(&self, msg: Message) {
+        self.route_from(msg, None);
+    }
+
+    /// Routes a message; `from` is the stream it arrived on, if any.
+    pub(crate) fn route_from(&self, msg: Message, from: Option<&StreamOut>) {
+        if msg.data.len() > self.id.max_message_size {
+            log::error!(
+                "{}: dropping {:?}: {} ({} > {})",
+                self.id.name,
+                msg,
+                message::DEAD_TOO_LARGE,
+                msg.data.len(),
+                self.id.max_message_size
+            );
+            self.send_dead(&msg, message::DEAD_TOO_LARGE);
+            return;
+        }
+        let out = {
+            let st = self.state.lock();
+            if let Some(from) = from {
+                let expect = |id: ContextId| st.routes.get(&id).copied().or(st.parent_stream);
+                if expect(msg.auth_id) != Some(from.id) {
+                    drop(st);
+                    log::warn!("{}: dropped {msg:?} from {}: bad auth_id", self.id.name, from.name);
+                    return;
+                }
+                if msg.src_id != msg.auth_id && expect(msg.src_id) != Some(from.id) {
+                    drop(st);
+                    log::warn!("{}: dropped {msg:?} from {}: bad src_id", self.id.name, from.name);
+                    return;
+                }
+            }
+            if msg.dst_id == self.id.me {
+                None
+            } else {
+                let sid = st.routes.get(&msg.dst_id).copied().or(st.parent_stream);
+                let out = sid.and_then(|s| st.streams.get(&s).cloned());
+                match (out, from) {
+                    (None, _) => Some(Err(message::DEAD_NO_ROUTE)),
+                    (Some(out), Some(from)) if out.id == from.id => {
+                        Some(Err(message::DEAD_NO_ROUTE))
+                    }
+                    (Some(out), Some(from))
+                        if self.id.unidirectional && !out.is_parent && !from.is_parent =>
+                    {
+                        Some(Err("refused: unidirectional routing mode is on"))
+                    }
+                    (Some(out), _) => Some(Ok(out)),
+                }
+            }
+        };
+        match out {
+            None => self.deliver_local(msg, from),
+            Some(Ok(out)) => {
+                if out.send(&msg).is_err() {
+                    self.send_dead(&msg, message::DEAD_NO_ROUTE);
+                }
+            }
+            Some(Err(reason)) => {
+                if !msg.is_dead() {
+                    log::debug!("{}: {reason}: {msg:?}", self.id.name);
+                }
+                self.send_dead(&msg, reason);
+            }
+        }
+    }
+
+    fn send_dead(&self, msg: &Message, reason: &str) {
+        if let Some(dead) = msg.dead_reply(self.id.me, reason) {
+            // A dead reply to ourselves, or routed back: cannot loop, since
+            // dead messages never get dead replies.
+            self.route(dead);
+        }
+    }
+
+    fn deliver_local(&self, msg: Message, from: Option<&StreamOut>) {
+        let src = Source {
+            stream_remote: from.map(|s| s.remote_id),
+            from_parent_stream: from.is_some_and(|s| s.is_parent),
+        };
+        let sink = {
+            let mut handlers = self.handlers.lock();
+            let Some(h) = handlers.get(&msg.handle) else {
+                drop(handlers);
+                if !msg.is_dead() {
+                    log::debug!("{}: {} for {msg:?}", self.id.name, message::DEAD_INVALID_HANDLE);
+                }
+                self.send_dead(&msg, message::DEAD_INVALID_HANDLE);
+                return;
+            };
+            if !h.policy.allows(&msg, &src, &self.trust()) {
+                drop(handlers);
+                log::warn!("{}: policy refused {msg:?}", self.id.name);
+                self.send_dead(&msg, message::DEAD_REFUSED);
+                return;
+            }
+            let sink = h.sink.clone();
+            if !h.persist {
+                handlers.remove(&msg.handle);
+            }
+            sink
+        };
+        match sink {
+            Sink::Chan(tx) => {
+                let _ = tx.send(msg);
+            }
+            Sink::Fn(f) => f(msg, from.map(|s| s.id)),
+        }
+    }
+
+    /// Every handler waiting on `id` gets a dead message.
+    pub(crate) fn fail_respondents(&self, id: ContextId, reason: &str) {
+        let gone: Vec<(Handle, Sink)> = {
+            let mut handlers = self.handlers.lock();
+            let hs: Vec<Handle> =
+                handlers.iter().filter(|(_, h)| h.respondent == Some(id)).map(|(k, _)| *k).collect();
+            hs.into_iter().filter_map(|k| handlers.remove(&k).map(|h| (k, h.sink))).collect()
+        };
+        for (handle, sink) in gone {
+            let dead = Message {
+                enc: message::Enc::BIN,
+                dst_id: self.id.me,
+                src_id: id,
+                auth_id: id,
+                handle,
+                reply_to: Handle::IS_DEAD,
+                data: bytes::Bytes::copy_from_slice(reason.as_bytes()),
+            };
+            match sink {
+                Sink::Chan(tx) => {
+                    let _ = tx.send(dead);
+                }
+                Sink::Fn(f) => f(dead, None),
+            }
+        }
+    }
+
+    /// Drops every handler, waking its receiver with "router shut down".
+    pub(crate) fn fail_all_handlers(&self) {
+        let all: Vec<(Handle, HandlerEntry)> = self.handlers.lock().drain().collect();
+        for (handle, h) in all {
+            if let Sink::Chan(tx) = h.sink {
+                let mut dead = Message::bytes(self.id.me, handle, message::DEAD_SHUTDOWN.as_bytes());
+                dead.reply_to = Handle::IS_DEAD;
+                dead.src_id = self.id.me;
+                dead.auth_id = self.id.me;
+                let _ = tx.send(dead);
+            }
+        }
+    }
+
+    /// The stream is gone: drop its routes and tell everyone who cares.
+    /// Returns the context ids that became unreachable.
+    pub(crate) fn stream_closed(&self, sid: StreamId, reason: &str) -> Vec<ContextId> {
+        let (lost, was_parent) = {
+            let mut st = self.state.lock();
+            let Some(out) = st.streams.remove(&sid) else { return Vec::new() };
+            out.close();
+            let lost: Vec<ContextId> =
+                st.routes.iter().filter(|(_, s)| **s == sid).map(|(id, _)| *id).collect();
+            for id in &lost {
+                st.routes.remove(id);
+            }
+            let was_parent = st.parent_stream == Some(sid);
+            if was_parent {
+                st.parent_stream = None;
+            }
+            (lost, was_parent)
+        };
+        let why = format!("{}: {reason}", message::DEAD_DISCONNECTED);
+        for id in &lost {
+            self.fail_respondents(*id, &why);
+            self.broadcast_del_route(*id, None);
+        }
+        if was_parent {
+            for id in self.id.ancestors.clone() {
+                self.fail_respondents(id, &why);
+            }
+        }
+        lost
+    }
+
+    /// Tells the parent and every child (but `except`) that `id` is gone.
+    pub(crate) fn broadcast_del_route(&self, id: ContextId, except: Option<StreamId>) {
+        let targets: Vec<Arc<StreamOut>> =
+            self.state.lock().streams.values().filter(|s| Some(s.id) != except).cloned().collect();
+        for out in targets {
+            if let Ok(mut msg) = Message::typed(out.remote_id, Handle::DEL_ROUTE, &id) {
+                msg.src_id = self.id.me;
+                msg.auth_id = self.id.me;
+                let _ = out.send(&msg);
+            }
+        }
+    }
+
+    pub(crate) fn stream_by_context(&self, id: ContextId) -> Option<Arc<StreamOut>> {
+        let st = self.state.lock();
+        st.routes.get(&id).or(st.parent_stream.as_ref()).and_then(|s| st.streams.get(s)).cloned()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn broker_cmd(&self, cmd: Cmd) {
+        self.broker.send(cmd);
+    }
+}

@@ -1,0 +1,86 @@
+//! The one place with `unsafe` and raw OS calls.
+//!
+//! Everything else in the crate uses these safe wrappers (and `rustix`, which
+//! is itself safe), so the unsafe surface can be read in one sitting.
+
+use bytes::BytesMut;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// Reads into the spare capacity of `buf` without zeroing it first, and
+/// extends `buf` by what was read. Reserves `min_spare` bytes first.
+pub(crate) fn read_into_spare(fd: &File, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+    buf.reserve(min_spare);
+    let spare = buf.spare_capacity_mut();
+    let (filled, _) = rustix::io::read(fd, spare).map_err(io::Error::from)?;
+    let n = filled.len();
+    // SAFETY: `rustix::io::read` initialised the first `n` bytes of the spare
+    // capacity (it returns them as `filled`), and `n <= spare.len()`, so the
+    // new length covers only initialised bytes within the allocation.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Puts `fd` in non-blocking mode.
+pub(crate) fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
+    rustix::io::ioctl_fionbio(fd, on).map_err(io::Error::from)
+}
+
+/// Duplicates `fd` to a new close-on-exec descriptor numbered 3 or above.
+pub(crate) fn dup_cloexec(fd: impl AsFd) -> io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(io::Error::from)
+}
+
+/// Points fd 0 at /dev/null and fd 1 at stderr, so stray reads and prints in
+/// an agent cannot touch the channel to the parent.
+pub(crate) fn detach_stdio() -> io::Result<()> {
+    let null = File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null).map_err(io::Error::from)?;
+    rustix::stdio::dup2_stdout(rustix::stdio::stderr()).map_err(io::Error::from)
+}
+
+/// Sends `SIGKILL` to `pid`, ignoring "no such process".
+pub(crate) fn kill(pid: u32) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// The effective user name (from the passwd database, else `$USER`, else the uid).
+pub fn user_name() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The host name (`uname -n`).
+pub fn host_name() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `Ok(false)` on timeout.
+pub(crate) fn wait_readable(fd: impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let ts = Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Shared transport machinery: what every connection method does once it
+//! has a process whose stdin/stdout lead to an agent.
+//!
+//! ```text
+//! method (local, ssh, sudo ...)         agent (same binary, --mitogen-agent)
+//!   spawn process, get its stdio  ─────►  starts, writes greeting line
+//!   read greeting (deadline)      ◄─────  "MITOGEN-RS-AGENT <proto> <registry> <pid>"
+//!   check protocol + registry
+//!   send config frame             ─────►  id, ancestors, max size, log level ...
+//!   register stream with broker           joins its router, serves calls
+//!   announce route upward (ADD_ROUTE)
+//! ```
+//!
+//! Any failure before the greeting kills and reaps the process and reports
+//! the last lines it printed.
+
+pub mod local;
+
+use crate::api::{NewStream, add_stream, announce_route};
+use crate::error::ConnectError;
+use crate::ids::ContextId;
+use crate::message::{Message, codec};
+use crate::{Context, Router, sys};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default deadline for a new context to greet.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first bytes of an agent's greeting line.
+pub(crate) const GREETING: &str = "MITOGEN-RS-AGENT ";
+
+/// What a new agent is told right after it greets.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AgentConfig {
+    pub(crate) identity: crate::router::Identity,
+    pub(crate) log_level: u8,
+    pub(crate) dump_secs: Option<f64>,
+}
+
+/// A started process whose stdio leads to an agent, ready for [`attach`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Spawned {
+    /// The id the new context will get ([`allocate_id`]).
+    pub id: ContextId,
+    /// Its name, e.g. `local.3` or `ssh.web1`.
+    pub name: String,
+    /// The process (killed and reaped on failure, reaped after disconnect).
+    pub child: Option<Child>,
+    /// Reads the agent's stdout.
+    pub rx: File,
+    /// Writes the agent's stdin; `None` when it is `rx`'s fd (a socket).
+    pub tx: Option<File>,
+    /// The process's stderr, logged line by line and quoted in errors.
+    pub stderr: Option<File>,
+    /// Whether any output before the greeting is an error (true for local
+    /// agents; remote shells may print banners first).
+    pub strict: bool,
+}
+
+impl Spawned {
+    /// A spawned agent with everything needed and nothing optional.
+    pub fn new(id: ContextId, name: String, rx: File) -> Self {
+        Self { id, name, child: None, rx, tx: None, stderr: None, strict: true }
+    }
+}
+
+/// Allocates an id for a new child of `router`'s context.
+///
+/// # Errors
+/// [`ConnectError::AllocateId`] if the controller does not answer.
+pub fn allocate_id(router: &Router) -> Result<ContextId, ConnectError> {
+    router.shared.ids.allocate(&router.shared)
+}
+
+/// Completes a connection: waits for the greeting until `timeout`, checks
+/// the protocol and registry, sends the agent its configuration and joins
+/// its stream to the router.
+///
+/// # Errors
+/// [`ConnectError`]: `Timeout`, `EarlyExit`, `Garbage`, `VersionMismatch`
+/// or `Io`, each with what the process printed.
+pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Context, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let fail = |s: &mut Spawned, printed: Vec<u8>, kind: Fail| -> ConnectError {
+        let status = match &mut s.child {
+            Some(c) => {
+                // Give a process that is exiting anyway a moment to do so.
+                let wait_until = Instant::now() + Duration::from_millis(200);
+                let mut st = c.try_wait().ok().flatten();
+                while st.is_none() && Instant::now() < wait_until && matches!(kind, Fail::Eof) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    st = c.try_wait().ok().flatten();
+                }
+                if st.is_none() {
+                    sys::kill(c.id());
+                    st = c.wait().ok();
+                }
+                st.map_or_else(|| "unknown status".to_owned(), |st| st.to_string())
+            }
+            None => "no process".to_owned(),
+        };
+        let mut text = String::from_utf8_lossy(&printed).into_owned();
+        if let Some(err) = &mut s.stderr {
+            let _ = sys::set_nonblocking(&*err, true);
+            let mut e = Vec::new();
+            let _ = err.read_to_end(&mut e);
+            text.push_str(&String::from_utf8_lossy(&e));
+        }
+        let printed = last_lines(&text, 20);
+        let name = s.name.clone();
+        match kind {
+            Fail::Timeout => ConnectError::Timeout { name, timeout, printed },
+            Fail::Eof => ConnectError::EarlyExit { name, status, printed },
+            Fail::Garbage => ConnectError::Garbage { name, printed },
+            Fail::Io(source) => ConnectError::Io { name, source },
+        }
+    };
+    let (line, rest) = match read_greeting(&s.rx, deadline, s.strict) {
+        Ok(v) => v,
+        Err((kind, printed)) => return Err(fail(&mut s, printed, kind)),
+    };
+    let expect = greeting_line(&router.shared.registry);
+    if line != expect.trim_end().rsplit_once(' ').map_or("", |p| p.0) {
+        let local = expect.trim_end().rsplit_once(' ').map_or("", |p| p.0).to_owned();
+        let err = ConnectError::VersionMismatch { name: s.name.clone(), remote: line, local };
+        let _ = fail(&mut s, Vec::new(), Fail::Garbage);
+        return Err(err);
+    }
+    let shared = &router.shared;
+    let mut ancestors = vec![shared.me()];
+    ancestors.extend(shared.id.ancestors.iter().copied());
+    let config = AgentConfig {
+        identity: crate::router::Identity {
+            me: s.id,
+            name: s.name.clone(),
+            ancestors,
+            unidirectional: shared.id.unidirectional,
+            max_message_size: shared.id.max_message_size,
+        },
+        log_level: log::max_level() as u8,
+        dump_secs: crate::diag::dump_interval().map(|d| d.as_secs_f64()),
+    };
+    let mut frame = Vec::new();
+    match Message::typed(s.id, crate::Handle::NONE, &config) {
+        Ok(msg) => codec::encode(&msg, &mut frame),
+        Err(e) => return Err(ConnectError::BadOptions(e.to_string())),
+    }
+    let write = s.tx.as_ref().unwrap_or(&s.rx);
+    if let Err(e) = (&*write).write_all(&frame) {
+        return Err(fail(&mut s, Vec::new(), Fail::Io(e)));
+    }
+    let nb = [Some(&s.rx), s.tx.as_ref(), s.stderr.as_ref()]
+        .into_iter()
+        .flatten()
+        .try_for_each(|f| sys::set_nonblocking(f, true));
+    if let Err(e) = nb {
+        return Err(fail(&mut s, Vec::new(), Fail::Io(e)));
+    }
+    let name: Arc<str> = s.name.as_str().into();
+    add_stream(
+        shared,
+        NewStream {
+            remote: s.id,
+            name: name.clone(),
+            is_parent: false,
+            rx: s.rx,
+            tx: s.tx,
+            child: s.child,
+            stderr: s.stderr,
+            initial: rest,
+        },
+    );
+    announce_route(shared, s.id, &name);
+    Ok(Context::new(router.clone(), s.id, name))
+}
+
+enum Fail {
+    Timeout,
+    Eof,
+    Garbage,
+    Io(std::io::Error),
+}
+
+/// The greeting an agent with `registry` prints (its pid is appended).
+pub(crate) fn greeting_line(registry: &crate::Registry) -> String {
+    format!("{GREETING}{} {:016x} {}\n", crate::PROTOCOL_VERSION, registry.fingerprint(), std::process::id())
+}
+
+/// Reads up to the greeting line; returns the line without its pid, and
+/// any bytes after it.
+fn read_greeting(rx: &File, deadline: Instant, strict: bool) -> Result<(String, BytesMut), (Fail, Vec<u8>)> {
+    let mut buf: Vec<u8> = Vec::new();
+    let marker = GREETING.as_bytes();
+    loop {
+        if let Some(pos) = buf.windows(marker.len()).position(|w| w == marker) {
+            if strict && pos > 0 {
+                return Err((Fail::Garbage, buf));
+            }
+            if let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+                let line = String::from_utf8_lossy(&buf[pos..pos + nl]).into_owned();
+                let line = line.rsplit_once(' ').map_or(line.as_str(), |p| p.0).to_owned();
+                return Ok((line, BytesMut::from(&buf[pos + nl + 1..])));
+            }
+        } else if strict && !buf.is_empty() && !marker.starts_with(&buf[..buf.len().min(marker.len())]) {
+            // Give it a moment to finish printing, for a useful error.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut more = [0u8; 4096];
+            if sys::wait_readable(rx, Duration::ZERO).unwrap_or(false) {
+                if let Ok(n) = (&*rx).read(&mut more) {
+                    buf.extend_from_slice(&more[..n]);
+                }
+            }
+            return Err((Fail::Garbage, buf));
+        }
+        if buf.len() > 1 << 20 {
+            return Err((Fail::Garbage, buf));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((Fail::Timeout, buf));
+        }
+        match sys::wait_readable(rx, left) {
+            Ok(false) => return Err((Fail::Timeout, buf)),
+            Ok(true) => {}
+            Err(e) => return Err((Fail::Io(e), buf)),
+        }
+        let mut chunk = [0u8; 4096];
+        match (&*rx).read(&mut chunk) {
+            Ok(0) => return Err((Fail::Eof, buf)),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err((Fail::Eof, buf)),
+            Err(e) => return Err((Fail::Io(e), buf)),
+        }
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

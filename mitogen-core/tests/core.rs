@@ -1,0 +1,422 @@
+//! Integration tests on real processes: this binary is also the agent.
+
+mod functions;
+
+use functions::*;
+use mitogen_core::{
+    CallErrorKind, ConnectError, Context, Local, Message, Policy, RecvError, Registry, Router, RouterOptions,
+    Select,
+};
+use mitogen_test_support::{process_gone, take_logs, tests, wait_until};
+use std::time::{Duration, Instant};
+
+fn main() {
+    mitogen_core::agent_main(register);
+    mitogen_test_support::run(tests![
+        call_round_trip_child_and_grandchild,
+        agent_starts_its_own_child,
+        unknown_function_is_a_call_error,
+        bad_arguments_are_a_call_error,
+        remote_err_is_a_call_error,
+        panic_is_a_call_error_and_agent_survives,
+        chain_stops_after_first_failure,
+        dead_reply_for_unknown_handle,
+        sibling_call_refused_by_policy,
+        receiver_policy_refuses,
+        forged_src_and_auth_are_dropped,
+        unidirectional_blocks_siblings,
+        oversize_frame_closes_only_that_stream,
+        garbage_frame_closes_only_that_stream,
+        oversize_send_gets_dead_reply,
+        sigkill_child_fails_pending_calls_fast,
+        parent_killed_child_exits,
+        shutdown_cascades,
+        detached_context_outlives_parent,
+        many_threads_many_calls,
+        logs_forwarded_with_context_and_level,
+        sender_streams_back_and_closes,
+        select_over_pending_calls,
+        call_timeout_and_dropped_router,
+        connect_missing_binary,
+        connect_garbage_before_greeting,
+        connect_early_exit,
+        connect_timeout_kills_child,
+        codec_fuzz_body_smoke,
+    ]);
+}
+
+fn router() -> Router {
+    router_with(RouterOptions::new())
+}
+
+fn router_with(opts: RouterOptions) -> Router {
+    Router::new(opts, Registry::new(register)).expect("router starts")
+}
+
+fn child(r: &Router) -> Context {
+    r.connect(&Local::new()).expect("local child connects")
+}
+
+fn call_round_trip_child_and_grandchild() {
+    let r = router();
+    let a = child(&r);
+    let b = r.connect_via(&Local::new(), &a).expect("grandchild connects");
+    assert_ne!(a.id(), b.id());
+    assert_eq!(a.call::<Add>(&(2, 3)).unwrap(), 5);
+    assert_eq!(b.call::<Add>(&(20, 3)).unwrap(), 23);
+    let (pa, pb) = (a.call::<Pid>(&()).unwrap(), b.call::<Pid>(&()).unwrap());
+    assert!(pa != pb && pa != std::process::id());
+    // The grandchild is a child of the child, not of us.
+    assert!(mitogen_test_support::children_of(pa).iter().any(|(p, _)| *p == pb));
+    assert_eq!(b.call::<EchoBytes>(&vec![7; 100_000]).unwrap(), 100_000);
+}
+
+fn agent_starts_its_own_child() {
+    let r = router();
+    let a = child(&r);
+    let pid = a.call::<SpawnChild>(&()).unwrap();
+    assert!(pid > 0);
+}
+
+fn unknown_function_is_a_call_error() {
+    let r = router();
+    let a = child(&r);
+    let e = a.call::<NotRegistered>(&()).unwrap_err();
+    assert_eq!(e.kind, CallErrorKind::UnknownFunction);
+    assert_eq!((e.context, e.function.as_str()), (a.id(), "test::not_registered"));
+    assert!(e.to_string().contains(a.name()), "{e}");
+}
+
+fn bad_arguments_are_a_call_error() {
+    let r = router();
+    let a = child(&r);
+    let e = a.call::<AddWrongArgs>(&()).unwrap_err();
+    assert!(matches!(e.kind, CallErrorKind::BadArguments(_)), "{e}");
+}
+
+fn remote_err_is_a_call_error() {
+    let r = router();
+    let a = child(&r);
+    let e = a.call::<Fail>(&"disk on fire".into()).unwrap_err();
+    assert_eq!(e.kind, CallErrorKind::Failed("disk on fire".into()));
+}
+
+fn panic_is_a_call_error_and_agent_survives() {
+    let r = router();
+    let a = child(&r);
+    let e = a.call::<Panic>(&()).unwrap_err();
+    assert_eq!(e.kind, CallErrorKind::Panicked("deliberate panic in agent".into()));
+    assert_eq!(a.call::<Echo>(&9).unwrap(), 9);
+}
+
+fn chain_stops_after_first_failure() {
+    let r = router();
+    let a = child(&r);
+    let chain = a.chain();
+    chain.call_no_reply::<Incr>(&1).unwrap();
+    chain.call_no_reply::<Fail>(&"step 2".into()).unwrap();
+    chain.call_no_reply::<Incr>(&100).unwrap();
+    let e = chain.call::<Incr>(&1000).unwrap_err();
+    match &e.kind {
+        CallErrorKind::ChainAborted { function, cause } => {
+            assert_eq!(function, "test::fail");
+            assert_eq!(**cause, CallErrorKind::Failed("step 2".into()));
+        }
+        other => panic!("expected ChainAborted, got {other:?}"),
+    }
+    // Neither call after the failure ran; other chains are unaffected.
+    assert_eq!(a.call::<Incr>(&0).unwrap(), 1);
+    chain.reset().unwrap();
+    assert_eq!(chain.call::<Incr>(&1).unwrap(), 2);
+}
+
+fn dead_reply_for_unknown_handle() {
+    let r = router();
+    let a = child(&r);
+    let rx = r.receiver();
+    let mut msg = Message::bytes(a.id(), UNUSED_HANDLE, &b"hello"[..]);
+    msg.reply_to = rx.handle();
+    a.send(msg);
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(RecvError::Dead { reason, from }) => {
+            assert_eq!(reason, mitogen_core::message::DEAD_INVALID_HANDLE);
+            assert_eq!(from, a.id());
+        }
+        other => panic!("expected a dead reply, got {other:?}"),
+    }
+}
+
+fn sibling_call_refused_by_policy() {
+    let r = router();
+    let (a, b) = (child(&r), child(&r));
+    let text = a.call::<CallOther>(&b.id().0).unwrap();
+    assert!(text.contains("refused by policy"), "{text}");
+    // The controller (an ancestor) may call both.
+    assert_eq!(b.call::<Echo>(&1).unwrap(), 1);
+}
+
+fn receiver_policy_refuses() {
+    let r = router();
+    let a = child(&r);
+    // Only the controller itself has authority over its own receivers here.
+    let rx = r.receiver_with(Policy::ParentAuthority);
+    a.call::<Stream>(&(rx.sender(), 1)).unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err_and(|e| e == RecvError::Timeout));
+    let open = r.receiver_with(Policy::Any);
+    a.call::<Stream>(&(open.sender(), 1)).unwrap();
+    assert_eq!(open.recv_value::<u64>(Some(Instant::now() + Duration::from_secs(5))).unwrap(), 0);
+}
+
+fn forged_src_and_auth_are_dropped() {
+    let r = router();
+    let (a, b) = (child(&r), child(&r));
+    let rx = r.receiver();
+    let deadline = || Some(Instant::now() + Duration::from_secs(5));
+    // src_id claims to be the sibling.
+    a.call::<Forge>(&(rx.sender(), b.id().0, a.id().0)).unwrap();
+    assert_eq!(rx.recv_value::<String>(deadline()).unwrap(), "genuine");
+    // auth_id claims the controller's authority.
+    a.call::<Forge>(&(rx.sender(), a.id().0, 0)).unwrap();
+    assert_eq!(rx.recv_value::<String>(deadline()).unwrap(), "genuine");
+    assert!(rx.try_recv().unwrap().is_none());
+    assert!(take_logs().iter().filter(|l| l.message.contains("bad src_id") || l.message.contains("bad auth_id")).count() >= 2);
+}
+
+fn unidirectional_blocks_siblings() {
+    let r = router_with(RouterOptions::new().unidirectional(true));
+    let (a, b) = (child(&r), child(&r));
+    let text = a.call::<CallOther>(&b.id().0).unwrap();
+    assert!(text.contains("unidirectional"), "{text}");
+    // Inherited: a grandchild cannot reach its parent's sibling either.
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let text = c.call::<CallOther>(&b.id().0).unwrap();
+    assert!(text.contains("unidirectional") || text.contains("refused"), "{text}");
+    assert_eq!(c.call::<Echo>(&5).unwrap(), 5);
+}
+
+fn corrupt_stream_case(bytes: Vec<u8>, expect_log: &str) {
+    let r = router();
+    let (a, b) = (child(&r), child(&r));
+    let pending = a.call_async::<Sleep>(&200).unwrap();
+    let sent = b.call::<WriteRaw>(&bytes);
+    // `b` wrote garbage on its stream; its reply (if any) cannot be parsed.
+    let _ = sent;
+    let e = b.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(e.kind, CallErrorKind::Disconnected(_) | CallErrorKind::Refused(_)), "{e}");
+    // `a` is untouched.
+    assert_eq!(a.call_timeout::<Echo>(&2, Duration::from_secs(15)).map_err(|e| e.to_string()), Ok(2));
+    pending.wait().unwrap();
+    let logs = take_logs();
+    assert!(logs.iter().any(|l| l.message.contains(expect_log)), "no log mentioning {expect_log:?}: {logs:?}");
+}
+
+fn oversize_frame_closes_only_that_stream() {
+    let mut header = b"MK".to_vec();
+    header.extend_from_slice(&[0; 20]);
+    header.extend_from_slice(&u32::MAX.to_be_bytes());
+    corrupt_stream_case(header, "exceeds max_message_size");
+}
+
+fn garbage_frame_closes_only_that_stream() {
+    corrupt_stream_case(b"this is definitely not a frame header".to_vec(), "unknown payload encoding");
+}
+
+fn oversize_send_gets_dead_reply() {
+    let r = router_with(RouterOptions::new().max_message_size(1 << 20));
+    let a = child(&r);
+    let e = a.call::<EchoBytes>(&vec![0; 2 << 20]).unwrap_err();
+    assert!(matches!(&e.kind, CallErrorKind::Refused(r) if r.contains("max_message_size")), "{e}");
+    assert_eq!(a.call::<EchoBytes>(&vec![0; 1000]).unwrap(), 1000);
+}
+
+fn sigkill_child_fails_pending_calls_fast() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let apid = a.call::<Pid>(&()).unwrap();
+    let on_a = a.call_async::<Sleep>(&30_000).unwrap();
+    let on_c = c.call_async::<Sleep>(&30_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
+    let ea = on_a.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    let ec = on_c.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(ea.kind, CallErrorKind::Disconnected(_)), "{ea}");
+    assert!(matches!(ec.kind, CallErrorKind::Disconnected(_)), "{ec}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // New calls fail at once too.
+    let e = c.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
+    assert!(!matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
+}
+
+fn parent_killed_child_exits() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let (apid, cpid) = (a.call::<Pid>(&()).unwrap(), c.call::<Pid>(&()).unwrap());
+    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
+    assert!(wait_until(Duration::from_secs(3), || process_gone(cpid)), "grandchild {cpid} still running");
+}
+
+fn shutdown_cascades() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let cpid = c.call::<Pid>(&()).unwrap();
+    assert!(a.shutdown_timeout(Duration::from_secs(5)));
+    assert!(wait_until(Duration::from_secs(3), || process_gone(cpid)));
+    let e = c.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
+    assert!(!matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
+}
+
+fn detached_context_outlives_parent() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let cpid = c.call::<Pid>(&()).unwrap();
+    c.detach().unwrap();
+    let path = std::env::temp_dir().join(format!("mitogen-detach-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    c.call_no_reply::<WriteFileAfter>(&(path.display().to_string(), 500)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let apid = a.call::<Pid>(&()).unwrap();
+    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || path.exists()), "detached context did not finish its call");
+    assert!(wait_until(Duration::from_secs(5), || process_gone(cpid)), "detached context did not exit after");
+    let _ = std::fs::remove_file(&path);
+}
+
+fn many_threads_many_calls() {
+    let r = router();
+    let a = child(&r);
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_000u64 {
+                    let v = t * 1_000_000 + i;
+                    assert_eq!(a.call::<Echo>(&v).unwrap(), v);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("caller thread");
+    }
+}
+
+fn logs_forwarded_with_context_and_level() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    take_logs();
+    a.call::<Log>(&"from a".into()).unwrap();
+    c.call::<Log>(&"from c".into()).unwrap();
+    // Logs travel on the same streams as replies, so they are here already;
+    // allow the controller's broker a moment to emit them.
+    fn want<'a>(ctx: &Context, text: &'a str) -> impl Fn(&&mitogen_test_support::Captured) -> bool + 'a {
+        let target = format!("mitogen::ctx::{}::", ctx.name());
+        move |l| l.target.starts_with(&target) && l.message.contains(text)
+    }
+    let mut logs = Vec::new();
+    wait_until(Duration::from_secs(2), || {
+        logs.extend(take_logs());
+        logs.iter().any(|l| want(&a, "info: from a")(&l)) && logs.iter().any(|l| want(&c, "info: from c")(&l))
+    });
+    let a_info: Vec<_> = logs.iter().filter(want(&a, "from a")).collect();
+    assert_eq!(a_info.len(), 1, "{logs:?}");
+    assert_eq!(a_info[0].level, log::Level::Info);
+    assert!(logs.iter().any(|l| want(&c, "info: from c")(&l)), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.message.contains("debug: from")), "debug passed the level filter");
+}
+
+fn sender_streams_back_and_closes() {
+    let r = router();
+    let a = child(&r);
+    let rx = r.receiver();
+    a.call::<Stream>(&(rx.sender(), 5)).unwrap();
+    let got: Vec<u64> = (0..5).map(|_| rx.recv_value(Some(Instant::now() + Duration::from_secs(5))).unwrap()).collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap_err(), RecvError::Closed);
+}
+
+fn select_over_pending_calls() {
+    let r = router();
+    let (a, b) = (child(&r), child(&r));
+    let slow = a.call_async::<Sleep>(&2_000).unwrap();
+    let fast = b.call_async::<Echo>(&77).unwrap();
+    let mut sel = Select::new();
+    sel.add(slow.receiver());
+    let fi = sel.add(fast.receiver());
+    let (i, got) = sel.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(i, fi);
+    assert_eq!(fast.finish(got).unwrap(), 77);
+    // The fast reply receiver is spent (closed); the slow one is still waiting.
+    assert_eq!(sel.recv_timeout(Duration::from_secs(1)).unwrap().1.unwrap_err(), RecvError::Closed);
+    let mut sel = Select::new();
+    sel.add(slow.receiver());
+    assert_eq!(sel.recv_timeout(Duration::from_millis(10)).unwrap_err(), RecvError::Timeout);
+}
+
+fn call_timeout_and_dropped_router() {
+    let r = router();
+    let a = child(&r);
+    let apid = a.call::<Pid>(&()).unwrap();
+    let e = a.call_timeout::<Sleep>(&1_000, Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
+    drop(a);
+    drop(r);
+    assert!(process_gone(apid) || wait_until(Duration::from_secs(3), || process_gone(apid)));
+}
+
+fn connect_missing_binary() {
+    let r = router();
+    let e = r.connect(&Local::new().program("/nonexistent/agent")).unwrap_err();
+    assert!(matches!(e, ConnectError::Spawn { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/agent"), "{e}");
+}
+
+fn connect_garbage_before_greeting() {
+    let r = router();
+    let e = r
+        .connect(&Local::new().program("/bin/sh").args(["-c", "echo 'hello, I am not an agent'; sleep 5"]))
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Garbage { .. }), "{e}");
+    assert!(e.to_string().contains("hello, I am not an agent"), "{e}");
+}
+
+fn connect_early_exit() {
+    let r = router();
+    let e = r
+        .connect(&Local::new().program("/bin/sh").args(["-c", "echo 'agent: cannot start' >&2; exit 3"]))
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::EarlyExit { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cannot start") && text.contains('3'), "{text}");
+}
+
+fn connect_timeout_kills_child() {
+    let r = router();
+    let t0 = Instant::now();
+    let e = r
+        .connect(&Local::new().program("/bin/sleep").args(["30"]).connect_timeout(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Timeout { .. }), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+fn codec_fuzz_body_smoke() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for len in 0..2000usize {
+        let data: Vec<u8> = (0..len % 300)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if seed % 3 == 0 { b"MKRS"[(seed % 4) as usize] } else { seed as u8 }
+            })
+            .collect();
+        mitogen_core::fuzzing::decode_arbitrary(&data);
+    }
+}
