@@ -116,7 +116,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         },
     );
     let mut exec = Executor::new(Router::borrowed(shared.clone()));
-    while let Ok(msg) = call_rx.recv() {
+    while let Some(msg) = crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok()) {
         exec.handle(msg);
     }
     // Only a detached agent whose parent is gone gets here: its queued calls

@@ -147,7 +147,19 @@ impl Broker {
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            // Right after activity, poll without sleeping for a moment: the
+            // reply to what we just routed is likely microseconds away.
+            let spun = events.is_empty()
+                || timeout == Some(Duration::ZERO)
+                || crate::spin::spin(None, || {
+                    match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) if events.is_empty() => None,
+                        _ => Some(()),
+                    }
+                })
+                .is_none();
+            let polled = if spun { self.poll.poll(&mut events, timeout) } else { Ok(()) };
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }

@@ -39,6 +39,11 @@ pub type FnError = Box<dyn std::error::Error + Send + Sync>;
 ///         a.checked_add(b).ok_or_else(|| "overflow".into())
 ///     }
 /// }
+///
+/// let registry = mitogen_core::Registry::new(|reg| {
+///     reg.add::<Add>();
+/// });
+/// assert!(registry.contains("example::add"));
 /// ```
 pub trait Function: 'static {
     /// The name calls use; unique in the registry.
@@ -225,8 +230,8 @@ pub(crate) fn request<F: Function>(
     chain: Option<ChainId>,
 ) -> Result<Message, message::PayloadError> {
     let head = CallHead { func: F::NAME, chain };
-    let buf = postcard::to_stdvec(&head).map_err(|e| message::PayloadError::encode::<CallHead<'_>>(e))?;
-    let buf = postcard::to_extend(args, buf).map_err(|e| message::PayloadError::encode::<F::Args>(e))?;
+    let buf = postcard::to_stdvec(&head).map_err(message::PayloadError::encode::<CallHead<'_>>)?;
+    let buf = postcard::to_extend(args, buf).map_err(message::PayloadError::encode::<F::Args>)?;
     Ok(Message { enc: Enc::TYPED, ..Message::bytes(dst, Handle::CALL_FUNCTION, buf) })
 }
 

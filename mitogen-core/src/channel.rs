@@ -81,6 +81,9 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv_timeout`].
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Message, RecvError> {
+        if let Some(msg) = crate::spin::spin(deadline, || self.rx.try_recv().ok()) {
+            return check_dead(msg);
+        }
         let msg = match deadline {
             None => self.rx.recv().map_err(|_| RecvError::Closed)?,
             Some(d) => self.rx.recv_deadline(d).map_err(|e| match e {

@@ -65,7 +65,7 @@ pub enum CallErrorKind {
         /// The function whose failure aborted the chain.
         function: String,
         /// What that failure was.
-        cause: Box<CallErrorKind>,
+        cause: Box<Self>,
     },
     /// The result could not be decoded as the function's `Output`.
     BadResult(String),

@@ -70,6 +70,7 @@
 
 mod agent;
 mod api;
+mod blob;
 mod broker;
 mod builtin;
 mod call;
@@ -84,6 +85,7 @@ pub mod message;
 mod policy;
 mod router;
 mod stream;
+mod spin;
 mod sys;
 pub mod transport;
 
@@ -92,6 +94,7 @@ pub mod fuzzing;
 
 pub use agent::{agent_main, is_agent};
 pub use api::{Method, Router, RouterOptions};
+pub use blob::Blob;
 pub use call::{CallCx, FnError, Function, Registry};
 pub use channel::{Latch, Receiver, Select, Sender};
 pub use context::{CallChain, Context, PendingCall};
@@ -100,6 +103,7 @@ pub use error::{CallError, CallErrorKind, ConnectError, Error, RecvError};
 pub use ids::{ContextId, Handle};
 pub use message::{Enc, Message, PayloadError, codec};
 pub use policy::{Policy, Source, Trust};
+pub use spin::SPIN_ENV;
 pub use sys::{host_name, user_name};
 pub use transport::local::Local;
 

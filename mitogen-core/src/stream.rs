@@ -136,7 +136,7 @@ impl StreamOut {
                     n -= front.len();
                     q.bufs.pop_front();
                 } else {
-                    let _ = bytes::Buf::advance(front, n);
+                    bytes::Buf::advance(front, n);
                     n = 0;
                 }
             }
