@@ -44,7 +44,11 @@ fn local(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(64 << 20));
     g.sample_size(10);
     g.bench_function("bulk_1MiB_messages_64MiB", |b| {
-        b.iter_custom(|n| (0..n).map(|_| bulk(&ctx, 1 << 20, 64 << 20)).sum::<Duration>());
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| bulk(&ctx, 1 << 20, 64 << 20))
+                .sum::<Duration>()
+        });
     });
     g.finish();
 }

@@ -64,7 +64,10 @@ pub fn round_trips(ctx: &Context, payload: usize, n: usize) -> Vec<Duration> {
             if payload == 0 {
                 ctx.call::<Noop>(&()).expect("noop call");
             } else {
-                assert_eq!(ctx.call::<EchoLen>(&blob).expect("echo call"), payload as u64);
+                assert_eq!(
+                    ctx.call::<EchoLen>(&blob).expect("echo call"),
+                    payload as u64
+                );
             }
             t.elapsed()
         })
@@ -76,8 +79,12 @@ pub fn round_trips(ctx: &Context, payload: usize, n: usize) -> Vec<Duration> {
 pub fn bulk(ctx: &Context, chunk: usize, total: usize) -> Duration {
     let router = ctx.router();
     let addr = router.receiver();
-    let pending = ctx.call_async::<BulkSink>(&addr.sender()).expect("start sink");
-    let sink: Sender = addr.recv_value(Some(Instant::now() + Duration::from_secs(30))).expect("sink address");
+    let pending = ctx
+        .call_async::<BulkSink>(&addr.sender())
+        .expect("start sink");
+    let sink: Sender = addr
+        .recv_value(Some(Instant::now() + Duration::from_secs(30)))
+        .expect("sink address");
     let data = bytes::Bytes::from(vec![0x5a; chunk]);
     let t = Instant::now();
     let n = total.div_ceil(chunk);
@@ -87,13 +94,18 @@ pub fn bulk(ctx: &Context, chunk: usize, total: usize) -> Duration {
     sink.close(router);
     let (bytes, msgs) = pending.wait().expect("sink result");
     let took = t.elapsed();
-    assert_eq!((bytes, msgs), ((n * chunk) as u64, n as u64), "every byte must arrive");
+    assert_eq!(
+        (bytes, msgs),
+        ((n * chunk) as u64, n as u64),
+        "every byte must arrive"
+    );
     took
 }
 
 /// Median and 99th percentile (nearest rank) of `samples`.
 pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.5), at(0.99))
 }

@@ -51,10 +51,13 @@ enum Never {}
 fn run(registry: Registry) -> Result<Never, crate::Error> {
     let err = |what: &str, e: std::io::Error| crate::Error::Agent(format!("{what}: {e}"));
     let rx = File::from(sys::dup_cloexec(rustix::stdio::stdin()).map_err(|e| err("dup stdin", e))?);
-    let tx = File::from(sys::dup_cloexec(rustix::stdio::stdout()).map_err(|e| err("dup stdout", e))?);
+    let tx =
+        File::from(sys::dup_cloexec(rustix::stdio::stdout()).map_err(|e| err("dup stdout", e))?);
     sys::detach_stdio().map_err(|e| err("redirect stdio", e))?;
     let same = same_file(&rx, &tx);
-    (&tx).write_all(greeting_line(&registry).as_bytes()).map_err(|e| err("greet", e))?;
+    (&tx)
+        .write_all(greeting_line(&registry).as_bytes())
+        .map_err(|e| err("greet", e))?;
     let (config, rest) = read_config(&rx)?;
     let level = log_level(config.log_level);
     crate::diag::set_dump_interval(config.dump_secs.map(Duration::from_secs_f64));
@@ -66,7 +69,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .ok_or_else(|| crate::Error::Agent("config names no parent".into()))?;
     let name: Arc<str> = format!("parent {parent}").into();
     let shared = start(config.identity, Arc::new(registry))?;
-    let _ = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger { shared: Arc::downgrade(&shared) }));
+    let _ = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger {
+        shared: Arc::downgrade(&shared),
+    }));
     log::set_max_level(level);
     install_panic_hook();
 
@@ -116,7 +121,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         },
     );
     let mut exec = Executor::new(Router::borrowed(shared.clone()));
-    while let Some(msg) = crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok()) {
+    while let Some(msg) =
+        crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok())
+    {
         exec.handle(msg);
     }
     // Only a detached agent whose parent is gone gets here: its queued calls
@@ -145,10 +152,16 @@ fn read_config(rx: &File) -> Result<(AgentConfig, BytesMut), crate::Error> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || !sys::wait_readable(rx, left).unwrap_or(false) {
-            return Err(crate::Error::Agent("no configuration from the parent in time".into()));
+            return Err(crate::Error::Agent(
+                "no configuration from the parent in time".into(),
+            ));
         }
         match sys::read_into_spare(rx, &mut buf, 4096) {
-            Ok(0) => return Err(crate::Error::Agent("parent closed the stream before configuring".into())),
+            Ok(0) => {
+                return Err(crate::Error::Agent(
+                    "parent closed the stream before configuring".into(),
+                ));
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(crate::Error::Agent(format!("reading config: {e}"))),
@@ -179,7 +192,13 @@ fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let msg = crate::call::panic_message(info.payload());
-        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        log::error!("thread '{}' panicked{loc}: {msg}", thread.name().unwrap_or("?"));
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error!(
+            "thread '{}' panicked{loc}: {msg}",
+            thread.name().unwrap_or("?")
+        );
     }));
 }

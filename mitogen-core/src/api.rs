@@ -14,7 +14,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A connection method: how to start a new context (`local`, `ssh`, `sudo`, ...).
 ///
@@ -46,7 +46,10 @@ pub struct RouterOptions {
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        Self { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, unidirectional: false }
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            unidirectional: false,
+        }
     }
 }
 
@@ -91,7 +94,10 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("id", &self.id()).field("name", &self.name()).finish()
+        f.debug_struct("Router")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .finish()
     }
 }
 
@@ -117,11 +123,17 @@ impl Router {
     }
 
     pub(crate) fn owning(shared: Arc<Shared>) -> Self {
-        Self { _owner: Some(Arc::new(Owner(shared.clone()))), shared }
+        Self {
+            _owner: Some(Arc::new(Owner(shared.clone()))),
+            shared,
+        }
     }
 
     pub(crate) fn borrowed(shared: Arc<Shared>) -> Self {
-        Self { shared, _owner: None }
+        Self {
+            shared,
+            _owner: None,
+        }
     }
 
     /// This context's id (0 in the controller).
@@ -160,12 +172,24 @@ impl Router {
     ///
     /// # Errors
     /// [`ConnectError::Via`] with what the intermediary reported.
-    pub fn connect_via<M: Method>(&self, method: &M, via: &Context) -> Result<Context, ConnectError> {
-        let opts = postcard::to_stdvec(method).map_err(|e| ConnectError::BadOptions(e.to_string()))?;
+    pub fn connect_via<M: Method>(
+        &self,
+        method: &M,
+        via: &Context,
+    ) -> Result<Context, ConnectError> {
+        let opts =
+            postcard::to_stdvec(method).map_err(|e| ConnectError::BadOptions(e.to_string()))?;
         let (id, name) = via
             .call::<crate::builtin::ProxyConnect>(&(M::NAME.to_owned(), opts))
-            .map_err(|source| ConnectError::Via { via: via.id(), source })?;
-        self.shared.state.lock().names.insert(id, name.as_str().into());
+            .map_err(|source| ConnectError::Via {
+                via: via.id(),
+                source,
+            })?;
+        self.shared
+            .state
+            .lock()
+            .names
+            .insert(id, name.as_str().into());
         Ok(Context::new(self.clone(), id, name.into()))
     }
 
@@ -184,14 +208,24 @@ impl Router {
         Receiver::new(self.shared.clone(), policy, None, true, "receiver")
     }
 
-    pub(crate) fn receiver_for(&self, policy: Policy, respondent: Option<ContextId>, label: &'static str) -> Receiver {
+    pub(crate) fn receiver_for(
+        &self,
+        policy: Policy,
+        respondent: Option<ContextId>,
+        label: &'static str,
+    ) -> Receiver {
         Receiver::new(self.shared.clone(), policy, respondent, false, label)
     }
 
     /// Installs a handler function on a fixed `handle` (for higher layers,
     /// e.g. services). It runs on whatever thread routes the message, usually
     /// the broker: it must not block. Replaces any handler on that handle.
-    pub fn add_handler(&self, handle: Handle, policy: Policy, f: impl Fn(Message) + Send + Sync + 'static) {
+    pub fn add_handler(
+        &self,
+        handle: Handle,
+        policy: Policy,
+        f: impl Fn(Message) + Send + Sync + 'static,
+    ) {
         self.shared.add_handler(
             handle,
             HandlerEntry {
@@ -203,6 +237,13 @@ impl Router {
                 since: Instant::now(),
             },
         );
+    }
+
+    /// Runs `f` on the broker thread once `after` has passed. Like handlers,
+    /// it must not block. Timers still pending at shutdown are dropped.
+    pub fn schedule(&self, after: Duration, f: impl FnOnce() + Send + 'static) {
+        self.shared
+            .broker_cmd(Cmd::Timer(Instant::now() + after, Box::new(f)));
     }
 
     /// Removes the handler on `handle`.
@@ -228,7 +269,9 @@ impl Router {
     /// Bytes queued in this process on the stream that leads to `ctx`, or
     /// `None` when there is no such stream. Flow control builds on this.
     pub fn pending_bytes(&self, ctx: ContextId) -> Option<usize> {
-        self.shared.stream_by_context(ctx).map(|s| s.pending_bytes())
+        self.shared
+            .stream_by_context(ctx)
+            .map(|s| s.pending_bytes())
     }
 
     /// Whether `ctx` is currently routable from here.
@@ -246,8 +289,12 @@ impl Router {
     /// the codec. Only for testing how a parent handles garbage.
     #[doc(hidden)]
     pub fn testing_write_raw_to_parent(&self, bytes: &[u8]) -> bool {
-        let Some(parent) = self.parent_id() else { return false };
-        let Some(out) = self.shared.stream_by_context(parent) else { return false };
+        let Some(parent) = self.parent_id() else {
+            return false;
+        };
+        let Some(out) = self.shared.stream_by_context(parent) else {
+            return false;
+        };
         out.write_raw(bytes)
     }
 }
@@ -288,26 +335,46 @@ fn fn_handler(
             f(&s, m, from);
         }
     }));
-    shared.add_handler(handle, HandlerEntry { policy, sink, persist: true, respondent: None, label, since: Instant::now() });
+    shared.add_handler(
+        handle,
+        HandlerEntry {
+            policy,
+            sink,
+            persist: true,
+            respondent: None,
+            label,
+            since: Instant::now(),
+        },
+    );
 }
 
 fn install_common_handlers(shared: &Arc<Shared>) {
-    fn_handler(shared, Handle::ADD_ROUTE, Policy::ImmediateChild, "add-route", |s, m, from| {
-        let (Some(from), Ok((id, name))) = (from, m.decode::<(ContextId, String)>()) else { return };
-        {
-            let mut st = s.state.lock();
-            st.routes.insert(id, from);
-            st.names.insert(id, name.as_str().into());
-        }
-        announce_route(s, id, &name);
-    });
+    fn_handler(
+        shared,
+        Handle::ADD_ROUTE,
+        Policy::ImmediateChild,
+        "add-route",
+        |s, m, from| {
+            let (Some(from), Ok((id, name))) = (from, m.decode::<(ContextId, String)>()) else {
+                return;
+            };
+            {
+                let mut st = s.state.lock();
+                st.routes.insert(id, from);
+                st.names.insert(id, name.as_str().into());
+            }
+            announce_route(s, id, &name);
+        },
+    );
     fn_handler(
         shared,
         Handle::DEL_ROUTE,
         Policy::custom(|m, src, _| src.stream_remote == Some(m.src_id)),
         "del-route",
         |s, m, from| {
-            let Ok(id) = m.decode::<ContextId>() else { return };
+            let Ok(id) = m.decode::<ContextId>() else {
+                return;
+            };
             let owned = {
                 let mut st = s.state.lock();
                 match st.routes.get(&id) {
@@ -325,28 +392,46 @@ fn install_common_handlers(shared: &Arc<Shared>) {
             }
         },
     );
-    fn_handler(shared, Handle::DETACHING, Policy::ImmediateChild, "detaching", |s, _m, from| {
-        if let Some(sid) = from {
-            s.broker_cmd(Cmd::Detached(sid));
-        }
-    });
+    fn_handler(
+        shared,
+        Handle::DETACHING,
+        Policy::ImmediateChild,
+        "detaching",
+        |s, _m, from| {
+            if let Some(sid) = from {
+                s.broker_cmd(Cmd::Detached(sid));
+            }
+        },
+    );
 }
 
 fn install_controller_handlers(shared: &Arc<Shared>) {
-    fn_handler(shared, Handle::ALLOCATE_ID, Policy::Any, "allocate-id", |s, m, _| {
-        let reply = match s.ids.reserve(crate::ids_alloc::BLOCK_SIZE) {
-            Some(block) => Message::typed(m.src_id, m.reply_to, &block).ok(),
-            None => m.dead_reply(s.me(), "context id space exhausted"),
-        };
-        if let Some(mut r) = reply {
-            r.src_id = s.me();
-            r.auth_id = s.me();
-            s.route(r);
-        }
-    });
-    fn_handler(shared, Handle::FORWARD_LOG, Policy::Any, "forward-log", |s, m, _| {
-        crate::logfwd::emit(s, &m);
-    });
+    fn_handler(
+        shared,
+        Handle::ALLOCATE_ID,
+        Policy::Any,
+        "allocate-id",
+        |s, m, _| {
+            let reply = match s.ids.reserve(crate::ids_alloc::BLOCK_SIZE) {
+                Some(block) => Message::typed(m.src_id, m.reply_to, &block).ok(),
+                None => m.dead_reply(s.me(), "context id space exhausted"),
+            };
+            if let Some(mut r) = reply {
+                r.src_id = s.me();
+                r.auth_id = s.me();
+                s.route(r);
+            }
+        },
+    );
+    fn_handler(
+        shared,
+        Handle::FORWARD_LOG,
+        Policy::Any,
+        "forward-log",
+        |s, m, _| {
+            crate::logfwd::emit(s, &m);
+        },
+    );
 }
 
 /// Tells the parent (and through it every ancestor) that `id` is reachable here.
@@ -381,7 +466,14 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
     let rx = Arc::new(s.rx);
     let separate = s.tx.map(Arc::new);
     let tx = separate.clone().unwrap_or_else(|| rx.clone());
-    let out = Arc::new(StreamOut::new(sid, s.remote, s.name.clone(), s.is_parent, tx, shared.broker.clone()));
+    let out = Arc::new(StreamOut::new(
+        sid,
+        s.remote,
+        s.name.clone(),
+        s.is_parent,
+        tx,
+        shared.broker.clone(),
+    ));
     {
         let mut st = shared.state.lock();
         st.streams.insert(sid, out.clone());

@@ -14,7 +14,7 @@ use crate::sys;
 use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -40,6 +40,8 @@ pub(crate) enum Cmd {
     Detached(StreamId),
     /// Shut the broker down; with `Some(code)` exit the process afterwards.
     Shutdown(Option<i32>),
+    /// Run a function on the broker thread at a time.
+    Timer(Instant, Box<dyn FnOnce() + Send>),
 }
 
 /// A new stream for the broker to poll.
@@ -106,6 +108,32 @@ pub(crate) struct Broker {
     again: Vec<StreamId>,
     shutdown: Option<(Instant, Option<i32>)>,
     next_dump: Option<Instant>,
+    timers: BinaryHeap<Timer>,
+    timer_seq: u64,
+}
+
+/// A scheduled function, ordered soonest first (then by scheduling order).
+struct Timer {
+    at: Instant,
+    seq: u64,
+    f: Box<dyn FnOnce() + Send>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
 }
 
 /// Creates the poll, waker and command queue.
@@ -127,7 +155,11 @@ fn err_token(id: StreamId) -> Token {
 }
 
 impl Broker {
-    pub(crate) fn new(poll: Poll, cmds: crossbeam_channel::Receiver<Cmd>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        poll: Poll,
+        cmds: crossbeam_channel::Receiver<Cmd>,
+        shared: Arc<Shared>,
+    ) -> Self {
         let next_dump = diag::dump_interval().map(|d| Instant::now() + d);
         Self {
             poll,
@@ -139,6 +171,8 @@ impl Broker {
             again: Vec::new(),
             shutdown: None,
             next_dump,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
         }
     }
 
@@ -158,7 +192,11 @@ impl Broker {
                     }
                 })
                 .is_none();
-            let polled = if spun { self.poll.poll(&mut events, timeout) } else { Ok(()) };
+            let polled = if spun {
+                self.poll.poll(&mut events, timeout)
+            } else {
+                Ok(())
+            };
             if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -192,6 +230,7 @@ impl Broker {
                 self.read(sid);
             }
             self.reap();
+            self.fire_timers();
             if let Some(at) = self.next_dump {
                 if Instant::now() >= at {
                     diag::dump(&self.shared, self.reaping.len());
@@ -221,6 +260,9 @@ impl Broker {
         if let Some((at, _)) = self.shutdown {
             min(at.saturating_duration_since(now));
         }
+        if let Some(timer) = self.timers.peek() {
+            min(timer.at.saturating_duration_since(now));
+        }
         t
     }
 
@@ -235,6 +277,14 @@ impl Broker {
                     }
                 }
                 Cmd::Shutdown(exit) => self.begin_shutdown(exit),
+                Cmd::Timer(at, f) => {
+                    self.timer_seq += 1;
+                    self.timers.push(Timer {
+                        at,
+                        seq: self.timer_seq,
+                        f,
+                    });
+                }
             }
         }
     }
@@ -242,19 +292,39 @@ impl Broker {
     fn register(&mut self, r: Registration) {
         let sid = r.out.id;
         let fd = r.rx.as_raw_fd();
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), rx_token(sid), Interest::READABLE) {
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), rx_token(sid), Interest::READABLE)
+        {
             log::error!("cannot poll stream to {}: {e}", r.out.name);
             self.shared.stream_closed(sid, "cannot poll");
             if let Some(child) = r.child {
-                self.reaping.push(Reap { child, name: r.out.name.clone(), kill_at: Some(Instant::now()) });
+                self.reaping.push(Reap {
+                    child,
+                    name: r.out.name.clone(),
+                    kill_at: Some(Instant::now()),
+                });
             }
             return;
         }
         if let Some(err) = r.stderr {
             let efd = err.as_raw_fd();
             let tok = err_token(sid);
-            if self.poll.registry().register(&mut SourceFd(&efd), tok, Interest::READABLE).is_ok() {
-                self.stderrs.insert(tok, StderrLog { file: err, name: r.out.name.clone(), partial: Vec::new() });
+            if self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&efd), tok, Interest::READABLE)
+                .is_ok()
+            {
+                self.stderrs.insert(
+                    tok,
+                    StderrLog {
+                        file: err,
+                        name: r.out.name.clone(),
+                        partial: Vec::new(),
+                    },
+                );
             }
         }
         let pending = r.out.pending_bytes() > 0;
@@ -280,7 +350,9 @@ impl Broker {
     }
 
     fn want_write(&mut self, sid: StreamId, on: bool) {
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         if s.want_write == on {
             return;
         }
@@ -297,8 +369,11 @@ impl Broker {
             }
             None => {
                 let fd = s.rx.as_raw_fd();
-                let interest =
-                    if on { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                let interest = if on {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
                 reg.reregister(&mut SourceFd(&fd), rx_token(sid), interest)
             }
         };
@@ -308,7 +383,9 @@ impl Broker {
     }
 
     fn flush(&mut self, sid: StreamId) {
-        let Some(s) = self.streams.get(&sid) else { return };
+        let Some(s) = self.streams.get(&sid) else {
+            return;
+        };
         match s.out.flush() {
             Ok(true) => self.want_write(sid, false),
             Ok(false) => {}
@@ -326,8 +403,13 @@ impl Broker {
                 self.again.push(sid);
                 return;
             }
-            let Some(s) = self.streams.get_mut(&sid) else { return };
-            let want = s.decoder.frame_len_hint(&s.buf).map_or(0, |n| n.saturating_sub(s.buf.len()));
+            let Some(s) = self.streams.get_mut(&sid) else {
+                return;
+            };
+            let want = s
+                .decoder
+                .frame_len_hint(&s.buf)
+                .map_or(0, |n| n.saturating_sub(s.buf.len()));
             match sys::read_into_spare(&s.rx, &mut s.buf, want.clamp(64 << 10, READ_BUDGET)) {
                 Ok(0) => return self.close_stream(sid, "end of stream"),
                 Ok(n) => {
@@ -344,7 +426,9 @@ impl Broker {
     /// Routes every whole frame buffered for `sid`; false once the stream is
     /// gone (closed here because it was corrupt, or earlier).
     fn route_buffered(&mut self, sid: StreamId) -> bool {
-        let Some(s) = self.streams.get_mut(&sid) else { return false };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return false;
+        };
         let mut msgs = Vec::new();
         let err = loop {
             match s.decoder.decode(&mut s.buf) {
@@ -358,7 +442,11 @@ impl Broker {
             self.shared.route_from(m, Some(&out));
         }
         if let Some(e) = err {
-            log::error!("{}: closing stream to {}: {e}", self.shared.id.name, out.name);
+            log::error!(
+                "{}: closing stream to {}: {e}",
+                self.shared.id.name,
+                out.name
+            );
             self.close_stream(sid, &format!("corrupt stream: {e}"));
             return false;
         }
@@ -366,7 +454,9 @@ impl Broker {
     }
 
     fn read_stderr(&mut self, token: Token) {
-        let Some(l) = self.stderrs.get_mut(&token) else { return };
+        let Some(l) = self.stderrs.get_mut(&token) else {
+            return;
+        };
         let mut chunk = [0u8; 8192];
         let eof = loop {
             match (&l.file).read(&mut chunk) {
@@ -392,7 +482,9 @@ impl Broker {
     }
 
     fn close_stream(&mut self, sid: StreamId, reason: &str) {
-        let Some(s) = self.streams.remove(&sid) else { return };
+        let Some(s) = self.streams.remove(&sid) else {
+            return;
+        };
         let fd = s.rx.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         if let (Some(tx), true) = (&s.separate_tx, s.want_write) {
@@ -400,7 +492,11 @@ impl Broker {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         if self.shutdown.is_none() {
-            log::debug!("{}: stream to {} closed: {reason}", self.shared.id.name, s.out.name);
+            log::debug!(
+                "{}: stream to {} closed: {reason}",
+                self.shared.id.name,
+                s.out.name
+            );
         }
         let is_parent = s.out.is_parent;
         self.shared.stream_closed(sid, reason);
@@ -409,7 +505,11 @@ impl Broker {
                 Ok(Some(_)) => {}
                 _ => {
                     let kill_at = (!s.detached).then(|| Instant::now() + REAP_GRACE);
-                    self.reaping.push(Reap { child, name: s.out.name.clone(), kill_at });
+                    self.reaping.push(Reap {
+                        child,
+                        name: s.out.name.clone(),
+                        kill_at,
+                    });
                 }
             }
         }
@@ -422,8 +522,12 @@ impl Broker {
     /// other context shuts down and exits.
     fn parent_lost(&mut self) {
         if self.shared.detached.load(Ordering::Acquire) {
-            log::debug!("{}: parent gone; detached, finishing queued calls", self.shared.id.name);
-            self.shared.remove_handler(crate::ids::Handle::CALL_FUNCTION);
+            log::debug!(
+                "{}: parent gone; detached, finishing queued calls",
+                self.shared.id.name
+            );
+            self.shared
+                .remove_handler(crate::ids::Handle::CALL_FUNCTION);
         } else {
             self.begin_shutdown(Some(0));
         }
@@ -434,11 +538,18 @@ impl Broker {
             return;
         }
         self.shared.shut_down.store(true, Ordering::Release);
-        self.shutdown = Some((Instant::now() + REAP_GRACE + Duration::from_millis(500), exit));
+        self.shutdown = Some((
+            Instant::now() + REAP_GRACE + Duration::from_millis(500),
+            exit,
+        ));
         // Children first: they see end-of-stream and exit, and are reaped
         // below; the parent stream stays open until that is done.
-        let children: Vec<StreamId> =
-            self.streams.iter().filter(|(_, s)| !s.out.is_parent).map(|(k, _)| *k).collect();
+        let children: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.out.is_parent)
+            .map(|(k, _)| *k)
+            .collect();
         for sid in children {
             self.close_stream(sid, "shutting down");
         }
@@ -478,6 +589,15 @@ impl Broker {
         }
     }
 
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while self.timers.peek().is_some_and(|t| t.at <= now) {
+            if let Some(t) = self.timers.pop() {
+                (t.f)();
+            }
+        }
+    }
+
     fn reap(&mut self) {
         let now = Instant::now();
         self.reaping.retain_mut(|r| match r.child.try_wait() {
@@ -487,7 +607,10 @@ impl Broker {
             }
             Ok(None) => {
                 if r.kill_at.is_some_and(|t| now >= t) {
-                    log::warn!("{} did not exit after its stream closed: killing it", r.name);
+                    log::warn!(
+                        "{} did not exit after its stream closed: killing it",
+                        r.name
+                    );
                     sys::kill(r.child.id());
                     let _ = r.child.wait();
                     return false;

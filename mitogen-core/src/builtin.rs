@@ -45,7 +45,8 @@ impl Function for Detach {
         let shared = &cx.router().shared;
         shared.detached.store(true, Ordering::Release);
         if let Some(parent) = shared.parent() {
-            cx.router().send_stamped(Message::bytes(parent, Handle::DETACHING, Vec::new()));
+            cx.router()
+                .send_stamped(Message::bytes(parent, Handle::DETACHING, Vec::new()));
         }
         Ok(())
     }

@@ -79,8 +79,10 @@ impl CallCx<'_> {
     }
 }
 
-type Thunk = Box<dyn Fn(&CallCx<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallErrorKind> + Send + Sync>;
-type MethodThunk = Box<dyn Fn(&Router, &[u8]) -> Result<Context, crate::ConnectError> + Send + Sync>;
+type Thunk =
+    Box<dyn Fn(&CallCx<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallErrorKind> + Send + Sync>;
+type MethodThunk =
+    Box<dyn Fn(&Router, &[u8]) -> Result<Context, crate::ConnectError> + Send + Sync>;
 
 /// The functions and connection methods a program knows by name.
 ///
@@ -104,7 +106,10 @@ impl Registry {
     /// A registry with the built-in functions and methods, plus whatever
     /// `register` adds.
     pub fn new(register: impl FnOnce(&mut Self)) -> Self {
-        let mut reg = Self { fns: BTreeMap::new(), methods: BTreeMap::new() };
+        let mut reg = Self {
+            fns: BTreeMap::new(),
+            methods: BTreeMap::new(),
+        };
         crate::builtin::register(&mut reg);
         register(&mut reg);
         reg
@@ -120,11 +125,12 @@ impl Registry {
             std::any::type_name::<F::Output>()
         );
         let thunk: Thunk = Box::new(|cx, args, out| {
-            let args: F::Args =
-                postcard::from_bytes(args).map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
+            let args: F::Args = postcard::from_bytes(args)
+                .map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
             let value = F::call(cx, args).map_err(|e| CallErrorKind::Failed(error_chain(&*e)))?;
             let buf = std::mem::take(out);
-            *out = postcard::to_extend(&value, buf).map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
+            *out = postcard::to_extend(&value, buf)
+                .map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
             Ok(())
         });
         self.fns.insert(F::NAME, (thunk, sig));
@@ -168,7 +174,13 @@ impl Registry {
         self.methods.get(name)
     }
 
-    fn invoke(&self, name: &str, cx: &CallCx<'_>, args: &[u8], out: &mut Vec<u8>) -> Result<(), CallErrorKind> {
+    fn invoke(
+        &self,
+        name: &str,
+        cx: &CallCx<'_>,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CallErrorKind> {
         let (thunk, _) = self.fns.get(name).ok_or(CallErrorKind::UnknownFunction)?;
         match catch_unwind(AssertUnwindSafe(|| thunk(cx, args, out))) {
             Ok(r) => r,
@@ -229,10 +241,16 @@ pub(crate) fn request<F: Function>(
     args: &F::Args,
     chain: Option<ChainId>,
 ) -> Result<Message, message::PayloadError> {
-    let head = CallHead { func: F::NAME, chain };
+    let head = CallHead {
+        func: F::NAME,
+        chain,
+    };
     let buf = postcard::to_stdvec(&head).map_err(message::PayloadError::encode::<CallHead<'_>>)?;
     let buf = postcard::to_extend(args, buf).map_err(message::PayloadError::encode::<F::Args>)?;
-    Ok(Message { enc: Enc::TYPED, ..Message::bytes(dst, Handle::CALL_FUNCTION, buf) })
+    Ok(Message {
+        enc: Enc::TYPED,
+        ..Message::bytes(dst, Handle::CALL_FUNCTION, buf)
+    })
 }
 
 /// Decodes a call reply (or the dead message that replaced it).
@@ -240,8 +258,8 @@ pub(crate) fn decode_reply<T: DeserializeOwned>(msg: &Message) -> Result<T, Call
     if let Some(reason) = msg.dead_reason() {
         return Err(classify_dead(reason));
     }
-    let (head, tail): (ReplyHead, &[u8]) =
-        message::decode_with_tail(&msg.data).map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
+    let (head, tail): (ReplyHead, &[u8]) = message::decode_with_tail(&msg.data)
+        .map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
     head?;
     postcard::from_bytes(tail).map_err(|e| CallErrorKind::BadResult(e.to_string()))
 }
@@ -256,7 +274,12 @@ pub(crate) fn classify_dead(reason: String) -> CallErrorKind {
 
 impl CallError {
     pub(crate) fn new(ctx: &Context, function: &str, kind: CallErrorKind) -> Self {
-        Self { context: ctx.id(), context_name: ctx.name().to_owned(), function: function.to_owned(), kind }
+        Self {
+            context: ctx.id(),
+            context_name: ctx.name().to_owned(),
+            function: function.to_owned(),
+            kind,
+        }
     }
 }
 
@@ -268,7 +291,10 @@ pub(crate) struct Executor {
 
 impl Executor {
     pub(crate) fn new(router: Router) -> Self {
-        Self { router, failed_chains: HashMap::new() }
+        Self {
+            router,
+            failed_chains: HashMap::new(),
+        }
     }
 
     /// Forgets a chain's failure ([`crate::CallChain::reset`]).
@@ -289,15 +315,22 @@ impl Executor {
                 self.forget_chain(c);
             }
         } else if let Some((f, cause)) = chain.and_then(|c| self.failed_chains.get(&c)) {
-            return Err(CallErrorKind::ChainAborted { function: f.clone(), cause: Box::new(cause.clone()) });
+            return Err(CallErrorKind::ChainAborted {
+                function: f.clone(),
+                cause: Box::new(cause.clone()),
+            });
         }
         let shared = &self.router.shared;
         *shared.current_call.lock() = Some((func.to_owned(), std::time::Instant::now()));
-        let cx = CallCx { router: &self.router, caller };
+        let cx = CallCx {
+            router: &self.router,
+            caller,
+        };
         let r = shared.registry.invoke(func, &cx, args, out);
         *shared.current_call.lock() = None;
         if let (Err(kind), Some(chain)) = (&r, chain) {
-            self.failed_chains.insert(chain, (func.to_owned(), kind.clone()));
+            self.failed_chains
+                .insert(chain, (func.to_owned(), kind.clone()));
         }
         r
     }
@@ -305,7 +338,10 @@ impl Executor {
     pub(crate) fn handle(&mut self, msg: Message) {
         let mut out = postcard::to_stdvec(&ReplyHead::Ok(())).unwrap_or_default();
         let (func, result) = match message::decode_with_tail::<CallHead<'_>>(&msg.data) {
-            Err(e) => ("?".to_owned(), Err(CallErrorKind::BadArguments(e.to_string()))),
+            Err(e) => (
+                "?".to_owned(),
+                Err(CallErrorKind::BadArguments(e.to_string())),
+            ),
             Ok((head, args)) => {
                 let func = head.func.to_owned();
                 let result = self.run(&func, head.chain, msg.src_id, args, &mut out);

@@ -2,12 +2,12 @@
 //!
 //! Every blocking wait takes an optional deadline (`None` waits forever).
 
+use crate::Router;
 use crate::error::RecvError;
 use crate::ids::{ContextId, Handle};
 use crate::message::{self, Message, PayloadError};
 use crate::policy::Policy;
 use crate::router::{HandlerEntry, Shared, Sink};
-use crate::Router;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::VecDeque;
@@ -26,7 +26,10 @@ pub struct Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("context", &self.shared.me()).field("handle", &self.handle).finish()
+        f.debug_struct("Receiver")
+            .field("context", &self.shared.me())
+            .field("handle", &self.handle)
+            .finish()
     }
 }
 
@@ -42,7 +45,14 @@ impl Receiver {
         let handle = shared.alloc_handle();
         shared.add_handler(
             handle,
-            HandlerEntry { policy, sink: Sink::Chan(tx), persist, respondent, label, since: Instant::now() },
+            HandlerEntry {
+                policy,
+                sink: Sink::Chan(tx),
+                persist,
+                respondent,
+                label,
+                since: Instant::now(),
+            },
         );
         if shared.is_shut_down() {
             shared.fail_all_handlers();
@@ -57,7 +67,10 @@ impl Receiver {
 
     /// A [`Sender`] for this receiver, to pass to another context.
     pub fn sender(&self) -> Sender {
-        Sender { context: self.shared.me(), handle: self.handle }
+        Sender {
+            context: self.shared.me(),
+            handle: self.handle,
+        }
     }
 
     /// Waits for the next message with no deadline.
@@ -110,7 +123,10 @@ impl Receiver {
     ///
     /// # Errors
     /// [`crate::Error::Recv`] or [`crate::Error::Payload`].
-    pub fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, crate::Error> {
+    pub fn recv_value<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<T, crate::Error> {
         Ok(self.recv_deadline(deadline)?.decode()?)
     }
 
@@ -124,7 +140,10 @@ fn check_dead(msg: Message) -> Result<Message, RecvError> {
     match msg.dead_reason() {
         None => Ok(msg),
         Some(r) if r == message::DEAD_CHANNEL_CLOSED => Err(RecvError::Closed),
-        Some(reason) => Err(RecvError::Dead { reason, from: msg.src_id }),
+        Some(reason) => Err(RecvError::Dead {
+            reason,
+            from: msg.src_id,
+        }),
     }
 }
 
@@ -149,7 +168,11 @@ impl Sender {
     ///
     /// # Errors
     /// [`PayloadError`] if `value` cannot be encoded.
-    pub fn send<T: Serialize + ?Sized>(&self, router: &Router, value: &T) -> Result<(), PayloadError> {
+    pub fn send<T: Serialize + ?Sized>(
+        &self,
+        router: &Router,
+        value: &T,
+    ) -> Result<(), PayloadError> {
         let msg = Message::typed(self.context, self.handle, value)?;
         router.send_stamped(msg);
         Ok(())
@@ -162,7 +185,11 @@ impl Sender {
 
     /// Tells the receiver no more messages will come ([`RecvError::Closed`]).
     pub fn close(&self, router: &Router) {
-        let mut msg = Message::bytes(self.context, self.handle, message::DEAD_CHANNEL_CLOSED.as_bytes());
+        let mut msg = Message::bytes(
+            self.context,
+            self.handle,
+            message::DEAD_CHANNEL_CLOSED.as_bytes(),
+        );
         msg.reply_to = Handle::IS_DEAD;
         router.send_stamped(msg);
     }
@@ -189,7 +216,9 @@ pub struct Select<'a> {
 impl<'a> Select<'a> {
     /// An empty select.
     pub fn new() -> Self {
-        Self { receivers: Vec::new() }
+        Self {
+            receivers: Vec::new(),
+        }
     }
 
     /// Adds a receiver; returns its index in results.
@@ -202,7 +231,10 @@ impl<'a> Select<'a> {
     ///
     /// # Errors
     /// As [`Select::recv_deadline`].
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<(usize, Result<Message, RecvError>), RecvError> {
+    pub fn recv_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<(usize, Result<Message, RecvError>), RecvError> {
         self.recv_deadline(Some(Instant::now() + timeout))
     }
 
@@ -229,7 +261,10 @@ impl<'a> Select<'a> {
             Some(d) => sel.select_deadline(d).map_err(|_| RecvError::Timeout)?,
         };
         let i = op.index();
-        let got = op.recv(&self.receivers[i].rx).map_err(|_| RecvError::Closed).and_then(check_dead);
+        let got = op
+            .recv(&self.receivers[i].rx)
+            .map_err(|_| RecvError::Closed)
+            .and_then(check_dead);
         Ok((i, got))
     }
 }
@@ -244,7 +279,10 @@ pub struct Latch<T> {
 
 impl<T> Default for Latch<T> {
     fn default() -> Self {
-        Self { inner: Mutex::new((VecDeque::new(), false)), cond: Condvar::new() }
+        Self {
+            inner: Mutex::new((VecDeque::new(), false)),
+            cond: Condvar::new(),
+        }
     }
 }
 
@@ -282,7 +320,11 @@ impl<T> Latch<T> {
                 None => self.cond.wait(&mut g),
                 Some(d) => {
                     if self.cond.wait_until(&mut g, d).timed_out() && g.0.is_empty() {
-                        return Err(if g.1 { RecvError::Closed } else { RecvError::Timeout });
+                        return Err(if g.1 {
+                            RecvError::Closed
+                        } else {
+                            RecvError::Timeout
+                        });
                     }
                 }
             }

@@ -1,12 +1,12 @@
 //! `Context`: a handle on one context of the tree, and calls made through it.
 
+use crate::Router;
 use crate::call::{self, ChainId, Function};
 use crate::channel::Receiver;
 use crate::error::{CallError, CallErrorKind, RecvError};
 use crate::ids::{ContextId, Handle};
 use crate::message::Message;
 use crate::policy::Policy;
-use crate::Router;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,10 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("id", &self.id).field("name", &self.name).finish()
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -61,7 +64,11 @@ impl Context {
     ///
     /// # Errors
     /// As [`Context::call`].
-    pub fn call_timeout<F: Function>(&self, args: &F::Args, timeout: Duration) -> Result<F::Output, CallError> {
+    pub fn call_timeout<F: Function>(
+        &self,
+        args: &F::Args,
+        timeout: Duration,
+    ) -> Result<F::Output, CallError> {
         self.call_async::<F>(args)?.wait_timeout(timeout)
     }
 
@@ -69,7 +76,10 @@ impl Context {
     ///
     /// # Errors
     /// Only if the arguments cannot be encoded.
-    pub fn call_async<F: Function>(&self, args: &F::Args) -> Result<PendingCall<F::Output>, CallError> {
+    pub fn call_async<F: Function>(
+        &self,
+        args: &F::Args,
+    ) -> Result<PendingCall<F::Output>, CallError> {
         self.start_call::<F>(args, None)
     }
 
@@ -79,7 +89,8 @@ impl Context {
     /// # Errors
     /// Only if the arguments cannot be encoded.
     pub fn call_no_reply<F: Function>(&self, args: &F::Args) -> Result<(), CallError> {
-        let msg = call::request::<F>(self.id, args, None).map_err(|e| self.error(F::NAME, bad_args(e)))?;
+        let msg = call::request::<F>(self.id, args, None)
+            .map_err(|e| self.error(F::NAME, bad_args(e)))?;
         self.router.send_stamped(msg);
         Ok(())
     }
@@ -89,7 +100,10 @@ impl Context {
     pub fn chain(&self) -> CallChain {
         static NONCE: AtomicU64 = AtomicU64::new(1);
         let nonce = (u64::from(std::process::id()) << 32) | NONCE.fetch_add(1, Ordering::Relaxed);
-        CallChain { ctx: self.clone(), id: (self.router.id().0, nonce) }
+        CallChain {
+            ctx: self.clone(),
+            id: (self.router.id().0, nonce),
+        }
     }
 
     /// Sends a message to `handle` in this context (source fields stamped).
@@ -106,9 +120,14 @@ impl Context {
     /// Asks the context to shut down and waits until its stream closes.
     /// Returns `false` if it was still connected at the deadline.
     pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
-        let rx = self.router.receiver_for(Policy::Respondent(self.id), Some(self.id), "shutdown wait");
+        let rx =
+            self.router
+                .receiver_for(Policy::Respondent(self.id), Some(self.id), "shutdown wait");
         self.shutdown();
-        matches!(rx.recv_timeout(timeout), Err(RecvError::Dead { .. }) | Err(RecvError::Closed))
+        matches!(
+            rx.recv_timeout(timeout),
+            Err(RecvError::Dead { .. }) | Err(RecvError::Closed)
+        )
     }
 
     /// Detaches the context: it is no longer killed when this side
@@ -125,11 +144,19 @@ impl Context {
         args: &F::Args,
         chain: Option<ChainId>,
     ) -> Result<PendingCall<F::Output>, CallError> {
-        let mut msg = call::request::<F>(self.id, args, chain).map_err(|e| self.error(F::NAME, bad_args(e)))?;
-        let receiver = self.router.receiver_for(Policy::Respondent(self.id), Some(self.id), F::NAME);
+        let mut msg = call::request::<F>(self.id, args, chain)
+            .map_err(|e| self.error(F::NAME, bad_args(e)))?;
+        let receiver =
+            self.router
+                .receiver_for(Policy::Respondent(self.id), Some(self.id), F::NAME);
         msg.reply_to = receiver.handle();
         self.router.send_stamped(msg);
-        Ok(PendingCall { receiver, ctx: self.clone(), function: F::NAME, _t: PhantomData })
+        Ok(PendingCall {
+            receiver,
+            ctx: self.clone(),
+            function: F::NAME,
+            _t: PhantomData,
+        })
     }
 
     fn error(&self, function: &str, kind: CallErrorKind) -> CallError {
@@ -152,7 +179,10 @@ pub struct PendingCall<T> {
 
 impl<T> std::fmt::Debug for PendingCall<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingCall").field("context", &self.ctx).field("function", &self.function).finish()
+        f.debug_struct("PendingCall")
+            .field("context", &self.ctx)
+            .field("function", &self.function)
+            .finish()
     }
 }
 
@@ -181,7 +211,9 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         let started = Instant::now();
         let r = self.receiver.recv_deadline(deadline);
         if r == Err(RecvError::Timeout) {
-            return Err(self.ctx.error(self.function, CallErrorKind::Timeout(started.elapsed())));
+            return Err(self
+                .ctx
+                .error(self.function, CallErrorKind::Timeout(started.elapsed())));
         }
         self.finish(r)
     }
@@ -203,7 +235,9 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             },
             Err(RecvError::Dead { reason, .. }) => call::classify_dead(reason),
             Err(RecvError::Timeout) => CallErrorKind::Timeout(Duration::ZERO),
-            Err(RecvError::Closed) => CallErrorKind::Disconnected(crate::message::DEAD_SHUTDOWN.into()),
+            Err(RecvError::Closed) => {
+                CallErrorKind::Disconnected(crate::message::DEAD_SHUTDOWN.into())
+            }
         };
         Err(self.ctx.error(self.function, kind))
     }
@@ -246,7 +280,10 @@ impl CallChain {
     ///
     /// # Errors
     /// Only if the arguments cannot be encoded.
-    pub fn call_async<F: Function>(&self, args: &F::Args) -> Result<PendingCall<F::Output>, CallError> {
+    pub fn call_async<F: Function>(
+        &self,
+        args: &F::Args,
+    ) -> Result<PendingCall<F::Output>, CallError> {
         self.ctx.start_call::<F>(args, Some(self.id))
     }
 
@@ -255,6 +292,8 @@ impl CallChain {
     /// # Errors
     /// As [`Context::call`].
     pub fn reset(&self) -> Result<(), CallError> {
-        self.ctx.start_call::<crate::builtin::ForgetChain>(&(), Some(self.id))?.wait()
+        self.ctx
+            .start_call::<crate::builtin::ForgetChain>(&(), Some(self.id))?
+            .wait()
     }
 }

@@ -80,7 +80,9 @@ pub(crate) fn dump(shared: &Shared, reaping: usize) {
 
 /// Names of this process's threads, from /proc.
 pub(crate) fn thread_names() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())

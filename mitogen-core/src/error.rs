@@ -151,7 +151,9 @@ pub enum ConnectError {
         printed: String,
     },
     /// The agent runs another protocol version or function registry.
-    #[error("{name} runs protocol {remote} but this controller speaks {local}: use the same binary on both ends")]
+    #[error(
+        "{name} runs protocol {remote} but this controller speaks {local}: use the same binary on both ends"
+    )]
     VersionMismatch {
         /// The new context's name.
         name: String,

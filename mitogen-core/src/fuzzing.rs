@@ -7,7 +7,9 @@ use bytes::BytesMut;
 /// Feeds arbitrary bytes to the decoder in arbitrary splits: it must never
 /// panic, and every frame it accepts must re-encode to the bytes it came from.
 pub fn decode_arbitrary(data: &[u8]) {
-    let Some((&split, data)) = data.split_first() else { return };
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
     let mut dec = Decoder::new(1 << 16);
     let mut buf = BytesMut::new();
     let mut consumed = Vec::new();
@@ -22,5 +24,9 @@ pub fn decode_arbitrary(data: &[u8]) {
             }
         }
     }
-    assert_eq!(&consumed[..], &data[..consumed.len()], "decoded frames must re-encode to their input");
+    assert_eq!(
+        &consumed[..],
+        &data[..consumed.len()],
+        "decoded frames must re-encode to their input"
+    );
 }

@@ -24,7 +24,10 @@ pub(crate) struct IdAllocator {
 impl IdAllocator {
     pub(crate) fn new(is_controller: bool) -> Self {
         let block = if is_controller { (1, u32::MAX) } else { (0, 0) };
-        Self { is_controller, block: Mutex::new(block) }
+        Self {
+            is_controller,
+            block: Mutex::new(block),
+        }
     }
 
     /// The controller's side: reserve `n` ids.
@@ -46,7 +49,9 @@ impl IdAllocator {
             }
         }
         if self.is_controller {
-            return Err(ConnectError::AllocateId("context id space exhausted".into()));
+            return Err(ConnectError::AllocateId(
+                "context id space exhausted".into(),
+            ));
         }
         let (start, end) = request_block(shared)?;
         let mut b = self.block.lock();
@@ -80,5 +85,6 @@ fn request_block(shared: &Shared) -> Result<(u32, u32), ConnectError> {
     if let Some(reason) = msg.dead_reason() {
         return Err(ConnectError::AllocateId(reason));
     }
-    msg.decode::<(u32, u32)>().map_err(|e| ConnectError::AllocateId(e.to_string()))
+    msg.decode::<(u32, u32)>()
+        .map_err(|e| ConnectError::AllocateId(e.to_string()))
 }

@@ -84,8 +84,8 @@ mod logfwd;
 pub mod message;
 mod policy;
 mod router;
-mod stream;
 mod spin;
+mod stream;
 mod sys;
 pub mod transport;
 
@@ -127,7 +127,10 @@ pub fn init(register: impl Fn(&mut Registry)) -> Result<Router, Error> {
 ///
 /// # Errors
 /// As [`init`].
-pub fn init_with(options: RouterOptions, register: impl Fn(&mut Registry)) -> Result<Router, Error> {
+pub fn init_with(
+    options: RouterOptions,
+    register: impl Fn(&mut Registry),
+) -> Result<Router, Error> {
     agent_main(&register);
     Router::new(options, Registry::new(register))
 }

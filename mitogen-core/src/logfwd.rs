@@ -84,7 +84,11 @@ pub(crate) fn emit(shared: &Shared, msg: &Message) {
     if level > log::max_level() {
         return;
     }
-    let target = format!("mitogen::ctx::{}::{}", shared.name_of(msg.src_id), rec.target);
+    let target = format!(
+        "mitogen::ctx::{}::{}",
+        shared.name_of(msg.src_id),
+        rec.target
+    );
     log::logger().log(
         &log::Record::builder()
             .level(level)

@@ -70,7 +70,9 @@ impl std::fmt::Debug for Policy {
 
 impl Policy {
     /// A custom policy from a closure.
-    pub fn custom(f: impl Fn(&Message, &Source, &Trust<'_>) -> bool + Send + Sync + 'static) -> Self {
+    pub fn custom(
+        f: impl Fn(&Message, &Source, &Trust<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
         Self::Custom(Arc::new(f))
     }
 

@@ -1,6 +1,6 @@
 //! The router: routes, handlers, policies and source verification.
 //!
-//! [`Router::route`] may be called from any thread. For a message that
+//! [`crate::Router::route`] may be called from any thread. For a message that
 //! arrived on a stream the broker first checks the reverse path: the stream
 //! must be the route back to both `src_id` and `auth_id` (a context that is
 //! not routed below this one is reached through the parent). Then:
@@ -107,7 +107,10 @@ impl Shared {
     }
 
     fn trust(&self) -> Trust<'_> {
-        Trust { me: self.id.me, ancestors: &self.id.ancestors }
+        Trust {
+            me: self.id.me,
+            ancestors: &self.id.ancestors,
+        }
     }
 
     pub(crate) fn alloc_handle(&self) -> Handle {
@@ -126,7 +129,12 @@ impl Shared {
         if id == self.id.me {
             return self.id.name.as_str().into();
         }
-        self.state.lock().names.get(&id).cloned().unwrap_or_else(|| format!("context {id}").into())
+        self.state
+            .lock()
+            .names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("context {id}").into())
     }
 
     /// Routes a message sent by a thread of this process.
@@ -154,12 +162,20 @@ impl Shared {
                 let expect = |id: ContextId| st.routes.get(&id).copied().or(st.parent_stream);
                 if expect(msg.auth_id) != Some(from.id) {
                     drop(st);
-                    log::warn!("{}: dropped {msg:?} from {}: bad auth_id", self.id.name, from.name);
+                    log::warn!(
+                        "{}: dropped {msg:?} from {}: bad auth_id",
+                        self.id.name,
+                        from.name
+                    );
                     return;
                 }
                 if msg.src_id != msg.auth_id && expect(msg.src_id) != Some(from.id) {
                     drop(st);
-                    log::warn!("{}: dropped {msg:?} from {}: bad src_id", self.id.name, from.name);
+                    log::warn!(
+                        "{}: dropped {msg:?} from {}: bad src_id",
+                        self.id.name,
+                        from.name
+                    );
                     return;
                 }
             }
@@ -216,7 +232,11 @@ impl Shared {
             let Some(h) = handlers.get(&msg.handle) else {
                 drop(handlers);
                 if !msg.is_dead() {
-                    log::debug!("{}: {} for {msg:?}", self.id.name, message::DEAD_INVALID_HANDLE);
+                    log::debug!(
+                        "{}: {} for {msg:?}",
+                        self.id.name,
+                        message::DEAD_INVALID_HANDLE
+                    );
                 }
                 self.send_dead(&msg, message::DEAD_INVALID_HANDLE);
                 return;
@@ -245,9 +265,14 @@ impl Shared {
     pub(crate) fn fail_respondents(&self, id: ContextId, reason: &str) {
         let gone: Vec<(Handle, Sink)> = {
             let mut handlers = self.handlers.lock();
-            let hs: Vec<Handle> =
-                handlers.iter().filter(|(_, h)| h.respondent == Some(id)).map(|(k, _)| *k).collect();
-            hs.into_iter().filter_map(|k| handlers.remove(&k).map(|h| (k, h.sink))).collect()
+            let hs: Vec<Handle> = handlers
+                .iter()
+                .filter(|(_, h)| h.respondent == Some(id))
+                .map(|(k, _)| *k)
+                .collect();
+            hs.into_iter()
+                .filter_map(|k| handlers.remove(&k).map(|h| (k, h.sink)))
+                .collect()
         };
         for (handle, sink) in gone {
             let dead = Message {
@@ -273,7 +298,8 @@ impl Shared {
         let all: Vec<(Handle, HandlerEntry)> = self.handlers.lock().drain().collect();
         for (handle, h) in all {
             if let Sink::Chan(tx) = h.sink {
-                let mut dead = Message::bytes(self.id.me, handle, message::DEAD_SHUTDOWN.as_bytes());
+                let mut dead =
+                    Message::bytes(self.id.me, handle, message::DEAD_SHUTDOWN.as_bytes());
                 dead.reply_to = Handle::IS_DEAD;
                 dead.src_id = self.id.me;
                 dead.auth_id = self.id.me;
@@ -287,10 +313,16 @@ impl Shared {
     pub(crate) fn stream_closed(&self, sid: StreamId, reason: &str) -> Vec<ContextId> {
         let (lost, was_parent) = {
             let mut st = self.state.lock();
-            let Some(out) = st.streams.remove(&sid) else { return Vec::new() };
+            let Some(out) = st.streams.remove(&sid) else {
+                return Vec::new();
+            };
             out.close();
-            let lost: Vec<ContextId> =
-                st.routes.iter().filter(|(_, s)| **s == sid).map(|(id, _)| *id).collect();
+            let lost: Vec<ContextId> = st
+                .routes
+                .iter()
+                .filter(|(_, s)| **s == sid)
+                .map(|(id, _)| *id)
+                .collect();
             for id in &lost {
                 st.routes.remove(id);
             }
@@ -315,8 +347,14 @@ impl Shared {
 
     /// Tells the parent and every child (but `except`) that `id` is gone.
     pub(crate) fn broadcast_del_route(&self, id: ContextId, except: Option<StreamId>) {
-        let targets: Vec<Arc<StreamOut>> =
-            self.state.lock().streams.values().filter(|s| Some(s.id) != except).cloned().collect();
+        let targets: Vec<Arc<StreamOut>> = self
+            .state
+            .lock()
+            .streams
+            .values()
+            .filter(|s| Some(s.id) != except)
+            .cloned()
+            .collect();
         for out in targets {
             if let Ok(mut msg) = Message::typed(out.remote_id, Handle::DEL_ROUTE, &id) {
                 msg.src_id = self.id.me;
@@ -328,7 +366,11 @@ impl Shared {
 
     pub(crate) fn stream_by_context(&self, id: ContextId) -> Option<Arc<StreamOut>> {
         let st = self.state.lock();
-        st.routes.get(&id).or(st.parent_stream.as_ref()).and_then(|s| st.streams.get(s)).cloned()
+        st.routes
+            .get(&id)
+            .or(st.parent_stream.as_ref())
+            .and_then(|s| st.streams.get(s))
+            .cloned()
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

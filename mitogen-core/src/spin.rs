@@ -18,7 +18,10 @@ pub const SPIN_ENV: &str = "MITOGEN_RS_SPIN_US";
 pub(crate) fn window() -> Duration {
     static W: OnceLock<Duration> = OnceLock::new();
     *W.get_or_init(|| {
-        let us = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(50);
+        let us = std::env::var(SPIN_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(50);
         Duration::from_micros(us)
     })
 }

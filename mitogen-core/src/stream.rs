@@ -119,7 +119,8 @@ impl StreamOut {
     pub(crate) fn flush(&self) -> io::Result<bool> {
         let mut q = self.q.lock();
         while !q.bufs.is_empty() {
-            let slices: Vec<IoSlice<'_>> = q.bufs.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> =
+                q.bufs.iter().take(64).map(|b| IoSlice::new(b)).collect();
             let mut n = match (&*self.tx).write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -131,7 +132,10 @@ impl StreamOut {
             self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.pending.fetch_sub(n, Ordering::Relaxed);
             while n > 0 {
-                let front = q.bufs.front_mut().expect("written bytes came from queued buffers");
+                let front = q
+                    .bufs
+                    .front_mut()
+                    .expect("written bytes came from queued buffers");
                 if n >= front.len() {
                     n -= front.len();
                     q.bufs.pop_front();
@@ -158,7 +162,6 @@ impl StreamOut {
         let q = self.q.lock();
         !q.closed && q.bufs.is_empty() && (&*self.tx).write_all(bytes).is_ok()
     }
-
 }
 
 /// Writes header then payload with as few syscalls as the socket allows;

@@ -10,7 +10,11 @@ use std::os::fd::{AsFd, OwnedFd};
 
 /// Reads into the spare capacity of `buf` without zeroing it first, and
 /// extends `buf` by what was read. Reserves `min_spare` bytes first.
-pub(crate) fn read_into_spare(fd: &File, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+pub(crate) fn read_into_spare(
+    fd: &File,
+    buf: &mut BytesMut,
+    min_spare: usize,
+) -> io::Result<usize> {
     buf.reserve(min_spare);
     let spare = buf.spare_capacity_mut();
     let (filled, _) = rustix::io::read(fd, spare).map_err(io::Error::from)?;
@@ -42,7 +46,10 @@ pub(crate) fn detach_stdio() -> io::Result<()> {
 
 /// Sends `SIGKILL` to `pid`, ignoring "no such process".
 pub(crate) fn kill(pid: u32) {
-    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
@@ -65,7 +72,10 @@ pub fn user_name() -> String {
 
 /// The host name (`uname -n`).
 pub fn host_name() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Waits until `fd` is readable or `timeout` passes; `Ok(false)` on timeout.

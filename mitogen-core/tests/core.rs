@@ -4,8 +4,8 @@ mod functions;
 
 use functions::*;
 use mitogen_core::{
-    CallErrorKind, ConnectError, Context, Local, Message, Policy, RecvError, Registry, Router, RouterOptions,
-    Select,
+    CallErrorKind, ConnectError, Context, Local, Message, Policy, RecvError, Registry, Router,
+    RouterOptions, Select,
 };
 use mitogen_test_support::{process_gone, take_logs, tests, wait_until};
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ fn main() {
         connect_garbage_before_greeting,
         connect_early_exit,
         connect_timeout_kills_child,
+        broker_timers_fire_in_order,
         codec_fuzz_body_smoke,
     ]);
 }
@@ -60,14 +61,20 @@ fn child(r: &Router) -> Context {
 fn call_round_trip_child_and_grandchild() {
     let r = router();
     let a = child(&r);
-    let b = r.connect_via(&Local::new(), &a).expect("grandchild connects");
+    let b = r
+        .connect_via(&Local::new(), &a)
+        .expect("grandchild connects");
     assert_ne!(a.id(), b.id());
     assert_eq!(a.call::<Add>(&(2, 3)).unwrap(), 5);
     assert_eq!(b.call::<Add>(&(20, 3)).unwrap(), 23);
     let (pa, pb) = (a.call::<Pid>(&()).unwrap(), b.call::<Pid>(&()).unwrap());
     assert!(pa != pb && pa != std::process::id());
     // The grandchild is a child of the child, not of us.
-    assert!(mitogen_test_support::children_of(pa).iter().any(|(p, _)| *p == pb));
+    assert!(
+        mitogen_test_support::children_of(pa)
+            .iter()
+            .any(|(p, _)| *p == pb)
+    );
     assert_eq!(b.call::<EchoBytes>(&vec![7; 100_000]).unwrap(), 100_000);
 }
 
@@ -83,7 +90,10 @@ fn unknown_function_is_a_call_error() {
     let a = child(&r);
     let e = a.call::<NotRegistered>(&()).unwrap_err();
     assert_eq!(e.kind, CallErrorKind::UnknownFunction);
-    assert_eq!((e.context, e.function.as_str()), (a.id(), "test::not_registered"));
+    assert_eq!(
+        (e.context, e.function.as_str()),
+        (a.id(), "test::not_registered")
+    );
     assert!(e.to_string().contains(a.name()), "{e}");
 }
 
@@ -105,7 +115,10 @@ fn panic_is_a_call_error_and_agent_survives() {
     let r = router();
     let a = child(&r);
     let e = a.call::<Panic>(&()).unwrap_err();
-    assert_eq!(e.kind, CallErrorKind::Panicked("deliberate panic in agent".into()));
+    assert_eq!(
+        e.kind,
+        CallErrorKind::Panicked("deliberate panic in agent".into())
+    );
     assert_eq!(a.call::<Echo>(&9).unwrap(), 9);
 }
 
@@ -161,10 +174,17 @@ fn receiver_policy_refuses() {
     // Only the controller itself has authority over its own receivers here.
     let rx = r.receiver_with(Policy::ParentAuthority);
     a.call::<Stream>(&(rx.sender(), 1)).unwrap();
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err_and(|e| e == RecvError::Timeout));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300))
+            .is_err_and(|e| e == RecvError::Timeout)
+    );
     let open = r.receiver_with(Policy::Any);
     a.call::<Stream>(&(open.sender(), 1)).unwrap();
-    assert_eq!(open.recv_value::<u64>(Some(Instant::now() + Duration::from_secs(5))).unwrap(), 0);
+    assert_eq!(
+        open.recv_value::<u64>(Some(Instant::now() + Duration::from_secs(5)))
+            .unwrap(),
+        0
+    );
 }
 
 fn forged_src_and_auth_are_dropped() {
@@ -179,7 +199,13 @@ fn forged_src_and_auth_are_dropped() {
     a.call::<Forge>(&(rx.sender(), a.id().0, 0)).unwrap();
     assert_eq!(rx.recv_value::<String>(deadline()).unwrap(), "genuine");
     assert!(rx.try_recv().unwrap().is_none());
-    assert!(take_logs().iter().filter(|l| l.message.contains("bad src_id") || l.message.contains("bad auth_id")).count() >= 2);
+    assert!(
+        take_logs()
+            .iter()
+            .filter(|l| l.message.contains("bad src_id") || l.message.contains("bad auth_id"))
+            .count()
+            >= 2
+    );
 }
 
 fn unidirectional_blocks_siblings() {
@@ -190,7 +216,10 @@ fn unidirectional_blocks_siblings() {
     // Inherited: a grandchild cannot reach its parent's sibling either.
     let c = r.connect_via(&Local::new(), &a).unwrap();
     let text = c.call::<CallOther>(&b.id().0).unwrap();
-    assert!(text.contains("unidirectional") || text.contains("refused"), "{text}");
+    assert!(
+        text.contains("unidirectional") || text.contains("refused"),
+        "{text}"
+    );
     assert_eq!(c.call::<Echo>(&5).unwrap(), 5);
 }
 
@@ -201,13 +230,28 @@ fn corrupt_stream_case(bytes: Vec<u8>, expect_log: &str) {
     let sent = b.call::<WriteRaw>(&bytes);
     // `b` wrote garbage on its stream; its reply (if any) cannot be parsed.
     let _ = sent;
-    let e = b.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
-    assert!(matches!(e.kind, CallErrorKind::Disconnected(_) | CallErrorKind::Refused(_)), "{e}");
+    let e = b
+        .call_timeout::<Echo>(&1, Duration::from_secs(5))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.kind,
+            CallErrorKind::Disconnected(_) | CallErrorKind::Refused(_)
+        ),
+        "{e}"
+    );
     // `a` is untouched.
-    assert_eq!(a.call_timeout::<Echo>(&2, Duration::from_secs(15)).map_err(|e| e.to_string()), Ok(2));
+    assert_eq!(
+        a.call_timeout::<Echo>(&2, Duration::from_secs(15))
+            .map_err(|e| e.to_string()),
+        Ok(2)
+    );
     pending.wait().unwrap();
     let logs = take_logs();
-    assert!(logs.iter().any(|l| l.message.contains(expect_log)), "no log mentioning {expect_log:?}: {logs:?}");
+    assert!(
+        logs.iter().any(|l| l.message.contains(expect_log)),
+        "no log mentioning {expect_log:?}: {logs:?}"
+    );
 }
 
 fn oversize_frame_closes_only_that_stream() {
@@ -218,14 +262,20 @@ fn oversize_frame_closes_only_that_stream() {
 }
 
 fn garbage_frame_closes_only_that_stream() {
-    corrupt_stream_case(b"this is definitely not a frame header".to_vec(), "unknown payload encoding");
+    corrupt_stream_case(
+        b"this is definitely not a frame header".to_vec(),
+        "unknown payload encoding",
+    );
 }
 
 fn oversize_send_gets_dead_reply() {
     let r = router_with(RouterOptions::new().max_message_size(1 << 20));
     let a = child(&r);
     let e = a.call::<EchoBytes>(&vec![0; 2 << 20]).unwrap_err();
-    assert!(matches!(&e.kind, CallErrorKind::Refused(r) if r.contains("max_message_size")), "{e}");
+    assert!(
+        matches!(&e.kind, CallErrorKind::Refused(r) if r.contains("max_message_size")),
+        "{e}"
+    );
     assert_eq!(a.call::<EchoBytes>(&vec![0; 1000]).unwrap(), 1000);
 }
 
@@ -238,7 +288,7 @@ fn sigkill_child_fails_pending_calls_fast() {
     let on_c = c.call_async::<Sleep>(&30_000).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
-    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
+    mitogen_test_support::kill9(apid);
     let ea = on_a.wait_timeout(Duration::from_secs(5)).unwrap_err();
     let ec = on_c.wait_timeout(Duration::from_secs(5)).unwrap_err();
     let took = t0.elapsed();
@@ -246,7 +296,9 @@ fn sigkill_child_fails_pending_calls_fast() {
     assert!(matches!(ec.kind, CallErrorKind::Disconnected(_)), "{ec}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
     // New calls fail at once too.
-    let e = c.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
+    let e = c
+        .call_timeout::<Echo>(&1, Duration::from_secs(5))
+        .unwrap_err();
     assert!(!matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
 }
 
@@ -255,8 +307,11 @@ fn parent_killed_child_exits() {
     let a = child(&r);
     let c = r.connect_via(&Local::new(), &a).unwrap();
     let (apid, cpid) = (a.call::<Pid>(&()).unwrap(), c.call::<Pid>(&()).unwrap());
-    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
-    assert!(wait_until(Duration::from_secs(3), || process_gone(cpid)), "grandchild {cpid} still running");
+    mitogen_test_support::kill9(apid);
+    assert!(
+        wait_until(Duration::from_secs(3), || process_gone(cpid)),
+        "grandchild {cpid} still running"
+    );
 }
 
 fn shutdown_cascades() {
@@ -266,7 +321,9 @@ fn shutdown_cascades() {
     let cpid = c.call::<Pid>(&()).unwrap();
     assert!(a.shutdown_timeout(Duration::from_secs(5)));
     assert!(wait_until(Duration::from_secs(3), || process_gone(cpid)));
-    let e = c.call_timeout::<Echo>(&1, Duration::from_secs(5)).unwrap_err();
+    let e = c
+        .call_timeout::<Echo>(&1, Duration::from_secs(5))
+        .unwrap_err();
     assert!(!matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
 }
 
@@ -278,12 +335,19 @@ fn detached_context_outlives_parent() {
     c.detach().unwrap();
     let path = std::env::temp_dir().join(format!("mitogen-detach-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    c.call_no_reply::<WriteFileAfter>(&(path.display().to_string(), 500)).unwrap();
+    c.call_no_reply::<WriteFileAfter>(&(path.display().to_string(), 500))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let apid = a.call::<Pid>(&()).unwrap();
-    std::process::Command::new("kill").args(["-KILL", &apid.to_string()]).status().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || path.exists()), "detached context did not finish its call");
-    assert!(wait_until(Duration::from_secs(5), || process_gone(cpid)), "detached context did not exit after");
+    mitogen_test_support::kill9(apid);
+    assert!(
+        wait_until(Duration::from_secs(5), || path.exists()),
+        "detached context did not finish its call"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || process_gone(cpid)),
+        "detached context did not exit after"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -315,20 +379,30 @@ fn logs_forwarded_with_context_and_level() {
     c.call::<Log>(&"from c".into()).unwrap();
     // Logs travel on the same streams as replies, so they are here already;
     // allow the controller's broker a moment to emit them.
-    fn want<'a>(ctx: &Context, text: &'a str) -> impl Fn(&&mitogen_test_support::Captured) -> bool + 'a {
+    fn want<'a>(
+        ctx: &Context,
+        text: &'a str,
+    ) -> impl Fn(&&mitogen_test_support::Captured) -> bool + 'a {
         let target = format!("mitogen::ctx::{}::", ctx.name());
         move |l| l.target.starts_with(&target) && l.message.contains(text)
     }
     let mut logs = Vec::new();
     wait_until(Duration::from_secs(2), || {
         logs.extend(take_logs());
-        logs.iter().any(|l| want(&a, "info: from a")(&l)) && logs.iter().any(|l| want(&c, "info: from c")(&l))
+        logs.iter().any(|l| want(&a, "info: from a")(&l))
+            && logs.iter().any(|l| want(&c, "info: from c")(&l))
     });
     let a_info: Vec<_> = logs.iter().filter(want(&a, "from a")).collect();
     assert_eq!(a_info.len(), 1, "{logs:?}");
     assert_eq!(a_info[0].level, log::Level::Info);
-    assert!(logs.iter().any(|l| want(&c, "info: from c")(&l)), "{logs:?}");
-    assert!(!logs.iter().any(|l| l.message.contains("debug: from")), "debug passed the level filter");
+    assert!(
+        logs.iter().any(|l| want(&c, "info: from c")(&l)),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.message.contains("debug: from")),
+        "debug passed the level filter"
+    );
 }
 
 fn sender_streams_back_and_closes() {
@@ -336,9 +410,17 @@ fn sender_streams_back_and_closes() {
     let a = child(&r);
     let rx = r.receiver();
     a.call::<Stream>(&(rx.sender(), 5)).unwrap();
-    let got: Vec<u64> = (0..5).map(|_| rx.recv_value(Some(Instant::now() + Duration::from_secs(5))).unwrap()).collect();
+    let got: Vec<u64> = (0..5)
+        .map(|_| {
+            rx.recv_value(Some(Instant::now() + Duration::from_secs(5)))
+                .unwrap()
+        })
+        .collect();
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
-    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap_err(), RecvError::Closed);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_err(),
+        RecvError::Closed
+    );
 }
 
 fn select_over_pending_calls() {
@@ -353,17 +435,28 @@ fn select_over_pending_calls() {
     assert_eq!(i, fi);
     assert_eq!(fast.finish(got).unwrap(), 77);
     // The fast reply receiver is spent (closed); the slow one is still waiting.
-    assert_eq!(sel.recv_timeout(Duration::from_secs(1)).unwrap().1.unwrap_err(), RecvError::Closed);
+    assert_eq!(
+        sel.recv_timeout(Duration::from_secs(1))
+            .unwrap()
+            .1
+            .unwrap_err(),
+        RecvError::Closed
+    );
     let mut sel = Select::new();
     sel.add(slow.receiver());
-    assert_eq!(sel.recv_timeout(Duration::from_millis(10)).unwrap_err(), RecvError::Timeout);
+    assert_eq!(
+        sel.recv_timeout(Duration::from_millis(10)).unwrap_err(),
+        RecvError::Timeout
+    );
 }
 
 fn call_timeout_and_dropped_router() {
     let r = router();
     let a = child(&r);
     let apid = a.call::<Pid>(&()).unwrap();
-    let e = a.call_timeout::<Sleep>(&1_000, Duration::from_millis(100)).unwrap_err();
+    let e = a
+        .call_timeout::<Sleep>(&1_000, Duration::from_millis(100))
+        .unwrap_err();
     assert!(matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
     drop(a);
     drop(r);
@@ -372,7 +465,9 @@ fn call_timeout_and_dropped_router() {
 
 fn connect_missing_binary() {
     let r = router();
-    let e = r.connect(&Local::new().program("/nonexistent/agent")).unwrap_err();
+    let e = r
+        .connect(&Local::new().program("/nonexistent/agent"))
+        .unwrap_err();
     assert!(matches!(e, ConnectError::Spawn { .. }), "{e}");
     assert!(e.to_string().contains("/nonexistent/agent"), "{e}");
 }
@@ -380,7 +475,11 @@ fn connect_missing_binary() {
 fn connect_garbage_before_greeting() {
     let r = router();
     let e = r
-        .connect(&Local::new().program("/bin/sh").args(["-c", "echo 'hello, I am not an agent'; sleep 5"]))
+        .connect(
+            &Local::new()
+                .program("/bin/sh")
+                .args(["-c", "echo 'hello, I am not an agent'; sleep 5"]),
+        )
         .unwrap_err();
     assert!(matches!(e, ConnectError::Garbage { .. }), "{e}");
     assert!(e.to_string().contains("hello, I am not an agent"), "{e}");
@@ -389,18 +488,30 @@ fn connect_garbage_before_greeting() {
 fn connect_early_exit() {
     let r = router();
     let e = r
-        .connect(&Local::new().program("/bin/sh").args(["-c", "echo 'agent: cannot start' >&2; exit 3"]))
+        .connect(
+            &Local::new()
+                .program("/bin/sh")
+                .args(["-c", "echo 'agent: cannot start' >&2; exit 3"]),
+        )
         .unwrap_err();
     assert!(matches!(e, ConnectError::EarlyExit { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains("cannot start") && text.contains('3'), "{text}");
+    assert!(
+        text.contains("cannot start") && text.contains('3'),
+        "{text}"
+    );
 }
 
 fn connect_timeout_kills_child() {
     let r = router();
     let t0 = Instant::now();
     let e = r
-        .connect(&Local::new().program("/bin/sleep").args(["30"]).connect_timeout(Duration::from_millis(300)))
+        .connect(
+            &Local::new()
+                .program("/bin/sleep")
+                .args(["30"])
+                .connect_timeout(Duration::from_millis(300)),
+        )
         .unwrap_err();
     assert!(matches!(e, ConnectError::Timeout { .. }), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(5));
@@ -414,9 +525,34 @@ fn codec_fuzz_body_smoke() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                if seed % 3 == 0 { b"MKRS"[(seed % 4) as usize] } else { seed as u8 }
+                if seed % 3 == 0 {
+                    b"MKRS"[(seed % 4) as usize]
+                } else {
+                    seed as u8
+                }
             })
             .collect();
         mitogen_core::fuzzing::decode_arbitrary(&data);
     }
+}
+
+fn broker_timers_fire_in_order() {
+    let r = router();
+    let latch = std::sync::Arc::new(mitogen_core::Latch::new());
+    let t0 = Instant::now();
+    for (ms, tag) in [(60u64, "third"), (20, "first"), (40, "second")] {
+        let l = latch.clone();
+        r.schedule(Duration::from_millis(ms), move || {
+            l.put((tag, t0.elapsed()));
+        });
+    }
+    let deadline = Some(Instant::now() + Duration::from_secs(5));
+    let got: Vec<_> = (0..3).map(|_| latch.get(deadline).unwrap()).collect();
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        ["first", "second", "third"]
+    );
+    assert!(got[0].1 >= Duration::from_millis(20), "{got:?}");
+    latch.close();
+    assert_eq!(latch.get(None).unwrap_err(), RecvError::Closed);
 }

@@ -1,6 +1,8 @@
 //! Functions the test agents run (registered on both ends).
 
-use mitogen_core::{CallCx, ContextId, FnError, Function, Handle, Local, Message, Registry, Sender};
+use mitogen_core::{
+    CallCx, ContextId, FnError, Function, Handle, Local, Message, Registry, Sender,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

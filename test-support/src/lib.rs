@@ -52,15 +52,23 @@ impl Resources {
         let mut fds = BTreeSet::new();
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             for e in dir.flatten() {
-                let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
                 // The directory handle itself shows up as a dangling fd.
                 if let Ok(target) = std::fs::read_link(e.path()) {
                     fds.insert((fd, target.display().to_string()));
                 }
             }
         }
-        let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
-        Self { fds, threads, children: children_of(std::process::id()) }
+        let threads = std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        Self {
+            fds,
+            threads,
+            children: children_of(std::process::id()),
+        }
     }
 
     /// What `self` has that `before` had not.
@@ -72,7 +80,10 @@ impl Resources {
             out.push(format!("leaked fds: {fds:?}"));
         }
         if self.threads > before.threads {
-            out.push(format!("leaked threads: {} -> {}", before.threads, self.threads));
+            out.push(format!(
+                "leaked threads: {} -> {}",
+                before.threads, self.threads
+            ));
         }
         if !kids.is_empty() {
             out.push(format!("leaked child processes: {kids:?}"));
@@ -84,12 +95,20 @@ impl Resources {
 /// Child processes of `pid` (including zombies), from /proc.
 pub fn children_of(pid: u32) -> BTreeSet<(u32, String)> {
     let mut out = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // "pid (comm) state ppid ...": comm may contain spaces and parens.
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
         let mut rest = stat[close + 1..].split_whitespace();
         let _state = rest.next();
@@ -104,7 +123,11 @@ pub fn children_of(pid: u32) -> BTreeSet<(u32, String)> {
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z"),
+        Ok(stat) => {
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                == Some("Z")
+        }
     }
 }
 
@@ -143,7 +166,11 @@ impl log::Log for Capture {
         m.level() <= log::max_level()
     }
     fn log(&self, r: &log::Record<'_>) {
-        let c = Captured { level: r.level(), target: r.target().to_owned(), message: r.args().to_string() };
+        let c = Captured {
+            level: r.level(),
+            target: r.target().to_owned(),
+            message: r.args().to_string(),
+        };
         if self.echo {
             eprintln!("[{} {}] {}", c.level, c.target, c.message);
         }
@@ -172,7 +199,10 @@ pub fn capture_logs() {
 
 /// Takes every record captured so far.
 pub fn take_logs() -> Vec<Captured> {
-    CAPTURE.get().map(|c| std::mem::take(&mut *c.records.lock().unwrap_or_else(|e| e.into_inner()))).unwrap_or_default()
+    CAPTURE
+        .get()
+        .map(|c| std::mem::take(&mut *c.records.lock().unwrap_or_else(|e| e.into_inner())))
+        .unwrap_or_default()
 }
 
 /// Runs `tests` one at a time with a leak check after each, printing
@@ -186,7 +216,14 @@ pub fn run(tests: &[Test]) -> ! {
     let selected: Vec<&Test> = tests
         .iter()
         .filter(|t| {
-            filters.is_empty() || filters.iter().any(|f| if exact { t.name == f.as_str() } else { t.name.contains(f.as_str()) })
+            filters.is_empty()
+                || filters.iter().any(|f| {
+                    if exact {
+                        t.name == f.as_str()
+                    } else {
+                        t.name.contains(f.as_str())
+                    }
+                })
         })
         .collect();
     if flag("--list") {
@@ -200,7 +237,11 @@ pub fn run(tests: &[Test]) -> ! {
     println!("\nrunning {} tests", selected.len());
     let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
     for t in &selected {
-        let run_it = if only_ignored { t.ignored } else { include_ignored || !t.ignored };
+        let run_it = if only_ignored {
+            t.ignored
+        } else {
+            include_ignored || !t.ignored
+        };
         if !run_it {
             println!("test {} ... ignored", t.name);
             ignored += 1;
@@ -212,7 +253,9 @@ pub fn run(tests: &[Test]) -> ! {
         let mut leak = None;
         if result.is_ok() {
             // Threads and reaped children go away asynchronously: allow a moment.
-            let ok = wait_until(Duration::from_secs(5), || Resources::snapshot().leaked_since(&before).is_none());
+            let ok = wait_until(Duration::from_secs(5), || {
+                Resources::snapshot().leaked_since(&before).is_none()
+            });
             if !ok {
                 leak = Resources::snapshot().leaked_since(&before);
             }
@@ -248,4 +291,14 @@ pub fn run(tests: &[Test]) -> ! {
         started.elapsed().as_secs_f64()
     );
     std::process::exit(if failed.is_empty() { 0 } else { 101 });
+}
+
+/// Sends SIGKILL to `pid` (ignoring "no such process").
+pub fn kill9(pid: u32) {
+    if let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
 }

@@ -10,7 +10,11 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .or_else(|| args.iter().find_map(|a| a.strip_prefix(&format!("{name}="))).map(|_| &args[0]))
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(&format!("{name}=")))
+                .map(|_| &args[0])
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }

@@ -73,7 +73,9 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder refusing payloads over `max_message_size` bytes.
     pub fn new(max_message_size: usize) -> Self {
-        Self { max_message_size: max_message_size.min(u32::MAX as usize) }
+        Self {
+            max_message_size: max_message_size.min(u32::MAX as usize),
+        }
     }
 
     /// How many bytes the frame at the front of `buf` needs in all, once its
@@ -96,7 +98,10 @@ impl Decoder {
         }
         let len = be32(&buf[22..26]) as usize;
         if len > self.max_message_size {
-            return Err(DecodeError::TooLarge { len: len as u64, max: self.max_message_size });
+            return Err(DecodeError::TooLarge {
+                len: len as u64,
+                max: self.max_message_size,
+            });
         }
         if buf.len() < HEADER_LEN + len {
             return Ok(None);
@@ -111,7 +116,10 @@ impl Decoder {
             data: bytes::Bytes::new(),
         };
         buf.advance(HEADER_LEN);
-        Ok(Some(Message { data: buf.split_to(len).freeze(), ..msg }))
+        Ok(Some(Message {
+            data: buf.split_to(len).freeze(),
+            ..msg
+        }))
     }
 }
 

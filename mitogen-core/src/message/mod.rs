@@ -89,11 +89,21 @@ pub struct PayloadError {
 
 impl PayloadError {
     pub(crate) fn decode<T>(len: usize, reason: impl ToString) -> Self {
-        Self { op: "decode", len, ty: std::any::type_name::<T>(), reason: reason.to_string() }
+        Self {
+            op: "decode",
+            len,
+            ty: std::any::type_name::<T>(),
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn encode<T: ?Sized>(reason: impl ToString) -> Self {
-        Self { op: "encode", len: 0, ty: std::any::type_name::<T>(), reason: reason.to_string() }
+        Self {
+            op: "encode",
+            len: 0,
+            ty: std::any::type_name::<T>(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -122,7 +132,10 @@ impl Message {
         handle: Handle,
         value: &T,
     ) -> Result<Self, PayloadError> {
-        Ok(Self { enc: Enc::TYPED, ..Self::bytes(dst_id, handle, encode_value(value)?) })
+        Ok(Self {
+            enc: Enc::TYPED,
+            ..Self::bytes(dst_id, handle, encode_value(value)?)
+        })
     }
 
     /// Whether this is a dead message.
@@ -132,7 +145,8 @@ impl Message {
 
     /// The reason carried by a dead message (lossy UTF-8).
     pub fn dead_reason(&self) -> Option<String> {
-        self.is_dead().then(|| String::from_utf8_lossy(&self.data).into_owned())
+        self.is_dead()
+            .then(|| String::from_utf8_lossy(&self.data).into_owned())
     }
 
     /// The dead reply to this message, sent from `me` with `reason`; `None`
@@ -159,7 +173,10 @@ impl Message {
     /// not a valid `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         if self.enc != Enc::TYPED {
-            return Err(PayloadError::decode::<T>(self.data.len(), "not a typed payload"));
+            return Err(PayloadError::decode::<T>(
+                self.data.len(),
+                "not a typed payload",
+            ));
         }
         postcard::from_bytes(&self.data).map_err(|e| PayloadError::decode::<T>(self.data.len(), e))
     }

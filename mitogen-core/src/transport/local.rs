@@ -35,7 +35,13 @@ pub struct Local {
 
 impl Default for Local {
     fn default() -> Self {
-        Self { program: None, args: None, name: None, env: Vec::new(), connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+        Self {
+            program: None,
+            args: None,
+            name: None,
+            env: Vec::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
     }
 }
 
@@ -85,10 +91,15 @@ impl Method for Local {
         let name = self.name.clone().unwrap_or_else(|| format!("local.{id}"));
         let program = match &self.program {
             Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|source| ConnectError::Spawn { program: "current_exe()".into(), source })?,
+            None => std::env::current_exe().map_err(|source| ConnectError::Spawn {
+                program: "current_exe()".into(),
+                source,
+            })?,
         };
-        let spawn_err = |source| ConnectError::Spawn { program: program.display().to_string(), source };
+        let spawn_err = |source| ConnectError::Spawn {
+            program: program.display().to_string(),
+            source,
+        };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
         let theirs_out = theirs.try_clone().map_err(spawn_err)?;
         let mut cmd = Command::new(&program);

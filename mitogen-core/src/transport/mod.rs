@@ -67,7 +67,15 @@ pub struct Spawned {
 impl Spawned {
     /// A spawned agent with everything needed and nothing optional.
     pub fn new(id: ContextId, name: String, rx: File) -> Self {
-        Self { id, name, child: None, rx, tx: None, stderr: None, strict: true }
+        Self {
+            id,
+            name,
+            child: None,
+            rx,
+            tx: None,
+            stderr: None,
+            strict: true,
+        }
     }
 }
 
@@ -116,8 +124,16 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
         let printed = last_lines(&text, 20);
         let name = s.name.clone();
         match kind {
-            Fail::Timeout => ConnectError::Timeout { name, timeout, printed },
-            Fail::Eof => ConnectError::EarlyExit { name, status, printed },
+            Fail::Timeout => ConnectError::Timeout {
+                name,
+                timeout,
+                printed,
+            },
+            Fail::Eof => ConnectError::EarlyExit {
+                name,
+                status,
+                printed,
+            },
             Fail::Garbage => ConnectError::Garbage { name, printed },
             Fail::Io(source) => ConnectError::Io { name, source },
         }
@@ -128,8 +144,16 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
     };
     let expect = greeting_line(&router.shared.registry);
     if line != expect.trim_end().rsplit_once(' ').map_or("", |p| p.0) {
-        let local = expect.trim_end().rsplit_once(' ').map_or("", |p| p.0).to_owned();
-        let err = ConnectError::VersionMismatch { name: s.name.clone(), remote: line, local };
+        let local = expect
+            .trim_end()
+            .rsplit_once(' ')
+            .map_or("", |p| p.0)
+            .to_owned();
+        let err = ConnectError::VersionMismatch {
+            name: s.name.clone(),
+            remote: line,
+            local,
+        };
         let _ = fail(&mut s, Vec::new(), Fail::Garbage);
         return Err(err);
     }
@@ -190,12 +214,21 @@ enum Fail {
 
 /// The greeting an agent with `registry` prints (its pid is appended).
 pub(crate) fn greeting_line(registry: &crate::Registry) -> String {
-    format!("{GREETING}{} {:016x} {}\n", crate::PROTOCOL_VERSION, registry.fingerprint(), std::process::id())
+    format!(
+        "{GREETING}{} {:016x} {}\n",
+        crate::PROTOCOL_VERSION,
+        registry.fingerprint(),
+        std::process::id()
+    )
 }
 
 /// Reads up to the greeting line; returns the line without its pid, and
 /// any bytes after it.
-fn read_greeting(rx: &File, deadline: Instant, strict: bool) -> Result<(String, BytesMut), (Fail, Vec<u8>)> {
+fn read_greeting(
+    rx: &File,
+    deadline: Instant,
+    strict: bool,
+) -> Result<(String, BytesMut), (Fail, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::new();
     let marker = GREETING.as_bytes();
     loop {
@@ -205,10 +238,16 @@ fn read_greeting(rx: &File, deadline: Instant, strict: bool) -> Result<(String, 
             }
             if let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
                 let line = String::from_utf8_lossy(&buf[pos..pos + nl]).into_owned();
-                let line = line.rsplit_once(' ').map_or(line.as_str(), |p| p.0).to_owned();
+                let line = line
+                    .rsplit_once(' ')
+                    .map_or(line.as_str(), |p| p.0)
+                    .to_owned();
                 return Ok((line, BytesMut::from(&buf[pos + nl + 1..])));
             }
-        } else if strict && !buf.is_empty() && !marker.starts_with(&buf[..buf.len().min(marker.len())]) {
+        } else if strict
+            && !buf.is_empty()
+            && !marker.starts_with(&buf[..buf.len().min(marker.len())])
+        {
             // Give it a moment to finish printing, for a useful error.
             std::thread::sleep(Duration::from_millis(50));
             let mut more = [0u8; 4096];
@@ -236,7 +275,9 @@ fn read_greeting(rx: &File, deadline: Instant, strict: bool) -> Result<(String, 
             Ok(0) => return Err((Fail::Eof, buf)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err((Fail::Eof, buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err((Fail::Eof, buf));
+            }
             Err(e) => return Err((Fail::Io(e), buf)),
         }
     }

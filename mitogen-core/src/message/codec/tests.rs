@@ -46,8 +46,14 @@ fn oversize_and_garbage_are_errors() {
     let mut buf = BytesMut::from(&wire[..HEADER_LEN]);
     assert_eq!(
         Decoder::new(1000).decode(&mut buf),
-        Err(DecodeError::TooLarge { len: 2000, max: 1000 })
+        Err(DecodeError::TooLarge {
+            len: 2000,
+            max: 1000
+        })
     );
     let mut buf = BytesMut::from(&b"hello, this is not a mitogen frame"[..]);
-    assert_eq!(Decoder::new(1000).decode(&mut buf), Err(DecodeError::UnknownEncoding(0x6865)));
+    assert_eq!(
+        Decoder::new(1000).decode(&mut buf),
+        Err(DecodeError::UnknownEncoding(0x6865))
+    );
 }
