@@ -60,7 +60,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .map_err(|e| err("greet", e))?;
     let (config, rest) = read_config(&rx)?;
     let level = log_level(config.log_level);
-    crate::diag::set_dump_interval(config.dump_secs.map(Duration::from_secs_f64));
+    if let Some(secs) = config.dump_secs.filter(|s| *s > 0.0 && s.is_finite()) {
+        crate::diag::set_dump_interval(Some(Duration::from_secs_f64(secs)));
+    }
     let parent = config
         .identity
         .ancestors

@@ -276,7 +276,10 @@ impl Router {
 
     /// Whether `ctx` is currently routable from here.
     pub fn is_connected(&self, ctx: ContextId) -> bool {
-        ctx == self.id() || self.shared.state.lock().routes.contains_key(&ctx)
+        let st = self.shared.state.lock();
+        ctx == self.id()
+            || st.routes.contains_key(&ctx)
+            || (st.parent_stream.is_some() && self.shared.id.ancestors.contains(&ctx))
     }
 
     /// Shuts the router down now: children are told (their streams close),

@@ -1,7 +1,8 @@
 //! Diagnostics: a periodic dump of a context's state into the log.
 //!
 //! Set `MITOGEN_RS_DUMP=SECONDS` in the controller's environment (it is passed
-//! to every context below it). Each context then logs, at that interval and
+//! to every context below it in its configuration), or in one agent's
+//! environment (`Local::env`) to dump only that one. Each context then logs, at that interval and
 //! with target `mitogen::dump`: its streams (pending, sent and received
 //! bytes), its routes, its open handlers (oldest first, with what they wait
 //! for), the call its main thread is running and for how long, and the names
@@ -36,24 +37,26 @@ pub(crate) fn set_dump_interval(d: Option<Duration>) {
 }
 
 pub(crate) fn dump(shared: &Shared, reaping: usize) {
+    // Gather under the locks, log after releasing them: in an agent, logging
+    // routes a message, which takes the same locks.
     let name = &shared.id.name;
+    let mut lines = Vec::new();
     {
         let st = shared.state.lock();
         for s in st.streams.values() {
-            log::info!(
-                target: "mitogen::dump",
-                "{name}: stream {} (context {}{}): pending {} B, sent {} B, received {} B",
+            lines.push(format!(
+                "stream {} (context {}{}): pending {} B, sent {} B, received {} B",
                 s.name,
                 s.remote_id,
                 if s.is_parent { ", parent" } else { "" },
                 s.pending_bytes(),
                 s.tx_bytes.load(Ordering::Relaxed),
                 s.rx_bytes.load(Ordering::Relaxed),
-            );
+            ));
         }
         let mut routes: Vec<_> = st.routes.iter().map(|(c, s)| (c.0, s.0)).collect();
         routes.sort_unstable();
-        log::info!(target: "mitogen::dump", "{name}: routes (context, stream): {routes:?}");
+        lines.push(format!("routes (context, stream): {routes:?}"));
     }
     {
         let handlers = shared.handlers.lock();
@@ -63,19 +66,25 @@ pub(crate) fn dump(shared: &Shared, reaping: usize) {
             .map(|(h, e)| (e.since, h.0, e.label, e.respondent))
             .collect();
         open.sort_unstable_by_key(|o| o.0);
-        log::info!(target: "mitogen::dump", "{name}: {} open receivers, {reaping} children being reaped", open.len());
+        lines.push(format!(
+            "{} open receivers, {reaping} children being reaped",
+            open.len()
+        ));
         for (since, h, label, resp) in open.iter().take(10) {
-            log::info!(
-                target: "mitogen::dump",
-                "{name}:   handle {h} ({label}) waiting on {resp:?} for {:?}",
+            lines.push(format!(
+                "  handle {h} ({label}) waiting on {resp:?} for {:?}",
                 since.elapsed()
-            );
+            ));
         }
     }
-    if let Some((f, since)) = &*shared.current_call.lock() {
-        log::info!(target: "mitogen::dump", "{name}: main thread running {f} for {:?}", since.elapsed());
+    let call = shared.current_call.lock().clone();
+    if let Some((f, since)) = call {
+        lines.push(format!("main thread running {f} for {:?}", since.elapsed()));
     }
-    log::info!(target: "mitogen::dump", "{name}: threads: {}", thread_names().join(", "));
+    lines.push(format!("threads: {}", thread_names().join(", ")));
+    for line in lines {
+        log::info!(target: "mitogen::dump", "{name}: {line}");
+    }
 }
 
 /// Names of this process's threads, from /proc.

@@ -42,6 +42,7 @@ fn main() {
         connect_early_exit,
         connect_timeout_kills_child,
         broker_timers_fire_in_order,
+        diagnostic_dump_reaches_controller,
         codec_fuzz_body_smoke,
     ]);
 }
@@ -555,4 +556,25 @@ fn broker_timers_fire_in_order() {
     assert!(got[0].1 >= Duration::from_millis(20), "{got:?}");
     latch.close();
     assert_eq!(latch.get(None).unwrap_err(), RecvError::Closed);
+}
+
+fn diagnostic_dump_reaches_controller() {
+    let r = router();
+    let a = r
+        .connect(&Local::new().env(mitogen_core::DUMP_ENV, "0.05"))
+        .unwrap();
+    let pending = a.call_async::<Sleep>(&400).unwrap();
+    let mut logs = Vec::new();
+    let target = format!("mitogen::ctx::{}::mitogen::dump", a.name());
+    let seen = wait_until(Duration::from_secs(5), || {
+        logs.extend(take_logs());
+        let dump = |s: &str| {
+            logs.iter()
+                .any(|l| l.target == target && l.message.contains(s))
+        };
+        dump("threads: ") && dump("running test::sleep") && dump("stream parent 0")
+    });
+    assert!(seen, "no complete dump from {}: {logs:?}", a.name());
+    assert!(r.is_connected(a.id()));
+    pending.wait().unwrap();
 }
