@@ -54,6 +54,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     let tx =
         File::from(sys::dup_cloexec(rustix::stdio::stdout()).map_err(|e| err("dup stdout", e))?);
     sys::detach_stdio().map_err(|e| err("redirect stdio", e))?;
+    let _ = sys::raise_nofile_limit();
     let same = same_file(&rx, &tx);
     (&tx)
         .write_all(greeting_line(&registry).as_bytes())
@@ -118,7 +119,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             rx,
             tx: (!same).then_some(tx),
             child: None,
-            stderr: None,
+            logs: Vec::new(),
             initial: rest,
         },
     );

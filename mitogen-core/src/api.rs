@@ -459,7 +459,7 @@ pub(crate) struct NewStream {
     /// `None` when writes go to `rx`'s fd too.
     pub(crate) tx: Option<File>,
     pub(crate) child: Option<std::process::Child>,
-    pub(crate) stderr: Option<File>,
+    pub(crate) logs: Vec<File>,
     pub(crate) initial: bytes::BytesMut,
 }
 
@@ -492,7 +492,7 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
         rx,
         separate_tx: separate,
         child: s.child,
-        stderr: s.stderr,
+        logs: s.logs,
         initial: s.initial,
     }));
 }

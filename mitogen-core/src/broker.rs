@@ -51,8 +51,9 @@ pub(crate) struct Registration {
     /// Whether writes go to another fd than `rx`.
     pub(crate) separate_tx: Option<Arc<File>>,
     pub(crate) child: Option<Child>,
-    /// The child's stderr, forwarded line by line to the log.
-    pub(crate) stderr: Option<File>,
+    /// The child's stderr and, for methods that answer prompts, its
+    /// terminal: read and logged line by line (at most two).
+    pub(crate) logs: Vec<File>,
     /// Bytes already read past the greeting.
     pub(crate) initial: BytesMut,
 }
@@ -308,9 +309,9 @@ impl Broker {
             }
             return;
         }
-        if let Some(err) = r.stderr {
+        for (i, err) in r.logs.into_iter().take(2).enumerate() {
             let efd = err.as_raw_fd();
-            let tok = err_token(sid);
+            let tok = Token(err_token(sid).0 + i);
             if self
                 .poll
                 .registry()

@@ -19,6 +19,7 @@ pub struct Context {
     router: Router,
     id: ContextId,
     name: Arc<str>,
+    info: Option<Arc<crate::transport::bootstrap::BootstrapInfo>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -32,7 +33,33 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(router: Router, id: ContextId, name: Arc<str>) -> Self {
-        Self { router, id, name }
+        Self {
+            router,
+            id,
+            name,
+            info: None,
+        }
+    }
+
+    pub(crate) fn with_info(
+        router: Router,
+        id: ContextId,
+        name: Arc<str>,
+        info: Option<Arc<crate::transport::bootstrap::BootstrapInfo>>,
+    ) -> Self {
+        Self {
+            router,
+            id,
+            name,
+            info,
+        }
+    }
+
+    /// What the bootstrap did when this context was started by a remote
+    /// method from this process (cache hit or upload, bytes sent, target
+    /// platform); `None` for local contexts and ones started via another.
+    pub fn bootstrap_info(&self) -> Option<&crate::transport::bootstrap::BootstrapInfo> {
+        self.info.as_deref()
     }
 
     /// The context's id.

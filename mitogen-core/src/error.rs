@@ -186,6 +186,37 @@ pub enum ConnectError {
         #[source]
         source: CallError,
     },
+    /// The connection method's program refused (bad password, host key
+    /// mismatch, ...): `source` is the method's own error type.
+    #[error("{name}: {source}")]
+    Method {
+        /// The new context's name.
+        name: String,
+        /// The method's classified error (e.g. `mitogen_ssh::AuthError`).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The target's platform has no agent binary registered.
+    #[error("{name} is {os} {arch}, and no agent binary is registered for it (have: {have})")]
+    NoAgent {
+        /// The new context's name.
+        name: String,
+        /// `uname -s` on the target.
+        os: String,
+        /// `uname -m` on the target.
+        arch: String,
+        /// The platforms that have a binary.
+        have: String,
+    },
+    /// The target's first stage reported an error (no usable cache
+    /// directory, upload failed verification, ...).
+    #[error("bootstrap of {name} failed: {reason}")]
+    Bootstrap {
+        /// The new context's name.
+        name: String,
+        /// What the first stage said.
+        reason: String,
+    },
     /// Context ids could not be allocated (the controller is unreachable).
     #[error("cannot allocate a context id: {0}")]
     AllocateId(String),

@@ -104,7 +104,7 @@ pub use ids::{ContextId, Handle};
 pub use message::{Enc, Message, PayloadError, codec};
 pub use policy::{Policy, Source, Trust};
 pub use spin::SPIN_ENV;
-pub use sys::{host_name, user_name};
+pub use sys::{host_name, raise_nofile_limit, user_name};
 pub use transport::local::Local;
 
 /// The protocol version agents and controllers compare when they meet.
@@ -132,5 +132,7 @@ pub fn init_with(
     register: impl Fn(&mut Registry),
 ) -> Result<Router, Error> {
     agent_main(&register);
+    // Many targets mean many descriptors; best effort.
+    let _ = raise_nofile_limit();
     Router::new(options, Registry::new(register))
 }

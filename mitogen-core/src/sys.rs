@@ -7,6 +7,8 @@ use bytes::BytesMut;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Reads into the spare capacity of `buf` without zeroing it first, and
 /// extends `buf` by what was read. Reserves `min_spare` bytes first.
@@ -93,4 +95,59 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: std::time::Duration) -> io::
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Opens a pseudo-terminal in raw mode; returns (master, slave).
+pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(path)?
+        .into();
+    let mut t = rustix::termios::tcgetattr(&slave)?;
+    t.make_raw();
+    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)?;
+    Ok((master, slave))
+}
+
+/// Makes `cmd` start in a new session (so it cannot reach our terminal),
+/// with `ctty`, if given, as its controlling terminal.
+pub(crate) fn new_session(cmd: &mut std::process::Command, ctty: Option<&OwnedFd>) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = ctty.map(|f| f.as_raw_fd());
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes two async-signal-safe system calls (setsid, ioctl), allocating
+    // nothing. `fd` is a copy of a descriptor number that is open in the
+    // parent when `spawn` runs (the caller keeps `ctty` alive across it), so
+    // it is open in the child too (close-on-exec only acts at exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid()?;
+            if let Some(fd) = fd {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                rustix::process::ioctl_tiocsctty(fd)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit (many targets means
+/// many fds); returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        setrlimit(Resource::Nofile, lim.clone())?;
+    }
+    Ok(lim.current.unwrap_or(u64::MAX))
 }

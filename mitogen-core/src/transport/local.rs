@@ -1,14 +1,11 @@
 //! The local transport: a child process on this machine over a socketpair.
 
-use super::{DEFAULT_CONNECT_TIMEOUT, Spawned, allocate_id, attach};
+use super::{DEFAULT_CONNECT_TIMEOUT, Tty, allocate_id, attach, spawn};
 use crate::error::ConnectError;
 use crate::{Context, Method, Router};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// The argument that starts a program as an agent.
@@ -96,28 +93,13 @@ impl Method for Local {
                 source,
             })?,
         };
-        let spawn_err = |source| ConnectError::Spawn {
-            program: program.display().to_string(),
-            source,
-        };
-        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
-        let theirs_out = theirs.try_clone().map_err(spawn_err)?;
         let mut cmd = Command::new(&program);
         match &self.args {
             Some(args) => cmd.args(args),
             None => cmd.arg(AGENT_ARG),
         };
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(OwnedFd::from(theirs_out)))
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        // Close our copies of the child's ends now, so its exit reads as EOF.
-        drop(cmd);
-        let stderr = child.stderr.take().map(|e| File::from(OwnedFd::from(e)));
-        let mut spawned = Spawned::new(id, name, File::from(OwnedFd::from(ours)));
-        spawned.child = Some(child);
-        spawned.stderr = stderr;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let spawned = spawn(id, name, cmd, Tty::None)?;
         attach(router, spawned, self.connect_timeout)
     }
 }

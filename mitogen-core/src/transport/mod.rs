@@ -14,7 +14,11 @@
 //! Any failure before the greeting kills and reaps the process and reports
 //! the last lines it printed.
 
+pub mod bootstrap;
 pub mod local;
+mod sha256;
+
+pub use sha256::sha256_hex;
 
 use crate::api::{NewStream, add_stream, announce_route};
 use crate::error::ConnectError;
@@ -25,7 +29,9 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::process::Child;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,9 +65,17 @@ pub struct Spawned {
     pub tx: Option<File>,
     /// The process's stderr, logged line by line and quoted in errors.
     pub stderr: Option<File>,
+    /// The master side of the process's terminal, for methods that answer
+    /// password prompts; kept open (and its output logged) for the life of
+    /// the stream, since closing it would hang up the process.
+    pub pty: Option<File>,
     /// Whether any output before the greeting is an error (true for local
     /// agents; remote shells may print banners first).
     pub strict: bool,
+    /// Bytes already read from `rx` that belong to what follows.
+    pub initial: Vec<u8>,
+    /// What the bootstrap did, once it ran.
+    pub info: Option<bootstrap::BootstrapInfo>,
 }
 
 impl Spawned {
@@ -74,9 +88,121 @@ impl Spawned {
             rx,
             tx: None,
             stderr: None,
+            pty: None,
             strict: true,
+            initial: Vec::new(),
+            info: None,
         }
     }
+
+    /// Kills and reaps the process (after a failure); returns its exit status
+    /// and whatever its stderr and terminal still held.
+    pub(crate) fn abort(&mut self, wait_for_exit: bool) -> (String, String) {
+        let status = match &mut self.child {
+            Some(c) => {
+                // Give a process that is exiting anyway a moment to do so.
+                let until = Instant::now() + Duration::from_millis(200);
+                let mut st = c.try_wait().ok().flatten();
+                while st.is_none() && wait_for_exit && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                    st = c.try_wait().ok().flatten();
+                }
+                if st.is_none() {
+                    sys::kill(c.id());
+                    st = c.wait().ok();
+                }
+                st.map_or_else(|| "unknown status".to_owned(), |st| st.to_string())
+            }
+            None => "no process".to_owned(),
+        };
+        let mut text = String::new();
+        for f in [self.stderr.as_mut(), self.pty.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = sys::set_nonblocking(&*f, true);
+            let mut e = Vec::new();
+            let _ = f.read_to_end(&mut e);
+            text.push_str(&String::from_utf8_lossy(&e));
+        }
+        (status, text)
+    }
+}
+
+/// How a method's process is connected (see [`spawn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Tty {
+    /// Data on a socketpair (stdin/stdout), no terminal: the process cannot
+    /// prompt (ssh in batch mode, passwordless sudo, local agents).
+    None,
+    /// Data on a socketpair, plus a PTY as the controlling terminal for
+    /// password prompts (ssh with a password, sudo, doas): Mitogen's hybrid
+    /// mode, so bulk data never passes through a terminal.
+    Hybrid,
+    /// stdin/stdout are the PTY itself (`su`, which reads its password from
+    /// stdin). Prompts then arrive in [`bootstrap::Seen::data`].
+    Full,
+}
+
+/// Starts `cmd` in a new session, wired as `tty` says, with stderr on a
+/// pipe. The result is ready for [`bootstrap::connect`] (or [`attach`]).
+///
+/// # Errors
+/// [`ConnectError::Spawn`] naming the program.
+pub fn spawn(
+    id: ContextId,
+    name: String,
+    mut cmd: Command,
+    tty: Tty,
+) -> Result<Spawned, ConnectError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let err = |source| ConnectError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let pty = match tty {
+        Tty::None => None,
+        Tty::Hybrid | Tty::Full => Some(sys::open_pty().map_err(err)?),
+    };
+    let data = match tty {
+        Tty::Full => None,
+        _ => Some(UnixStream::pair().map_err(err)?),
+    };
+    let (stdin, stdout): (OwnedFd, OwnedFd) = match (&data, &pty) {
+        (Some((_, theirs)), _) => (
+            theirs.try_clone().map_err(err)?.into(),
+            theirs.try_clone().map_err(err)?.into(),
+        ),
+        (None, Some((_, slave))) => (
+            slave.try_clone().map_err(err)?,
+            slave.try_clone().map_err(err)?,
+        ),
+        (None, None) => return Err(err(std::io::Error::other("no data channel"))),
+    };
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::piped());
+    sys::new_session(&mut cmd, pty.as_ref().map(|(_, slave)| slave));
+    let mut child = cmd.spawn().map_err(err)?;
+    // Close our copies of the child's ends, so its exit reads as EOF.
+    drop(cmd);
+    let stderr = child.stderr.take().map(|e| File::from(OwnedFd::from(e)));
+    let (master, _slave) = match pty {
+        Some((m, s)) => (Some(File::from(m)), Some(s)),
+        None => (None, None),
+    };
+    drop(_slave);
+    let (rx, pty) = match (data, master) {
+        (Some((ours, _theirs)), master) => (File::from(OwnedFd::from(ours)), master),
+        (None, Some(master)) => (master, None),
+        (None, None) => return Err(err(std::io::Error::other("no data channel"))),
+    };
+    let mut s = Spawned::new(id, name, rx);
+    s.child = Some(child);
+    s.stderr = stderr;
+    s.pty = pty;
+    Ok(s)
 }
 
 /// Allocates an id for a new child of `router`'s context.
@@ -97,30 +223,9 @@ pub fn allocate_id(router: &Router) -> Result<ContextId, ConnectError> {
 pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Context, ConnectError> {
     let deadline = Instant::now() + timeout;
     let fail = |s: &mut Spawned, printed: Vec<u8>, kind: Fail| -> ConnectError {
-        let status = match &mut s.child {
-            Some(c) => {
-                // Give a process that is exiting anyway a moment to do so.
-                let wait_until = Instant::now() + Duration::from_millis(200);
-                let mut st = c.try_wait().ok().flatten();
-                while st.is_none() && Instant::now() < wait_until && matches!(kind, Fail::Eof) {
-                    std::thread::sleep(Duration::from_millis(5));
-                    st = c.try_wait().ok().flatten();
-                }
-                if st.is_none() {
-                    sys::kill(c.id());
-                    st = c.wait().ok();
-                }
-                st.map_or_else(|| "unknown status".to_owned(), |st| st.to_string())
-            }
-            None => "no process".to_owned(),
-        };
+        let (status, more) = s.abort(matches!(kind, Fail::Eof));
         let mut text = String::from_utf8_lossy(&printed).into_owned();
-        if let Some(err) = &mut s.stderr {
-            let _ = sys::set_nonblocking(&*err, true);
-            let mut e = Vec::new();
-            let _ = err.read_to_end(&mut e);
-            text.push_str(&String::from_utf8_lossy(&e));
-        }
+        text.push_str(&more);
         let printed = last_lines(&text, 20);
         let name = s.name.clone();
         match kind {
@@ -138,17 +243,18 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
             Fail::Io(source) => ConnectError::Io { name, source },
         }
     };
-    let (line, rest) = match read_greeting(&s.rx, deadline, s.strict) {
+    let initial = std::mem::take(&mut s.initial);
+    let (line, rest) = match read_greeting(&s.rx, initial, deadline, s.strict) {
         Ok(v) => v,
         Err((kind, printed)) => return Err(fail(&mut s, printed, kind)),
     };
     let expect = greeting_line(&router.shared.registry);
-    if line != expect.trim_end().rsplit_once(' ').map_or("", |p| p.0) {
-        let local = expect
-            .trim_end()
-            .rsplit_once(' ')
-            .map_or("", |p| p.0)
-            .to_owned();
+    let local = expect
+        .trim_end()
+        .rsplit_once(' ')
+        .map_or("", |p| p.0)
+        .to_owned();
+    if line != local {
         let err = ConnectError::VersionMismatch {
             name: s.name.clone(),
             remote: line,
@@ -180,10 +286,15 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
     if let Err(e) = (&*write).write_all(&frame) {
         return Err(fail(&mut s, Vec::new(), Fail::Io(e)));
     }
-    let nb = [Some(&s.rx), s.tx.as_ref(), s.stderr.as_ref()]
-        .into_iter()
-        .flatten()
-        .try_for_each(|f| sys::set_nonblocking(f, true));
+    let nb = [
+        Some(&s.rx),
+        s.tx.as_ref(),
+        s.stderr.as_ref(),
+        s.pty.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .try_for_each(|f| sys::set_nonblocking(f, true));
     if let Err(e) = nb {
         return Err(fail(&mut s, Vec::new(), Fail::Io(e)));
     }
@@ -197,12 +308,17 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
             rx: s.rx,
             tx: s.tx,
             child: s.child,
-            stderr: s.stderr,
+            logs: s.stderr.into_iter().chain(s.pty).collect(),
             initial: rest,
         },
     );
     announce_route(shared, s.id, &name);
-    Ok(Context::new(router.clone(), s.id, name))
+    Ok(Context::with_info(
+        router.clone(),
+        s.id,
+        name,
+        s.info.map(Arc::new),
+    ))
 }
 
 enum Fail {
@@ -226,10 +342,11 @@ pub(crate) fn greeting_line(registry: &crate::Registry) -> String {
 /// any bytes after it.
 fn read_greeting(
     rx: &File,
+    initial: Vec<u8>,
     deadline: Instant,
     strict: bool,
 ) -> Result<(String, BytesMut), (Fail, Vec<u8>)> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf: Vec<u8> = initial;
     let marker = GREETING.as_bytes();
     loop {
         if let Some(pos) = buf.windows(marker.len()).position(|w| w == marker) {
