@@ -243,9 +243,7 @@ pub fn connect(
     timeout: Duration,
 ) -> Result<Context, ConnectError> {
     let deadline = Instant::now() + timeout;
-    if let Err(e) = wait_for_boot(&mut s, auth, deadline, timeout) {
-        return Err(e);
-    }
+    wait_for_boot(&mut s, auth, deadline, timeout)?;
     if let Err(e) = run_stages(&mut s, boot, deadline) {
         let _ = s.abort(false);
         return Err(e);
@@ -282,22 +280,17 @@ fn wait_for_boot(
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos().into(),
         };
-        let (eof, new) = {
+        let ready = {
             let mut fds = vec![PollFd::new(&s.rx, PollFlags::IN)];
-            let pty_at = pty_open.then(|| {
-                fds.push(PollFd::new(
-                    s.pty.as_ref().expect("pty_open"),
-                    PollFlags::IN,
-                ));
-                fds.len() - 1
-            });
-            let err_at = err_open.then(|| {
-                fds.push(PollFd::new(
-                    s.stderr.as_ref().expect("err_open"),
-                    PollFlags::IN,
-                ));
-                fds.len() - 1
-            });
+            let mut add = |open: bool, f: Option<&File>| match (open, f) {
+                (true, Some(f)) => {
+                    fds.push(PollFd::new(f, PollFlags::IN));
+                    Some(fds.len() - 1)
+                }
+                _ => None,
+            };
+            let pty_at = add(pty_open, s.pty.as_ref());
+            let err_at = add(err_open, s.stderr.as_ref());
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
@@ -307,15 +300,11 @@ fn wait_for_boot(
                     });
                 }
             }
-            let ready = |i: usize| !fds[i].revents().is_empty();
-            (
-                [Some(0), pty_at, err_at].map(|i| i.filter(|i| ready(*i))),
-                (),
-            )
+            let ready = |i: Option<usize>| i.is_some_and(|i| !fds[i].revents().is_empty());
+            [ready(Some(0)), ready(pty_at), ready(err_at)]
         };
-        let _ = new;
         let mut data_eof = false;
-        if eof[0].is_some() {
+        if ready[0] {
             match read_some(&s.rx) {
                 Some(b) => {
                     data.extend_from_slice(&b);
@@ -324,13 +313,13 @@ fn wait_for_boot(
                 None => data_eof = true,
             }
         }
-        if eof[1].is_some() {
+        if ready[1] {
             match s.pty.as_ref().and_then(read_some) {
                 Some(b) => seen.pty.push_str(&String::from_utf8_lossy(&b)),
                 None => pty_open = false,
             }
         }
-        if eof[2].is_some() {
+        if ready[2] {
             match s.stderr.as_ref().and_then(read_some) {
                 Some(b) => seen.stderr.push_str(&String::from_utf8_lossy(&b)),
                 None => err_open = false,
