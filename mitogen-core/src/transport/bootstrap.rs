@@ -282,15 +282,15 @@ fn wait_for_boot(
         };
         let ready = {
             let mut fds = vec![PollFd::new(&s.rx, PollFlags::IN)];
-            let mut add = |open: bool, f: Option<&File>| match (open, f) {
-                (true, Some(f)) => {
+            let mut at = [None, None];
+            let extra = [(pty_open, s.pty.as_ref()), (err_open, s.stderr.as_ref())];
+            for (i, (open, f)) in extra.into_iter().enumerate() {
+                if let (true, Some(f)) = (open, f) {
                     fds.push(PollFd::new(f, PollFlags::IN));
-                    Some(fds.len() - 1)
+                    at[i] = Some(fds.len() - 1);
                 }
-                _ => None,
-            };
-            let pty_at = add(pty_open, s.pty.as_ref());
-            let err_at = add(err_open, s.stderr.as_ref());
+            }
+            let (pty_at, err_at) = (at[0], at[1]);
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
