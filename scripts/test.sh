@@ -8,21 +8,14 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# System packages the tests use (none yet for mitogen-core; ssh, sudo and
-# friends arrive with mitogen-ssh). Installed only when missing, as root.
-packages=()
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    step "installing ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "need root to install: ${missing[*]} (or install them yourself)" >&2
-        exit 1
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+# Test hosts: packages (openssh-server, sudo, opendoas), test users, sudo and
+# doas rules, and two network namespaces; torn down again on exit.
+if [ "$(id -u)" -eq 0 ]; then
+    step "setting up test hosts (scripts/test-hosts.sh setup)"
+    bash scripts/test-hosts.sh setup
+    trap 'bash scripts/test-hosts.sh teardown >/dev/null 2>&1 || true' EXIT
+else
+    echo "NOTE: not root: ssh/sudo/su/doas tests will be SKIPPED (run as root to include them)" >&2
 fi
 
 step "cargo fmt --check"
@@ -36,7 +29,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-it
 
 step "cargo test (unit, integration with real agent processes, doc tests)"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
 cargo test --workspace --quiet 2>&1 | tee "$log"
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
@@ -47,5 +39,6 @@ cargo test -p mitogen-benches --benches --quiet
 step "fuzz smoke run"
 bash scripts/fuzz-smoke.sh
 
+rm -f "$log"
 step "all checks passed"
 echo "tests: ${passed} passed, ${failed} failed"

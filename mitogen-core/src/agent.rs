@@ -120,6 +120,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             tx: (!same).then_some(tx),
             child: None,
             logs: Vec::new(),
+            keep: Vec::new(),
             initial: rest,
         },
     );

@@ -460,6 +460,7 @@ pub(crate) struct NewStream {
     pub(crate) tx: Option<File>,
     pub(crate) child: Option<std::process::Child>,
     pub(crate) logs: Vec<File>,
+    pub(crate) keep: Vec<File>,
     pub(crate) initial: bytes::BytesMut,
 }
 
@@ -493,6 +494,7 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
         separate_tx: separate,
         child: s.child,
         logs: s.logs,
+        keep: s.keep,
         initial: s.initial,
     }));
 }

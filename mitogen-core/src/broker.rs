@@ -54,6 +54,9 @@ pub(crate) struct Registration {
     /// The child's stderr and, for methods that answer prompts, its
     /// terminal: read and logged line by line (at most two).
     pub(crate) logs: Vec<File>,
+    /// Held open until the stream closes (a method's terminal: closing it
+    /// would hang up the program).
+    pub(crate) keep: Vec<File>,
     /// Bytes already read past the greeting.
     pub(crate) initial: BytesMut,
 }
@@ -84,6 +87,7 @@ struct StreamIn {
     child: Option<Child>,
     detached: bool,
     want_write: bool,
+    _keep: Vec<File>,
 }
 
 struct StderrLog {
@@ -341,6 +345,7 @@ impl Broker {
                 child: r.child,
                 detached: false,
                 want_write: false,
+                _keep: r.keep,
             },
         );
         if pending {

@@ -97,7 +97,9 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: std::time::Duration) -> io::
     }
 }
 
-/// Opens a pseudo-terminal in raw mode; returns (master, slave).
+/// Opens a pseudo-terminal with the kernel's default (cooked, echoing)
+/// modes, so a program turning echo off to read a password can be seen
+/// ([`echo_on`]); returns (master, slave).
 pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
@@ -111,10 +113,14 @@ pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
         .open(path)?
         .into();
-    let mut t = rustix::termios::tcgetattr(&slave)?;
-    t.make_raw();
-    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)?;
     Ok((master, slave))
+}
+
+/// Whether the terminal behind `master` echoes input (programs turn echo
+/// off while reading a password, and discard input typed before that).
+pub(crate) fn echo_on(master: impl AsFd) -> bool {
+    rustix::termios::tcgetattr(master)
+        .is_ok_and(|t| t.local_modes.contains(rustix::termios::LocalModes::ECHO))
 }
 
 /// Makes `cmd` start in a new session (so it cannot reach our terminal),

@@ -302,3 +302,6 @@ pub fn kill9(pid: u32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
 }
+
+pub mod sshd;
+pub use sshd::{Sshd, netns_available, sshd_available};

@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Longest wait for a program to turn echo off before its password is sent.
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+
 /// The line stage 0 prints once the method has handed over to `sh`.
 pub const BOOT_MARKER: &str = "MITOGEN-RS-BOOT";
 
@@ -107,8 +110,10 @@ impl Bootstrap {
 
     /// The `sh -c` script of stage 0 (no single quotes in it).
     pub fn stage0_script(&self) -> String {
+        // On a terminal (full TTY mode) binary data needs raw mode; on a
+        // pipe or socket stty fails quietly.
         format!(
-            "echo {BOOT_MARKER}; eval \"$(head -c {})\"",
+            "stty raw -echo 2>/dev/null; echo {BOOT_MARKER}; eval \"$(head -c {})\"",
             self.stage1().len()
         )
     }
@@ -265,6 +270,9 @@ fn wait_for_boot(
     let mut seen = Seen::default();
     let mut data: Vec<u8> = std::mem::take(&mut s.initial);
     let (mut pty_open, mut err_open) = (s.pty.is_some(), s.stderr.is_some());
+    // A password waits until the program has turned echo off (it flushes
+    // input typed earlier), or at most ECHO_WAIT.
+    let mut pending: Option<(Vec<u8>, Instant)> = None;
     let outcome: Result<(), bool> = loop {
         if let Some(pos) = find(&data, BOOT_MARKER.as_bytes()) {
             if let Some(nl) = data[pos..].iter().position(|b| *b == b'\n') {
@@ -272,10 +280,36 @@ fn wait_for_boot(
                 return Ok(());
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some((bytes, since)) = &pending {
+            let tty = s.pty.as_ref().unwrap_or(&s.rx);
+            if !sys::echo_on(tty) || since.elapsed() >= ECHO_WAIT {
+                if let Err(e) = (&*tty).write_all(bytes) {
+                    return Err(ConnectError::Io {
+                        name: s.name.clone(),
+                        source: e,
+                    });
+                }
+                pending = None;
+            }
+        }
+        let mut left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break Err(true);
         }
+        if pending.is_some() {
+            left = left.min(Duration::from_millis(5));
+        }
+        // With a terminal as the data channel (su), our own copy of its
+        // slave keeps the channel open after the program exits: notice the
+        // exit itself.
+        let exited = s
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited && !sys::wait_readable(&s.rx, Duration::ZERO).unwrap_or(false) {
+            break Err(false);
+        }
+        left = left.min(Duration::from_millis(50));
         let ts = Timespec {
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos().into(),
@@ -327,15 +361,7 @@ fn wait_for_boot(
         }
         match auth.on_output(&seen) {
             Step::Continue => {}
-            Step::Send(bytes) => {
-                let tty = s.pty.as_ref().unwrap_or(&s.rx);
-                if let Err(e) = (&*tty).write_all(&bytes) {
-                    return Err(ConnectError::Io {
-                        name: s.name.clone(),
-                        source: e,
-                    });
-                }
-            }
+            Step::Send(bytes) => pending = Some((bytes, Instant::now())),
             Step::Fail(source) => {
                 let _ = s.abort(false);
                 return Err(ConnectError::Method {

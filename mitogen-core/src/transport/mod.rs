@@ -69,6 +69,11 @@ pub struct Spawned {
     /// password prompts; kept open (and its output logged) for the life of
     /// the stream, since closing it would hang up the process.
     pub pty: Option<File>,
+    /// Our copy of the terminal's slave side, held until the agent is
+    /// attached: while no process has the slave open the master reads as
+    /// hung up, which would hide the prompts of a program that has not yet
+    /// opened `/dev/tty`.
+    pub pty_slave: Option<OwnedFd>,
     /// Whether any output before the greeting is an error (true for local
     /// agents; remote shells may print banners first).
     pub strict: bool,
@@ -89,6 +94,7 @@ impl Spawned {
             tx: None,
             stderr: None,
             pty: None,
+            pty_slave: None,
             strict: true,
             initial: Vec::new(),
             info: None,
@@ -188,11 +194,10 @@ pub fn spawn(
     // Close our copies of the child's ends, so its exit reads as EOF.
     drop(cmd);
     let stderr = child.stderr.take().map(|e| File::from(OwnedFd::from(e)));
-    let (master, _slave) = match pty {
+    let (master, slave) = match pty {
         Some((m, s)) => (Some(File::from(m)), Some(s)),
         None => (None, None),
     };
-    drop(_slave);
     let (rx, pty) = match (data, master) {
         (Some((ours, _theirs)), master) => (File::from(OwnedFd::from(ours)), master),
         (None, Some(master)) => (master, None),
@@ -202,6 +207,7 @@ pub fn spawn(
     s.child = Some(child);
     s.stderr = stderr;
     s.pty = pty;
+    s.pty_slave = slave;
     Ok(s)
 }
 
@@ -298,6 +304,8 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
     if let Err(e) = nb {
         return Err(fail(&mut s, Vec::new(), Fail::Io(e)));
     }
+    // The agent runs: the program no longer needs us to hold its terminal.
+    drop(s.pty_slave.take());
     let name: Arc<str> = s.name.as_str().into();
     add_stream(
         shared,
@@ -308,7 +316,14 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
             rx: s.rx,
             tx: s.tx,
             child: s.child,
-            logs: s.stderr.into_iter().chain(s.pty).collect(),
+            // The terminal is logged through a duplicate and kept open
+            // through the original until the stream closes.
+            logs: s
+                .stderr
+                .into_iter()
+                .chain(s.pty.as_ref().and_then(|p| p.try_clone().ok()))
+                .collect(),
+            keep: s.pty.into_iter().collect(),
             initial: rest,
         },
     );

@@ -1,0 +1,163 @@
+//! Classified failures of the wrapped programs (ssh, sudo, su, doas).
+//!
+//! They reach the caller inside `ConnectError::Method`; downcast the source
+//! to [`AuthError`] to branch on them:
+//!
+//! ```
+//! # fn demo(e: mitogen_core::ConnectError) {
+//! use mitogen_ssh::AuthError;
+//! if let mitogen_core::ConnectError::Method { source, .. } = &e {
+//!     if let Some(AuthError::WrongPassword { .. }) = source.downcast_ref::<AuthError>() {
+//!         eprintln!("ask the user again");
+//!     }
+//! }
+//! # }
+//! ```
+
+/// Why a method's program refused to start the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The host key does not match the one in known_hosts.
+    #[error("host key mismatch (possible man-in-the-middle); ssh said:\n{printed}")]
+    HostKeyMismatch {
+        /// What the program printed.
+        printed: String,
+    },
+    /// The host key is unknown and host key checking is enforced.
+    #[error("host key is not known and checking is enforced; ssh said:\n{printed}")]
+    HostKeyUnknown {
+        /// What the program printed.
+        printed: String,
+    },
+    /// Authentication failed with every method the server offered.
+    #[error("permission denied (methods tried: {methods}); ssh said:\n{printed}")]
+    PermissionDenied {
+        /// The methods, as ssh listed them (e.g. `publickey,password`).
+        methods: String,
+        /// What the program printed.
+        printed: String,
+    },
+    /// The password was refused.
+    #[error("wrong password; {program} said:\n{printed}")]
+    WrongPassword {
+        /// `ssh`, `sudo`, `su` or `doas`.
+        program: &'static str,
+        /// What the program printed.
+        printed: String,
+    },
+    /// A password is required but none was given.
+    #[error("{program} requires a password and none was given")]
+    PasswordRequired {
+        /// `sudo` or `doas`.
+        program: &'static str,
+    },
+    /// The user may not use sudo (or doas) at all, or not for that target.
+    #[error("{program} refused: not permitted; it said:\n{printed}")]
+    NotPermitted {
+        /// `sudo` or `doas`.
+        program: &'static str,
+        /// What the program printed.
+        printed: String,
+    },
+    /// The target user does not exist.
+    #[error("unknown user; {program} said:\n{printed}")]
+    UnknownUser {
+        /// The program.
+        program: &'static str,
+        /// What the program printed.
+        printed: String,
+    },
+    /// The TCP connection was refused.
+    #[error("connection refused; ssh said:\n{printed}")]
+    ConnectionRefused {
+        /// What the program printed.
+        printed: String,
+    },
+    /// The host name does not resolve.
+    #[error("unknown host; ssh said:\n{printed}")]
+    UnknownHost {
+        /// What the program printed.
+        printed: String,
+    },
+    /// The connection or login did not complete in time.
+    #[error("timed out connecting{}", suffix(.printed))]
+    Timeout {
+        /// What the program printed.
+        printed: String,
+    },
+    /// The target has no `sh`.
+    #[error("the target has no usable `sh`; it said:\n{printed}")]
+    NoShell {
+        /// What the program printed.
+        printed: String,
+    },
+    /// The program asked something this method cannot answer.
+    #[error("unexpected prompt: {prompt}")]
+    UnexpectedPrompt {
+        /// The prompt text.
+        prompt: String,
+    },
+}
+
+fn suffix(printed: &str) -> String {
+    if printed.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; it printed:\n{}", printed.trim_end())
+    }
+}
+
+/// Classifies what `ssh` printed when it failed.
+pub(crate) fn classify_ssh(text: &str, sent_password: bool, timed_out: bool) -> Option<AuthError> {
+    let printed = last_lines(text);
+    let has = |s: &str| text.contains(s);
+    Some(
+        if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || has("Host key verification failed") {
+            if has("No ") && has("host key is known") {
+                AuthError::HostKeyUnknown { printed }
+            } else if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || !has("authenticity of host")
+            {
+                AuthError::HostKeyMismatch { printed }
+            } else {
+                AuthError::HostKeyUnknown { printed }
+            }
+        } else if let Some(i) = text.find("Permission denied (") {
+            if sent_password {
+                AuthError::WrongPassword {
+                    program: "ssh",
+                    printed,
+                }
+            } else {
+                let rest = &text[i + "Permission denied (".len()..];
+                let methods = rest.split(')').next().unwrap_or_default().to_owned();
+                AuthError::PermissionDenied { methods, printed }
+            }
+        } else if has("Connection refused") {
+            AuthError::ConnectionRefused { printed }
+        } else if has("Could not resolve hostname") || has("Name or service not known") {
+            AuthError::UnknownHost { printed }
+        } else if has("timed out") || timed_out {
+            AuthError::Timeout { printed }
+        } else if no_shell(text) {
+            AuthError::NoShell { printed }
+        } else {
+            return None;
+        },
+    )
+}
+
+/// Whether the text says `sh` could not be run.
+pub(crate) fn no_shell(text: &str) -> bool {
+    text.lines().any(|l| {
+        (l.contains("sh: not found")
+            || l.contains("sh: command not found")
+            || l.contains("sh: No such file"))
+            && !l.contains("MITOGEN")
+    })
+}
+
+pub(crate) fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

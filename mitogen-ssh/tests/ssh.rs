@@ -1,0 +1,611 @@
+//! mitogen-ssh against real programs: a throw-away sshd on 127.0.0.1, real
+//! sudo/su/doas with the test users `scripts/test-hosts.sh setup` creates,
+//! and two network namespaces for a host reachable only through another.
+
+use mitogen_core::transport::bootstrap::Bootstrap;
+use mitogen_core::{
+    CallCx, ConnectError, Context, FnError, Function, Local, Registry, Router, RouterOptions,
+};
+use mitogen_ssh::{AuthError, Doas, Exec, HostKeyChecking, Ssh, Su, Sudo};
+use mitogen_test_support::sshd::{Sshd, sshd_available};
+use mitogen_test_support::{kill9, tests};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Who and where the agent is.
+struct Whoami;
+impl Function for Whoami {
+    const NAME: &'static str = "ssh-test::whoami";
+    type Args = ();
+    type Output = (String, u32, String, String);
+    fn call(_: &CallCx<'_>, (): ()) -> Result<Self::Output, FnError> {
+        let uts = std::fs::read_link("/proc/self/ns/uts")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Ok((
+            mitogen_core::user_name(),
+            std::process::id(),
+            mitogen_core::host_name(),
+            uts,
+        ))
+    }
+}
+
+/// Sleeps for the given milliseconds.
+struct Sleep;
+impl Function for Sleep {
+    const NAME: &'static str = "ssh-test::sleep";
+    type Args = u64;
+    type Output = ();
+    fn call(_: &CallCx<'_>, ms: u64) -> Result<(), FnError> {
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    }
+}
+
+/// Only registered when MITOGEN_TEST_EXTRA_FN is set: changes the registry.
+struct Extra;
+impl Function for Extra {
+    const NAME: &'static str = "ssh-test::extra";
+    type Args = ();
+    type Output = ();
+    fn call(_: &CallCx<'_>, (): ()) -> Result<(), FnError> {
+        Ok(())
+    }
+}
+
+fn register(reg: &mut Registry) {
+    mitogen_ssh::register(reg);
+    reg.add::<Whoami>().add::<Sleep>();
+    if std::env::var_os("MITOGEN_TEST_EXTRA_FN").is_some() {
+        reg.add::<Extra>();
+    }
+}
+
+fn main() {
+    mitogen_core::agent_main(register);
+    mitogen_test_support::run(tests![
+        argv_presets,
+        version_mismatch_is_clear,
+        exec_prefix_unshare,
+        no_agent_for_platform,
+        sudo_without_password,
+        sudo_with_password_and_wrong_password,
+        sudo_refusals,
+        su_with_password,
+        doas_with_and_without_password,
+        ssh_key_login,
+        ssh_password_login_and_wrong_password,
+        ssh_host_key_mismatch,
+        ssh_unknown_host_and_refused,
+        ssh_connect_timeout,
+        cache_miss_then_hit_and_corruption_replaced,
+        concurrent_bootstraps_share_cache,
+        connect_all_with_limit,
+        three_hop_chain_through_namespaces,
+    ]);
+}
+
+fn router() -> Router {
+    Router::new(RouterOptions::new(), Registry::new(register)).expect("router")
+}
+
+fn whoami(ctx: &Context) -> String {
+    ctx.call::<Whoami>(&()).expect("whoami").0
+}
+
+fn auth_err(e: &ConnectError) -> Option<&AuthError> {
+    match e {
+        ConnectError::Method { source, .. } => source.downcast_ref::<AuthError>(),
+        ConnectError::Via { source, .. } => {
+            // Errors from an intermediary arrive as text.
+            let _ = source;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A fresh cache directory name per call, so tests see misses they expect.
+fn fresh_cache() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "/tmp/mitogen-rs-test-cache-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn argv_presets() {
+    let d = Exec::docker("web").argv();
+    assert_eq!(&d[..6], ["docker", "exec", "-i", "web", "sh", "-c"]);
+    let p = Exec::podman("db").argv();
+    assert_eq!(&p[..4], ["podman", "exec", "-i", "db"]);
+    let k = Exec::kubectl("pod-1", Some("app"), Some("prod")).argv();
+    assert_eq!(
+        &k[..9],
+        [
+            "kubectl", "exec", "-i", "-n", "prod", "pod-1", "-c", "app", "--"
+        ]
+    );
+    let s = Ssh::new("deploy@web1:2222").argv();
+    let joined = s.join(" ");
+    for want in [
+        "-p 2222",
+        "-l deploy",
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "Compression=no",
+        " web1 sh -c '",
+    ] {
+        assert!(joined.contains(want), "{want:?} missing from {joined}");
+    }
+    let s = Ssh::new("h")
+        .password("x")
+        .host_key_checking(HostKeyChecking::AcceptNew)
+        .argv()
+        .join(" ");
+    assert!(!s.contains("BatchMode") && s.contains("accept-new"), "{s}");
+    let su = Sudo::new("root").login(true).argv().join(" ");
+    assert!(
+        su.starts_with("sudo -n -u root -p") && su.contains(" -i -- sh -c "),
+        "{su}"
+    );
+    assert_eq!(&Doas::new("root").argv()[..4], ["doas", "-n", "-u", "root"]);
+    assert_eq!(
+        &Su::new("bob").login(true).argv()[..4],
+        ["su", "-", "bob", "-c"]
+    );
+}
+
+fn version_mismatch_is_clear() {
+    let r = router();
+    let e = r
+        .connect(&Local::new().env("MITOGEN_TEST_EXTRA_FN", "1"))
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::VersionMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("same binary"), "{e}");
+}
+
+fn exec_prefix_unshare() {
+    let r = router();
+    let ctx = r
+        .connect(
+            &Exec::new(["unshare", "--uts", "--"])
+                .bootstrap(Bootstrap::new().cache_dir(fresh_cache())),
+        )
+        .unwrap();
+    let (_, _, _, uts) = ctx.call::<Whoami>(&()).unwrap();
+    let mine = std::fs::read_link("/proc/self/ns/uts")
+        .unwrap()
+        .display()
+        .to_string();
+    assert_ne!(uts, mine, "agent should run in its own UTS namespace");
+}
+
+fn no_agent_for_platform() {
+    let fake = std::env::temp_dir().join(format!("mitogen-fake-uname-{}", std::process::id()));
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("uname"),
+        "#!/bin/sh\ncase \"$1\" in -s) echo Plan9;; -m) echo mips;; esac\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(fake.join("uname"))
+        .status()
+        .unwrap();
+    let r = router();
+    let path = format!("PATH={}:/usr/bin:/bin", fake.display());
+    let e = r.connect(&Exec::new(["env", path.as_str()])).unwrap_err();
+    let _ = std::fs::remove_dir_all(&fake);
+    assert!(matches!(e, ConnectError::NoAgent { .. }), "{e}");
+    assert!(e.to_string().contains("Plan9 mips"), "{e}");
+}
+
+fn need_hosts() -> bool {
+    sshd_available()
+}
+
+fn sudo_without_password() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let t = r.connect(&Sudo::new("mtg-target")).unwrap();
+    assert_eq!(whoami(&t), "mtg-target");
+    // local -> sudo -> sudo: the second hop is started by the first.
+    let s = r.connect(&Sudo::new("mtg-sudo")).unwrap();
+    let t2 = r.connect_via(&Sudo::new("mtg-target"), &s).unwrap();
+    assert_eq!(whoami(&t2), "mtg-target");
+}
+
+fn sudo_with_password_and_wrong_password() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let u = r.connect(&Sudo::new("mtg-sudopw")).unwrap();
+    let root = r
+        .connect_via(&Sudo::new("root").password("mtg-sudopw-secret"), &u)
+        .unwrap();
+    assert_eq!(whoami(&root), "root");
+    let t0 = Instant::now();
+    let e = r
+        .connect_via(&Sudo::new("root").password("not-the-password"), &u)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong password"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let e = r.connect_via(&Sudo::new("root"), &u).unwrap_err();
+    assert!(e.to_string().contains("requires a password"), "{e}");
+}
+
+fn sudo_refusals() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let n = r.connect(&Sudo::new("mtg-nosudo")).unwrap();
+    let e = r
+        .connect_via(&Sudo::new("root").password("mtg-nosudo-secret"), &n)
+        .unwrap_err();
+    assert!(e.to_string().contains("not permitted"), "{e}");
+    let e = r.connect(&Sudo::new("no-such-user-mtg")).unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::UnknownUser { .. })),
+        "{e}"
+    );
+}
+
+fn su_with_password() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let s = r.connect(&Sudo::new("mtg-sudo")).unwrap();
+    let t = r
+        .connect_via(&Su::new("mtg-target").password("mtg-target-secret"), &s)
+        .unwrap();
+    assert_eq!(whoami(&t), "mtg-target");
+    let t0 = Instant::now();
+    let e = r
+        .connect_via(&Su::new("mtg-target").password("wrong"), &s)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong password"), "{e}");
+    // Noticed when su exits, not at the 30 s connect deadline.
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // Root needs no password.
+    let t = r.connect(&Su::new("mtg-target")).unwrap();
+    assert_eq!(whoami(&t), "mtg-target");
+}
+
+fn doas_with_and_without_password() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let s = r.connect(&Sudo::new("mtg-sudo")).unwrap();
+    let root = r.connect_via(&Doas::new("root"), &s).unwrap();
+    assert_eq!(whoami(&root), "root");
+    let p = r.connect(&Sudo::new("mtg-sudopw")).unwrap();
+    let root = r
+        .connect_via(&Doas::new("root").password("mtg-sudopw-secret"), &p)
+        .unwrap();
+    assert_eq!(whoami(&root), "root");
+    let e = r
+        .connect_via(&Doas::new("root").password("wrong"), &p)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong password"), "{e}");
+}
+
+fn key_ssh(sshd: &Sshd, user: &str) -> Ssh {
+    Ssh::new(sshd.host())
+        .port(sshd.port())
+        .user(user)
+        .identity_file(sshd.client_key())
+        .known_hosts_file(sshd.known_hosts())
+        .connect_timeout(Duration::from_secs(20))
+}
+
+fn ssh_key_login() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let c = r.connect(&key_ssh(&sshd, "mtg-key")).unwrap();
+    assert_eq!(whoami(&c), "mtg-key");
+    // ssh -> sudo on the target.
+    let root = r
+        .connect_via(
+            &Sudo::new("mtg-target"),
+            &r.connect(&key_ssh(&sshd, "mtg-sudo")).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(whoami(&root), "mtg-target");
+}
+
+fn pw_ssh(sshd: &Sshd, password: &str) -> Ssh {
+    Ssh::new(sshd.host())
+        .port(sshd.port())
+        .user("mtg-pw")
+        .password(password)
+        .option("PreferredAuthentications", "password")
+        .option("PubkeyAuthentication", "no")
+        .known_hosts_file(sshd.known_hosts())
+        .connect_timeout(Duration::from_secs(20))
+}
+
+fn ssh_password_login_and_wrong_password() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let c = r.connect(&pw_ssh(&sshd, "mtg-pw-secret")).unwrap();
+    assert_eq!(whoami(&c), "mtg-pw");
+    let e = r.connect(&pw_ssh(&sshd, "wrong")).unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { .. })),
+        "{e}"
+    );
+    // Key-only user without a key: permission denied, naming the methods.
+    let e = r
+        .connect(
+            &Ssh::new(sshd.host())
+                .port(sshd.port())
+                .user("mtg-key")
+                .option("PubkeyAuthentication", "no")
+                .option("PasswordAuthentication", "no")
+                .known_hosts_file(sshd.known_hosts()),
+        )
+        .unwrap_err();
+    match auth_err(&e) {
+        Some(AuthError::PermissionDenied { methods, .. }) => {
+            assert!(methods.contains("publickey"), "{methods}")
+        }
+        _ => panic!("expected PermissionDenied, got {e}"),
+    }
+}
+
+fn ssh_host_key_mismatch() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let wrong = sshd.wrong_known_hosts().unwrap();
+    let e = r
+        .connect(&key_ssh(&sshd, "mtg-key").known_hosts_file(&wrong))
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::HostKeyMismatch { .. })),
+        "{e}"
+    );
+    let empty = sshd.dir().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let e = r
+        .connect(&key_ssh(&sshd, "mtg-key").known_hosts_file(&empty))
+        .unwrap_err();
+    assert!(
+        matches!(
+            auth_err(&e),
+            Some(AuthError::HostKeyUnknown { .. } | AuthError::HostKeyMismatch { .. })
+        ),
+        "{e}"
+    );
+    let ok = r
+        .connect(
+            &key_ssh(&sshd, "mtg-key")
+                .known_hosts_file(&empty)
+                .host_key_checking(HostKeyChecking::AcceptNew),
+        )
+        .unwrap();
+    assert_eq!(whoami(&ok), "mtg-key");
+}
+
+fn ssh_unknown_host_and_refused() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let e = r
+        .connect(&Ssh::new("no-such-host.invalid").host_key_checking(HostKeyChecking::Ignore))
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::UnknownHost { .. })),
+        "{e}"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = r
+        .connect(
+            &Ssh::new("127.0.0.1")
+                .port(port)
+                .host_key_checking(HostKeyChecking::Ignore),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::ConnectionRefused { .. })),
+        "{e}"
+    );
+}
+
+fn ssh_connect_timeout() {
+    if !need_hosts() {
+        return;
+    }
+    // Accepts TCP connections (the kernel does) but never speaks.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let r = router();
+    let t0 = Instant::now();
+    let e = r
+        .connect(
+            &Ssh::new("127.0.0.1")
+                .port(port)
+                .host_key_checking(HostKeyChecking::Ignore)
+                .connect_timeout(Duration::from_secs(2)),
+        )
+        .unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        e.to_string().contains("timed out") || matches!(e, ConnectError::Timeout { .. }),
+        "{e}"
+    );
+    drop(l);
+}
+
+fn cache_miss_then_hit_and_corruption_replaced() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let boot = Bootstrap::new().cache_dir(fresh_cache());
+    let first = r
+        .connect(&key_ssh(&sshd, "mtg-key").bootstrap(boot.clone()))
+        .unwrap();
+    let i1 = first.bootstrap_info().unwrap().clone();
+    assert!(!i1.cache_hit && i1.uploaded_bytes > 100_000, "{i1:?}");
+    let second = r
+        .connect(&key_ssh(&sshd, "mtg-key").bootstrap(boot.clone()))
+        .unwrap();
+    let i2 = second.bootstrap_info().unwrap().clone();
+    assert!(i2.cache_hit && i2.uploaded_bytes == 0, "{i2:?}");
+    assert_eq!(i1.cache_path, i2.cache_path);
+    eprintln!(
+        "    cache miss uploaded {} B (+{} B of script); hit uploaded {} B (+{} B of script)",
+        i1.uploaded_bytes, i1.script_bytes, i2.uploaded_bytes, i2.script_bytes
+    );
+    // Corrupt the cached agent (same size, one byte flipped): detected, replaced.
+    let mut bytes = std::fs::read(&i1.cache_path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    // (A running agent keeps the old file busy: replace it, as a disk
+    // error or a careless copy would.)
+    let tmp = format!("{}.corrupt", i1.cache_path);
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &i1.cache_path).unwrap();
+    let third = r
+        .connect(&key_ssh(&sshd, "mtg-key").bootstrap(boot))
+        .unwrap();
+    let i3 = third.bootstrap_info().unwrap();
+    assert!(!i3.cache_hit && i3.uploaded_bytes > 0, "{i3:?}");
+    assert_eq!(whoami(&third), "mtg-key");
+    assert_ne!(std::fs::read(&i1.cache_path).unwrap()[mid], bytes[mid]);
+    // An unusable cache directory falls back to the default ones.
+    let fallback = r
+        .connect(
+            &key_ssh(&sshd, "mtg-key").bootstrap(Bootstrap::new().cache_dir("/proc/mitogen-nope")),
+        )
+        .unwrap();
+    assert!(
+        !fallback
+            .bootstrap_info()
+            .unwrap()
+            .cache_path
+            .starts_with("/proc")
+    );
+}
+
+fn concurrent_bootstraps_share_cache() {
+    if !need_hosts() {
+        return;
+    }
+    let boot = Bootstrap::new().cache_dir(fresh_cache());
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let boot = boot.clone();
+            std::thread::spawn(move || {
+                let r = router();
+                let c = r.connect(&Sudo::new("mtg-target").bootstrap(boot)).unwrap();
+                (whoami(&c), c.bootstrap_info().unwrap().cache_path.clone())
+            })
+        })
+        .collect();
+    let got: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        got.iter().all(|(u, p)| u == "mtg-target" && *p == got[0].1),
+        "{got:?}"
+    );
+    let r = router();
+    let again = r.connect(&Sudo::new("mtg-target").bootstrap(boot)).unwrap();
+    assert!(again.bootstrap_info().unwrap().cache_hit);
+}
+
+fn connect_all_with_limit() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let methods: Vec<Sudo> = ["mtg-target", "mtg-sudo", "no-such-user-mtg", "mtg-key"]
+        .iter()
+        .map(|u| Sudo::new(u))
+        .collect();
+    let results = mitogen_ssh::connect_all(&r, &methods, 2);
+    assert_eq!(results.len(), 4);
+    assert_eq!(whoami(results[0].as_ref().unwrap()), "mtg-target");
+    assert_eq!(whoami(results[3].as_ref().unwrap()), "mtg-key");
+    assert!(results[2].is_err());
+}
+
+fn three_hop_chain_through_namespaces() {
+    if !need_hosts() {
+        return;
+    }
+    if !std::path::Path::new("/run/netns/mtg-a").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "network namespaces missing: run scripts/test-hosts.sh setup"
+        );
+        eprintln!(
+            "SKIPPED three_hop_chain_through_namespaces: run scripts/test-hosts.sh setup (as root)"
+        );
+        return;
+    }
+    let a_sshd = Sshd::start("10.99.1.2", Some("mtg-a")).unwrap();
+    let b_sshd = Sshd::start("10.99.2.2", Some("mtg-b")).unwrap();
+    let r = router();
+    let hop = |sshd: &Sshd| {
+        Ssh::new(sshd.host())
+            .port(sshd.port())
+            .user("root")
+            .identity_file(sshd.client_key())
+            .known_hosts_file(sshd.known_hosts())
+            .connect_timeout(Duration::from_secs(20))
+    };
+    // B is not reachable from here.
+    let e = r
+        .connect(&hop(&b_sshd).connect_timeout(Duration::from_secs(3)))
+        .unwrap_err();
+    assert!(!e.to_string().is_empty());
+    let a = r.connect(&hop(&a_sshd)).unwrap();
+    let b = r.connect_via(&hop(&b_sshd), &a).unwrap();
+    let root_b = r.connect_via(&Sudo::new("mtg-target"), &b).unwrap();
+    assert_eq!(whoami(&root_b), "mtg-target");
+    let (_, apid, _, _) = a.call::<Whoami>(&()).unwrap();
+    let pending = root_b.call_async::<Sleep>(&30_000).unwrap();
+    let on_b = b.call_async::<Sleep>(&30_000).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    kill9(apid);
+    let e1 = pending.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    let e2 = on_b.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "took {:?}: {e1} / {e2}",
+        t0.elapsed()
+    );
+}
