@@ -9,6 +9,16 @@
 //!
 //! Run: `cargo run --release -p mitogen-examples --bin tree`
 //! (`-- --calls N` sets the number of timed calls per context).
+//!
+//! Over ssh and sudo instead (the same calls, in every context reached):
+//!
+//! ```text
+//! tree --ssh [user@]host[:port] [--ssh host2 ...] [--via] [--sudo USER]
+//!      [--identity KEY] [--known-hosts FILE] [--accept-new-host-keys]
+//! ```
+//! `--via` reaches each `--ssh` host through the one before it; `--sudo`
+//! adds a sudo context under every ssh context (or under the controller
+//! when there is no `--ssh`).
 
 use mitogen_core::{CallCx, Context, FnError, Function, Local, Registry};
 use serde::{Deserialize, Serialize};
@@ -62,7 +72,98 @@ impl Function for Ping {
 }
 
 fn register(reg: &mut Registry) {
+    mitogen_ssh::register(reg);
     reg.add::<GetHostInfo>().add::<Ping>();
+}
+
+/// Command-line options.
+#[derive(Default)]
+struct Args {
+    calls: usize,
+    ssh: Vec<String>,
+    via: bool,
+    sudo: Option<String>,
+    identity: Option<String>,
+    known_hosts: Option<String>,
+    accept_new: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        calls: 2000,
+        ..Args::default()
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--calls" => {
+                a.calls = value("--calls")?
+                    .parse()
+                    .map_err(|e| format!("--calls: {e}"))?
+            }
+            "--ssh" => a.ssh.push(value("--ssh")?),
+            "--via" => a.via = true,
+            "--sudo" => a.sudo = Some(value("--sudo")?),
+            "--identity" => a.identity = Some(value("--identity")?),
+            "--known-hosts" => a.known_hosts = Some(value("--known-hosts")?),
+            "--accept-new-host-keys" => a.accept_new = true,
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (see the doc comment at the top of tree.rs)"
+                ));
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// The contexts to visit, each with its role.
+fn build_tree(
+    router: &mitogen_core::Router,
+    args: &Args,
+) -> Result<Vec<(Context, String)>, mitogen_core::ConnectError> {
+    let mut tree = Vec::new();
+    if args.ssh.is_empty() {
+        let a = router.connect(&Local::new())?;
+        let b = router.connect(&Local::new())?;
+        let c = router.connect_via(&Local::new(), &a)?;
+        tree.push((a, "child".to_owned()));
+        tree.push((b, "child".to_owned()));
+        tree.push((c, "grandchild via local.1".to_owned()));
+        if let Some(user) = &args.sudo {
+            let s = router.connect(&mitogen_ssh::Sudo::new(user))?;
+            tree.push((s, format!("sudo {user}")));
+        }
+        return Ok(tree);
+    }
+    let mut prev: Option<Context> = None;
+    for host in &args.ssh {
+        let mut m = mitogen_ssh::Ssh::new(host);
+        if let Some(k) = &args.identity {
+            m = m.identity_file(k);
+        }
+        if let Some(f) = &args.known_hosts {
+            m = m.known_hosts_file(f);
+        }
+        if args.accept_new {
+            m = m.host_key_checking(mitogen_ssh::HostKeyChecking::AcceptNew);
+        }
+        let (ctx, role) = match (&prev, args.via) {
+            (Some(p), true) => (
+                router.connect_via(&m, p)?,
+                format!("ssh {host} via {}", p.name()),
+            ),
+            _ => (router.connect(&m)?, format!("ssh {host}")),
+        };
+        if let Some(user) = &args.sudo {
+            let s = router.connect_via(&mitogen_ssh::Sudo::new(user), &ctx)?;
+            tree.push((s, format!("sudo {user} on {}", ctx.name())));
+        }
+        prev = Some(ctx.clone());
+        tree.push((ctx, role));
+    }
+    Ok(tree)
 }
 
 /// Prints log records (including those forwarded from other contexts) to
@@ -85,30 +186,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = mitogen_core::init(register)?;
     let _ = log::set_logger(&StderrLogger);
     log::set_max_level(log::LevelFilter::Info);
-    let calls: usize = std::env::args()
-        .skip_while(|a| a != "--calls")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tree: {e}");
+            std::process::exit(2);
+        }
+    };
 
     let t0 = Instant::now();
-    let a = router.connect(&Local::new())?;
-    let b = router.connect(&Local::new())?;
-    let c = router.connect_via(&Local::new(), &a)?;
+    let tree = build_tree(&router, &args)?;
     println!(
-        "started 3 contexts in {:.1} ms\n",
+        "started {} contexts in {:.1} ms\n",
+        tree.len(),
         t0.elapsed().as_secs_f64() * 1e3
     );
 
-    let tree = [(&a, "child"), (&b, "child"), (&c, "grandchild via local.1")];
     println!(
-        "{:<9} {:<24} {:>7}  {:<10} {:<16} {:>10}",
+        "{:<16} {:<28} {:>7}  {:<10} {:<16} {:>10}",
         "context", "role", "pid", "user", "host", "uptime"
     );
-    for (ctx, role) in tree {
+    for (ctx, role) in &tree {
         let i = ctx.call::<GetHostInfo>(&())?;
         println!(
-            "{:<9} {:<24} {:>7}  {:<10} {:<16} {:>9.0}s",
+            "{:<16} {:<28} {:>7}  {:<10} {:<16} {:>9.0}s",
             i.context, role, i.pid, i.user, i.hostname, i.uptime_secs
         );
     }
@@ -116,9 +217,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // controller's IO thread a moment to print the last ones.
     std::thread::sleep(Duration::from_millis(50));
 
-    println!("\nround trips ({calls} calls of an empty function each):");
-    for (ctx, _) in tree {
-        summary(ctx, calls)?;
+    println!(
+        "\nround trips ({} calls of an empty function each):",
+        args.calls
+    );
+    for (ctx, _) in &tree {
+        summary(ctx, args.calls)?;
     }
     Ok(())
 }
@@ -135,7 +239,7 @@ fn summary(ctx: &Context, calls: usize) -> Result<(), mitogen_core::CallError> {
         times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
     };
     println!(
-        "  {:<9} median {:>7.1} us   p90 {:>7.1} us   p99 {:>7.1} us",
+        "  {:<16} median {:>7.1} us   p90 {:>7.1} us   p99 {:>7.1} us",
         ctx.name(),
         pct(0.5),
         pct(0.9),
