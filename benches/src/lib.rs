@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Registers the bench functions (both ends).
 pub fn register(reg: &mut Registry) {
+    mitogen_ssh::register(reg);
     reg.add::<Noop>().add::<EchoLen>().add::<BulkSink>();
 }
 

@@ -172,7 +172,7 @@ fn exec_prefix_unshare() {
     let ctx = r
         .connect(
             &Exec::new(["unshare", "--uts", "--"])
-                .bootstrap(Bootstrap::new().cache_dir(fresh_cache())),
+                .bootstrap(Bootstrap::new().only_cache_dir(fresh_cache())),
         )
         .unwrap();
     let (_, _, _, uts) = ctx.call::<Whoami>(&()).unwrap();
@@ -188,7 +188,7 @@ fn no_agent_for_platform() {
     std::fs::create_dir_all(&fake).unwrap();
     std::fs::write(
         fake.join("uname"),
-        "#!/bin/sh\ncase \"$1\" in -s) echo Plan9;; -m) echo mips;; esac\n",
+        "#!/bin/sh\ncase \"$1\" in -s) echo Plan9;; -m) echo mips;; -sm) echo Plan9 mips;; esac\n",
     )
     .unwrap();
     std::process::Command::new("chmod")
@@ -473,7 +473,7 @@ fn cache_miss_then_hit_and_corruption_replaced() {
     }
     let sshd = Sshd::start("127.0.0.1", None).unwrap();
     let r = router();
-    let boot = Bootstrap::new().cache_dir(fresh_cache());
+    let boot = Bootstrap::new().only_cache_dir(fresh_cache());
     let first = r
         .connect(&key_ssh(&sshd, "mtg-key").bootstrap(boot.clone()))
         .unwrap();
@@ -524,7 +524,7 @@ fn concurrent_bootstraps_share_cache() {
     if !need_hosts() {
         return;
     }
-    let boot = Bootstrap::new().cache_dir(fresh_cache());
+    let boot = Bootstrap::new().only_cache_dir(fresh_cache());
     let handles: Vec<_> = (0..3)
         .map(|_| {
             let boot = boot.clone();

@@ -23,6 +23,14 @@
 //! so a `noexec` mount is skipped. Uploads go to a temp name and are renamed
 //! atomically, so concurrent bootstraps of one target cannot corrupt the
 //! cache; a cached file whose size or hash is wrong is replaced.
+//!
+//! Hashing a 10 MB agent costs ~40 ms on the target, a quarter of an ssh
+//! login, so it is not repeated on every start: after a successful check
+//! (or upload) stage 1 leaves an empty `agent-<hash>.ok` stamp, and a later
+//! start execs the agent at once if its size is right and it has not been
+//! written since the stamp (`find -newer`, nanosecond mtimes on Linux). Any
+//! write to the agent, or a file put in its place, sends it back through the
+//! full size and sha256 check.
 
 use super::{Spawned, attach};
 use crate::error::ConnectError;
@@ -49,6 +57,7 @@ pub struct Bootstrap {
     agents: Vec<(String, String, PathBuf)>,
     compress: bool,
     cache_dir: Option<String>,
+    cache_dir_only: bool,
 }
 
 impl Default for Bootstrap {
@@ -57,6 +66,7 @@ impl Default for Bootstrap {
             agents: Vec::new(),
             compress: true,
             cache_dir: None,
+            cache_dir_only: false,
         }
     }
 }
@@ -102,9 +112,17 @@ impl Bootstrap {
     }
 
     /// Tries this cache directory first (a path the target's `sh` expands,
-    /// e.g. `$HOME/.agents`).
+    /// e.g. `$HOME/.agents`), then the defaults.
     pub fn cache_dir(mut self, dir: impl Into<String>) -> Self {
         self.cache_dir = Some(dir.into());
+        self.cache_dir_only = false;
+        self
+    }
+
+    /// Uses only this cache directory, never the defaults.
+    pub fn only_cache_dir(mut self, dir: impl Into<String>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self.cache_dir_only = true;
         self
     }
 
@@ -136,14 +154,19 @@ impl Bootstrap {
         if let Some(d) = &self.cache_dir {
             dirs.push_str(&format!("\"{}\" ", d.replace('"', "")));
         }
-        dirs.push_str("\"${XDG_CACHE_HOME:-$HOME/.cache}/mitogen-rs\" \"${TMPDIR:-/tmp}/mitogen-rs-$u\" \"/dev/shm/mitogen-rs-$u\"");
+        if !self.cache_dir_only || self.cache_dir.is_none() {
+            dirs.push_str(
+                "\"${XDG_CACHE_HOME:-$HOME/.cache}/mitogen-rs\" \"${TMPDIR:-/tmp}/mitogen-rs-$u\" \"/dev/shm/mitogen-rs-$u\"",
+            );
+        }
         STAGE1.replace("@DIRS@", &dirs)
     }
 }
 
 const STAGE1: &str = r#"u=$(id -u 2>/dev/null || echo unknown)
 gz=0; command -v gzip >/dev/null 2>&1 && gz=1
-printf 'MITOGEN-RS-UNAME %s %s %s\n' "$(uname -s)" "$(uname -m)" "$gz"
+set -- $(uname -sm)
+printf 'MITOGEN-RS-UNAME %s %s %s\n' "$1" "$2" "$gz"
 read -r verb hash size wire enc || exit 1
 [ "$verb" = AGENT ] || { echo "MITOGEN-RS-ERROR $verb $hash $size $wire $enc"; exit 1; }
 sum() {
@@ -152,7 +175,15 @@ sum() {
   elif command -v sha256 >/dev/null 2>&1; then sha256 -q "$1"
   else echo "$hash"; fi
 }
-ok() { [ -f "$1" ] && [ "$(wc -c < "$1" | tr -d ' ')" = "$size" ] && [ "$(sum "$1")" = "$hash" ]; }
+sized() { [ -f "$1" ] && [ "$(wc -c < "$1")" -eq "$size" ]; }
+ok() { sized "$1" && [ "$(sum "$1")" = "$hash" ]; }
+# Fast path: an agent verified earlier (its .ok stamp) and not written since.
+for d in @DIRS@; do
+  f="$d/agent-$hash"
+  if [ -O "$f" ] && [ -f "$f.ok" ] && sized "$f" && [ -z "$(find "$f" -newer "$f.ok" 2>/dev/null)" ]; then
+    echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent
+  fi
+done
 for d in @DIRS@; do
   mkdir -p "$d" 2>/dev/null && [ -O "$d" ] && [ -w "$d" ] || continue
   chmod 700 "$d" 2>/dev/null
@@ -160,11 +191,12 @@ for d in @DIRS@; do
   printf '#!/bin/sh\nexit 0\n' > "$p" 2>/dev/null && chmod 700 "$p" && "$p" 2>/dev/null
   r=$?; rm -f "$p"; [ "$r" = 0 ] || continue
   f="$d/agent-$hash"
-  if ok "$f"; then echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent; fi
+  if ok "$f"; then : > "$f.ok"; echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent; fi
+  rm -f "$f.ok"
   echo "MITOGEN-RS-SEND $f"
   t="$f.$$.tmp"
   if [ "$enc" = gzip ]; then head -c "$wire" | gzip -dc > "$t"; else head -c "$wire" > "$t"; fi
-  if ok "$t"; then chmod 700 "$t" && mv -f "$t" "$f" && exec "$f" --mitogen-agent; fi
+  if ok "$t"; then chmod 700 "$t" && mv -f "$t" "$f" && : > "$f.ok" && exec "$f" --mitogen-agent; fi
   rm -f "$t"; echo "MITOGEN-RS-ERROR the uploaded agent failed its size or sha256 check at $t"; exit 1
 done
 echo "MITOGEN-RS-ERROR no cache directory that is owned by $u, writable and allows executing files"
