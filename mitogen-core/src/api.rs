@@ -274,6 +274,17 @@ impl Router {
             .map(|s| s.pending_bytes())
     }
 
+    /// How many replies this context is waiting for from `ctx` (calls in
+    /// flight, and other receivers bound to it): zero means idle.
+    pub fn pending_calls(&self, ctx: ContextId) -> usize {
+        self.shared
+            .handlers
+            .lock()
+            .values()
+            .filter(|h| h.respondent == Some(ctx))
+            .count()
+    }
+
     /// Whether `ctx` is currently routable from here.
     pub fn is_connected(&self, ctx: ContextId) -> bool {
         let st = self.shared.state.lock();

@@ -33,18 +33,23 @@
 //! denied (with the methods ssh tried), wrong password, not permitted,
 //! connection refused, unknown host, timeout, or no `sh` on the target.
 //!
+//! [`BecomePool`] bounds become contexts per parent (default 20), shutting
+//! down the least recently used idle one at the limit.
+//!
 //! Dependencies beyond the core: `serde` (methods' options travel to
-//! intermediaries), `thiserror`, `log`.
+//! intermediaries), `thiserror`, `log`, `parking_lot`.
 
 mod auth;
 mod become_;
 mod error;
 mod exec;
+mod pool;
 mod ssh;
 
 pub use become_::{Doas, SUDO_PROMPT, Su, Sudo};
 pub use error::AuthError;
 pub use exec::Exec;
+pub use pool::{BecomePool, DEFAULT_LIMIT};
 pub use ssh::{HostKeyChecking, Ssh};
 
 use mitogen_core::{ConnectError, Context, Method, Registry, Router};

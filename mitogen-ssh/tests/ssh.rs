@@ -82,6 +82,7 @@ fn main() {
         cache_miss_then_hit_and_corruption_replaced,
         concurrent_bootstraps_share_cache,
         connect_all_with_limit,
+        become_pool_recycles_lru_idle,
         three_hop_chain_through_namespaces,
     ]);
 }
@@ -608,4 +609,32 @@ fn three_hop_chain_through_namespaces() {
         "took {:?}: {e1} / {e2}",
         t0.elapsed()
     );
+}
+
+fn become_pool_recycles_lru_idle() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let pool = mitogen_ssh::BecomePool::new(2);
+    let a = pool.get(&r, &Sudo::new("mtg-target"), None).unwrap();
+    // Same request: same context.
+    assert_eq!(
+        pool.get(&r, &Sudo::new("mtg-target"), None).unwrap().id(),
+        a.id()
+    );
+    let b = pool.get(&r, &Sudo::new("mtg-sudo"), None).unwrap();
+    let (_, apid, _, _) = a.call::<Whoami>(&()).unwrap();
+    let (_, bpid, _, _) = b.call::<Whoami>(&()).unwrap();
+    // `a` is the least recently used but busy; `b` is idle: `b` goes.
+    let busy = a.call_async::<Sleep>(&1_500).unwrap();
+    let c = pool.get(&r, &Sudo::new("mtg-key"), None).unwrap();
+    assert_eq!(whoami(&c), "mtg-key");
+    assert!(mitogen_test_support::wait_until(
+        Duration::from_secs(5),
+        || { mitogen_test_support::process_gone(bpid) }
+    ));
+    assert!(!mitogen_test_support::process_gone(apid));
+    busy.wait().unwrap();
+    assert_eq!(pool.len(), 2);
 }

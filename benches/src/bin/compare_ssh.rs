@@ -3,7 +3,9 @@
 //! setup` as root first). Prints one JSON line; `compare/run_ssh.sh` adds
 //! Python Mitogen over the same sshd and prints ratios.
 //!
-//! Usage: `compare_ssh [--rtt-iters N] [--starts N]` (also `--sshd-info`:
+//! Usage: `compare_ssh [--rtt-iters N] [--starts N] [--use-sshd PORT --key K --known-hosts F]`
+//! (`--use-sshd` measures an sshd started elsewhere, e.g. by `--sshd-info`, so a
+//! peer can be measured against the very same daemon; `--sshd-info`:
 //! start the sshd, print its port, key and known_hosts, and wait for stdin
 //! to close, so another program can use it).
 
@@ -26,7 +28,38 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn ssh_cmd(sshd: &Sshd) -> Command {
+/// The sshd under test: our own, or one named on the command line.
+struct Target {
+    port: u16,
+    key: std::path::PathBuf,
+    known_hosts: std::path::PathBuf,
+    _own: Option<Sshd>,
+}
+
+impl Target {
+    fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn client_key(&self) -> &std::path::Path {
+        &self.key
+    }
+    fn known_hosts(&self) -> &std::path::Path {
+        &self.known_hosts
+    }
+}
+
+fn str_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn ssh_cmd(sshd: &Target) -> Command {
     let mut c = Command::new("ssh");
     c.args([
         "-o",
@@ -56,7 +89,7 @@ fn ssh_cmd(sshd: &Sshd) -> Command {
     c
 }
 
-fn method(sshd: &Sshd) -> Ssh {
+fn method(sshd: &Target) -> Ssh {
     Ssh::new(sshd.host())
         .port(sshd.port())
         .user(USER)
@@ -84,19 +117,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "sshd or the test users are missing: run scripts/test-hosts.sh setup as root".into(),
         );
     }
-    let sshd = Sshd::start("127.0.0.1", None)?;
-    if std::env::args().any(|a| a == "--sshd-info") {
-        println!(
-            "{} {} {} {}",
-            sshd.port(),
-            USER,
-            sshd.client_key().display(),
-            sshd.known_hosts().display()
-        );
-        std::io::stdout().flush()?;
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        return Ok(());
-    }
+    let sshd = match (
+        arg("--use-sshd", 0),
+        str_arg("--key"),
+        str_arg("--known-hosts"),
+    ) {
+        (0, _, _) => {
+            let own = Sshd::start("127.0.0.1", None)?;
+            if std::env::args().any(|a| a == "--sshd-info") {
+                println!(
+                    "{} {} {} {}",
+                    own.port(),
+                    USER,
+                    own.client_key().display(),
+                    own.known_hosts().display()
+                );
+                std::io::stdout().flush()?;
+                let _ = std::io::stdin().read_to_end(&mut Vec::new());
+                return Ok(());
+            }
+            Target {
+                port: own.port(),
+                key: own.client_key().to_owned(),
+                known_hosts: own.known_hosts().to_owned(),
+                _own: Some(own),
+            }
+        }
+        (port, Some(key), Some(kh)) => Target {
+            port: port as u16,
+            key: key.into(),
+            known_hosts: kh.into(),
+            _own: None,
+        },
+        _ => return Err("--use-sshd needs --key and --known-hosts".into()),
+    };
     let starts = arg("--starts", 10);
     let iters = arg("--rtt-iters", 2000);
 

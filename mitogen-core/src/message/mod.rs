@@ -182,6 +182,15 @@ impl Message {
     }
 }
 
+/// Encodes `value` with the typed-payload codec (postcard), as
+/// [`Message::typed`] does.
+///
+/// # Errors
+/// [`PayloadError`] if `value`'s `Serialize` impl fails.
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PayloadError> {
+    encode_value(value)
+}
+
 /// Encodes `value` with the payload codec (postcard).
 pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PayloadError> {
     postcard::to_stdvec(value).map_err(PayloadError::encode::<T>)
