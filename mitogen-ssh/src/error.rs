@@ -161,3 +161,97 @@ pub(crate) fn last_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::classify_become;
+
+    #[test]
+    fn ssh_messages() {
+        let cases: &[(&str, bool, &str)] = &[
+            (
+                "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.",
+                false,
+                "HostKeyMismatch",
+            ),
+            (
+                "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.",
+                false,
+                "HostKeyUnknown",
+            ),
+            (
+                "mtg-key@127.0.0.1: Permission denied (publickey).",
+                false,
+                "PermissionDenied",
+            ),
+            (
+                "mtg-pw@127.0.0.1: Permission denied (publickey,password).",
+                true,
+                "WrongPassword",
+            ),
+            (
+                "ssh: connect to host 127.0.0.1 port 1: Connection refused",
+                false,
+                "ConnectionRefused",
+            ),
+            (
+                "ssh: Could not resolve hostname nope.invalid: Name or service not known",
+                false,
+                "UnknownHost",
+            ),
+            (
+                "ssh: connect to host 10.0.0.1 port 22: Connection timed out",
+                false,
+                "Timeout",
+            ),
+            ("sh: 1: sh: not found", false, "NoShell"),
+        ];
+        for (text, sent, want) in cases {
+            let got = classify_ssh(text, *sent, false).map(|e| format!("{e:?}"));
+            assert!(
+                got.as_deref().is_some_and(|g| g.starts_with(want)),
+                "{text:?}: got {got:?}, want {want}"
+            );
+        }
+        assert_eq!(classify_ssh("something else entirely", false, false), None);
+        match classify_ssh(
+            "mtg-key@h: Permission denied (publickey,keyboard-interactive).",
+            false,
+            false,
+        ) {
+            Some(AuthError::PermissionDenied { methods, .. }) => {
+                assert_eq!(methods, "publickey,keyboard-interactive")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn become_messages() {
+        let cases: &[(&str, &str)] = &[
+            ("mtg-nosudo is not in the sudoers file.", "NotPermitted"),
+            ("sudo: a password is required", "PasswordRequired"),
+            (
+                "Sorry, try again.\nsudo: 3 incorrect password attempts",
+                "WrongPassword",
+            ),
+            ("su: Authentication failure", "WrongPassword"),
+            ("doas: Authentication failed", "WrongPassword"),
+            ("doas: Operation not permitted", "NotPermitted"),
+            ("doas: Authorization required", "PasswordRequired"),
+            ("sudo: unknown user nobody2", "UnknownUser"),
+            (
+                "su: user nobody2 does not exist or the user entry does not contain all the required fields",
+                "UnknownUser",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = classify_become("sudo", text, false, false).map(|e| format!("{e:?}"));
+            assert!(
+                got.as_deref().is_some_and(|g| g.starts_with(want)),
+                "{text:?}: got {got:?}, want {want}"
+            );
+        }
+    }
+}
