@@ -124,6 +124,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             initial: rest,
         },
     );
+    shared
+        .registry
+        .run_start_hooks(&Router::borrowed(shared.clone()));
     let mut exec = Executor::new(Router::borrowed(shared.clone()));
     while let Some(msg) =
         crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok())

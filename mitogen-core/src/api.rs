@@ -119,7 +119,9 @@ impl Router {
         };
         let shared = start(identity, Arc::new(registry))?;
         install_controller_handlers(&shared);
-        Ok(Self::owning(shared))
+        let router = Self::owning(shared);
+        router.shared.registry.run_start_hooks(&router);
+        Ok(router)
     }
 
     pub(crate) fn owning(shared: Arc<Shared>) -> Self {
@@ -283,6 +285,17 @@ impl Router {
             .values()
             .filter(|h| h.respondent == Some(ctx))
             .count()
+    }
+
+    /// Bytes sent and received so far on the stream that leads to `ctx`
+    /// (frames and headers included), or `None` without such a stream.
+    pub fn stream_bytes(&self, ctx: ContextId) -> Option<(u64, u64)> {
+        self.shared.stream_by_context(ctx).map(|s| {
+            (
+                s.tx_bytes.load(Ordering::Relaxed),
+                s.rx_bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Whether `ctx` is currently routable from here.

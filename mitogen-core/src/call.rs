@@ -91,7 +91,10 @@ type MethodThunk =
 pub struct Registry {
     fns: BTreeMap<&'static str, (Thunk, String)>,
     methods: BTreeMap<&'static str, MethodThunk>,
+    on_start: Vec<(&'static str, StartHook)>,
 }
+
+type StartHook = Box<dyn Fn(&Router) + Send + Sync>;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +112,7 @@ impl Registry {
         let mut reg = Self {
             fns: BTreeMap::new(),
             methods: BTreeMap::new(),
+            on_start: Vec::new(),
         };
         crate::builtin::register(&mut reg);
         register(&mut reg);
@@ -149,6 +153,25 @@ impl Registry {
         self
     }
 
+    /// Runs `hook` in every context right after its router starts (the
+    /// controller's and every agent's): how higher layers install their own
+    /// handlers, e.g. `mitogen-service`'s CALL_SERVICE. `name` identifies the
+    /// hook in the registry fingerprint.
+    pub fn on_start(
+        &mut self,
+        name: &'static str,
+        hook: impl Fn(&Router) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_start.push((name, Box::new(hook)));
+        self
+    }
+
+    pub(crate) fn run_start_hooks(&self, router: &Router) {
+        for (_, hook) in &self.on_start {
+            hook(router);
+        }
+    }
+
     /// Whether a function of this name is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.fns.contains_key(name)
@@ -163,7 +186,11 @@ impl Registry {
             h.write(sig.as_bytes());
             h.write(b"\0");
         }
-        for name in self.methods.keys() {
+        for name in self
+            .methods
+            .keys()
+            .chain(self.on_start.iter().map(|(n, _)| n))
+        {
             h.write(name.as_bytes());
             h.write(b"\0");
         }
@@ -280,6 +307,57 @@ impl CallError {
             function: function.to_owned(),
             kind,
         }
+    }
+}
+
+/// Answers `request` (a message sent by [`Context::request`] or a call)
+/// with `result`, in the standard reply format. Nothing is sent when the
+/// request wanted no reply.
+///
+/// # Errors
+/// [`message::PayloadError`] if the value cannot be encoded (the caller
+/// then gets a `BadResult` error instead).
+pub fn send_reply<T: Serialize + ?Sized>(
+    router: &Router,
+    request: &Message,
+    result: Result<&T, CallErrorKind>,
+) -> Result<(), message::PayloadError> {
+    if request.reply_to == Handle::NONE {
+        return Ok(());
+    }
+    let (data, err) = match result {
+        Ok(v) => {
+            let head = postcard::to_stdvec(&ReplyHead::Ok(()))
+                .map_err(message::PayloadError::encode::<ReplyHead>)?;
+            match postcard::to_extend(v, head) {
+                Ok(d) => (d, None),
+                Err(e) => {
+                    let kind = CallErrorKind::BadResult(e.to_string());
+                    (
+                        postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
+                        Some(e),
+                    )
+                }
+            }
+        }
+        Err(kind) => (
+            postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
+            None,
+        ),
+    };
+    let me = router.id();
+    router.route(Message {
+        enc: Enc::TYPED,
+        dst_id: request.src_id,
+        src_id: me,
+        auth_id: me,
+        handle: request.reply_to,
+        reply_to: Handle::NONE,
+        data: data.into(),
+    });
+    match err {
+        Some(e) => Err(message::PayloadError::encode::<T>(e)),
+        None => Ok(()),
     }
 }
 

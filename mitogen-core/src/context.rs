@@ -7,6 +7,7 @@ use crate::error::{CallError, CallErrorKind, RecvError};
 use crate::ids::{ContextId, Handle};
 use crate::message::Message;
 use crate::policy::Policy;
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,6 +167,33 @@ impl Context {
         self.call::<crate::builtin::Detach>(&())
     }
 
+    /// Sends an encoded typed `payload` to `handle` in this context with a
+    /// reply handle, and returns the call that waits for a reply in the
+    /// standard reply format. For request/reply protocols built on the core,
+    /// such as `mitogen-service`'s service calls; `what` names the request in
+    /// errors. The server answers with [`crate::send_reply`].
+    pub fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        handle: Handle,
+        what: impl Into<Cow<'static, str>>,
+        payload: Vec<u8>,
+    ) -> PendingCall<T> {
+        let what = what.into();
+        let receiver =
+            self.router
+                .receiver_for(Policy::Respondent(self.id), Some(self.id), "request");
+        let mut msg = Message::bytes(self.id, handle, payload);
+        msg.enc = crate::message::Enc::TYPED;
+        msg.reply_to = receiver.handle();
+        self.router.send_stamped(msg);
+        PendingCall {
+            receiver,
+            ctx: self.clone(),
+            function: what,
+            _t: PhantomData,
+        }
+    }
+
     fn start_call<F: Function>(
         &self,
         args: &F::Args,
@@ -181,7 +209,7 @@ impl Context {
         Ok(PendingCall {
             receiver,
             ctx: self.clone(),
-            function: F::NAME,
+            function: Cow::Borrowed(F::NAME),
             _t: PhantomData,
         })
     }
@@ -200,7 +228,7 @@ fn bad_args(e: crate::message::PayloadError) -> CallErrorKind {
 pub struct PendingCall<T> {
     receiver: Receiver,
     ctx: Context,
-    function: &'static str,
+    function: Cow<'static, str>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -240,7 +268,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         if r == Err(RecvError::Timeout) {
             return Err(self
                 .ctx
-                .error(self.function, CallErrorKind::Timeout(started.elapsed())));
+                .error(&self.function, CallErrorKind::Timeout(started.elapsed())));
         }
         self.finish(r)
     }
@@ -266,7 +294,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
                 CallErrorKind::Disconnected(crate::message::DEAD_SHUTDOWN.into())
             }
         };
-        Err(self.ctx.error(self.function, kind))
+        Err(self.ctx.error(&self.function, kind))
     }
 }
 

@@ -75,6 +75,12 @@ pub enum CallErrorKind {
     Timeout(Duration),
     /// The call could not be routed or was refused (a dead reply).
     Refused(String),
+    /// No service of this name is registered in that context.
+    UnknownService(String),
+    /// The service has no method of this name.
+    UnknownMethod(String),
+    /// The method's (or service activation's) policy refused the caller.
+    PolicyRefused(String),
 }
 
 impl std::fmt::Display for CallErrorKind {
@@ -91,6 +97,9 @@ impl std::fmt::Display for CallErrorKind {
             Self::Disconnected(e) => write!(f, "context disconnected: {e}"),
             Self::Timeout(d) => write!(f, "no reply within {d:?}"),
             Self::Refused(e) => write!(f, "refused: {e}"),
+            Self::UnknownService(s) => write!(f, "no service named {s:?} is registered there"),
+            Self::UnknownMethod(m) => write!(f, "the service has no method {m:?}"),
+            Self::PolicyRefused(why) => write!(f, "refused by policy: {why}"),
         }
     }
 }

@@ -18,7 +18,7 @@ pub mod bootstrap;
 pub mod local;
 mod sha256;
 
-pub use sha256::sha256_hex;
+pub use sha256::{Sha256, sha256_hex};
 
 use crate::api::{NewStream, add_stream, announce_route};
 use crate::error::ConnectError;

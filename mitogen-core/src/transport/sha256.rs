@@ -46,26 +46,86 @@ fn compress(h: &mut [u32; 8], block: &[u8]) {
     }
 }
 
+/// An incremental SHA-256 hasher.
+///
+/// ```
+/// let mut h = mitogen_core::transport::Sha256::new();
+/// h.update(b"ab");
+/// h.update(b"c");
+/// assert_eq!(h.finish_hex(), mitogen_core::transport::sha256_hex(b"abc"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sha256 {
+    h: [u32; 8],
+    buf: [u8; 64],
+    buf_len: usize,
+    len: u64,
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256 {
+    /// A fresh hasher.
+    pub fn new() -> Self {
+        Self {
+            h: [
+                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+                0x5be0cd19,
+            ],
+            buf: [0; 64],
+            buf_len: 0,
+            len: 0,
+        }
+    }
+
+    /// Adds `data`.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.buf_len > 0 {
+            let take = (64 - self.buf_len).min(data.len());
+            self.buf[self.buf_len..self.buf_len + take].copy_from_slice(&data[..take]);
+            self.buf_len += take;
+            data = &data[take..];
+            if self.buf_len < 64 {
+                return;
+            }
+            let block = self.buf;
+            compress(&mut self.h, &block);
+            self.buf_len = 0;
+        }
+        let mut blocks = data.chunks_exact(64);
+        for block in &mut blocks {
+            compress(&mut self.h, block);
+        }
+        let rest = blocks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.buf_len = rest.len();
+    }
+
+    /// The digest as lowercase hex (what `sha256sum` prints).
+    pub fn finish_hex(mut self) -> String {
+        let bits = self.len * 8;
+        let mut tail = [0u8; 128];
+        tail[..self.buf_len].copy_from_slice(&self.buf[..self.buf_len]);
+        tail[self.buf_len] = 0x80;
+        let n = if self.buf_len < 56 { 64 } else { 128 };
+        tail[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+        for block in tail[..n].chunks_exact(64) {
+            compress(&mut self.h, block);
+        }
+        self.h.iter().map(|w| format!("{w:08x}")).collect()
+    }
+}
+
 /// The SHA-256 digest of `data`, as lowercase hex (what `sha256sum` prints).
 pub fn sha256_hex(data: &[u8]) -> String {
-    let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
-    ];
-    let mut blocks = data.chunks_exact(64);
-    for block in &mut blocks {
-        compress(&mut h, block);
-    }
-    let rest = blocks.remainder();
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let len = if rest.len() < 56 { 64 } else { 128 };
-    tail[len - 8..len].copy_from_slice(&((data.len() as u64) * 8).to_be_bytes());
-    for block in tail[..len].chunks_exact(64) {
-        compress(&mut h, block);
-    }
-    h.iter().map(|w| format!("{w:08x}")).collect()
+    let mut h = Sha256::new();
+    h.update(data);
+    h.finish_hex()
 }
 
 #[cfg(test)]
@@ -84,6 +144,14 @@ mod tests {
         );
         assert_eq!(
             sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        let mut h = super::Sha256::new();
+        for chunk in b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".chunks(7) {
+            h.update(chunk);
+        }
+        assert_eq!(
+            h.finish_hex(),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
         let million = vec![b'a'; 1_000_000];
