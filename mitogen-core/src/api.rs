@@ -287,6 +287,20 @@ impl Router {
             .count()
     }
 
+    /// Whether `policy` admits `msg` (which must have been routed to this
+    /// context): for layers that dispatch further after the router, such as
+    /// services with per-method policies.
+    pub fn allows(&self, policy: &Policy, msg: &Message) -> bool {
+        let stream = self.shared.stream_by_context(msg.src_id);
+        let direct = stream.as_ref().filter(|s| s.remote_id == msg.src_id);
+        let src = crate::policy::Source {
+            stream_remote: direct.map(|s| s.remote_id),
+            from_parent_stream: direct.is_some_and(|s| s.is_parent),
+        };
+        let trust = crate::policy::Trust { me: self.id(), ancestors: &self.shared.id.ancestors };
+        msg.src_id != self.id() && policy.allows(msg, &src, &trust) || msg.src_id == self.id()
+    }
+
     /// Bytes sent and received so far on the stream that leads to `ctx`
     /// (frames and headers included), or `None` without such a stream.
     pub fn stream_bytes(&self, ctx: ContextId) -> Option<(u64, u64)> {
