@@ -248,6 +248,41 @@ impl Router {
             .broker_cmd(Cmd::Timer(Instant::now() + after, Box::new(f)));
     }
 
+    /// A fresh dynamic handle, for [`Router::add_handler`].
+    pub fn new_handle(&self) -> Handle {
+        self.shared.alloc_handle()
+    }
+
+    /// Per-router state of a higher layer, created by `init` on first use
+    /// (one value per type; `init` must not call `extension`). Dropped when
+    /// the router is.
+    pub fn extension<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let id = std::any::TypeId::of::<T>();
+        let mut ext = self.shared.extensions.lock();
+        if let Some(t) = ext
+            .get(&id)
+            .and_then(|any| any.clone().downcast::<T>().ok())
+        {
+            return t;
+        }
+        // `init` runs under the lock: it must not call `extension` itself.
+        let t = Arc::new(init());
+        ext.insert(id, t.clone());
+        t
+    }
+
+    /// A handle that does not keep the tree alive: for threads of higher
+    /// layers that must not stop a controller from shutting down when the
+    /// user drops the last handle. It works until the router shuts down.
+    pub fn downgrade(&self) -> Self {
+        Self::borrowed(self.shared.clone())
+    }
+
+    /// Whether this router has shut down (or is shutting down).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.is_shut_down()
+    }
+
     /// Removes the handler on `handle`.
     pub fn remove_handler(&self, handle: Handle) {
         self.shared.remove_handler(handle);
@@ -297,7 +332,10 @@ impl Router {
             stream_remote: direct.map(|s| s.remote_id),
             from_parent_stream: direct.is_some_and(|s| s.is_parent),
         };
-        let trust = crate::policy::Trust { me: self.id(), ancestors: &self.shared.id.ancestors };
+        let trust = crate::policy::Trust {
+            me: self.id(),
+            ancestors: &self.shared.id.ancestors,
+        };
         msg.src_id != self.id() && policy.allows(msg, &src, &trust) || msg.src_id == self.id()
     }
 

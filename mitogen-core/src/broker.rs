@@ -589,6 +589,9 @@ impl Broker {
             }
         }
         self.shared.fail_all_handlers();
+        // Higher layers' state may hold router handles: break those cycles.
+        let ext = std::mem::take(&mut *self.shared.extensions.lock());
+        drop(ext);
         if let Some((_, Some(code))) = self.shutdown {
             log::logger().flush();
             std::process::exit(code);

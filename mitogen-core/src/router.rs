@@ -78,6 +78,7 @@ pub(crate) struct Shared {
     pub(crate) detached: AtomicBool,
     pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) current_call: Mutex<Option<(String, Instant)>>,
+    pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Shared {
@@ -95,6 +96,7 @@ impl Shared {
             detached: AtomicBool::new(false),
             broker_thread: Mutex::new(None),
             current_call: Mutex::new(None),
+            extensions: Mutex::new(HashMap::new()),
         }
     }
 
