@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 /// Registers the bench functions (both ends).
 pub fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
+    mitogen_service::register(reg);
     reg.add::<Noop>().add::<EchoLen>().add::<BulkSink>();
 }
 
@@ -109,4 +110,26 @@ pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
     let at =
         |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.5), at(0.99))
+}
+
+/// Logs records (forwarded ones included) to stderr when
+/// `MITOGEN_BENCH_LOG` is set to a level (`info`, `debug`, ...).
+pub fn log_from_env() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+        fn flush(&self) {}
+    }
+    if let Some(level) = std::env::var("MITOGEN_BENCH_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+    {
+        let _ = log::set_logger(&Stderr);
+        log::set_max_level(level);
+    }
 }

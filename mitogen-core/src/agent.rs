@@ -107,6 +107,11 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             since: Instant::now(),
         },
     );
+    // Every handler must be in place before the parent stream is read: the
+    // parent may send as soon as it has configured us.
+    shared
+        .registry
+        .run_start_hooks(&Router::borrowed(shared.clone()));
     for f in [&rx, &tx] {
         sys::set_nonblocking(f, true).map_err(|e| err("non-blocking", e))?;
     }
@@ -124,9 +129,6 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             initial: rest,
         },
     );
-    shared
-        .registry
-        .run_start_hooks(&Router::borrowed(shared.clone()));
     let mut exec = Executor::new(Router::borrowed(shared.clone()));
     while let Some(msg) =
         crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok())

@@ -154,9 +154,11 @@ impl Registry {
     }
 
     /// Runs `hook` in every context right after its router starts (the
-    /// controller's and every agent's): how higher layers install their own
-    /// handlers, e.g. `mitogen-service`'s CALL_SERVICE. `name` identifies the
-    /// hook in the registry fingerprint.
+    /// controller's and every agent's), before any message is read: how
+    /// higher layers install their own handlers, e.g. `mitogen-service`'s
+    /// CALL_SERVICE. In an agent the parent stream is not attached yet, so a
+    /// hook must not send. `name` identifies the hook in the registry
+    /// fingerprint.
     pub fn on_start(
         &mut self,
         name: &'static str,

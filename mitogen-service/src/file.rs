@@ -125,6 +125,10 @@ pub struct WriteOptions {
     /// Reader-side pause until this path exists (tests only).
     #[doc(hidden)]
     pub pause_until_exists: Option<String>,
+    /// Receive and check everything but write nothing (benchmarks of the
+    /// protocol against `ssh host 'cat >/dev/null'`).
+    #[doc(hidden)]
+    pub discard: bool,
 }
 
 /// What arrived.
@@ -778,6 +782,10 @@ pub fn fetch(
         path: dest.to_owned(),
         source,
     };
+    if opts.discard {
+        let mut sink = std::io::sink();
+        return receive(router, from, path, &mut sink, opts).map(|(_, stat)| stat);
+    }
     let mut out = AtomicFile::create(dest).map_err(wrap)?;
     let (meta, stat) = receive(router, from, path, &mut out.file, opts)?;
     out.commit(
@@ -804,7 +812,7 @@ fn receive(
     router: &Router,
     from: &Context,
     path: &str,
-    out: &mut File,
+    out: &mut dyn std::io::Write,
     opts: &WriteOptions,
 ) -> Result<(FetchReply, FileStat), TransferError> {
     let wrap = |source| TransferError::Write {
