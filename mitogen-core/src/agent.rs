@@ -61,6 +61,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .map_err(|e| err("greet", e))?;
     let (config, rest) = read_config(&rx)?;
     let level = log_level(config.log_level);
+    if std::env::var_os(crate::spin::SPIN_ENV).is_none() {
+        crate::spin::set_window(config.spin_us);
+    }
     if let Some(secs) = config.dump_secs.filter(|s| *s > 0.0 && s.is_finite()) {
         crate::diag::set_dump_interval(Some(Duration::from_secs_f64(secs)));
     }

@@ -115,6 +115,8 @@ pub(crate) struct Broker {
     next_dump: Option<Instant>,
     timers: BinaryHeap<Timer>,
     timer_seq: u64,
+    /// Bytes read this turn: after bulk reads the broker does not spin.
+    turn_bytes: usize,
 }
 
 /// A scheduled function, ordered soonest first (then by scheduling order).
@@ -178,6 +180,7 @@ impl Broker {
             next_dump,
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            turn_bytes: 0,
         }
     }
 
@@ -234,6 +237,7 @@ impl Broker {
             for sid in std::mem::take(&mut self.again) {
                 self.read(sid);
             }
+            crate::spin::note_len(std::mem::take(&mut self.turn_bytes));
             self.reap();
             self.fire_timers();
             if let Some(at) = self.next_dump {
@@ -420,6 +424,7 @@ impl Broker {
                 Ok(0) => return self.close_stream(sid, "end of stream"),
                 Ok(n) => {
                     s.out.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    self.turn_bytes += n;
                     budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

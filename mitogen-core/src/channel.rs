@@ -95,6 +95,7 @@ impl Receiver {
     /// As [`Receiver::recv_timeout`].
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Message, RecvError> {
         if let Some(msg) = crate::spin::spin(deadline, || self.rx.try_recv().ok()) {
+            crate::spin::note_len(msg.data.len());
             return check_dead(msg);
         }
         let msg = match deadline {
@@ -104,6 +105,7 @@ impl Receiver {
                 crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
             })?,
         };
+        crate::spin::note_len(msg.data.len());
         check_dead(msg)
     }
 

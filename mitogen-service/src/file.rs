@@ -469,6 +469,8 @@ struct Transfer {
     window: u64,
     started: Instant,
     last_ack: Instant,
+    /// (end offset, send time) of chunks in flight, for RTT samples.
+    in_flight: std::collections::VecDeque<(u64, Instant)>,
     end_sent: bool,
     failed: bool,
 }
@@ -489,6 +491,7 @@ impl Transfer {
             window: MIN_WINDOW,
             started: now,
             last_ack: now,
+            in_flight: std::collections::VecDeque::new(),
             end_sent: false,
             failed: false,
         }
@@ -534,18 +537,25 @@ impl Pump {
         let mut st = self.state.lock();
         if let Some(t) = st.transfers.iter_mut().find(|t| t.id == id) {
             if acked > t.acked && acked <= t.sent {
-                // Grow the window toward twice the bandwidth-delay product:
-                // the bytes acknowledged per second times the time it took.
+                // The window tracks twice the bandwidth-delay product: the
+                // delivery rate so far times the round trip of the chunk just
+                // acknowledged. While the window is the limit, the rate (and
+                // so the window) doubles every round trip, like TCP's slow
+                // start; once the link is the limit, it settles.
                 let now = Instant::now();
-                let rate = t.progress().rate;
-                let rtt = now.duration_since(t.last_ack).as_secs_f64().min(1.0);
-                let bdp = (rate * rtt * 2.0) as u64;
-                t.window = t
-                    .window
-                    .max(bdp.clamp(MIN_WINDOW, MAX_WINDOW))
-                    .min(MAX_WINDOW);
+                let mut sent_at = None;
+                while t.in_flight.front().is_some_and(|(end, _)| *end <= acked) {
+                    sent_at = t.in_flight.pop_front().map(|(_, at)| at);
+                }
                 t.acked = acked;
                 t.last_ack = now;
+                if let Some(at) = sent_at {
+                    let rtt = now.duration_since(at).as_secs_f64();
+                    let bdp = (t.progress().rate * rtt * 2.0) as u64;
+                    t.window = bdp
+                        .clamp(MIN_WINDOW, MAX_WINDOW)
+                        .max(t.window.min(MAX_WINDOW));
+                }
             }
         }
         self.wake.notify_one();
@@ -620,6 +630,7 @@ impl Pump {
                         t.sink
                             .send_bytes(router, bytes::Bytes::copy_from_slice(&buf[..len]));
                         t.sent += len as u64;
+                        t.in_flight.push_back((t.sent, Instant::now()));
                         progressed = true;
                     }
                     Err(e) => {
@@ -633,7 +644,7 @@ impl Pump {
             if !progressed {
                 // Woken by an ack or a new transfer; a full link queue is
                 // polled, since it drains without telling us.
-                self.wake.wait_for(&mut st, Duration::from_millis(1));
+                self.wake.wait_for(&mut st, Duration::from_micros(100));
             }
         }
     }

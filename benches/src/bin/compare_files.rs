@@ -73,8 +73,18 @@ fn make_file(path: &Path, mib: usize) -> std::io::Result<()> {
 }
 
 fn put(router: &Router, ctx: &Context, src: &Path, dest: &str) -> Duration {
+    put_with(router, ctx, src, dest, &WriteOptions::default())
+}
+
+fn put_with(
+    router: &Router,
+    ctx: &Context,
+    src: &Path,
+    dest: &str,
+    opts: &WriteOptions,
+) -> Duration {
     let t = Instant::now();
-    put_file(router, ctx, src, dest, &WriteOptions::default(), |_| {}).expect("put_file");
+    put_file(router, ctx, src, dest, opts, |_| {}).expect("put_file");
     t.elapsed()
 }
 
@@ -127,6 +137,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .known_hosts_file(&kh),
     )?;
     let rs_ssh_t = put(&router, &ssh, &src, &format!("{remote}.rs"));
+    let discard = WriteOptions {
+        discard: true,
+        ..WriteOptions::default()
+    };
+    let rs_ssh_null_t = put_with(&router, &ssh, &src, "/unused", &discard);
     let _ = Command::new("ssh")
         .args(&opts)
         .args([
@@ -141,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = router.connect(&Local::new())?;
     let local_dest = work.join("local-dst").display().to_string();
     let rs_local_t = put(&router, &local, &src, &local_dest);
+    let rs_local_null_t = put_with(&router, &local, &src, "/unused", &discard);
     round_trips(&local, 0, 200);
     let (idle_med, idle_p99) = median_p99(&mut round_trips(&local, 0, 2000));
     let (r2, l2, s2, d2) = (
@@ -202,11 +218,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&work);
     let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
     println!(
-        "{{\"impl\":\"mitogen-rs\",\"mib\":{mib},\"scp_mib_s\":{},\"ssh_cat_mib_s\":{},\"rs_ssh_mib_s\":{},\"rs_local_mib_s\":{},\"rtt_idle_median_us\":{},\"rtt_idle_p99_us\":{},\"rtt_during_bulk_median_us\":{},\"rtt_during_bulk_p99_us\":{},\"push8_64mib_ms\":{},\"direct8_64mib_ms\":{}}}",
+        "{{\"impl\":\"mitogen-rs\",\"mib\":{mib},\"scp_mib_s\":{},\"ssh_cat_mib_s\":{},\"rs_ssh_mib_s\":{},\"rs_ssh_discard_mib_s\":{},\"rs_local_mib_s\":{},\"rs_local_discard_mib_s\":{},\"rtt_idle_median_us\":{},\"rtt_idle_p99_us\":{},\"rtt_during_bulk_median_us\":{},\"rtt_during_bulk_p99_us\":{},\"push8_64mib_ms\":{},\"direct8_64mib_ms\":{}}}",
         mib_s(bytes, scp_t),
         mib_s(bytes, cat_t),
         mib_s(bytes, rs_ssh_t),
+        mib_s(bytes, rs_ssh_null_t),
         mib_s(bytes, rs_local_t),
+        mib_s(bytes, rs_local_null_t),
         us(idle_med),
         us(idle_p99),
         us(busy_med),

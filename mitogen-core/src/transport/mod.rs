@@ -47,6 +47,7 @@ pub(crate) struct AgentConfig {
     pub(crate) identity: crate::router::Identity,
     pub(crate) log_level: u8,
     pub(crate) dump_secs: Option<f64>,
+    pub(crate) spin_us: u64,
 }
 
 /// A started process whose stdio leads to an agent, ready for [`attach`].
@@ -282,6 +283,7 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
         },
         log_level: log::max_level() as u8,
         dump_secs: crate::diag::dump_interval().map(|d| d.as_secs_f64()),
+        spin_us: crate::spin::window().as_micros() as u64,
     };
     let mut frame = Vec::new();
     match Message::typed(s.id, crate::Handle::NONE, &config) {
