@@ -16,6 +16,8 @@
 //! tree --ssh [user@]host[:port] [--ssh host2 ...] [--via] [--sudo USER]
 //!      [--identity KEY] [--known-hosts FILE] [--accept-new-host-keys]
 //! ```
+//! `--push FILE` pushes that file (default: this program's own binary) to
+//! every context with a progress bar, then removes it again.
 //! `--via` reaches each `--ssh` host through the one before it; `--sudo`
 //! adds a sudo context under every ssh context (or under the controller
 //! when there is no `--ssh`).
@@ -71,9 +73,42 @@ impl Function for Ping {
     }
 }
 
+/// Removes a file the example pushed.
+struct Remove;
+impl Function for Remove {
+    const NAME: &'static str = "examples::remove";
+    type Args = String;
+    type Output = ();
+    fn call(_: &CallCx<'_>, path: String) -> Result<(), FnError> {
+        std::fs::remove_file(&path)?;
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+}
+
+/// Creates the parent directory of a path.
+struct MakeDir;
+impl Function for MakeDir {
+    const NAME: &'static str = "examples::make_dir";
+    type Args = String;
+    type Output = ();
+    fn call(_: &CallCx<'_>, path: String) -> Result<(), FnError> {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
 fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
-    reg.add::<GetHostInfo>().add::<Ping>();
+    mitogen_service::register(reg);
+    reg.add::<GetHostInfo>()
+        .add::<Ping>()
+        .add::<Remove>()
+        .add::<MakeDir>();
 }
 
 /// Command-line options.
@@ -86,6 +121,7 @@ struct Args {
     identity: Option<String>,
     known_hosts: Option<String>,
     accept_new: bool,
+    push: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -108,6 +144,7 @@ fn parse_args() -> Result<Args, String> {
             "--identity" => a.identity = Some(value("--identity")?),
             "--known-hosts" => a.known_hosts = Some(value("--known-hosts")?),
             "--accept-new-host-keys" => a.accept_new = true,
+            "--push" => a.push = Some(value("--push")?),
             other => {
                 return Err(format!(
                     "unknown argument {other:?} (see the doc comment at the top of tree.rs)"
@@ -224,7 +261,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (ctx, _) in &tree {
         summary(ctx, args.calls)?;
     }
+
+    let src = match &args.push {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_exe()?,
+    };
+    let size = std::fs::metadata(&src)?.len();
+    println!(
+        "\npushing {} ({:.1} MiB) to every context:",
+        src.display(),
+        size as f64 / 1048576.0
+    );
+    for (ctx, _) in &tree {
+        let dest = format!("/tmp/mitogen-rs-tree-{}/{}", std::process::id(), ctx.name());
+        ctx.call::<MakeDir>(&dest)?;
+        let t = Instant::now();
+        mitogen_service::put_file(&router, ctx, &src, &dest, &Default::default(), |p| {
+            bar(ctx.name(), p.done, p.total)
+        })?;
+        bar(ctx.name(), size, size);
+        println!(
+            "  {:.1} MiB/s",
+            size as f64 / 1048576.0 / t.elapsed().as_secs_f64().max(1e-9)
+        );
+        ctx.call::<Remove>(&dest)?;
+    }
     Ok(())
+}
+
+/// Draws a progress bar on the current line.
+fn bar(name: &str, done: u64, total: u64) {
+    use std::io::Write;
+    let frac = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = ((frac * 30.0).round() as usize).min(30);
+    print!(
+        "\r  {name:<16} [{}{}] {:>5.1}%",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
+        frac * 100.0
+    );
+    let _ = std::io::stdout().flush();
 }
 
 fn summary(ctx: &Context, calls: usize) -> Result<(), mitogen_core::CallError> {
