@@ -159,12 +159,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rs_local_null_t = put_with(&router, &local, &src, "/unused", &discard);
     round_trips(&local, 0, 200);
     let (idle_med, idle_p99) = median_p99(&mut round_trips(&local, 0, 2000));
-    let (r2, l2, s2, d2) = (
-        router.clone(),
-        local.clone(),
-        src.clone(),
-        local_dest.clone(),
-    );
+    let (r2, l2, s2, d2) = (router.clone(), local.clone(), src, local_dest);
     let bulk = std::thread::spawn(move || {
         let mut n = 0;
         let t = Instant::now();
