@@ -13,7 +13,7 @@
 //! link it in and rename it over the destination.
 //! ```
 //!
-//! Each transfer's window (unacknowledged bytes) grows from 1 MiB toward
+//! Each transfer's window (unacknowledged bytes) grows from 2 MiB toward
 //! twice the transfer's bandwidth-delay product (at most 32 MiB), so a fast
 //! link is kept full and a slow receiver only ever holds up its own window.
 //! The pump also stops feeding a link whose queue in this process exceeds
@@ -39,7 +39,10 @@ use std::time::{Duration, Instant, SystemTime};
 pub const CHUNK: usize = 128 * 1024;
 /// Files up to this size go inline in one call (no extra round trip).
 pub const INLINE_MAX: u64 = 64 * 1024;
-const MIN_WINDOW: u64 = 1 << 20;
+const MIN_WINDOW: u64 = 2 << 20;
+/// The receiver acknowledges every this many bytes (a quarter of the
+/// smallest window, so the sender never waits on a batched ack).
+const ACK_EVERY: u64 = MIN_WINDOW / 4;
 const MAX_WINDOW: u64 = 32 << 20;
 const LINK_QUEUE_CAP: usize = 512 * 1024;
 /// A transfer with no data for this long fails.
@@ -837,6 +840,7 @@ fn receive(
     })?;
     let mut sum = Checksum::default();
     let mut got = 0u64;
+    let mut acked = 0u64;
     let interrupted = |reason: String| TransferError::Interrupted {
         path: path.to_owned(),
         reason,
@@ -854,8 +858,15 @@ fn receive(
             std::io::Write::write_all(out, &msg.data).map_err(wrap)?;
             sum.update(&msg.data);
             got += msg.data.len() as u64;
-            if meta.ack.send(router, &(meta.id, got)).is_err() {
+            // Acknowledge every ACK_EVERY bytes (and at the end): fewer
+            // messages for the programs relaying them (ssh, sshd) to wake for.
+            if (got - acked >= ACK_EVERY || got == meta.size)
+                && meta.ack.send(router, &(meta.id, got)).is_err()
+            {
                 return Err(interrupted("cannot acknowledge".into()));
+            }
+            if got - acked >= ACK_EVERY || got == meta.size {
+                acked = got;
             }
             if opts.slow_ms_per_chunk > 0 {
                 std::thread::sleep(Duration::from_millis(opts.slow_ms_per_chunk));
