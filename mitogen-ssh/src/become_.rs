@@ -50,6 +50,41 @@ impl Common {
         }
     }
 
+    /// The program (or `default`), with `-n` when there is no password to
+    /// give, so it fails at once instead of prompting.
+    fn argv_head(&self, default: &str) -> Vec<String> {
+        let mut a = vec![self.program.clone().unwrap_or_else(|| default.into())];
+        if self.password.is_none() {
+            a.push("-n".into());
+        }
+        a
+    }
+
+    /// Runs `argv`, answering `prompt` on a terminal when there is a password
+    /// (hybrid mode), and with no terminal otherwise.
+    fn connect_prompting(
+        &self,
+        router: &Router,
+        method: &'static str,
+        argv: Vec<String>,
+        prompt: &str,
+        classify: fn(&str, bool, bool) -> Option<AuthError>,
+    ) -> Result<Context, ConnectError> {
+        let tty = if self.password.is_some() {
+            Tty::Hybrid
+        } else {
+            Tty::None
+        };
+        let auth = PasswordAuth::new(
+            method,
+            self.password.clone(),
+            vec![prompt.into()],
+            PromptOn::Pty,
+            classify,
+        );
+        self.run(router, method, argv, tty, auth)
+    }
+
     fn run(
         &self,
         router: &Router,
@@ -175,10 +210,7 @@ impl Sudo {
     /// The command line this would run.
     pub fn argv(&self) -> Vec<String> {
         let c = &self.common;
-        let mut a = vec![c.program.clone().unwrap_or_else(|| "sudo".into())];
-        if c.password.is_none() {
-            a.push("-n".into());
-        }
+        let mut a = c.argv_head("sudo");
         a.extend(["-u".into(), c.user.clone(), "-p".into(), SUDO_PROMPT.into()]);
         for (on, flag) in [
             (self.login, "-i"),
@@ -200,20 +232,8 @@ impl Method for Sudo {
     const NAME: &'static str = "sudo";
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
-        let c = &self.common;
-        let tty = if c.password.is_some() {
-            Tty::Hybrid
-        } else {
-            Tty::None
-        };
-        let auth = PasswordAuth::new(
-            "sudo",
-            c.password.clone(),
-            vec![SUDO_PROMPT.into()],
-            PromptOn::Pty,
-            classify_sudo,
-        );
-        c.run(router, "sudo", self.argv(), tty, auth)
+        self.common
+            .connect_prompting(router, Self::NAME, self.argv(), SUDO_PROMPT, classify_sudo)
     }
 }
 
@@ -297,10 +317,7 @@ impl Doas {
     /// The command line this would run.
     pub fn argv(&self) -> Vec<String> {
         let c = &self.common;
-        let mut a = vec![c.program.clone().unwrap_or_else(|| "doas".into())];
-        if c.password.is_none() {
-            a.push("-n".into());
-        }
+        let mut a = c.argv_head("doas");
         a.extend(["-u".into(), c.user.clone()]);
         a.extend(c.extra_args.iter().cloned());
         a.extend(c.bootstrap.stage0_argv());
@@ -312,19 +329,7 @@ impl Method for Doas {
     const NAME: &'static str = "doas";
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
-        let c = &self.common;
-        let tty = if c.password.is_some() {
-            Tty::Hybrid
-        } else {
-            Tty::None
-        };
-        let auth = PasswordAuth::new(
-            "doas",
-            c.password.clone(),
-            vec!["password:".into()],
-            PromptOn::Pty,
-            classify_doas,
-        );
-        c.run(router, "doas", self.argv(), tty, auth)
+        self.common
+            .connect_prompting(router, Self::NAME, self.argv(), "password:", classify_doas)
     }
 }
