@@ -10,9 +10,9 @@ The service is driven the way ansible_mitogen drives it:
   * controller: a ``mitogen.service.Pool`` on the master's router (the
     connection multiplexer's pool; ``--pool-size``, default 32 threads as
     ansible_mitogen's ``MITOGEN_POOL_SIZE`` default) holding a
-    ``FileService``; the source path is registered through a
-    ``call_service(..., 'register', path=...)`` to the controller itself, as
-    an ansible WorkerProcess does;
+    ``FileService``; the source path is registered in-process, as
+    ``mitogen.service.call()`` does without a call_context (an ansible
+    WorkerProcess sends that call to the mux as a service message);
   * target: ``FileService.get(context, path, out_fp)`` as in
     ``ansible_mitogen.target.transfer_file()``: the file service's own flow
     control (1 MiB window, ~128 KiB chunks, one ``acknowledge`` service call
@@ -230,13 +230,13 @@ def run(router, args):
                 time.perf_counter() - t0)
         want_size, want_sha = size_and_sha256(src)
 
-        myself = router.myself()
-        # As an ansible WorkerProcess registers paths with the mux.
-        myself.call_service(
-            service_name='mitogen.service.FileService',
-            method_name='register',
-            path=src,
-        )
+        # Register the path in-process, as mitogen.service.call() does when
+        # no call_context is given (an ansible WorkerProcess sends the same
+        # 'register' as a service call to the mux; a message routed to the
+        # controller itself gets no reply route in Python Mitogen).
+        pool.get_invoker(u'mitogen.service.FileService', msg=None) \
+            .service.register(path=src)
+        myself = router.myself()   # the context the target fetches from
 
         t0 = time.perf_counter()
         context = connect(router, args)

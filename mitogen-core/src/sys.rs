@@ -157,3 +157,9 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.current.unwrap_or(u64::MAX))
 }
+
+/// Grows a pipe's buffer (fewer wake-ups for bulk data through ssh or
+/// sudo); a no-op for sockets and on failure.
+pub(crate) fn grow_pipe(fd: impl AsFd, size: usize) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, size);
+}
