@@ -168,7 +168,7 @@ impl Ssh {
         self
     }
 
-    /// Names the context (default `ssh.<host>`).
+    /// Names the context (default `ssh.<host>`, or `ssh.<host>:<port>`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
         self
@@ -236,10 +236,10 @@ impl Method for Ssh {
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
         let id = transport::allocate_id(router)?;
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("ssh.{}", self.host));
+        let name = self.name.clone().unwrap_or_else(|| match self.port {
+            Some(p) => format!("ssh.{}:{p}", self.host),
+            None => format!("ssh.{}", self.host),
+        });
         let argv = self.argv();
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
