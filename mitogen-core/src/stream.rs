@@ -127,11 +127,9 @@ impl StreamOut {
             drop(slices);
             self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.pending.fetch_sub(n, Ordering::Relaxed);
-            while n > 0 {
-                let front = q
-                    .bufs
-                    .front_mut()
-                    .expect("written bytes came from queued buffers");
+            // The written bytes came from the queued buffers, so the queue
+            // cannot run out before `n` does.
+            while let (true, Some(front)) = (n > 0, q.bufs.front_mut()) {
                 if n >= front.len() {
                     n -= front.len();
                     q.bufs.pop_front();

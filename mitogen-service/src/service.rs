@@ -236,20 +236,14 @@ fn install(router: &Router, services: Arc<Services>) {
     let held = runtime.clone();
     router.extension::<Option<Arc<Runtime>>>(move || Some(held));
     let pool: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
-    let weak_router = router_weak(router);
+    // Workers hold a handle that does not keep a controller's tree alive.
+    let weak_router = router.downgrade();
     let rt = runtime;
     router.add_handler(Handle::CALL_SERVICE, Policy::Any, move |msg| {
         let mut pool = pool.lock();
         let tx = pool.get_or_insert_with(|| start_pool(&rt, weak_router.clone()));
         let _ = tx.send(msg);
     });
-}
-
-/// The router handle workers use: the context's own, without keeping a
-/// controller's router alive (so dropping the last user handle still shuts
-/// the tree down).
-fn router_weak(router: &Router) -> Router {
-    router.downgrade()
 }
 
 fn start_pool(rt: &Arc<Runtime>, router: Router) -> crossbeam_channel::Sender<Message> {
