@@ -57,3 +57,16 @@ fn oversize_and_garbage_are_errors() {
         Err(DecodeError::UnknownEncoding(0x6865))
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<crate::Router>();
+    send_sync::<crate::Context>();
+    send_sync::<crate::Sender>();
+    send_sync::<crate::Latch<u32>>();
+    fn send<T: Send>() {}
+    send::<crate::Receiver>();
+    send::<crate::PendingCall<u32>>();
+    send::<crate::Message>();
+}
