@@ -163,3 +163,23 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 pub(crate) fn grow_pipe(fd: impl AsFd, size: usize) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, size);
 }
+
+/// Reads up to `len` bytes at `offset` into a fresh buffer without zeroing
+/// it first; returns them as a payload that can be sent without a copy.
+pub(crate) fn pread_payload(file: &File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        let want = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        let (filled, _) = rustix::io::pread(file, spare, at).map_err(io::Error::from)?;
+        let n = filled.len();
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // SAFETY: `pread` initialised the first `n` bytes of the spare
+        // capacity (returned as `filled`), within the allocation.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(buf.freeze())
+}

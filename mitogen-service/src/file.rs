@@ -30,7 +30,6 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -589,7 +588,6 @@ impl Pump {
     }
 
     fn run(&self, router: &Router) {
-        let mut buf = vec![0u8; CHUNK];
         loop {
             let mut st = self.state.lock();
             if router.is_shut_down() {
@@ -641,11 +639,10 @@ impl Pump {
                     continue;
                 }
                 let len = (t.size - t.sent).min(CHUNK as u64) as usize;
-                match t.file.read_exact_at(&mut buf[..len], t.sent) {
-                    Ok(()) => {
-                        t.sum.update(&buf[..len]);
-                        t.sink
-                            .send_bytes(router, bytes::Bytes::copy_from_slice(&buf[..len]));
+                match mitogen_core::transport::read_payload_at(&t.file, t.sent, len) {
+                    Ok(chunk) => {
+                        t.sum.update(&chunk);
+                        t.sink.send_bytes(router, chunk);
                         t.sent += len as u64;
                         t.in_flight.push_back((t.sent, Instant::now()));
                         progressed = true;

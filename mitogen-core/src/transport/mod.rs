@@ -212,6 +212,16 @@ pub fn spawn(
     Ok(s)
 }
 
+/// Reads exactly `len` bytes of `file` at `offset` into a new payload
+/// buffer, without zeroing it first (for file servers: the result goes into
+/// a [`Message`] without another copy).
+///
+/// # Errors
+/// The OS error, or `UnexpectedEof` if the file is shorter.
+pub fn read_payload_at(file: &File, offset: u64, len: usize) -> std::io::Result<bytes::Bytes> {
+    sys::pread_payload(file, offset, len)
+}
+
 /// Allocates an id for a new child of `router`'s context.
 ///
 /// # Errors
