@@ -68,5 +68,5 @@ fn handles_are_send_and_sync() {
     fn send<T: Send>() {}
     send::<crate::Receiver>();
     send::<crate::PendingCall<u32>>();
-    send::<crate::Message>();
+    send::<Message>();
 }
