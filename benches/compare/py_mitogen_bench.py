@@ -16,14 +16,13 @@ The same keys are printed by the mitogen-rs ``compare_local`` bench binary, and
 ``run.sh`` in this directory runs both and tabulates them.
 
 NOTE: the functions called in the child are module-level functions of this
-script. Mitogen's module forwarder serves ``__main__`` to the child, truncated
-at the ``if __name__ == '__main__':`` guard, so everything the child needs must
-be defined above that guard, and nothing above it may have side effects.
+script and of bench_common.py (``noop``). Mitogen's module forwarder serves
+``__main__`` to the child, truncated at the ``if __name__ == '__main__':``
+guard, and bench_common like any other module, so everything the child needs
+must be defined above that guard or in bench_common, and nothing above it may
+have side effects.
 """
 
-import argparse
-import json
-import math
 import statistics
 import sys
 import time
@@ -31,7 +30,9 @@ import time
 import mitogen
 import mitogen.core
 import mitogen.master
-import mitogen.utils
+
+import bench_common
+from bench_common import nearest_rank, noop, time_calls
 
 
 MIB = 1024 * 1024
@@ -40,11 +41,6 @@ MIB = 1024 * 1024
 # ---------------------------------------------------------------------------
 # Functions executed in the child context.
 # ---------------------------------------------------------------------------
-
-def noop():
-    """Trivial remote call: returns a small value."""
-    return 1
-
 
 def payload_len(data):
     """4 KiB round trip: receives a bytes argument, returns its length."""
@@ -89,41 +85,21 @@ def bytes_sink(data):
 # Parent-side measurement code.
 # ---------------------------------------------------------------------------
 
-def log(fmt, *args):
-    sys.stderr.write('[py-mitogen-bench] ' + (fmt % args) + '\n')
-    sys.stderr.flush()
+log = bench_common.make_log('py-mitogen-bench')
 
 
-def percentile(sorted_vals, pct):
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_vals:
-        return float('nan')
-    rank = int(math.ceil(pct / 100.0 * len(sorted_vals)))
-    rank = min(max(rank, 1), len(sorted_vals))
-    return sorted_vals[rank - 1]
-
-
-def time_calls(fn, iters, warmup):
-    """Run fn() warmup times untimed, then time each of iters calls (ns)."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(iters):
-        t0 = clock()
-        fn()
-        samples.append(clock() - t0)
-    samples.sort()
-    med_us = statistics.median(samples) / 1000.0
-    p99_us = percentile(samples, 99) / 1000.0
-    return med_us, p99_us
+def median_p99_us(samples):
+    """Median (statistics.median) and nearest-rank p99 of sorted ns samples,
+    in us."""
+    return (statistics.median(samples) / 1000.0,
+            nearest_rank(samples, 0.99) / 1000.0)
 
 
 def bench_rtt_empty(context, iters, warmup):
     def one():
         r = context.call(noop)
         assert r == 1, r
-    return time_calls(one, iters, warmup)
+    return median_p99_us(time_calls(one, iters, warmup))
 
 
 def bench_rtt_4k(context, iters, warmup):
@@ -133,7 +109,7 @@ def bench_rtt_4k(context, iters, warmup):
     def one():
         r = context.call(payload_len, payload)
         assert r == 4096, r
-    return time_calls(one, iters, warmup)
+    return median_p99_us(time_calls(one, iters, warmup))
 
 
 def bulk_stream(router, context, n_chunks, chunk):
@@ -214,11 +190,11 @@ def run(router, args):
     assert child_pid != parent_pid, (child_pid, parent_pid)
     log('child pid %d (parent %d); noop() -> %r',
         child_pid, parent_pid, context.call(noop))
+    # Load this script's module there now, outside the clocks below (noop
+    # comes from bench_common).
+    context.call(bench_common.import_main)
 
-    result = {
-        'impl': 'python-mitogen',
-        'version': '.'.join(str(x) for x in mitogen.__version__),
-    }
+    result = bench_common.new_result()
 
     log('rtt empty: %d warmup + %d timed calls', args.warmup, args.rtt_iters)
     med, p99 = bench_rtt_empty(context, args.rtt_iters, args.warmup)
@@ -247,7 +223,7 @@ def run(router, args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = bench_common.new_parser(__doc__)
     p.add_argument('--rtt-iters', type=int, default=5000,
                    help='timed calls per round-trip test (default 5000)')
     p.add_argument('--bulk-mib', type=int, default=256,
@@ -264,9 +240,4 @@ def parse_args(argv):
 
 
 if __name__ == '__main__':
-    _args = parse_args(sys.argv[1:])
-    _t0 = time.perf_counter()
-    _result = mitogen.utils.run_with_router(run, _args)
-    log('total wall time %.1f s', time.perf_counter() - _t0)
-    sys.stdout.write(json.dumps(_result) + '\n')
-    sys.stdout.flush()
+    bench_common.main(run, parse_args(sys.argv[1:]), log)

@@ -29,22 +29,21 @@ loading and the hash checks are outside the clock):
   * py_ssh_discard_mib_s: the same with ``out_fp`` a sink whose ``write()``
     only counts bytes (comparable to ``ssh host 'cat >/dev/null'``).
 
-ssh options match py_mitogen_ssh.py and mitogen-rs's benches: BatchMode,
-IdentitiesOnly, StrictHostKeyChecking=yes against the given known_hosts file,
+ssh options match py_mitogen_ssh.py and mitogen-rs's benches
+(``bench_common.ssh_connect()``): BatchMode, IdentitiesOnly,
+StrictHostKeyChecking=yes against the given known_hosts file,
 Compression=no, python_path=/usr/bin/python3.
 
 Prints exactly one line of JSON on stdout; everything else goes to stderr.
 
 NOTE: functions called in the child are module-level functions of this
-script, served to the child by Mitogen's module forwarder, which truncates
-``__main__`` at the ``if __name__ == '__main__':`` guard; nothing above that
-guard may have side effects.
+script and of bench_common.py (``whoami``, ``import_main``), served to the
+child by Mitogen's module forwarder, which truncates ``__main__`` at the
+``if __name__ == '__main__':`` guard; nothing above that guard, nor in
+bench_common, may have side effects.
 """
 
-import argparse
-import getpass
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -54,7 +53,8 @@ import mitogen
 import mitogen.core
 import mitogen.master
 import mitogen.service
-import mitogen.utils
+
+import bench_common
 
 
 HASH_BLOCK = 1 << 20
@@ -63,11 +63,6 @@ HASH_BLOCK = 1 << 20
 # ---------------------------------------------------------------------------
 # Functions executed in the child context.
 # ---------------------------------------------------------------------------
-
-def whoami():
-    """Identify the process the calls run in."""
-    return os.getpid(), getpass.getuser(), sys.executable
-
 
 class NullSink(object):
     """File-like ``out_fp`` that discards the data, counting it."""
@@ -155,29 +150,12 @@ def remove(path):
 # Parent-side measurement code.
 # ---------------------------------------------------------------------------
 
-def log(fmt, *args):
-    sys.stderr.write('[py-mitogen-files] ' + (fmt % args) + '\n')
-    sys.stderr.flush()
+log = bench_common.make_log('py-mitogen-files')
 
 
 def mib_s(nbytes, seconds):
     """MiB/s to one decimal, as compare_files's mib_s()."""
     return round(nbytes / float(1 << 20) / seconds, 1)
-
-
-def connect(router, args):
-    return router.ssh(
-        hostname='127.0.0.1',
-        port=args.port,
-        username=args.user,
-        identity_file=args.key,
-        identities_only=True,
-        check_host_keys='enforce',
-        ssh_args=['-o', 'UserKnownHostsFile=%s' % (args.known_hosts,)],
-        compression=False,
-        python_path='/usr/bin/python3',
-        connect_timeout=30,
-    )
 
 
 def make_file(path, mib):
@@ -192,11 +170,7 @@ def make_file(path, mib):
 
 
 def run(router, args):
-    result = {
-        'impl': 'python-mitogen',
-        'version': '.'.join(str(x) for x in mitogen.__version__),
-        'mib': args.mib,
-    }
+    result = bench_common.new_result(mib=args.mib)
 
     # ---- source file ----------------------------------------------------
     own_src = None
@@ -239,13 +213,9 @@ def run(router, args):
         myself = router.myself()   # the context the target fetches from
 
         t0 = time.perf_counter()
-        context = connect(router, args)
-        pid, user, exe = context.call(whoami)   # also loads this module there
-        if pid == os.getpid():
-            raise RuntimeError('remote pid %d equals the local pid' % (pid,))
-        if user != args.user:
-            raise RuntimeError('remote runs as %r, expected %r'
-                               % (user, args.user))
+        context = bench_common.ssh_connect(router, args)
+        pid, user, exe = bench_common.check_remote(context, args.user)
+        context.call(bench_common.import_main)   # loads this module there
         log('context %r up in %.1f ms: remote pid %d, user %r, %s',
             context, (time.perf_counter() - t0) * 1e3, pid, user, exe)
 
@@ -290,12 +260,8 @@ def run(router, args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--port', type=int, required=True, help='sshd port')
-    p.add_argument('--user', required=True, help='remote user')
-    p.add_argument('--key', required=True, help='client private key')
-    p.add_argument('--known-hosts', required=True,
-                   help='known_hosts file holding the sshd host key')
+    p = bench_common.new_parser(__doc__)
+    bench_common.add_sshd_args(p)
     p.add_argument('--mib', type=int, default=1024,
                    help='file size in MiB (default 1024)')
     p.add_argument('--src',
@@ -307,18 +273,11 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.mib < 1 or args.pool_size < 1:
         p.error('--mib and --pool-size must be >= 1')
-    for path in (args.key, args.known_hosts):
-        if not os.path.isfile(path):
-            p.error('no such file: %s' % (path,))
+    bench_common.check_sshd_args(p, args)
     if args.src and not os.path.isfile(args.src):
         p.error('no such file: %s' % (args.src,))
     return args
 
 
 if __name__ == '__main__':
-    _args = parse_args(sys.argv[1:])
-    _t0 = time.perf_counter()
-    _result = mitogen.utils.run_with_router(run, _args)
-    log('total wall time %.1f s', time.perf_counter() - _t0)
-    sys.stdout.write(json.dumps(_result) + '\n')
-    sys.stdout.flush()
+    bench_common.main(run, parse_args(sys.argv[1:]), log)

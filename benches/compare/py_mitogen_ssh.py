@@ -15,8 +15,9 @@ Measures:
   * rtt_ssh_median_us / rtt_ssh_p99_us: call round trip of a trivial
     module-level function on one established ssh context (after a warm-up).
 
-ssh options are chosen to match mitogen-rs's ``compare_ssh``: BatchMode,
-IdentitiesOnly, StrictHostKeyChecking=yes against the given known_hosts file
+ssh options are chosen to match mitogen-rs's ``compare_ssh``
+(``bench_common.ssh_connect()``): BatchMode, IdentitiesOnly,
+StrictHostKeyChecking=yes against the given known_hosts file
 (``check_host_keys='enforce'`` plus ``UserKnownHostsFile`` via ``ssh_args``,
 as Python Mitogen has no keyword for a known_hosts file) and Compression=no
 (Python Mitogen's default is ``compression=True``; pass ``--compression`` to
@@ -25,81 +26,35 @@ ServerAliveCountMax 3, like mitogen-rs.
 
 Prints exactly one line of JSON on stdout; everything else goes to stderr.
 
-NOTE: functions called in the child are module-level functions of this
-script, served to the child by Mitogen's module forwarder, which truncates
-``__main__`` at the ``if __name__ == '__main__':`` guard; nothing above that
-guard may have side effects.
+NOTE: the functions called in the child (``noop``, ``whoami``) are
+module-level functions of bench_common.py, served to the child by Mitogen's
+module forwarder; nothing above this script's ``if __name__ == '__main__':``
+guard, nor in bench_common, may have side effects.
 """
 
-import argparse
-import getpass
-import json
-import math
+import functools
 import os
 import sys
 import time
 
-import mitogen
-import mitogen.core
-import mitogen.master
-import mitogen.utils
-
-
-# ---------------------------------------------------------------------------
-# Functions executed in the child context.
-# ---------------------------------------------------------------------------
-
-def noop():
-    """Trivial remote call: returns a small value."""
-    return 1
-
-
-def whoami():
-    """Identify the process the calls run in."""
-    return os.getpid(), getpass.getuser(), sys.executable
+import bench_common
+from bench_common import check_remote, nearest_rank, noop
 
 
 # ---------------------------------------------------------------------------
 # Parent-side measurement code.
 # ---------------------------------------------------------------------------
 
-def log(fmt, *args):
-    sys.stderr.write('[py-mitogen-ssh] ' + (fmt % args) + '\n')
-    sys.stderr.flush()
-
-
-def nearest_rank(sorted_vals, q):
-    """Nearest-rank quantile (0 < q <= 1) of a sorted list, as mitogen-rs's
-    median_p99() computes it."""
-    rank = int(math.ceil(q * len(sorted_vals)))
-    rank = min(max(rank, 1), len(sorted_vals))
-    return sorted_vals[rank - 1]
+log = bench_common.make_log('py-mitogen-ssh')
 
 
 def connect(router, args):
-    return router.ssh(
-        hostname='127.0.0.1',
-        port=args.port,
-        username=args.user,
-        identity_file=args.key,
-        identities_only=True,
-        check_host_keys='enforce',
-        ssh_args=['-o', 'UserKnownHostsFile=%s' % (args.known_hosts,)],
-        compression=args.compression,
-        python_path='/usr/bin/python3',
-        connect_timeout=30,
-    )
+    return bench_common.ssh_connect(router, args,
+                                    compression=args.compression)
 
 
-def check_remote(context, want_user):
-    """Make sure calls really run remotely, as the requested user."""
-    pid, user, exe = context.call(whoami)
-    if pid == os.getpid():
-        raise RuntimeError('remote pid %d equals the local pid' % (pid,))
-    if user != want_user:
-        raise RuntimeError('remote runs as %r, expected %r'
-                           % (user, want_user))
-    return pid, user, exe
+def check_one(r):
+    assert r == 1, r
 
 
 def first_call_once(router, args):
@@ -114,10 +69,7 @@ def first_call_once(router, args):
 
 
 def run(router, args):
-    result = {
-        'impl': 'python-mitogen',
-        'version': '.'.join(str(x) for x in mitogen.__version__),
-    }
+    result = bench_common.new_result()
 
     # Untimed start: fails early (and clearly) on a configuration problem,
     # and checks the remote identity.
@@ -150,18 +102,9 @@ def run(router, args):
     # (b) call round trip on one established context.
     context = connect(router, args)
     check_remote(context, args.user)
-    for _ in range(args.warmup):
-        r = context.call(noop)
-        assert r == 1, r
     log('rtt: %d warmup + %d timed calls', args.warmup, args.rtt_iters)
-    clock = time.perf_counter_ns
-    rtts = []
-    for _ in range(args.rtt_iters):
-        t0 = clock()
-        r = context.call(noop)
-        rtts.append(clock() - t0)
-        assert r == 1, r
-    rtts.sort()
+    rtts = bench_common.time_calls(functools.partial(context.call, noop),
+                                   args.rtt_iters, args.warmup, check_one)
     med_us = nearest_rank(rtts, 0.5) / 1000.0
     p99_us = nearest_rank(rtts, 0.99) / 1000.0
     result['rtt_ssh_median_us'] = round(med_us, 1)
@@ -172,12 +115,8 @@ def run(router, args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--port', type=int, required=True, help='sshd port')
-    p.add_argument('--user', required=True, help='remote user')
-    p.add_argument('--key', required=True, help='client private key')
-    p.add_argument('--known-hosts', required=True,
-                   help='known_hosts file holding the sshd host key')
+    p = bench_common.new_parser(__doc__)
+    bench_common.add_sshd_args(p)
     p.add_argument('--starts', type=int, default=10,
                    help='timed starts for first_call_ms (default 10)')
     p.add_argument('--rtt-iters', type=int, default=2000,
@@ -190,16 +129,9 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.starts < 1 or args.rtt_iters < 1 or args.warmup < 0:
         p.error('--starts and --rtt-iters must be >= 1, --warmup >= 0')
-    for path in (args.key, args.known_hosts):
-        if not os.path.isfile(path):
-            p.error('no such file: %s' % (path,))
+    bench_common.check_sshd_args(p, args)
     return args
 
 
 if __name__ == '__main__':
-    _args = parse_args(sys.argv[1:])
-    _t0 = time.perf_counter()
-    _result = mitogen.utils.run_with_router(run, _args)
-    log('total wall time %.1f s', time.perf_counter() - _t0)
-    sys.stdout.write(json.dumps(_result) + '\n')
-    sys.stdout.flush()
+    bench_common.main(run, parse_args(sys.argv[1:]), log)

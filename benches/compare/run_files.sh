@@ -19,15 +19,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$HERE/../.." && pwd)"
-VENV="$HERE/.venv"
-MITOGEN_VERSION="0.3.54"
+. "$HERE/lib.sh"
 RUST_SSH_BENCH="${RUST_SSH_BENCH:-$REPO_ROOT/target/release/compare_ssh}"
 RUST_FILES_BENCH="${RUST_FILES_BENCH:-$REPO_ROOT/target/release/compare_files}"
-
-usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
 
 # ---- arguments ------------------------------------------------------------------
 MIB=1024
@@ -43,107 +37,34 @@ while [ $# -gt 0 ]; do
 done
 [[ "$MIB" =~ ^[1-9][0-9]*$ ]] || { echo "run_files.sh: --mib wants a positive integer, got '$MIB'" >&2; exit 2; }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "run_files.sh: must run as root (it starts an sshd for the test users)" >&2
-    exit 1
-fi
+require_root
 for bin in "$RUST_SSH_BENCH" "$RUST_FILES_BENCH"; do
-    if [ ! -x "$bin" ]; then
-        echo "run_files.sh: no executable $bin" >&2
-        echo "  (build it: cargo build --release -p mitogen-benches --bin $(basename "$bin")," >&2
-        echo "   or point RUST_SSH_BENCH / RUST_FILES_BENCH at it)" >&2
-        exit 1
-    fi
+    require_exe "$bin" "$(basename "$bin")" "RUST_SSH_BENCH / RUST_FILES_BENCH"
 done
-
-# ---- Python Mitogen venv (same as run.sh) -------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "run_files.sh: creating venv $VENV" >&2
-    python3 -m venv "$VENV" || {
-        echo "run_files.sh: 'python3 -m venv' failed (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-# pip install is skipped when the pinned version is already there, so repeat
-# runs need no registry access.
-if ! "$VENV/bin/python" -c "import mitogen, sys; sys.exit(mitogen.__version__ != tuple(map(int, '$MITOGEN_VERSION'.split('.'))))" 2>/dev/null; then
-    echo "run_files.sh: installing mitogen==$MITOGEN_VERSION into $VENV" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "mitogen==$MITOGEN_VERSION" >&2
-fi
+ensure_venv
 
 # ---- the shared sshd ------------------------------------------------------------
-TMP="$(mktemp -d)"
-HOLD_FD=""      # write end of the sshd holder's stdin; closing it stops the sshd
-SSHD_PID=""
-
-stop_sshd() {
-    if [ -n "$HOLD_FD" ]; then
-        exec {HOLD_FD}>&-
-        HOLD_FD=""
-    fi
-    if [ -n "$SSHD_PID" ]; then
-        local i
-        for i in $(seq 100); do       # up to 10 s for a clean exit
-            kill -0 "$SSHD_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SSHD_PID" 2>/dev/null; then
-            echo "run_files.sh: sshd holder $SSHD_PID did not exit; terminating it" >&2
-            kill "$SSHD_PID" 2>/dev/null || true
-        fi
-        wait "$SSHD_PID" 2>/dev/null || true
-        SSHD_PID=""
-    fi
-}
-cleanup() { stop_sshd; rm -rf "$TMP"; }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-mkfifo "$TMP/sshd-info"
-# Process substitution: the holder's stdin is HOLD_FD, kept open by this
-# shell (and not inherited usefully by anything else: it is closed in the
-# bench commands below) until stop_sshd closes it.
-exec {HOLD_FD}> >(cd "$REPO_ROOT" && exec "$RUST_SSH_BENCH" --sshd-info \
-                      > "$TMP/sshd-info" 2> "$TMP/sshd.err")
-SSHD_PID=$!
-if ! read -r -t 60 SSHD_LINE < "$TMP/sshd-info"; then
-    echo "run_files.sh: '$RUST_SSH_BENCH --sshd-info' printed no sshd line:" >&2
-    cat "$TMP/sshd.err" >&2 || true
-    exit 1
-fi
-read -r PORT SSH_USER KEY KNOWN_HOSTS EXTRA <<< "$SSHD_LINE" || true
-if ! [[ "$PORT" =~ ^[0-9]+$ ]] || [ -z "${KNOWN_HOSTS:-}" ] || [ -n "${EXTRA:-}" ]; then
-    echo "run_files.sh: unexpected sshd line: '$SSHD_LINE'" >&2
-    exit 1
-fi
-echo "run_files.sh: sshd on 127.0.0.1:$PORT, user $SSH_USER (holder pid $SSHD_PID)" >&2
+init_tmp
+start_sshd "$RUST_SSH_BENCH"
 if [ "$SSH_USER" != "mtg-key" ]; then
     # compare_files logs in as mtg-key whatever the sshd line says.
     echo "run_files.sh: warning: sshd user is '$SSH_USER', compare_files uses 'mtg-key'" >&2
 fi
 
-# Last non-empty stdout line of a bench run is its JSON result.
-last_line() { awk 'NF { line = $0 } END { print line }' "$1"; }
-
 # ---- Rust side ----------------------------------------------------------------
 echo "run_files.sh: running mitogen-rs: $RUST_FILES_BENCH --mib $MIB --use-sshd $PORT ..." >&2
-if ! ( cd "$REPO_ROOT" && exec "$RUST_FILES_BENCH" --mib "$MIB" --use-sshd "$PORT" \
-        --key "$KEY" --known-hosts "$KNOWN_HOSTS" {HOLD_FD}>&- ) \
-        < /dev/null > "$TMP/rs.out"; then
-    echo "run_files.sh: mitogen-rs bench failed: $RUST_FILES_BENCH" >&2
-    exit 1
+if ! run_bench "$TMP/rs.out" "$REPO_ROOT" "$RUST_FILES_BENCH" --mib "$MIB" --use-sshd "$PORT" \
+        --key "$KEY" --known-hosts "$KNOWN_HOSTS" < /dev/null; then
+    die "mitogen-rs bench failed: $RUST_FILES_BENCH"
 fi
 RS_JSON="$(last_line "$TMP/rs.out")"
 
 # ---- Python side --------------------------------------------------------------
 echo "run_files.sh: running Python Mitogen: py_mitogen_files.py --mib $MIB --port $PORT ..." >&2
-if ! ( cd "$HERE" && exec "$VENV/bin/python" py_mitogen_files.py --mib "$MIB" \
+if ! run_bench "$TMP/py.out" "$HERE" "$VENV/bin/python" py_mitogen_files.py --mib "$MIB" \
         --port "$PORT" --user "$SSH_USER" --key "$KEY" \
-        --known-hosts "$KNOWN_HOSTS" {HOLD_FD}>&- ) \
-        < /dev/null > "$TMP/py.out"; then
-    echo "run_files.sh: Python Mitogen bench failed" >&2
-    exit 1
+        --known-hosts "$KNOWN_HOSTS" < /dev/null; then
+    die "Python Mitogen bench failed"
 fi
 PY_JSON="$(last_line "$TMP/py.out")"
 
@@ -151,32 +72,9 @@ stop_sshd
 echo "run_files.sh: sshd stopped" >&2
 
 # ---- report -------------------------------------------------------------------
-CPU_MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
-echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "uname:     $(uname -srm)"
-echo "nproc:     $(nproc)"
-echo "cpu:       ${CPU_MODEL:-unknown}"
-echo "file:      $MIB MiB"
-echo "rs json:   $RS_JSON"
-echo "py json:   $PY_JSON"
-echo
+print_report "file:" "$MIB MiB"
 
-RS_JSON="$RS_JSON" PY_JSON="$PY_JSON" python3 - <<'PYEOF'
-import json, os, sys
-
-def load(name):
-    raw = os.environ[name]
-    try:
-        return json.loads(raw)
-    except ValueError:
-        sys.exit('run_files.sh: %s is not JSON: %r' % (name, raw))
-
-rs, py = load('RS_JSON'), load('PY_JSON')
-
-def num(d, k):
-    v = d.get(k)
-    return float(v) if isinstance(v, (int, float)) and v > 0 else None
-
+compare_table <<'PYEOF'
 scp = num(rs, 'scp_mib_s')
 cat = num(rs, 'ssh_cat_mib_s')
 rs_ssh = num(rs, 'rs_ssh_mib_s')
@@ -191,18 +89,6 @@ push8 = num(rs, 'push8_64mib_ms')
 direct8 = num(rs, 'direct8_64mib_ms')
 py_ssh = num(py, 'py_ssh_mib_s')
 py_null = num(py, 'py_ssh_discard_mib_s')
-
-def ok(*vals):
-    return all(v is not None for v in vals)
-
-def verdict(met):
-    return 'met' if met else 'NOT met'
-
-def faster(x):
-    s = 'mitogen-rs is %.2fx faster' % x
-    if x < 1:
-        s += ' (i.e. %.2fx slower)' % (1 / x)
-    return s
 
 rows = [('comparison', 'values', 'result', 'goal')]
 
@@ -241,20 +127,11 @@ if ok(idle_p99, bulk_p99):
                  '%.1f us / %.1f us' % (idle_p99, bulk_p99),
                  '%.2fx' % (bulk_p99 / idle_p99), 'informational'))
 if ok(push8, direct8):
-    x = direct8 / push8
-    s = 'tree push %.2fx faster' % x
-    if x < 1:
-        s += ' (i.e. %.2fx slower)' % (1 / x)
     rows.append(('64 MiB to 8 targets: tree push vs 8 direct puts (rs)',
-                 '%.0f ms / %.0f ms' % (push8, direct8), s, 'informational'))
+                 '%.0f ms / %.0f ms' % (push8, direct8),
+                 faster(direct8 / push8, 'tree push'), 'informational'))
 
-widths = [max(len(row[i]) for row in rows) for i in range(4)]
-def line(row):
-    return '| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |'
-print(line(rows[0]))
-print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-for row in rows[1:]:
-    print(line(row))
+print_table(rows)
 print()
 print('scp / ssh cat / mitogen-rs figures come from one compare_files run; '
       'scp and ssh cat include their own ssh connection setup, mitogen-rs '

@@ -17,126 +17,34 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$HERE/../.." && pwd)"
-VENV="$HERE/.venv"
-MITOGEN_VERSION="0.3.54"
+. "$HERE/lib.sh"
 RUST_SSH_BENCH="${RUST_SSH_BENCH:-$REPO_ROOT/target/release/compare_ssh}"
 
-usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
-
 # ---- arguments (passed through to both sides) ------------------------------
-BENCH_ARGS=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --starts|--rtt-iters)
-            [ $# -ge 2 ] || { echo "run_ssh.sh: $1 needs a value" >&2; exit 2; }
-            [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "run_ssh.sh: $1 wants a positive integer, got '$2'" >&2; exit 2; }
-            BENCH_ARGS+=("$1" "$2"); shift 2 ;;
-        --starts=*|--rtt-iters=*)
-            [[ "${1#*=}" =~ ^[1-9][0-9]*$ ]] || { echo "run_ssh.sh: bad value in '$1'" >&2; exit 2; }
-            BENCH_ARGS+=("${1%%=*}" "${1#*=}"); shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "run_ssh.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
-    esac
-done
+parse_int_args '^[1-9][0-9]*$' 'a positive integer' --starts --rtt-iters -- "$@"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "run_ssh.sh: must run as root (it starts an sshd for the test users)" >&2
-    exit 1
-fi
-if [ ! -x "$RUST_SSH_BENCH" ]; then
-    echo "run_ssh.sh: no executable $RUST_SSH_BENCH" >&2
-    echo "  (build it: cargo build --release -p mitogen-benches --bin compare_ssh," >&2
-    echo "   or point RUST_SSH_BENCH at it)" >&2
-    exit 1
-fi
-
-# ---- Python Mitogen venv (same as run.sh) -------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "run_ssh.sh: creating venv $VENV" >&2
-    python3 -m venv "$VENV" || {
-        echo "run_ssh.sh: 'python3 -m venv' failed (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-# pip install is skipped when the pinned version is already there, so repeat
-# runs need no registry access.
-if ! "$VENV/bin/python" -c "import mitogen, sys; sys.exit(mitogen.__version__ != tuple(map(int, '$MITOGEN_VERSION'.split('.'))))" 2>/dev/null; then
-    echo "run_ssh.sh: installing mitogen==$MITOGEN_VERSION into $VENV" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "mitogen==$MITOGEN_VERSION" >&2
-fi
+require_root
+require_exe "$RUST_SSH_BENCH" compare_ssh RUST_SSH_BENCH
+ensure_venv
 
 # ---- the shared sshd ------------------------------------------------------------
-TMP="$(mktemp -d)"
-HOLD_FD=""      # write end of the sshd holder's stdin; closing it stops the sshd
-SSHD_PID=""
-
-stop_sshd() {
-    if [ -n "$HOLD_FD" ]; then
-        exec {HOLD_FD}>&-
-        HOLD_FD=""
-    fi
-    if [ -n "$SSHD_PID" ]; then
-        local i
-        for i in $(seq 100); do       # up to 10 s for a clean exit
-            kill -0 "$SSHD_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SSHD_PID" 2>/dev/null; then
-            echo "run_ssh.sh: sshd holder $SSHD_PID did not exit; terminating it" >&2
-            kill "$SSHD_PID" 2>/dev/null || true
-        fi
-        wait "$SSHD_PID" 2>/dev/null || true
-        SSHD_PID=""
-    fi
-}
-cleanup() { stop_sshd; rm -rf "$TMP"; }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-mkfifo "$TMP/sshd-info"
-# Process substitution: the holder's stdin is HOLD_FD, kept open by this
-# shell (and not inherited usefully by anything else: it is closed in the
-# bench commands below) until stop_sshd closes it.
-exec {HOLD_FD}> >(cd "$REPO_ROOT" && exec "$RUST_SSH_BENCH" --sshd-info \
-                      > "$TMP/sshd-info" 2> "$TMP/sshd.err")
-SSHD_PID=$!
-if ! read -r -t 60 SSHD_LINE < "$TMP/sshd-info"; then
-    echo "run_ssh.sh: '$RUST_SSH_BENCH --sshd-info' printed no sshd line:" >&2
-    cat "$TMP/sshd.err" >&2 || true
-    exit 1
-fi
-read -r PORT SSH_USER KEY KNOWN_HOSTS EXTRA <<< "$SSHD_LINE" || true
-if ! [[ "$PORT" =~ ^[0-9]+$ ]] || [ -z "${KNOWN_HOSTS:-}" ] || [ -n "${EXTRA:-}" ]; then
-    echo "run_ssh.sh: unexpected sshd line: '$SSHD_LINE'" >&2
-    exit 1
-fi
-echo "run_ssh.sh: sshd on 127.0.0.1:$PORT, user $SSH_USER (holder pid $SSHD_PID)" >&2
-
-# Last non-empty stdout line of a bench run is its JSON result.
-last_line() { awk 'NF { line = $0 } END { print line }' "$1"; }
+init_tmp
+start_sshd "$RUST_SSH_BENCH"
 
 # ---- Rust side ----------------------------------------------------------------
 echo "run_ssh.sh: running mitogen-rs: $RUST_SSH_BENCH --use-sshd $PORT ... ${BENCH_ARGS[*]:-}" >&2
-if ! ( cd "$REPO_ROOT" && exec "$RUST_SSH_BENCH" --use-sshd "$PORT" --key "$KEY" \
-        --known-hosts "$KNOWN_HOSTS" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} {HOLD_FD}>&- ) \
-        < /dev/null > "$TMP/rs.out"; then
-    echo "run_ssh.sh: mitogen-rs bench failed: $RUST_SSH_BENCH" >&2
-    exit 1
+if ! run_bench "$TMP/rs.out" "$REPO_ROOT" "$RUST_SSH_BENCH" --use-sshd "$PORT" --key "$KEY" \
+        --known-hosts "$KNOWN_HOSTS" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} < /dev/null; then
+    die "mitogen-rs bench failed: $RUST_SSH_BENCH"
 fi
 RS_JSON="$(last_line "$TMP/rs.out")"
 
 # ---- Python side --------------------------------------------------------------
 echo "run_ssh.sh: running Python Mitogen: py_mitogen_ssh.py --port $PORT ... ${BENCH_ARGS[*]:-}" >&2
-if ! ( cd "$HERE" && exec "$VENV/bin/python" py_mitogen_ssh.py --port "$PORT" \
+if ! run_bench "$TMP/py.out" "$HERE" "$VENV/bin/python" py_mitogen_ssh.py --port "$PORT" \
         --user "$SSH_USER" --key "$KEY" --known-hosts "$KNOWN_HOSTS" \
-        ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} {HOLD_FD}>&- ) \
-        < /dev/null > "$TMP/py.out"; then
-    echo "run_ssh.sh: Python Mitogen bench failed" >&2
-    exit 1
+        ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} < /dev/null; then
+    die "Python Mitogen bench failed"
 fi
 PY_JSON="$(last_line "$TMP/py.out")"
 
@@ -144,32 +52,9 @@ stop_sshd
 echo "run_ssh.sh: sshd stopped" >&2
 
 # ---- report -------------------------------------------------------------------
-CPU_MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
-echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "uname:     $(uname -srm)"
-echo "nproc:     $(nproc)"
-echo "cpu:       ${CPU_MODEL:-unknown}"
-echo "args:      ${BENCH_ARGS[*]:-(defaults)}"
-echo "rs json:   $RS_JSON"
-echo "py json:   $PY_JSON"
-echo
+print_report "args:" "${BENCH_ARGS[*]:-(defaults)}"
 
-RS_JSON="$RS_JSON" PY_JSON="$PY_JSON" python3 - <<'PYEOF'
-import json, os, sys
-
-def load(name):
-    raw = os.environ[name]
-    try:
-        return json.loads(raw)
-    except ValueError:
-        sys.exit('run_ssh.sh: %s is not JSON: %r' % (name, raw))
-
-rs, py = load('RS_JSON'), load('PY_JSON')
-
-def num(d, k):
-    v = d.get(k)
-    return float(v) if isinstance(v, (int, float)) and v > 0 else None
-
+compare_table <<'PYEOF'
 ssh_true = num(rs, 'ssh_true_ms')
 warm = num(rs, 'first_call_warm_ms')
 cold = num(rs, 'first_call_cold_ms')
@@ -179,18 +64,6 @@ echo = num(rs, 'raw_ssh_echo_median_us')
 py_first = num(py, 'first_call_ms')
 py_rtt = num(py, 'rtt_ssh_median_us')
 py_p99 = num(py, 'rtt_ssh_p99_us')
-
-def ok(*vals):
-    return all(v is not None for v in vals)
-
-def verdict(met):
-    return 'met' if met else 'NOT met'
-
-def faster(x):
-    s = 'mitogen-rs is %.2fx faster' % x
-    if x < 1:
-        s += ' (i.e. %.2fx slower)' % (1 / x)
-    return s
 
 rows = [('comparison', 'values', 'result', 'goal')]
 
@@ -226,13 +99,7 @@ if ok(py_first, cold):
                  '%.2f ms / %.2f ms' % (py_first, cold),
                  faster(py_first / cold), 'informational'))
 
-widths = [max(len(row[i]) for row in rows) for i in range(4)]
-def line(row):
-    return '| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |'
-print(line(rows[0]))
-print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-for row in rows[1:]:
-    print(line(row))
+print_table(rows)
 print()
 print('Python Mitogen has no code cache on the target (every start sends its '
       'source), so its single first-call figure is compared with both rs '
