@@ -603,6 +603,11 @@ impl Pump {
                     if gone && !t.end_sent {
                         log::debug!("transfer of {} to context {} abandoned", t.path, t.target);
                     }
+                    // Progress of finished transfers is kept for callers that
+                    // poll after the end; bounded for long-lived controllers.
+                    if st.finished.len() >= 4096 {
+                        st.finished.clear();
+                    }
                     st.finished.insert((t.target, t.path.clone()), t.progress());
                 } else {
                     i += 1;
