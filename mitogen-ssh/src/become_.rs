@@ -3,10 +3,9 @@
 use crate::auth::{PasswordAuth, PromptOn, classify_become};
 use crate::error::AuthError;
 use mitogen_core::transport::bootstrap::{self, Bootstrap};
-use mitogen_core::transport::{self, DEFAULT_CONNECT_TIMEOUT, Tty};
+use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
 use mitogen_core::{ConnectError, Context, Method, Router};
 use serde::{Deserialize, Serialize};
-use std::process::Command;
 use std::time::Duration;
 
 /// The prompt sudo is told to print (`-p`), so prompts are recognised
@@ -93,19 +92,18 @@ impl Common {
         tty: Tty,
         mut auth: PasswordAuth,
     ) -> Result<Context, ConnectError> {
-        let id = transport::allocate_id(router)?;
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{method}.{}", self.user));
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        let spawned = transport::spawn(id, name, cmd, tty)?;
+        let name = |_| {
+            self.name
+                .clone()
+                .unwrap_or_else(|| format!("{method}.{}", self.user))
+        };
         auth.prompts
             .extend(self.prompts.iter().map(|p| p.to_lowercase()));
-        bootstrap::connect(
+        bootstrap::connect_command(
             router,
-            spawned,
+            name,
+            &argv,
+            tty,
             &self.bootstrap,
             &mut auth,
             self.connect_timeout,

@@ -3,10 +3,9 @@
 //! `kubectl exec -i`, `chroot`, ...).
 
 use mitogen_core::transport::bootstrap::{self, Bootstrap, NoAuth};
-use mitogen_core::transport::{self, DEFAULT_CONNECT_TIMEOUT, Tty};
+use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
 use mitogen_core::{ConnectError, Context, Method, Router};
 use serde::{Deserialize, Serialize};
-use std::process::Command;
 use std::time::Duration;
 
 /// Runs `prefix... sh -c STAGE0`.
@@ -94,17 +93,16 @@ impl Method for Exec {
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
         let argv = self.argv();
-        let id = transport::allocate_id(router)?;
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("exec.{}", argv[0]));
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        let spawned = transport::spawn(id, name, cmd, Tty::None)?;
-        bootstrap::connect(
+        let name = |_| {
+            self.name
+                .clone()
+                .unwrap_or_else(|| format!("exec.{}", argv[0]))
+        };
+        bootstrap::connect_command(
             router,
-            spawned,
+            name,
+            &argv,
+            Tty::None,
             &self.bootstrap,
             &mut NoAuth,
             self.connect_timeout,

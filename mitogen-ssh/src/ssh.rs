@@ -3,11 +3,10 @@
 use crate::auth::{PasswordAuth, PromptOn};
 use crate::error::classify_ssh;
 use mitogen_core::transport::bootstrap::{self, Bootstrap};
-use mitogen_core::transport::{self, DEFAULT_CONNECT_TIMEOUT, Tty};
+use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
 use mitogen_core::{ConnectError, Context, Method, Router};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// What to do about the target's host key.
@@ -235,20 +234,17 @@ impl Method for Ssh {
     const NAME: &'static str = "ssh";
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
-        let id = transport::allocate_id(router)?;
-        let name = self.name.clone().unwrap_or_else(|| match self.port {
-            Some(p) => format!("ssh.{}:{p}", self.host),
-            None => format!("ssh.{}", self.host),
-        });
-        let argv = self.argv();
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
+        let name = |_| {
+            self.name.clone().unwrap_or_else(|| match self.port {
+                Some(p) => format!("ssh.{}:{p}", self.host),
+                None => format!("ssh.{}", self.host),
+            })
+        };
         let tty = if self.password.is_some() {
             Tty::Hybrid
         } else {
             Tty::None
         };
-        let spawned = transport::spawn(id, name, cmd, tty)?;
         let mut auth = PasswordAuth::new(
             "ssh",
             self.password.clone(),
@@ -256,9 +252,11 @@ impl Method for Ssh {
             PromptOn::Pty,
             classify_ssh,
         );
-        bootstrap::connect(
+        bootstrap::connect_command(
             router,
-            spawned,
+            name,
+            &self.argv(),
+            tty,
             &self.bootstrap,
             &mut auth,
             self.connect_timeout,

@@ -292,6 +292,31 @@ pub fn connect(
     attach(router, s, left)
 }
 
+/// Everything a wrapping method does once it has its command line: allocate
+/// an id, start `argv` wired as `tty` says, and [`connect`] through it.
+/// `name` turns the new id into the context's name.
+///
+/// # Errors
+/// As [`connect`], plus `Spawn` and `AllocateId`.
+pub fn connect_command(
+    router: &Router,
+    name: impl FnOnce(crate::ContextId) -> String,
+    argv: &[String],
+    tty: super::Tty,
+    boot: &Bootstrap,
+    auth: &mut dyn Auth,
+    timeout: Duration,
+) -> Result<Context, ConnectError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ConnectError::BadOptions("empty command line".into()))?;
+    let id = super::allocate_id(router)?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let spawned = super::spawn(id, name(id), cmd, tty)?;
+    connect(router, spawned, boot, auth, timeout)
+}
+
 fn wait_for_boot(
     s: &mut Spawned,
     auth: &mut dyn Auth,
