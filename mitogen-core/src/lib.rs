@@ -58,7 +58,9 @@
 //! - [`Receiver`], [`Sender`], [`Select`], [`Latch`]: waiting, always with optional deadlines.
 //! - [`Function`], [`Registry`]: what can be called by name.
 //! - [`transport`]: the bootstrap every connection method shares.
+//! - [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
 //! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`DUMP_ENV`]).
+//! - [`manual`]: the security model, threads and lifecycle, in prose.
 //!
 //! # Dependencies
 //! `mio` (the poll loop), `bytes` (zero-copy payload slices), `serde` +
@@ -81,6 +83,7 @@ mod error;
 mod ids;
 mod ids_alloc;
 mod logfwd;
+pub mod manual;
 pub mod message;
 mod policy;
 mod router;

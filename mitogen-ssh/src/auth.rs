@@ -141,3 +141,15 @@ pub(crate) fn classify_become(
         },
     )
 }
+
+/// A password: serialised as is (it must reach the hop that uses it), but
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}

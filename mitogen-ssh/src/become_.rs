@@ -1,6 +1,6 @@
 //! Becoming another user: `sudo`, `su` and `doas`.
 
-use crate::auth::{PasswordAuth, PromptOn, classify_become};
+use crate::auth::{PasswordAuth, PromptOn, Secret, classify_become};
 use crate::error::AuthError;
 use mitogen_core::transport::bootstrap::{self, Bootstrap};
 use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
@@ -26,7 +26,7 @@ fn classify_doas(t: &str, sent: bool, to: bool) -> Option<AuthError> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Common {
     user: String,
-    password: Option<String>,
+    password: Option<Secret>,
     program: Option<String>,
     extra_args: Vec<String>,
     prompts: Vec<String>,
@@ -76,7 +76,7 @@ impl Common {
         };
         let auth = PasswordAuth::new(
             method,
-            self.password.clone(),
+            self.password.as_ref().map(|p| p.0.clone()),
             vec![prompt.into()],
             PromptOn::Pty,
             classify,
@@ -116,7 +116,7 @@ macro_rules! common_setters {
         impl $t {
             /// The password, answered on a terminal.
             pub fn password(mut self, password: &str) -> Self {
-                self.common.password = Some(password.to_owned());
+                self.common.password = Some(Secret(password.to_owned()));
                 self
             }
             /// The program to run instead of the one on `PATH`.
@@ -287,7 +287,7 @@ impl Method for Su {
         ];
         let auth = PasswordAuth::new(
             "su",
-            c.password.clone(),
+            c.password.as_ref().map(|p| p.0.clone()),
             prompts,
             PromptOn::Data,
             classify_su,

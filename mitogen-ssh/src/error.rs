@@ -228,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_not_debug_printed() {
+        let text = format!(
+            "{:?} {:?}",
+            crate::Ssh::new("h").password("hunter2"),
+            crate::Sudo::new("root").password("hunter2")
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+
+    #[test]
     fn become_messages() {
         let cases: &[(&str, &str)] = &[
             ("mtg-nosudo is not in the sudoers file.", "NotPermitted"),

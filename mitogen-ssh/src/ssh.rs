@@ -1,6 +1,6 @@
 //! `ssh`: the system OpenSSH client.
 
-use crate::auth::{PasswordAuth, PromptOn};
+use crate::auth::{PasswordAuth, PromptOn, Secret};
 use crate::error::classify_ssh;
 use mitogen_core::transport::bootstrap::{self, Bootstrap};
 use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
@@ -53,7 +53,7 @@ pub struct Ssh {
     options: Vec<(String, String)>,
     host_key_checking: HostKeyChecking,
     known_hosts_file: Option<PathBuf>,
-    password: Option<String>,
+    password: Option<Secret>,
     connect_timeout: Duration,
     keepalive: Option<Duration>,
     compression: bool,
@@ -145,7 +145,7 @@ impl Ssh {
     /// A password, answered on a terminal; without one ssh runs in batch
     /// mode and never prompts.
     pub fn password(mut self, password: &str) -> Self {
-        self.password = Some(password.to_owned());
+        self.password = Some(Secret(password.to_owned()));
         self
     }
 
@@ -247,7 +247,7 @@ impl Method for Ssh {
         };
         let mut auth = PasswordAuth::new(
             "ssh",
-            self.password.clone(),
+            self.password.as_ref().map(|p| p.0.clone()),
             vec!["password:".into()],
             PromptOn::Pty,
             classify_ssh,
