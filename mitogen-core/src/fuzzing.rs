@@ -30,3 +30,91 @@ pub fn decode_arbitrary(data: &[u8]) {
         "decoded frames must re-encode to their input"
     );
 }
+
+/// Random route tables and messages through the routing decision; checks:
+/// nothing is forwarded back where it came from; whatever arrived on a
+/// stream and is delivered or forwarded passed the reverse-path check for
+/// both `src_id` and `auth_id`; forwards follow the route table (or go to the
+/// parent); in unidirectional mode nothing passes between two children;
+/// oversize messages always get a dead reply.
+pub fn route_decisions(data: &[u8]) {
+    use crate::ids::{ContextId, Handle};
+    use crate::message::{Enc, Message};
+    use crate::router::{Decision, Identity, decide};
+    use crate::stream::StreamId;
+    use std::collections::HashMap;
+
+    let mut bytes = data.iter().copied();
+    let mut next = || bytes.next();
+    let (Some(flags), Some(me), Some(n)) = (next(), next(), next()) else {
+        return;
+    };
+    let id = Identity {
+        me: ContextId(u32::from(me % 8)),
+        name: "fuzz".into(),
+        ancestors: Vec::new(),
+        unidirectional: flags & 1 != 0,
+        max_message_size: 64,
+    };
+    let parent = (flags & 2 != 0).then_some(StreamId(0));
+    let mut routes = HashMap::new();
+    for _ in 0..n % 8 {
+        let (Some(c), Some(s)) = (next(), next()) else {
+            return;
+        };
+        routes.insert(
+            ContextId(u32::from(c % 16)),
+            StreamId(usize::from(s % 4) + 1),
+        );
+    }
+    let way_back = |c: ContextId| routes.get(&c).copied().or(parent);
+    while let (Some(src), Some(auth), Some(dst), Some(from), Some(len)) =
+        (next(), next(), next(), next(), next())
+    {
+        let msg = Message {
+            enc: Enc::BIN,
+            dst_id: ContextId(u32::from(dst % 16)),
+            src_id: ContextId(u32::from(src % 16)),
+            auth_id: ContextId(u32::from(auth % 16)),
+            handle: Handle(1000),
+            reply_to: Handle(u32::from(len & 1)),
+            data: vec![0u8; usize::from(len % 80)].into(),
+        };
+        let from = (from % 5 < 4).then(|| StreamId(usize::from(from % 5)));
+        let d = decide(&id, &routes, parent, &msg, from);
+        if msg.data.len() > id.max_message_size {
+            assert_eq!(d, Decision::Dead(crate::message::DEAD_TOO_LARGE));
+            continue;
+        }
+        if let (Some(f), Decision::Deliver | Decision::Forward(_)) = (from, d) {
+            assert_eq!(
+                way_back(msg.auth_id),
+                Some(f),
+                "auth_id passed a bad path: {msg:?} {d:?}"
+            );
+            assert_eq!(
+                way_back(msg.src_id),
+                Some(f),
+                "src_id passed a bad path: {msg:?} {d:?}"
+            );
+        }
+        if let Decision::Forward(out) = d {
+            assert_ne!(Some(out), from, "bounced back: {msg:?}");
+            assert_eq!(
+                Some(out),
+                way_back(msg.dst_id),
+                "off the route table: {msg:?}"
+            );
+            assert_ne!(msg.dst_id, id.me);
+            if id.unidirectional && from.is_some() {
+                assert!(
+                    Some(out) == parent || from == parent,
+                    "child to child in unidirectional mode"
+                );
+            }
+        }
+        if d == Decision::Deliver {
+            assert_eq!(msg.dst_id, id.me);
+        }
+    }
+}

@@ -54,6 +54,57 @@ pub(crate) struct RouteState {
     pub(crate) names: HashMap<ContextId, Arc<str>>,
 }
 
+/// What the router does with one message: the pure part of routing,
+/// separated so it can be fuzzed (see [`crate::fuzzing::route_decisions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// For a handler in this context.
+    Deliver,
+    /// Write it to this stream.
+    Forward(StreamId),
+    /// Answer with a dead reply carrying this reason (if a reply is wanted).
+    Dead(&'static str),
+    /// Drop it silently but for a log line: it failed the reverse-path check.
+    Drop(&'static str),
+}
+
+/// Decides what to do with `msg`, which arrived on stream `from` (`None`
+/// for a message sent by this process), given this context's `routes`
+/// (context id to the stream it lives behind) and its `parent` stream.
+pub(crate) fn decide(
+    id: &Identity,
+    routes: &HashMap<ContextId, StreamId>,
+    parent: Option<StreamId>,
+    msg: &Message,
+    from: Option<StreamId>,
+) -> Decision {
+    if msg.data.len() > id.max_message_size {
+        return Decision::Dead(message::DEAD_TOO_LARGE);
+    }
+    let way_back = |c: ContextId| routes.get(&c).copied().or(parent);
+    if let Some(from) = from {
+        if way_back(msg.auth_id) != Some(from) {
+            return Decision::Drop("bad auth_id");
+        }
+        if msg.src_id != msg.auth_id && way_back(msg.src_id) != Some(from) {
+            return Decision::Drop("bad src_id");
+        }
+    }
+    if msg.dst_id == id.me {
+        return Decision::Deliver;
+    }
+    match (way_back(msg.dst_id), from) {
+        (None, _) => Decision::Dead(message::DEAD_NO_ROUTE),
+        (Some(out), Some(from)) if out == from => Decision::Dead(message::DEAD_NO_ROUTE),
+        (Some(out), Some(from))
+            if id.unidirectional && Some(out) != parent && Some(from) != parent =>
+        {
+            Decision::Dead("refused: unidirectional routing mode is on")
+        }
+        (Some(out), _) => Decision::Forward(out),
+    }
+}
+
 /// Settings a context is started with; the controller's are inherited by
 /// every context below it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -146,73 +197,48 @@ impl Shared {
 
     /// Routes a message; `from` is the stream it arrived on, if any.
     pub(crate) fn route_from(&self, msg: Message, from: Option<&StreamOut>) {
-        if msg.data.len() > self.id.max_message_size {
-            log::error!(
-                "{}: dropping {:?}: {} ({} > {})",
-                self.id.name,
-                msg,
-                message::DEAD_TOO_LARGE,
-                msg.data.len(),
-                self.id.max_message_size
-            );
-            self.send_dead(&msg, message::DEAD_TOO_LARGE);
-            return;
-        }
-        let out = {
+        let decision = {
             let st = self.state.lock();
-            if let Some(from) = from {
-                let expect = |id: ContextId| st.routes.get(&id).copied().or(st.parent_stream);
-                if expect(msg.auth_id) != Some(from.id) {
-                    drop(st);
-                    log::warn!(
-                        "{}: dropped {msg:?} from {}: bad auth_id",
-                        self.id.name,
-                        from.name
-                    );
-                    return;
-                }
-                if msg.src_id != msg.auth_id && expect(msg.src_id) != Some(from.id) {
-                    drop(st);
-                    log::warn!(
-                        "{}: dropped {msg:?} from {}: bad src_id",
-                        self.id.name,
-                        from.name
-                    );
-                    return;
-                }
-            }
-            if msg.dst_id == self.id.me {
-                None
-            } else {
-                let sid = st.routes.get(&msg.dst_id).copied().or(st.parent_stream);
-                let out = sid.and_then(|s| st.streams.get(&s).cloned());
-                match (out, from) {
-                    (None, _) => Some(Err(message::DEAD_NO_ROUTE)),
-                    (Some(out), Some(from)) if out.id == from.id => {
-                        Some(Err(message::DEAD_NO_ROUTE))
-                    }
-                    (Some(out), Some(from))
-                        if self.id.unidirectional && !out.is_parent && !from.is_parent =>
-                    {
-                        Some(Err("refused: unidirectional routing mode is on"))
-                    }
-                    (Some(out), _) => Some(Ok(out)),
-                }
+            let d = decide(
+                &self.id,
+                &st.routes,
+                st.parent_stream,
+                &msg,
+                from.map(|f| f.id),
+            );
+            match d {
+                Decision::Forward(sid) => match st.streams.get(&sid) {
+                    Some(out) => Ok(out.clone()),
+                    None => Err(Decision::Dead(message::DEAD_NO_ROUTE)),
+                },
+                other => Err(other),
             }
         };
-        match out {
-            None => self.deliver_local(msg, from),
-            Some(Ok(out)) => {
+        match decision {
+            Ok(out) => {
                 if out.send(&msg).is_err() {
                     self.send_dead(&msg, message::DEAD_NO_ROUTE);
                 }
             }
-            Some(Err(reason)) => {
-                if !msg.is_dead() {
+            Err(Decision::Deliver) => self.deliver_local(msg, from),
+            Err(Decision::Drop(why)) => {
+                let name = from.map_or("this context", |f| &*f.name);
+                log::warn!("{}: dropped {msg:?} from {name}: {why}", self.id.name);
+            }
+            Err(Decision::Dead(reason)) => {
+                if reason == message::DEAD_TOO_LARGE {
+                    log::error!(
+                        "{}: {reason}: {msg:?} ({} > {})",
+                        self.id.name,
+                        msg.data.len(),
+                        self.id.max_message_size
+                    );
+                } else if !msg.is_dead() {
                     log::debug!("{}: {reason}: {msg:?}", self.id.name);
                 }
                 self.send_dead(&msg, reason);
             }
+            Err(Decision::Forward(_)) => {}
         }
     }
 

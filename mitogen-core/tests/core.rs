@@ -44,6 +44,7 @@ fn main() {
         broker_timers_fire_in_order,
         diagnostic_dump_reaches_controller,
         codec_fuzz_body_smoke,
+        route_fuzz_body_smoke,
     ]);
 }
 
@@ -577,4 +578,19 @@ fn diagnostic_dump_reaches_controller() {
     assert!(seen, "no complete dump from {}: {logs:?}", a.name());
     assert!(r.is_connected(a.id()));
     pending.wait().unwrap();
+}
+
+fn route_fuzz_body_smoke() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for len in 0..3000usize {
+        let data: Vec<u8> = (0..len % 200)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        mitogen_core::fuzzing::route_decisions(&data);
+    }
 }
