@@ -83,6 +83,7 @@ fn main() {
         concurrent_bootstraps_share_cache,
         connect_all_with_limit,
         become_pool_recycles_lru_idle,
+        upload_raw_or_gzip_and_explicit_agent_binary,
         three_hop_chain_through_namespaces,
     ]);
 }
@@ -637,4 +638,47 @@ fn become_pool_recycles_lru_idle() {
     assert!(!mitogen_test_support::process_gone(apid));
     busy.wait().unwrap();
     assert_eq!(pool.len(), 2);
+}
+
+fn upload_raw_or_gzip_and_explicit_agent_binary() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let exe = std::env::current_exe().unwrap();
+    let size = std::fs::metadata(&exe).unwrap().len();
+    let raw = r
+        .connect(
+            &Sudo::new("mtg-target").bootstrap(
+                Bootstrap::new()
+                    .compress(false)
+                    .only_cache_dir(fresh_cache()),
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        raw.bootstrap_info().unwrap().uploaded_bytes,
+        size,
+        "uncompressed upload sends the binary as is"
+    );
+    let gz = r
+        .connect(&Sudo::new("mtg-target").bootstrap(Bootstrap::new().only_cache_dir(fresh_cache())))
+        .unwrap();
+    let sent = gz.bootstrap_info().unwrap().uploaded_bytes;
+    assert!(sent > 0 && sent < size, "gzip upload: {sent} of {size}");
+    // A binary registered for this platform is used instead of our own path
+    // (here a copy of it, so it must register the same functions).
+    let copy = std::env::temp_dir().join(format!("mitogen-agent-copy-{}", std::process::id()));
+    std::fs::copy(&exe, &copy).unwrap();
+    let u = rustix::system::uname();
+    let (os, arch) = (
+        u.sysname().to_string_lossy().into_owned(),
+        u.machine().to_string_lossy().into_owned(),
+    );
+    let boot = Bootstrap::new()
+        .agent_for(&os, &arch, &copy)
+        .only_cache_dir(fresh_cache());
+    let c = r.connect(&Sudo::new("mtg-target").bootstrap(boot)).unwrap();
+    assert_eq!(whoami(&c), "mtg-target");
+    let _ = std::fs::remove_file(&copy);
 }
