@@ -437,10 +437,27 @@ fn install_common_handlers(shared: &Arc<Shared>) {
             let (Some(from), Ok((id, name))) = (from, m.decode::<(ContextId, String)>()) else {
                 return;
             };
-            {
+            // A child may announce only ids that are new here: not this
+            // context, not an ancestor, not one routed through another
+            // stream (that would let it capture another context's traffic).
+            let refused = {
                 let mut st = s.state.lock();
-                st.routes.insert(id, from);
-                st.names.insert(id, name.as_str().into());
+                let taken = id == s.me()
+                    || s.id.ancestors.contains(&id)
+                    || st.routes.get(&id).is_some_and(|sid| *sid != from);
+                if !taken {
+                    st.routes.insert(id, from);
+                    st.names.insert(id, name.as_str().into());
+                }
+                taken
+            };
+            if refused {
+                log::warn!(
+                    "{}: refused a route for context {id} announced by context {}",
+                    s.id.name,
+                    m.src_id
+                );
+                return;
             }
             announce_route(s, id, &name);
         },

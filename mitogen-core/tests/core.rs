@@ -24,6 +24,7 @@ fn main() {
         sibling_call_refused_by_policy,
         receiver_policy_refuses,
         forged_src_and_auth_are_dropped,
+        child_cannot_capture_routes,
         unidirectional_blocks_siblings,
         oversize_frame_closes_only_that_stream,
         garbage_frame_closes_only_that_stream,
@@ -593,4 +594,23 @@ fn route_fuzz_body_smoke() {
             .collect();
         mitogen_core::fuzzing::route_decisions(&data);
     }
+}
+
+fn child_cannot_capture_routes() {
+    let r = router();
+    let (a, b) = (child(&r), child(&r));
+    let bpid = b.call::<Pid>(&()).unwrap();
+    // A claims to have B, and the controller, behind it.
+    a.call::<AnnounceRoute>(&b.id().0).unwrap();
+    a.call::<AnnounceRoute>(&0).unwrap();
+    // Calls to B still reach B.
+    assert_eq!(b.call::<Pid>(&()).unwrap(), bpid);
+    let logs = take_logs();
+    assert!(
+        logs.iter()
+            .filter(|l| l.message.contains("refused a route"))
+            .count()
+            >= 2,
+        "{logs:?}"
+    );
 }

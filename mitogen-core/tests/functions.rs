@@ -21,7 +21,8 @@ pub(crate) fn register(reg: &mut Registry) {
         .add::<Log>()
         .add::<Stream>()
         .add::<WriteFileAfter>()
-        .add::<SpawnChild>();
+        .add::<SpawnChild>()
+        .add::<AnnounceRoute>();
 }
 
 macro_rules! function {
@@ -132,3 +133,12 @@ impl Function for NotRegistered {
 }
 
 pub(crate) const UNUSED_HANDLE: Handle = Handle(4242);
+
+function!(
+    /// Announces a route for `id` to the parent, as if it lived behind us.
+    AnnounceRoute, "test::announce_route", u32 => (), |cx, id| {
+        let parent = cx.router().parent_id().ok_or("no parent")?;
+        cx.router().send_stamped(Message::typed(parent, Handle::ADD_ROUTE, &(ContextId(id), "hijack"))?);
+        Ok(())
+    }
+);
