@@ -6,7 +6,7 @@ use mitogen_core::{
 };
 use mitogen_service::{
     CHUNK, Checksum, FetchFrom, Service, ServiceCx, ServiceExt, ServiceMethod, WriteOptions, fetch,
-    push_file, put_file, register_remote_path, register_remote_prefix,
+    push_file, put_bytes, put_file, register_remote_path, register_remote_prefix,
 };
 use mitogen_test_support::{kill9, process_gone, tests, wait_until};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,7 @@ fn main() {
         activation_and_method_policies,
         slow_method_blocks_nothing_else,
         sizes_arrive_identical,
+        mode_owner_and_mtime_as_asked,
         refusals_are_distinct,
         killed_target_leaves_nothing,
         killed_sender_leaves_nothing,
@@ -525,5 +526,30 @@ fn tree_push_crosses_first_link_once() {
     }
     assert!(targets[3].call::<WaitPushed>(&(dest(3), 10)).unwrap());
     let _ = std::fs::remove_dir_all(&src);
+    let _ = std::fs::remove_dir_all(&dst);
+}
+
+fn mode_owner_and_mtime_as_asked() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = router();
+    let a = child(&r);
+    let dst = scratch("attrs");
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let root = rustix::process::geteuid().is_root();
+    let opts = WriteOptions {
+        mode: Some(0o640),
+        owner: root.then_some((65534, 65534)),
+        mtime: Some(when),
+        ..WriteOptions::default()
+    };
+    let path = dst.join("f");
+    put_bytes(&a, path.to_str().unwrap(), b"hello".to_vec(), &opts).unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(m.modified().unwrap(), when);
+    if root {
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"hello");
     let _ = std::fs::remove_dir_all(&dst);
 }
