@@ -64,6 +64,7 @@ fn register(reg: &mut Registry) {
 
 fn main() {
     mitogen_core::agent_main(register);
+    remove_old_caches();
     mitogen_test_support::run(tests![
         argv_presets,
         version_mismatch_is_clear,
@@ -105,6 +106,22 @@ fn auth_err(e: &ConnectError) -> Option<&AuthError> {
             None
         }
         _ => None,
+    }
+}
+
+/// Removes the fresh cache directories earlier runs of this binary left in
+/// /tmp (each holds an uploaded test binary; a run cannot remove its own, as
+/// agents still run from them until the run ends).
+fn remove_old_caches() {
+    let Ok(dir) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mine = format!("mitogen-rs-test-cache-{}-", std::process::id());
+        if name.starts_with("mitogen-rs-test-cache-") && !name.starts_with(&mine) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -30,7 +30,8 @@
 //! start execs the agent at once if its size is right and it has not been
 //! written since the stamp (`find -newer`, nanosecond mtimes on Linux). Any
 //! write to the agent, or a file put in its place, sends it back through the
-//! full size and sha256 check.
+//! full size and sha256 check. On a miss, cached agents older than a week
+//! are removed (every new build of a program adds one).
 
 use super::{Spawned, attach};
 use crate::error::ConnectError;
@@ -193,6 +194,8 @@ for d in @DIRS@; do
   f="$d/agent-$hash"
   if ok "$f"; then : > "$f.ok"; echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent; fi
   rm -f "$f.ok"
+  # Each new agent version adds a file: on a miss, drop those a week old.
+  find "$d" -maxdepth 1 -name 'agent-*' -mtime +7 -exec rm -f {} + 2>/dev/null
   echo "MITOGEN-RS-SEND $f"
   t="$f.$$.tmp"
   if [ "$enc" = gzip ]; then head -c "$wire" | gzip -dc > "$t"; else head -c "$wire" > "$t"; fi
