@@ -279,7 +279,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mitogen_service::put_file(&router, ctx, &src, &dest, &Default::default(), |p| {
             bar(ctx.name(), p.done, p.total)
         })?;
-        bar(ctx.name(), size, size);
         println!(
             "  {:.1} MiB/s",
             size as f64 / 1048576.0 / t.elapsed().as_secs_f64().max(1e-9)
