@@ -328,31 +328,50 @@ pub fn send_reply<T: Serialize + ?Sized>(
     request: &Message,
     result: Result<&T, CallErrorKind>,
 ) -> Result<(), message::PayloadError> {
-    if request.reply_to == Handle::NONE {
-        return Ok(());
+    match result.map(message::encode_payload) {
+        Ok(Ok(bytes)) => send_encoded_reply(router, request, Ok(&bytes)),
+        Ok(Err(e)) => {
+            // The caller still gets an answer; our caller gets the reason.
+            send_encoded_reply(
+                router,
+                request,
+                Err(CallErrorKind::BadResult(e.to_string())),
+            )?;
+            Err(e)
+        }
+        Err(kind) => send_encoded_reply(router, request, Err(kind)),
     }
-    let (data, err) = match result {
-        Ok(v) => {
+}
+
+/// [`send_reply`] with the value already encoded (by
+/// [`message::encode_payload`]), for dispatchers that encode on their own.
+pub fn send_encoded_reply(
+    router: &Router,
+    request: &Message,
+    result: Result<&[u8], CallErrorKind>,
+) -> Result<(), message::PayloadError> {
+    let data = match result {
+        Ok(bytes) => {
             let head = postcard::to_stdvec(&ReplyHead::Ok(()))
                 .map_err(message::PayloadError::encode::<ReplyHead>)?;
-            match postcard::to_extend(v, head) {
-                Ok(d) => (d, None),
-                Err(e) => {
-                    let kind = CallErrorKind::BadResult(e.to_string());
-                    (
-                        postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
-                        Some(e),
-                    )
-                }
-            }
+            let mut data = head;
+            data.extend_from_slice(bytes);
+            data
         }
-        Err(kind) => (
-            postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
-            None,
-        ),
+        Err(kind) => postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
     };
-    let me = router.id();
-    router.route(Message {
+    route_reply(&router.shared, request, data);
+    Ok(())
+}
+
+/// Routes a reply in the standard format to whoever sent `request`, if it
+/// wants one.
+fn route_reply(shared: &crate::router::Shared, request: &Message, data: Vec<u8>) {
+    if request.reply_to == Handle::NONE {
+        return;
+    }
+    let me = shared.me();
+    shared.route(Message {
         enc: Enc::TYPED,
         dst_id: request.src_id,
         src_id: me,
@@ -361,10 +380,6 @@ pub fn send_reply<T: Serialize + ?Sized>(
         reply_to: Handle::NONE,
         data: data.into(),
     });
-    match err {
-        Some(e) => Err(message::PayloadError::encode::<T>(e)),
-        None => Ok(()),
-    }
 }
 
 /// Runs calls in arrival order; used by the agent's main thread.
@@ -437,23 +452,10 @@ impl Executor {
                 log::error!("call to {func} (no reply wanted) failed: {kind}");
             }
         }
-        if msg.reply_to == Handle::NONE {
-            return;
-        }
         let data = match result {
             Ok(()) => out,
             Err(kind) => postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
         };
-        let shared = &self.router.shared;
-        let me = shared.me();
-        shared.route(Message {
-            enc: Enc::TYPED,
-            dst_id: msg.src_id,
-            src_id: me,
-            auth_id: me,
-            handle: msg.reply_to,
-            reply_to: Handle::NONE,
-            data: data.into(),
-        });
+        route_reply(&self.router.shared, &msg, data);
     }
 }

@@ -98,7 +98,7 @@ pub mod fuzzing;
 pub use agent::{agent_main, is_agent};
 pub use api::{Method, Router, RouterOptions};
 pub use blob::Blob;
-pub use call::{CallCx, FnError, Function, Registry, send_reply};
+pub use call::{CallCx, FnError, Function, Registry, send_encoded_reply, send_reply};
 pub use channel::{Latch, Receiver, Select, Sender};
 pub use context::{CallChain, Context, PendingCall};
 pub use diag::DUMP_ENV;

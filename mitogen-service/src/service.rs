@@ -11,7 +11,7 @@
 
 use mitogen_core::{
     CallError, CallErrorKind, Context, FnError, Handle, Message, PendingCall, Policy, Registry,
-    Router, send_reply,
+    Router, send_encoded_reply,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -274,27 +274,8 @@ struct Head<'a> {
 
 fn dispatch(rt: &Runtime, router: &Router, msg: &Message) {
     let result = dispatch_inner(rt, router, msg);
-    let sent = match &result {
-        Ok(bytes) => send_reply(router, msg, Ok(&RawTail(bytes))),
-        Err(kind) => send_reply::<()>(router, msg, Err(kind.clone())),
-    };
-    if let Err(e) = sent {
+    if let Err(e) = send_encoded_reply(router, msg, result.as_deref().map_err(Clone::clone)) {
         log::error!("cannot send service reply: {e}");
-    }
-}
-
-/// Already-encoded output, appended as is.
-struct RawTail<'a>(&'a [u8]);
-impl Serialize for RawTail<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // postcard writes tuple elements back to back: emitting each byte as
-        // a u8 element reproduces the encoded value exactly.
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(self.0.len())?;
-        for b in self.0 {
-            t.serialize_element(b)?;
-        }
-        t.end()
     }
 }
 
