@@ -31,6 +31,7 @@ step "cargo test (unit, integration with real agent processes, doc tests)"
 log="$(mktemp)"
 cargo test --workspace --quiet 2>&1 | tee "$log"
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+skipped=$(grep -Eo '[0-9]+ skipped' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 
 step "benches compile and run once (cargo test --benches)"
@@ -41,4 +42,4 @@ bash scripts/fuzz-smoke.sh
 
 rm -f "$log"
 step "all checks passed"
-echo "tests: ${passed} passed, ${failed} failed"
+echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"

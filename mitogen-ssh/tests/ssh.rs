@@ -187,6 +187,10 @@ fn version_mismatch_is_clear() {
 }
 
 fn exec_prefix_unshare() {
+    if !rustix::process::geteuid().is_root() {
+        mitogen_test_support::skip("exec_prefix_unshare needs root (unshare --uts)");
+        return;
+    }
     let r = router();
     let ctx = r
         .connect(

@@ -205,6 +205,22 @@ pub fn take_logs() -> Vec<Captured> {
         .unwrap_or_default()
 }
 
+static SKIPPED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Marks the running test as skipped (a prerequisite is missing): [`run`]
+/// prints it as `skipped` with `reason` and counts it apart from passes.
+/// The test should return right after calling this. Also prints a loud
+/// `SKIPPED:` line to stderr.
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+    let mut s = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    s.get_or_insert_with(|| reason.to_owned());
+}
+
+fn take_skip() -> Option<String> {
+    SKIPPED.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Runs `tests` one at a time with a leak check after each, printing
 /// libtest-style lines, and exits (101 if any failed).
 pub fn run(tests: &[Test]) -> ! {
@@ -235,7 +251,7 @@ pub fn run(tests: &[Test]) -> ! {
     capture_logs();
     let started = Instant::now();
     println!("\nrunning {} tests", selected.len());
-    let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
+    let (mut passed, mut failed, mut ignored, mut skipped) = (0, Vec::new(), 0, 0);
     for t in &selected {
         let run_it = if only_ignored {
             t.ignored
@@ -248,6 +264,7 @@ pub fn run(tests: &[Test]) -> ! {
             continue;
         }
         let before = Resources::snapshot();
+        take_skip();
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(t.run));
         let mut leak = None;
@@ -261,7 +278,13 @@ pub fn run(tests: &[Test]) -> ! {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
+        let skip = take_skip();
         match (result, leak) {
+            (Ok(()), None) if skip.is_some() => {
+                let why = skip.unwrap_or_default();
+                println!("test {} ... skipped ({why})", t.name);
+                skipped += 1;
+            }
             (Ok(()), None) => {
                 println!("test {} ... ok ({secs:.2}s)", t.name);
                 passed += 1;
@@ -286,7 +309,7 @@ pub fn run(tests: &[Test]) -> ! {
     }
     let status = if failed.is_empty() { "ok" } else { "FAILED" };
     println!(
-        "\ntest result: {status}. {passed} passed; {} failed; {ignored} ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        "\ntest result: {status}. {passed} passed; {} failed; {ignored} ignored; 0 measured; {filtered} filtered out; {skipped} skipped; finished in {:.2}s\n",
         failed.len(),
         started.elapsed().as_secs_f64()
     );

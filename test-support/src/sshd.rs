@@ -470,7 +470,7 @@ fn unavailable(what: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("test hosts not set up under CI=true: {what}; {SETUP_HINT}");
     }
-    eprintln!("SKIPPED: {what}; {SETUP_HINT}");
+    crate::skip(&format!("{what}; {SETUP_HINT}"));
     false
 }
 
