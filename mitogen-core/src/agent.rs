@@ -19,6 +19,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Cancelled-call records kept before they are dropped in bulk.
+const CANCELLED_MAX: usize = 4096;
+
 /// How long an agent waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -107,6 +110,30 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             persist: true,
             respondent: None,
             label: "shutdown",
+            since: Instant::now(),
+        },
+    );
+    let weak = Arc::downgrade(&shared);
+    shared.add_handler(
+        Handle::CANCEL_CALL,
+        HandlerEntry {
+            policy: Policy::Any,
+            sink: Sink::Fn(Arc::new(move |m, _| {
+                let (Some(s), Ok(handle)) = (weak.upgrade(), m.decode::<Handle>()) else {
+                    return;
+                };
+                // Keyed by the (verified) sender: a context can cancel only
+                // its own calls. Bounded: cancels of calls that already
+                // ended are forgotten in bulk.
+                let mut set = s.cancelled.lock();
+                if set.len() >= CANCELLED_MAX {
+                    set.clear();
+                }
+                set.insert((m.src_id, handle));
+            })),
+            persist: true,
+            respondent: None,
+            label: "cancel-call",
             since: Instant::now(),
         },
     );

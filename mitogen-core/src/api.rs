@@ -476,6 +476,7 @@ fn install_common_handlers(shared: &Arc<Shared>) {
                 match st.routes.get(&id) {
                     Some(sid) if Some(*sid) == from => {
                         st.routes.remove(&id);
+                        st.mark_gone(id, "its parent reported it disconnected");
                         true
                     }
                     Some(_) => false,

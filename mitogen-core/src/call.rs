@@ -12,6 +12,7 @@
 use crate::error::{CallError, CallErrorKind};
 use crate::ids::{ContextId, Handle};
 use crate::message::{self, Enc, Message};
+use crate::remote_error::{ErrorType, ErrorTypes, RemoteError};
 use crate::{Context, Router};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,7 @@ pub trait Function: 'static {
 pub struct CallCx<'a> {
     router: &'a Router,
     caller: ContextId,
+    reply_to: Handle,
 }
 
 impl CallCx<'_> {
@@ -76,6 +78,21 @@ impl CallCx<'_> {
     /// The context that made the call.
     pub fn caller(&self) -> ContextId {
         self.caller
+    }
+
+    /// Whether the caller gave up waiting (its deadline passed, or it
+    /// dropped the [`crate::PendingCall`]). A long function should check it
+    /// now and then and return early: calls in one context run one at a
+    /// time, so every later call waits for this one. Always false for calls
+    /// that wanted no reply.
+    pub fn is_cancelled(&self) -> bool {
+        self.reply_to != Handle::NONE
+            && self
+                .router
+                .shared
+                .cancelled
+                .lock()
+                .contains(&(self.caller, self.reply_to))
     }
 }
 
@@ -90,6 +107,7 @@ type MethodThunk =
 /// registration function, so controller and agents register the same set.
 pub struct Registry {
     fns: BTreeMap<&'static str, (Thunk, String)>,
+    pub(crate) errors: ErrorTypes,
     methods: BTreeMap<&'static str, MethodThunk>,
     on_start: Vec<(&'static str, StartHook)>,
 }
@@ -111,6 +129,7 @@ impl Registry {
     pub fn new(register: impl FnOnce(&mut Self)) -> Self {
         let mut reg = Self {
             fns: BTreeMap::new(),
+            errors: ErrorTypes::default(),
             methods: BTreeMap::new(),
             on_start: Vec::new(),
         };
@@ -131,13 +150,24 @@ impl Registry {
         let thunk: Thunk = Box::new(|cx, args, out| {
             let args: F::Args = postcard::from_bytes(args)
                 .map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
-            let value = F::call(cx, args).map_err(|e| CallErrorKind::Failed(error_chain(&*e)))?;
+            let value = F::call(cx, args).map_err(|e| {
+                CallErrorKind::Failed(RemoteError::capture(&*e, cx.router.registry()))
+            })?;
             let buf = std::mem::take(out);
             *out = postcard::to_extend(&value, buf)
                 .map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
             Ok(())
         });
         self.fns.insert(F::NAME, (thunk, sig));
+        self
+    }
+
+    /// Registers an error type that keeps its type across hops: a function
+    /// failing with it (or with an error that has it as a source) is seen
+    /// by the caller as [`CallErrorKind::Failed`] whose source chain holds
+    /// the value ([`CallError::downcast_ref`]). Register it on both ends.
+    pub fn add_error<T: ErrorType>(&mut self) -> &mut Self {
+        self.errors.add::<T>();
         self
     }
 
@@ -192,6 +222,7 @@ impl Registry {
             .methods
             .keys()
             .chain(self.on_start.iter().map(|(n, _)| n))
+            .chain(self.errors.codes())
         {
             h.write(name.as_bytes());
             h.write(b"\0");
@@ -234,21 +265,6 @@ impl Fnv {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        // Many errors already print their source (`"{name}: {source}"`).
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = cause.source();
-    }
-    s
-}
-
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -286,20 +302,38 @@ pub(crate) fn request<F: Function>(
     })
 }
 
-/// Decodes a call reply (or the dead message that replaced it).
-pub(crate) fn decode_reply<T: DeserializeOwned>(msg: &Message) -> Result<T, CallErrorKind> {
+/// Decodes a call reply (or the dead message that replaced it); typed
+/// remote errors are revived with `registry`.
+pub(crate) fn decode_reply<T: DeserializeOwned>(
+    msg: &Message,
+    registry: &Registry,
+) -> Result<T, CallErrorKind> {
     if let Some(reason) = msg.dead_reason() {
         return Err(classify_dead(reason));
     }
     let (head, tail): (ReplyHead, &[u8]) = message::decode_with_tail(&msg.data)
         .map_err(|e| CallErrorKind::BadResult(e.to_string()))?;
-    head?;
+    if let Err(mut kind) = head {
+        revive(&mut kind, registry);
+        return Err(kind);
+    }
     postcard::from_bytes(tail).map_err(|e| CallErrorKind::BadResult(e.to_string()))
 }
 
+fn revive(kind: &mut CallErrorKind, registry: &Registry) {
+    match kind {
+        CallErrorKind::Failed(re) => registry.errors.revive(re),
+        CallErrorKind::ChainAborted { cause, .. } => revive(cause, registry),
+        _ => {}
+    }
+}
+
+/// The kind of error a dead reply's reason stands for.
 pub(crate) fn classify_dead(reason: String) -> CallErrorKind {
     if reason.starts_with(message::DEAD_DISCONNECTED) || reason == message::DEAD_SHUTDOWN {
         CallErrorKind::Disconnected(reason)
+    } else if reason.starts_with(message::DEAD_TOO_LARGE) {
+        CallErrorKind::TooLarge(reason)
     } else {
         CallErrorKind::Refused(reason)
     }
@@ -366,9 +400,20 @@ pub fn send_encoded_reply(
 
 /// Routes a reply in the standard format to whoever sent `request`, if it
 /// wants one.
-fn route_reply(shared: &crate::router::Shared, request: &Message, data: Vec<u8>) {
+fn route_reply(shared: &crate::router::Shared, request: &Message, mut data: Vec<u8>) {
     if request.reply_to == Handle::NONE {
         return;
+    }
+    let limit = shared.id.max_message_size;
+    if data.len() > limit {
+        // Routing it would only drop it (a reply wants no dead reply): tell
+        // the caller instead of leaving it waiting.
+        let kind = CallErrorKind::TooLarge(format!(
+            "the reply is {} bytes, over max_message_size ({limit} bytes)",
+            data.len()
+        ));
+        log::warn!("{}: {kind}", shared.id.name);
+        data = postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default();
     }
     let me = shared.me();
     shared.route(Message {
@@ -405,7 +450,7 @@ impl Executor {
         &mut self,
         func: &str,
         chain: Option<ChainId>,
-        caller: ContextId,
+        (caller, reply_to): (ContextId, Handle),
         args: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CallErrorKind> {
@@ -424,6 +469,7 @@ impl Executor {
         let cx = CallCx {
             router: &self.router,
             caller,
+            reply_to,
         };
         let r = shared.registry.invoke(func, &cx, args, out);
         *shared.current_call.lock() = None;
@@ -443,7 +489,19 @@ impl Executor {
             ),
             Ok((head, args)) => {
                 let func = head.func.to_owned();
-                let result = self.run(&func, head.chain, msg.src_id, args, &mut out);
+                let key = (msg.src_id, msg.reply_to);
+                let skip = msg.reply_to != Handle::NONE
+                    && self.router.shared.cancelled.lock().remove(&key);
+                let result = if skip {
+                    log::debug!("call to {func} skipped: its caller gave up before it started");
+                    Err(CallErrorKind::Refused(
+                        "cancelled: the caller gave up before the call started".into(),
+                    ))
+                } else {
+                    let r = self.run(&func, head.chain, key, args, &mut out);
+                    self.router.shared.cancelled.lock().remove(&key);
+                    r
+                };
                 (func, result)
             }
         };

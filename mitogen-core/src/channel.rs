@@ -22,6 +22,7 @@ pub struct Receiver {
     shared: Arc<Shared>,
     handle: Handle,
     rx: crossbeam_channel::Receiver<Message>,
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -57,7 +58,23 @@ impl Receiver {
         if shared.is_shut_down() {
             shared.fail_all_handlers();
         }
-        Self { shared, handle, rx }
+        Self {
+            shared,
+            handle,
+            rx,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// For a one-shot reply receiver whose reply has not come: keeps the
+    /// handle registered (discarding the reply when it comes) after this
+    /// receiver is dropped, so the call still counts as pending. Returns
+    /// whether it was still waiting.
+    pub(crate) fn abandon(&self) -> bool {
+        let waiting = self.shared.abandon_handler(self.handle);
+        self.abandoned
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+        waiting
     }
 
     /// The handle messages must be addressed to.
@@ -151,7 +168,9 @@ fn check_dead(msg: Message) -> Result<Message, RecvError> {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.shared.remove_handler(self.handle);
+        if !self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            self.shared.remove_handler(self.handle);
+        }
     }
 }
 

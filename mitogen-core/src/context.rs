@@ -190,6 +190,7 @@ impl Context {
             receiver,
             ctx: self.clone(),
             function: what,
+            answered: Default::default(),
             _t: PhantomData,
         }
     }
@@ -210,6 +211,7 @@ impl Context {
             receiver,
             ctx: self.clone(),
             function: Cow::Borrowed(F::NAME),
+            answered: Default::default(),
             _t: PhantomData,
         })
     }
@@ -225,11 +227,29 @@ fn bad_args(e: crate::message::PayloadError) -> CallErrorKind {
 
 /// A call in flight. Wait on it, or add [`PendingCall::receiver`] to a
 /// [`crate::Select`] and hand what arrives to [`PendingCall::finish`].
+///
+/// Dropping it before the reply came (including when a wait timed out)
+/// tells the called context that the caller gave up
+/// ([`crate::CallCx::is_cancelled`]; a call still queued there is skipped),
+/// and the call keeps counting in [`crate::Router::pending_calls`] until it
+/// really ends.
 pub struct PendingCall<T> {
     receiver: Receiver,
     ctx: Context,
     function: Cow<'static, str>,
+    answered: std::sync::atomic::AtomicBool,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Drop for PendingCall<T> {
+    fn drop(&mut self) {
+        if self.answered.load(Ordering::Relaxed) || !self.receiver.abandon() {
+            return;
+        }
+        if let Ok(msg) = Message::typed(self.ctx.id, Handle::CANCEL_CALL, &self.receiver.handle()) {
+            self.ctx.router.send_stamped(msg);
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for PendingCall<T> {
@@ -283,8 +303,11 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     /// # Errors
     /// As [`PendingCall::wait`].
     pub fn finish(&self, received: Result<Message, RecvError>) -> Result<T, CallError> {
+        if !matches!(received, Err(RecvError::Timeout)) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
         let kind = match received {
-            Ok(msg) => match call::decode_reply(&msg) {
+            Ok(msg) => match call::decode_reply(&msg, self.ctx.router.registry()) {
                 Ok(v) => return Ok(v),
                 Err(kind) => kind,
             },

@@ -1,6 +1,7 @@
 //! Error types, split by operation so callers can branch on what matters.
 
 use crate::ids::ContextId;
+use crate::remote_error::RemoteError;
 use std::io;
 use std::time::Duration;
 
@@ -49,6 +50,11 @@ pub enum RecvError {
 }
 
 /// What went wrong with a call; carried by [`CallError`].
+///
+/// Layers that need more kinds (services, the Ansible runner) register their
+/// own [`crate::ErrorType`]s and return them as [`CallErrorKind::Failed`]:
+/// the typed value is reachable with [`CallError::downcast_ref`] on the
+/// caller's side, after any number of hops.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum CallErrorKind {
@@ -56,8 +62,9 @@ pub enum CallErrorKind {
     UnknownFunction,
     /// The arguments could not be decoded as the function's `Args`.
     BadArguments(String),
-    /// The function returned `Err` with this message (and its source chain).
-    Failed(String),
+    /// The function returned `Err`: its text, source chain and (for
+    /// registered error types) the typed value.
+    Failed(RemoteError),
     /// The function panicked with this message; the agent survived.
     Panicked(String),
     /// An earlier call in the same chain failed, so this one did not run.
@@ -69,18 +76,16 @@ pub enum CallErrorKind {
     },
     /// The result could not be decoded as the function's `Output`.
     BadResult(String),
-    /// The context (or one on the way to it) disconnected before replying.
+    /// The context (or one on the way to it) disconnected before replying,
+    /// or was already gone when the call was made.
     Disconnected(String),
-    /// The caller's deadline passed; the call may still be running remotely.
+    /// The caller's deadline passed; the call may still be running remotely
+    /// (it is told the caller gave up: [`crate::CallCx::is_cancelled`]).
     Timeout(Duration),
-    /// The call could not be routed or was refused (a dead reply).
+    /// The call could not be routed or was refused by a policy (a dead reply).
     Refused(String),
-    /// No service of this name is registered in that context.
-    UnknownService(String),
-    /// The service has no method of this name.
-    UnknownMethod(String),
-    /// The method's (or service activation's) policy refused the caller.
-    PolicyRefused(String),
+    /// The request or its reply was larger than `max_message_size`.
+    TooLarge(String),
 }
 
 impl std::fmt::Display for CallErrorKind {
@@ -97,9 +102,34 @@ impl std::fmt::Display for CallErrorKind {
             Self::Disconnected(e) => write!(f, "context disconnected: {e}"),
             Self::Timeout(d) => write!(f, "no reply within {d:?}"),
             Self::Refused(e) => write!(f, "refused: {e}"),
-            Self::UnknownService(s) => write!(f, "no service named {s:?} is registered there"),
-            Self::UnknownMethod(m) => write!(f, "the service has no method {m:?}"),
-            Self::PolicyRefused(why) => write!(f, "refused by policy: {why}"),
+            Self::TooLarge(e) => write!(f, "too large: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CallErrorKind {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Failed(e) => Some(e),
+            Self::ChainAborted { cause, .. } => Some(&**cause),
+            _ => None,
+        }
+    }
+}
+
+impl CallErrorKind {
+    /// A [`CallErrorKind::Failed`] with only a message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(RemoteError::msg(message))
+    }
+
+    /// Whether the context (or the way to it) is gone: the call's target is
+    /// unreachable rather than the call having failed there.
+    pub fn is_disconnected(&self) -> bool {
+        match self {
+            Self::Disconnected(_) => true,
+            Self::ChainAborted { cause, .. } => cause.is_disconnected(),
+            _ => false,
         }
     }
 }
@@ -115,7 +145,17 @@ pub struct CallError {
     /// The function's registered name.
     pub function: String,
     /// What went wrong.
+    #[source]
     pub kind: CallErrorKind,
+}
+
+impl CallError {
+    /// The first error of type `T` in this error's source chain: a typed
+    /// error the remote function failed with (registered with
+    /// [`crate::Registry::add_error`]), however many hops it crossed.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        crate::find_source::<T>(self)
+    }
 }
 
 /// A connection to a new context failed; names the stage that failed.
@@ -232,6 +272,15 @@ pub enum ConnectError {
     /// The router is shutting down.
     #[error("router is shut down")]
     Shutdown,
+}
+
+impl ConnectError {
+    /// The first error of type `T` in this error's source chain, e.g.
+    /// `mitogen_ssh::AuthError` from the method itself or from an
+    /// intermediary any number of hops away ([`ConnectError::Via`]).
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        crate::find_source::<T>(self)
+    }
 }
 
 fn printed_suffix(printed: &str) -> String {

@@ -47,6 +47,13 @@ impl Handle {
     pub const DETACHING: Self = Self(109);
     /// Reserved for `mitogen-service`: call a method of a named service.
     pub const CALL_SERVICE: Self = Self(110);
+    /// The caller of a call gave up waiting (its payload is the call's
+    /// reply handle): the call is skipped if it has not started, and
+    /// [`crate::CallCx::is_cancelled`] turns true if it is running.
+    pub const CANCEL_CALL: Self = Self(111);
+    /// Sets the log level of a context and its descendants (payload: the
+    /// level as a `u8`), sent when the controller's `log::max_level` changes.
+    pub const SET_LOG_LEVEL: Self = Self(112);
     /// In `reply_to`, marks a dead message; its payload is the reason.
     pub const IS_DEAD: Self = Self(999);
     /// Dynamic handles (receivers, replies) start here.

@@ -31,6 +31,9 @@ use std::time::Instant;
 pub(crate) enum Sink {
     /// A channel read by a [`crate::Receiver`] (or the agent's executor).
     Chan(crossbeam_channel::Sender<Message>),
+    /// Drops what arrives: an abandoned call's reply handle, kept so that
+    /// [`crate::Router::pending_calls`] counts the call until it ends.
+    Discard,
     /// A function run on the routing thread (internal handlers only: it must
     /// not block).
     Fn(Arc<dyn Fn(Message, Option<StreamId>) + Send + Sync>),
@@ -52,6 +55,30 @@ pub(crate) struct RouteState {
     pub(crate) routes: HashMap<ContextId, StreamId>,
     pub(crate) parent_stream: Option<StreamId>,
     pub(crate) names: HashMap<ContextId, Arc<str>>,
+    /// Contexts that were routed here once and are gone, with why: a
+    /// message for one gets "disconnected", not "no route".
+    pub(crate) gone: HashMap<ContextId, Arc<str>>,
+}
+
+/// Entries kept in [`RouteState::gone`] before it is emptied (ids are never
+/// reused, so a forgotten one only degrades an error's kind to "no route").
+const GONE_MAX: usize = 1 << 16;
+
+impl RouteState {
+    /// Records that `id` is gone, for `why`.
+    pub(crate) fn mark_gone(&mut self, id: ContextId, why: &str) {
+        if self.gone.len() >= GONE_MAX {
+            self.gone.clear();
+        }
+        let name = self.names.get(&id).map_or_else(
+            || format!("context {id}"),
+            |n| format!("context {id} ({n})"),
+        );
+        self.gone.insert(
+            id,
+            format!("{}: {name} is gone: {why}", message::DEAD_DISCONNECTED).into(),
+        );
+    }
 }
 
 /// What the router does with one message: the pure part of routing,
@@ -129,6 +156,8 @@ pub(crate) struct Shared {
     pub(crate) detached: AtomicBool,
     pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) current_call: Mutex<Option<(String, Instant)>>,
+    /// Calls whose callers gave up: (caller, reply handle).
+    pub(crate) cancelled: Mutex<std::collections::HashSet<(ContextId, Handle)>>,
     pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
@@ -147,6 +176,7 @@ impl Shared {
             detached: AtomicBool::new(false),
             broker_thread: Mutex::new(None),
             current_call: Mutex::new(None),
+            cancelled: Mutex::new(std::collections::HashSet::new()),
             extensions: Mutex::new(HashMap::new()),
         }
     }
@@ -176,6 +206,18 @@ impl Shared {
 
     pub(crate) fn remove_handler(&self, handle: Handle) {
         self.handlers.lock().remove(&handle);
+    }
+
+    /// Keeps a one-shot handler registered but drops what it receives: the
+    /// call it waits for is still running remotely.
+    pub(crate) fn abandon_handler(&self, handle: Handle) -> bool {
+        match self.handlers.lock().get_mut(&handle) {
+            Some(h) if h.respondent.is_some() && !h.persist => {
+                h.sink = Sink::Discard;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn name_of(&self, id: ContextId) -> Arc<str> {
@@ -225,18 +267,37 @@ impl Shared {
                 let name = from.map_or("this context", |f| &*f.name);
                 log::warn!("{}: dropped {msg:?} from {name}: {why}", self.id.name);
             }
+            Err(Decision::Dead(reason)) if reason == message::DEAD_TOO_LARGE => {
+                let why = format!(
+                    "{reason}: {} bytes, the limit is {} bytes",
+                    msg.data.len(),
+                    self.id.max_message_size
+                );
+                log::warn!("{}: {why}: {msg:?}", self.id.name);
+                if msg.reply_to == Handle::NONE && !msg.is_dead() && msg.dst_id != self.id.me {
+                    // Nobody to tell at the source (a reply, or a send to a
+                    // channel): tell the receiver it will not get it.
+                    self.route(Message {
+                        enc: message::Enc::BIN,
+                        dst_id: msg.dst_id,
+                        src_id: self.id.me,
+                        auth_id: self.id.me,
+                        handle: msg.handle,
+                        reply_to: Handle::IS_DEAD,
+                        data: bytes::Bytes::from(why.into_bytes()),
+                    });
+                } else {
+                    self.send_dead(&msg, &why);
+                }
+            }
             Err(Decision::Dead(reason)) => {
-                if reason == message::DEAD_TOO_LARGE {
-                    log::error!(
-                        "{}: {reason}: {msg:?} ({} > {})",
-                        self.id.name,
-                        msg.data.len(),
-                        self.id.max_message_size
-                    );
-                } else if !msg.is_dead() {
+                if !msg.is_dead() {
                     log::debug!("{}: {reason}: {msg:?}", self.id.name);
                 }
-                self.send_dead(&msg, reason);
+                let gone = (reason == message::DEAD_NO_ROUTE)
+                    .then(|| self.state.lock().gone.get(&msg.dst_id).cloned())
+                    .flatten();
+                self.send_dead(&msg, gone.as_deref().unwrap_or(reason));
             }
             Err(Decision::Forward(_)) => {}
         }
@@ -286,6 +347,7 @@ impl Shared {
                 let _ = tx.send(msg);
             }
             Sink::Fn(f) => f(msg, from.map(|s| s.id)),
+            Sink::Discard => {}
         }
     }
 
@@ -317,6 +379,7 @@ impl Shared {
                     let _ = tx.send(dead);
                 }
                 Sink::Fn(f) => f(dead, None),
+                Sink::Discard => {}
             }
         }
     }
@@ -353,6 +416,7 @@ impl Shared {
                 .collect();
             for id in &lost {
                 st.routes.remove(id);
+                st.mark_gone(*id, reason);
             }
             let was_parent = st.parent_stream == Some(sid);
             if was_parent {

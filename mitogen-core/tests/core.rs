@@ -29,6 +29,10 @@ fn main() {
         oversize_frame_closes_only_that_stream,
         garbage_frame_closes_only_that_stream,
         oversize_send_gets_dead_reply,
+        issue9_oversize_reply_fails_promptly_at_every_hop,
+        issue9_typed_error_survives_hops,
+        issue9_call_to_dead_context_is_disconnected,
+        issue9_abandoned_call_stays_pending_and_is_cancelled,
         sigkill_child_fails_pending_calls_fast,
         parent_killed_child_exits,
         shutdown_cascades,
@@ -276,10 +280,138 @@ fn oversize_send_gets_dead_reply() {
     let a = child(&r);
     let e = a.call::<EchoBytes>(&vec![0; 2 << 20]).unwrap_err();
     assert!(
-        matches!(&e.kind, CallErrorKind::Refused(r) if r.contains("max_message_size")),
+        matches!(&e.kind, CallErrorKind::TooLarge(r) if r.contains("max_message_size")),
         "{e}"
     );
     assert_eq!(a.call::<EchoBytes>(&vec![0; 1000]).unwrap(), 1000);
+}
+
+/// A reply (or a value sent to a channel) over `max_message_size` fails the
+/// waiting side at once, at the first hop and through an intermediary.
+fn issue9_oversize_reply_fails_promptly_at_every_hop() {
+    let r = router_with(RouterOptions::new().max_message_size(1 << 20));
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    for ctx in [&a, &c] {
+        let t0 = Instant::now();
+        let e = ctx
+            .call_timeout::<BigReply>(&(2 << 20), Duration::from_secs(60))
+            .unwrap_err();
+        println!(
+            "    {}: too-large reply reported after {:?}",
+            ctx.name(),
+            t0.elapsed()
+        );
+        assert!(
+            matches!(&e.kind, CallErrorKind::TooLarge(why) if why.contains("reply")),
+            "{e}"
+        );
+        // The arguments direction, to the same context.
+        let e = ctx.call::<EchoBytes>(&vec![0; 2 << 20]).unwrap_err();
+        assert!(matches!(&e.kind, CallErrorKind::TooLarge(_)), "{e}");
+        // A value streamed to a receiver here: the receiver learns it.
+        let rx = r.receiver();
+        ctx.call::<SendBig>(&(rx.sender(), 2 << 20)).unwrap();
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Err(RecvError::Dead { reason, .. }) => {
+                assert!(reason.contains("max_message_size"), "{reason}")
+            }
+            other => panic!("expected a dead message, got {other:?}"),
+        }
+        assert_eq!(ctx.call::<BigReply>(&1000).unwrap().len(), 1000);
+    }
+}
+
+/// A registered error type comes back typed, directly and when an
+/// intermediary's function fails with the error it got from onward.
+fn issue9_typed_error_survives_hops() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let e = c.call::<QuotaFail>(&3).unwrap_err();
+    assert_eq!(
+        e.downcast_ref::<QuotaError>(),
+        Some(&QuotaError { used: 3 })
+    );
+    let e = a.call::<Relay>(&c.id().0).unwrap_err();
+    assert_eq!(
+        e.downcast_ref::<QuotaError>(),
+        Some(&QuotaError { used: 7 }),
+        "{e}"
+    );
+    let text = mitogen_core::error_chain(&e);
+    assert!(
+        text.contains("test::relay") && text.contains("quota exceeded: 7 used"),
+        "{text}"
+    );
+    // An untyped failure has no typed value.
+    let e = a.call::<Fail>(&"plain".into()).unwrap_err();
+    assert!(e.downcast_ref::<QuotaError>().is_none());
+}
+
+/// Calling a context that died says "disconnected", naming it, whether it
+/// was a child or behind one.
+fn issue9_call_to_dead_context_is_disconnected() {
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let cpid = c.call::<Pid>(&()).unwrap();
+    mitogen_test_support::kill9(cpid);
+    assert!(wait_until(Duration::from_secs(10), || !r.is_connected(c.id())));
+    let e = c.call::<Pid>(&()).unwrap_err();
+    assert!(
+        matches!(&e.kind, CallErrorKind::Disconnected(why) if why.contains(c.name())),
+        "{e}"
+    );
+    let apid = a.call::<Pid>(&()).unwrap();
+    mitogen_test_support::kill9(apid);
+    assert!(wait_until(Duration::from_secs(10), || !r.is_connected(a.id())));
+    let e = a.call::<Pid>(&()).unwrap_err();
+    assert!(
+        matches!(&e.kind, CallErrorKind::Disconnected(why) if why.contains(a.name())),
+        "{e}"
+    );
+    assert!(e.kind.is_disconnected());
+}
+
+/// A call whose caller gave up still counts as pending until it ends, sees
+/// that it was cancelled, and a call queued behind it is skipped.
+fn issue9_abandoned_call_stays_pending_and_is_cancelled() {
+    let r = router();
+    let a = child(&r);
+    let before = a.call::<Incr>(&0).unwrap();
+    let flag = std::env::temp_dir().join(format!("mitogen-cancel-{}", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
+    let path = flag.display().to_string();
+    let e = a
+        .call_timeout::<BlockUntil>(&path, Duration::from_millis(100))
+        .unwrap_err();
+    assert!(matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
+    assert_eq!(
+        r.pending_calls(a.id()),
+        1,
+        "the abandoned call is still running"
+    );
+    // Queued behind it, and given up on too: it must not run.
+    let e = a
+        .call_timeout::<Incr>(&1, Duration::from_millis(50))
+        .unwrap_err();
+    assert!(matches!(e.kind, CallErrorKind::Timeout(_)), "{e}");
+    assert_eq!(r.pending_calls(a.id()), 2);
+    std::fs::write(&flag, "go").unwrap();
+    assert!(wait_until(Duration::from_secs(30), || r
+        .pending_calls(a.id())
+        == 0));
+    assert!(
+        a.call::<SawCancel>(&()).unwrap(),
+        "CallCx::is_cancelled was false"
+    );
+    assert_eq!(
+        a.call::<Incr>(&0).unwrap(),
+        before,
+        "the cancelled queued call ran"
+    );
+    let _ = std::fs::remove_file(&flag);
 }
 
 fn sigkill_child_fails_pending_calls_fast() {

@@ -22,8 +22,32 @@ pub(crate) fn register(reg: &mut Registry) {
         .add::<Stream>()
         .add::<WriteFileAfter>()
         .add::<SpawnChild>()
-        .add::<AnnounceRoute>();
+        .add::<AnnounceRoute>()
+        .add::<BigReply>()
+        .add::<SendBig>()
+        .add::<QuotaFail>()
+        .add::<Relay>()
+        .add::<BlockUntil>()
+        .add::<SawCancel>()
+        .add_error::<QuotaError>();
 }
+
+/// A typed error that must survive hops.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct QuotaError {
+    pub(crate) used: u64,
+}
+impl std::fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "quota exceeded: {} used", self.used)
+    }
+}
+impl std::error::Error for QuotaError {}
+impl mitogen_core::ErrorType for QuotaError {
+    const CODE: &'static str = "test/quota";
+}
+
+static SAW_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 macro_rules! function {
     ($(#[$m:meta])* $ty:ident, $name:literal, $args:ty => $out:ty, |$cx:pat_param, $a:pat_param| $body:expr) => {
@@ -142,3 +166,35 @@ function!(
         Ok(())
     }
 );
+
+function!(BigReply, "test::big_reply", u64 => Vec<u8>, |_, n| Ok(vec![7; n as usize]));
+function!(
+    /// Sends one value of `n` bytes to a sender.
+    SendBig, "test::send_big", (Sender, u64) => (), |cx, (to, n)| {
+        to.send(cx.router(), &vec![7u8; n as usize])?;
+        Ok(())
+    }
+);
+function!(QuotaFail, "test::quota_fail", u64 => (), |_, used| {
+    Err(Box::new(QuotaError { used }))
+});
+function!(
+    /// Calls `QuotaFail` in another context and fails with its error.
+    Relay, "test::relay", u32 => (), |cx, id| {
+        cx.router().context(ContextId(id)).call::<QuotaFail>(&7)?;
+        Ok(())
+    }
+);
+function!(
+    /// Waits (at most 30 s) until the file exists, then records whether the
+    /// caller had given up by then.
+    BlockUntil, "test::block_until", String => (), |cx, path| {
+        let t0 = std::time::Instant::now();
+        while !std::path::Path::new(&path).exists() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        SAW_CANCEL.store(cx.is_cancelled(), Ordering::SeqCst);
+        Ok(())
+    }
+);
+function!(SawCancel, "test::saw_cancel", () => bool, |_, ()| Ok(SAW_CANCEL.load(Ordering::SeqCst)));
