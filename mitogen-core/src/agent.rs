@@ -63,7 +63,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .write_all(greeting_line(&registry).as_bytes())
         .map_err(|e| err("greet", e))?;
     let (config, rest) = read_config(&rx)?;
-    let level = log_level(config.log_level);
+    let level = crate::logfwd::level_filter(config.log_level);
     if std::env::var_os(crate::spin::SPIN_ENV).is_none() {
         crate::spin::set_window(config.spin_us);
     }
@@ -78,10 +78,32 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .ok_or_else(|| crate::Error::Agent("config names no parent".into()))?;
     let name: Arc<str> = format!("parent {parent}").into();
     let shared = start(config.identity, Arc::new(registry))?;
-    let _ = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger {
+    shared
+        .log_level
+        .store(level as u8, std::sync::atomic::Ordering::Relaxed);
+    let forwarding = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger {
         shared: Arc::downgrade(&shared),
-    }));
+    }))
+    .is_ok();
     log::set_max_level(level);
+    let weak = Arc::downgrade(&shared);
+    shared.add_handler(
+        Handle::SET_LOG_LEVEL,
+        HandlerEntry {
+            policy: Policy::ParentAuthority,
+            sink: Sink::Fn(Arc::new(move |m, _| {
+                if let (Some(s), Ok(v)) = (weak.upgrade(), m.decode::<u8>()) {
+                    log::set_max_level(crate::logfwd::level_filter(v));
+                    // Relays it to this context's children.
+                    crate::logfwd::sync_level(&s);
+                }
+            })),
+            persist: true,
+            respondent: None,
+            label: "set-log-level",
+            since: Instant::now(),
+        },
+    );
     install_panic_hook();
 
     let (call_tx, call_rx) = crossbeam_channel::unbounded();
@@ -162,6 +184,11 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             initial: rest,
         },
     );
+    if !forwarding {
+        // The program installed its own logger before `init`: it runs here
+        // too, and its records reach the controller only as stderr lines.
+        crate::logfwd::warn_not_forwarding(&shared);
+    }
     let mut exec = Executor::new(Router::borrowed(shared.clone()));
     while let Some(msg) =
         crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok())
@@ -215,17 +242,6 @@ fn same_file(a: &File, b: &File) -> bool {
     match (rustix::fs::fstat(a), rustix::fs::fstat(b)) {
         (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
         _ => false,
-    }
-}
-
-fn log_level(v: u8) -> log::LevelFilter {
-    match v {
-        0 => log::LevelFilter::Off,
-        1 => log::LevelFilter::Error,
-        2 => log::LevelFilter::Warn,
-        3 => log::LevelFilter::Info,
-        4 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
     }
 }
 

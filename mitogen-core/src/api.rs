@@ -298,6 +298,7 @@ impl Router {
 
     /// Routes `msg` from this context (sets `src_id` and `auth_id`).
     pub fn send_stamped(&self, mut msg: Message) {
+        crate::logfwd::sync_level(&self.shared);
         msg.src_id = self.shared.me();
         msg.auth_id = self.shared.me();
         self.shared.route(msg);

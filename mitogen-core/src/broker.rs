@@ -238,6 +238,7 @@ impl Broker {
                 self.read(sid);
             }
             crate::spin::note_len(std::mem::take(&mut self.turn_bytes));
+            crate::logfwd::sync_level(&self.shared);
             self.reap();
             self.fire_timers();
             if let Some(at) = self.next_dump {

@@ -2,9 +2,15 @@
 //!
 //! An agent installs [`ForwardLogger`], which sends each record to the
 //! controller's FORWARD_LOG handle; the controller re-emits it through its
-//! own `log` facade with target `mitogen::ctx::<context name>::<target>`.
-//! The controller's max level at connect time is passed down and used as the
-//! agent's filter, so nothing below it crosses the wire.
+//! own `log` facade with the record's own target (so `RUST_LOG=myapp=info`
+//! filters remote records like local ones) and the message prefixed with
+//! `[<context name>] `.
+//!
+//! The controller's `log::max_level()` is the filter of every agent: it is
+//! passed down at connect time, and whenever it changes later (a logger
+//! installed after the first connect, a level raised at run time) the next
+//! send from the controller first sends SET_LOG_LEVEL down the tree, so
+//! nothing below the level crosses the wire and nothing above it is lost.
 
 use crate::ids::{ContextId, Handle};
 use crate::message::Message;
@@ -84,18 +90,79 @@ pub(crate) fn emit(shared: &Shared, msg: &Message) {
     if level > log::max_level() {
         return;
     }
-    let target = format!(
-        "mitogen::ctx::{}::{}",
-        shared.name_of(msg.src_id),
-        rec.target
-    );
+    let name = shared.name_of(msg.src_id);
     log::logger().log(
         &log::Record::builder()
             .level(level)
-            .target(&target)
+            .target(&rec.target)
             .file(rec.file.as_deref())
             .line(rec.line)
-            .args(format_args!("{}", rec.message))
+            .args(format_args!("[{name}] {}", rec.message))
             .build(),
     );
+}
+
+/// Sends the current `log::max_level()` to every child when it differs
+/// from the level last sent (or configured): cheap enough to call on every
+/// send (one atomic load when nothing changed).
+pub(crate) fn sync_level(shared: &Shared) {
+    let now = log::max_level() as u8;
+    if shared.log_level.load(std::sync::atomic::Ordering::Relaxed) == now {
+        return;
+    }
+    if shared
+        .log_level
+        .swap(now, std::sync::atomic::Ordering::Relaxed)
+        == now
+    {
+        return;
+    }
+    let children: Vec<_> = shared
+        .state
+        .lock()
+        .streams
+        .values()
+        .filter(|s| !s.is_parent)
+        .cloned()
+        .collect();
+    for out in children {
+        if let Ok(mut msg) = Message::typed(out.remote_id, Handle::SET_LOG_LEVEL, &now) {
+            msg.src_id = shared.me();
+            msg.auth_id = shared.me();
+            let _ = out.send(&msg);
+        }
+    }
+}
+
+/// The level a SET_LOG_LEVEL or config byte stands for.
+pub(crate) fn level_filter(v: u8) -> log::LevelFilter {
+    match v {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Tells the controller (bypassing the `log` facade, which is not ours
+/// here) that this agent's records are not forwarded, and why.
+pub(crate) fn warn_not_forwarding(shared: &Shared) {
+    let rec = Record {
+        level: log::Level::Warn as u8,
+        target: "mitogen_core::agent".into(),
+        message: "a logger was installed before mitogen_core::init in this program, so this \
+                  agent's log records go to its stderr (logged by the parent as \
+                  mitogen::stderr lines) instead of being forwarded: call init (or \
+                  agent_main) before installing a logger"
+            .into(),
+        file: None,
+        line: None,
+    };
+    if let Ok(mut msg) = Message::typed(ContextId::CONTROLLER, Handle::FORWARD_LOG, &rec) {
+        msg.src_id = shared.me();
+        msg.auth_id = shared.me();
+        shared.route(msg);
+    }
 }

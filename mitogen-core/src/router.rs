@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     pub(crate) detached: AtomicBool,
     pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) current_call: Mutex<Option<(String, Instant)>>,
+    /// The log level last sent to (or configured for) the children.
+    pub(crate) log_level: std::sync::atomic::AtomicU8,
     /// Calls whose callers gave up: (caller, reply handle).
     pub(crate) cancelled: Mutex<std::collections::HashSet<(ContextId, Handle)>>,
     pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
@@ -177,6 +179,7 @@ impl Shared {
             broker_thread: Mutex::new(None),
             current_call: Mutex::new(None),
             cancelled: Mutex::new(std::collections::HashSet::new()),
+            log_level: std::sync::atomic::AtomicU8::new(log::max_level() as u8),
             extensions: Mutex::new(HashMap::new()),
         }
     }

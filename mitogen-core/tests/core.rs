@@ -39,6 +39,7 @@ fn main() {
         detached_context_outlives_parent,
         many_threads_many_calls,
         logs_forwarded_with_context_and_level,
+        issue9_log_level_follows_the_controller_after_connect,
         sender_streams_back_and_closes,
         select_over_pending_calls,
         call_timeout_and_dropped_router,
@@ -505,6 +506,33 @@ fn many_threads_many_calls() {
     }
 }
 
+/// Records of a context connected while logging was off arrive once the
+/// controller's level is raised (a logger installed after `connect`), and
+/// stop again when it is lowered, through an intermediary too.
+fn issue9_log_level_follows_the_controller_after_connect() {
+    let saved = log::max_level();
+    log::set_max_level(log::LevelFilter::Off);
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    take_logs();
+    c.call::<Log>(&"raised".into()).unwrap();
+    let mut logs = Vec::new();
+    let seen = wait_until(Duration::from_secs(5), || {
+        logs.extend(take_logs());
+        logs.iter().any(|l| l.message.contains("info: raised"))
+    });
+    assert!(seen, "{logs:?}");
+    log::set_max_level(log::LevelFilter::Error);
+    c.call::<Log>(&"lowered".into()).unwrap();
+    // A marker sent after it on the same path: once it is here, the
+    // record would have been too.
+    a.call::<Pid>(&()).unwrap();
+    log::set_max_level(saved);
+    assert!(!take_logs().iter().any(|l| l.message.contains("lowered")));
+}
+
 fn logs_forwarded_with_context_and_level() {
     let r = router();
     let a = child(&r);
@@ -518,8 +546,13 @@ fn logs_forwarded_with_context_and_level() {
         ctx: &Context,
         text: &'a str,
     ) -> impl Fn(&&mitogen_test_support::Captured) -> bool + 'a {
-        let target = format!("mitogen::ctx::{}::", ctx.name());
-        move |l| l.target.starts_with(&target) && l.message.contains(text)
+        // The record keeps its own target; the context is named in the text.
+        let prefix = format!("[{}] ", ctx.name());
+        move |l| {
+            l.target.ends_with("functions")
+                && l.message.starts_with(&prefix)
+                && l.message.contains(text)
+        }
     }
     let mut logs = Vec::new();
     wait_until(Duration::from_secs(2), || {
