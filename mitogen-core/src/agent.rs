@@ -90,6 +90,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::SET_LOG_LEVEL,
         HandlerEntry {
+            gauge: None,
             policy: Policy::ParentAuthority,
             sink: Sink::Fn(Arc::new(move |m, _| {
                 if let (Some(s), Ok(v)) = (weak.upgrade(), m.decode::<u8>()) {
@@ -110,6 +111,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::CALL_FUNCTION,
         HandlerEntry {
+            gauge: None,
             policy: Policy::ParentAuthority,
             sink: Sink::Chan(call_tx),
             persist: true,
@@ -122,6 +124,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::SHUTDOWN,
         HandlerEntry {
+            gauge: None,
             policy: Policy::ParentAuthority,
             sink: Sink::Fn(Arc::new(move |_, _| {
                 if let Some(s) = weak.upgrade() {
@@ -139,6 +142,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::CANCEL_CALL,
         HandlerEntry {
+            gauge: None,
             policy: Policy::Any,
             sink: Sink::Fn(Arc::new(move |m, _| {
                 let (Some(s), Ok(handle)) = (weak.upgrade(), m.decode::<Handle>()) else {

@@ -231,6 +231,7 @@ impl Router {
         self.shared.add_handler(
             handle,
             HandlerEntry {
+                gauge: None,
                 policy,
                 sink: Sink::Fn(Arc::new(move |m, _| f(m))),
                 persist: true,
@@ -418,6 +419,7 @@ fn fn_handler(
     shared.add_handler(
         handle,
         HandlerEntry {
+            gauge: None,
             policy,
             sink,
             persist: true,

@@ -7,8 +7,9 @@
 //! and the agent's calls run on its main thread.
 
 use crate::diag;
+use crate::message::Message;
 use crate::message::codec::Decoder;
-use crate::router::Shared;
+use crate::router::{Blocked, Shared};
 use crate::stream::{StreamId, StreamOut};
 use crate::sys;
 use bytes::BytesMut;
@@ -42,6 +43,9 @@ pub(crate) enum Cmd {
     Shutdown(Option<i32>),
     /// Run a function on the broker thread at a time.
     Timer(Instant, Box<dyn FnOnce() + Send>),
+    /// A receiver's queue went back under its low-water mark: resume the
+    /// streams paused on it.
+    Drained,
 }
 
 /// A new stream for the broker to poll.
@@ -78,8 +82,23 @@ impl BrokerTx {
     }
 }
 
+/// A split message being put back together: its first frame (header
+/// fields) and the payload so far; `None` once it went over the limit.
+struct Partial {
+    head: Message,
+    data: Option<BytesMut>,
+    len: usize,
+}
+
+/// Split messages one stream may have in progress at once before it is
+/// considered corrupt.
+const MAX_PARTIALS: usize = 64;
+
+type PartialKey = (crate::ids::ContextId, crate::ids::ContextId, crate::ids::Handle);
+
 struct StreamIn {
     out: Arc<StreamOut>,
+    partials: HashMap<PartialKey, Partial>,
     rx: Arc<File>,
     separate_tx: Option<Arc<File>>,
     decoder: Decoder,
@@ -117,6 +136,8 @@ pub(crate) struct Broker {
     timer_seq: u64,
     /// Bytes read this turn: after bulk reads the broker does not spin.
     turn_bytes: usize,
+    /// Streams not read until what they filled up is clear again.
+    paused: HashMap<StreamId, Blocked>,
 }
 
 /// A scheduled function, ordered soonest first (then by scheduling order).
@@ -181,11 +202,13 @@ impl Broker {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             turn_bytes: 0,
+            paused: HashMap::new(),
         }
     }
 
     /// Runs until shut down.
     pub(crate) fn run(mut self) {
+        crate::router::ON_BROKER.with(|b| b.set(true));
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout();
@@ -234,6 +257,7 @@ impl Broker {
                     _ => self.read_stderr(token),
                 }
             }
+            self.resume_clear();
             for sid in std::mem::take(&mut self.again) {
                 self.read(sid);
             }
@@ -287,6 +311,7 @@ impl Broker {
                     }
                 }
                 Cmd::Shutdown(exit) => self.begin_shutdown(exit),
+                Cmd::Drained => {}
                 Cmd::Timer(at, f) => {
                     self.timer_seq += 1;
                     self.timers.push(Timer {
@@ -346,6 +371,7 @@ impl Broker {
                 rx: r.rx,
                 separate_tx: r.separate_tx,
                 decoder: Decoder::new(max),
+                partials: HashMap::new(),
                 buf: r.initial,
                 child: r.child,
                 detached: false,
@@ -407,7 +433,27 @@ impl Broker {
         }
     }
 
+    /// Resumes reading the paused streams whose blockage cleared.
+    fn resume_clear(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let clear: Vec<StreamId> = self
+            .paused
+            .iter()
+            .filter(|(_, b)| b.is_clear())
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in clear {
+            self.paused.remove(&sid);
+            self.again.push(sid);
+        }
+    }
+
     fn read(&mut self, sid: StreamId) {
+        if self.paused.contains_key(&sid) {
+            return;
+        }
         let mut budget = READ_BUDGET;
         while self.route_buffered(sid) {
             if budget == 0 {
@@ -435,34 +481,109 @@ impl Broker {
         }
     }
 
-    /// Routes every whole frame buffered for `sid`; false once the stream is
-    /// gone (closed here because it was corrupt, or earlier).
+    /// Routes the whole frames buffered for `sid`, putting split messages
+    /// for this context back together. False once the stream is gone
+    /// (closed here because it was corrupt, or earlier) or paused because
+    /// what it routed to is full.
     fn route_buffered(&mut self, sid: StreamId) -> bool {
-        let Some(s) = self.streams.get_mut(&sid) else {
-            return false;
-        };
-        let mut msgs = Vec::new();
-        let err = loop {
-            match s.decoder.decode(&mut s.buf) {
-                Ok(Some(m)) => msgs.push(m),
-                Ok(None) => break None,
-                Err(e) => break Some(e),
+        let me = self.shared.me();
+        loop {
+            let Some(s) = self.streams.get_mut(&sid) else {
+                return false;
+            };
+            let m = match s.decoder.decode(&mut s.buf) {
+                Ok(Some(m)) => m,
+                Ok(None) => return true,
+                Err(e) => {
+                    let name = s.out.name.clone();
+                    log::error!("{}: closing stream to {name}: {e}", self.shared.id.name);
+                    self.close_stream(sid, &format!("corrupt stream: {e}"));
+                    return false;
+                }
+            };
+            let out = s.out.clone();
+            let key = (m.dst_id, m.src_id, m.handle);
+            let whole = if m.dst_id == me && (m.enc.is_more() || s.partials.contains_key(&key)) {
+                match Self::reassemble(&self.shared, s, key, m) {
+                    Ok(whole) => whole,
+                    Err(why) => {
+                        log::error!(
+                            "{}: closing stream to {}: {why}",
+                            self.shared.id.name,
+                            out.name
+                        );
+                        self.close_stream(sid, &format!("corrupt stream: {why}"));
+                        return false;
+                    }
+                }
+            } else {
+                Some(m)
+            };
+            let Some(m) = whole else { continue };
+            if let Some(blocked) = self.shared.route_from(m, Some(&out)) {
+                if !blocked.is_clear() {
+                    self.paused.insert(sid, blocked);
+                    return false;
+                }
             }
-        };
-        let out = s.out.clone();
-        for m in msgs {
-            self.shared.route_from(m, Some(&out));
         }
-        if let Some(e) = err {
-            log::error!(
-                "{}: closing stream to {}: {e}",
-                self.shared.id.name,
-                out.name
+    }
+
+    /// Adds one frame of a split message; returns the message once whole.
+    fn reassemble(
+        shared: &Shared,
+        s: &mut StreamIn,
+        key: PartialKey,
+        m: Message,
+    ) -> Result<Option<Message>, &'static str> {
+        if !s.partials.contains_key(&key) {
+            if !shared.source_ok(&m, &s.out) {
+                // Routed as is: the router drops it with a log line.
+                return Ok(Some(m));
+            }
+            if s.partials.len() >= MAX_PARTIALS {
+                return Err("too many split messages in progress");
+            }
+            s.partials.insert(
+                key,
+                Partial {
+                    head: Message {
+                        data: bytes::Bytes::new(),
+                        ..m.clone()
+                    },
+                    data: Some(BytesMut::new()),
+                    len: 0,
+                },
             );
-            self.close_stream(sid, &format!("corrupt stream: {e}"));
-            return false;
         }
-        true
+        let Some(p) = s.partials.get_mut(&key) else {
+            return Err("lost a split message");
+        };
+        p.len += m.data.len();
+        if p.len > shared.id.max_message_size {
+            p.data = None;
+        }
+        if let Some(buf) = &mut p.data {
+            buf.extend_from_slice(&m.data);
+        }
+        if m.enc.is_more() {
+            return Ok(None);
+        }
+        let Some(p) = s.partials.remove(&key) else {
+            return Err("lost a split message");
+        };
+        let mut head = p.head;
+        head.enc = head.enc.base();
+        match p.data {
+            Some(buf) => Ok(Some(Message {
+                data: buf.freeze(),
+                ..head
+            })),
+            None => {
+                shared.refuse_too_large(&head, p.len);
+                Ok(None)
+            }
+        }
     }
 
     fn read_stderr(&mut self, token: Token) {
@@ -497,6 +618,7 @@ impl Broker {
         let Some(s) = self.streams.remove(&sid) else {
             return;
         };
+        self.paused.remove(&sid);
         let fd = s.rx.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         if let (Some(tx), true) = (&s.separate_tx, s.want_write) {

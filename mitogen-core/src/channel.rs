@@ -7,7 +7,7 @@ use crate::error::RecvError;
 use crate::ids::{ContextId, Handle};
 use crate::message::{self, Message, PayloadError};
 use crate::policy::Policy;
-use crate::router::{HandlerEntry, Shared, Sink};
+use crate::router::{Gauge, HandlerEntry, Shared, Sink};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::VecDeque;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub struct Receiver {
     shared: Arc<Shared>,
     handle: Handle,
+    gauge: Arc<Gauge>,
     rx: crossbeam_channel::Receiver<Message>,
     abandoned: std::sync::atomic::AtomicBool,
 }
@@ -44,9 +45,11 @@ impl Receiver {
     ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = shared.alloc_handle();
+        let gauge = Gauge::new(shared.broker.clone());
         shared.add_handler(
             handle,
             HandlerEntry {
+                gauge: Some(gauge.clone()),
                 policy,
                 sink: Sink::Chan(tx),
                 persist,
@@ -61,6 +64,7 @@ impl Receiver {
         Self {
             shared,
             handle,
+            gauge,
             rx,
             abandoned: std::sync::atomic::AtomicBool::new(false),
         }
@@ -75,6 +79,14 @@ impl Receiver {
         self.abandoned
             .store(waiting, std::sync::atomic::Ordering::Relaxed);
         waiting
+    }
+
+    /// Bytes waiting in this receiver's queue (payloads plus a small fixed
+    /// cost per message). Over [`crate::limits::RECV_HIGH_WATER`] the stream
+    /// that feeds it stops being read until the queue is under
+    /// [`crate::limits::RECV_LOW_WATER`]: drain the receivers you open.
+    pub fn queued_bytes(&self) -> usize {
+        self.gauge.queued()
     }
 
     /// The handle messages must be addressed to.
@@ -113,7 +125,7 @@ impl Receiver {
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Message, RecvError> {
         if let Some(msg) = crate::spin::spin(deadline, || self.rx.try_recv().ok()) {
             crate::spin::note_len(msg.data.len());
-            return check_dead(msg);
+            return self.took(msg);
         }
         let msg = match deadline {
             None => self.rx.recv().map_err(|_| RecvError::Closed)?,
@@ -123,7 +135,7 @@ impl Receiver {
             })?,
         };
         crate::spin::note_len(msg.data.len());
-        check_dead(msg)
+        self.took(msg)
     }
 
     /// Returns a message if one is waiting, without blocking.
@@ -132,7 +144,7 @@ impl Receiver {
     /// As [`Receiver::recv`].
     pub fn try_recv(&self) -> Result<Option<Message>, RecvError> {
         match self.rx.try_recv() {
-            Ok(m) => check_dead(m).map(Some),
+            Ok(m) => self.took(m).map(Some),
             Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
             Err(crossbeam_channel::TryRecvError::Disconnected) => Err(RecvError::Closed),
         }
@@ -147,6 +159,12 @@ impl Receiver {
         deadline: Option<Instant>,
     ) -> Result<T, crate::Error> {
         Ok(self.recv_deadline(deadline)?.decode()?)
+    }
+
+    /// Accounts for a message taken off the queue, then checks for death.
+    fn took(&self, msg: Message) -> Result<Message, RecvError> {
+        self.gauge.take(&msg);
+        check_dead(msg)
     }
 
     /// Iterates over messages until the channel is closed or dies.
@@ -185,18 +203,32 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Sends `value` (typed payload).
+    /// Sends `value` (typed payload). When the stream towards the receiver
+    /// is full (a slow consumer: its queue is over the high-water mark),
+    /// waits for room for at most a minute.
     ///
     /// # Errors
-    /// [`PayloadError`] if `value` cannot be encoded.
-    pub fn send<T: Serialize + ?Sized>(
+    /// [`SendError::Payload`] if `value` cannot be encoded,
+    /// [`SendError::Stalled`] if the stream stayed full.
+    pub fn send<T: Serialize + ?Sized>(&self, router: &Router, value: &T) -> Result<(), SendError> {
+        self.send_deadline(router, value, Instant::now() + crate::router::SEND_TIMEOUT)
+    }
+
+    /// [`Sender::send`], waiting for room until `deadline`.
+    ///
+    /// # Errors
+    /// As [`Sender::send`].
+    pub fn send_deadline<T: Serialize + ?Sized>(
         &self,
         router: &Router,
         value: &T,
-    ) -> Result<(), PayloadError> {
-        let msg = Message::typed(self.context, self.handle, value)?;
-        router.send_stamped(msg);
-        Ok(())
+        deadline: Instant,
+    ) -> Result<(), SendError> {
+        let mut msg = Message::typed(self.context, self.handle, value)?;
+        msg.src_id = router.id();
+        msg.auth_id = router.id();
+        crate::logfwd::sync_level(&router.shared);
+        Ok(router.shared.route_until(msg, deadline)?)
     }
 
     /// Sends raw bytes.
@@ -214,6 +246,18 @@ impl Sender {
         msg.reply_to = Handle::IS_DEAD;
         router.send_stamped(msg);
     }
+}
+
+/// Why [`Sender::send`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The value could not be encoded.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The stream towards the receiver stayed full until the deadline.
+    #[error(transparent)]
+    Stalled(#[from] crate::router::Stalled),
 }
 
 /// Waits on several receivers at once.
@@ -285,7 +329,7 @@ impl<'a> Select<'a> {
         let got = op
             .recv(&self.receivers[i].rx)
             .map_err(|_| RecvError::Closed)
-            .and_then(check_dead);
+            .and_then(|m| self.receivers[i].took(m));
         Ok((i, got))
     }
 }

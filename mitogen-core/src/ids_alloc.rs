@@ -66,6 +66,7 @@ fn request_block(shared: &Shared) -> Result<(u32, u32), ConnectError> {
     shared.add_handler(
         reply,
         HandlerEntry {
+            gauge: None,
             policy: Policy::Respondent(ContextId::CONTROLLER),
             sink: Sink::Chan(tx),
             persist: false,

@@ -96,11 +96,19 @@ pub mod transport;
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The sizes that bound memory and shape the wire (see
+/// [`manual`]'s "Backpressure" section).
+pub mod limits {
+    pub use crate::router::{RECV_HIGH_WATER, RECV_LOW_WATER};
+    pub use crate::stream::{FRAGMENT, HIGH_WATER, LOW_WATER};
+}
+
 pub use agent::{agent_main, is_agent};
 pub use api::{Method, Router, RouterOptions};
 pub use blob::Blob;
 pub use call::{CallCx, FnError, Function, Registry, send_encoded_reply, send_reply};
-pub use channel::{Latch, Receiver, Select, Sender};
+pub use channel::{Latch, Receiver, Select, SendError, Sender};
+pub use router::Stalled;
 pub use context::{CallChain, Context, PendingCall};
 pub use diag::DUMP_ENV;
 pub use error::{CallError, CallErrorKind, ConnectError, Error, RecvError};

@@ -23,7 +23,7 @@ use crate::stream::{StreamId, StreamOut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Where a handler's messages go.
@@ -39,9 +39,115 @@ pub(crate) enum Sink {
     Fn(Arc<dyn Fn(Message, Option<StreamId>) + Send + Sync>),
 }
 
+/// Bytes waiting in a receiver's queue, for backpressure: over
+/// [`RECV_HIGH_WATER`] the broker stops reading the stream that fed it until
+/// the receiver has taken it back under [`RECV_LOW_WATER`].
+pub(crate) struct Gauge {
+    bytes: AtomicUsize,
+    blocked: AtomicBool,
+    broker: BrokerTx,
+}
+
+/// Queued bytes (payload plus a fixed cost per message) above which a
+/// receiver's stream pauses.
+pub const RECV_HIGH_WATER: usize = 32 << 20;
+/// Queued bytes under which it resumes.
+pub const RECV_LOW_WATER: usize = 16 << 20;
+
+fn queue_cost(msg: &Message) -> usize {
+    msg.data.len() + 64
+}
+
+impl Gauge {
+    pub(crate) fn new(broker: BrokerTx) -> Arc<Self> {
+        Arc::new(Self {
+            bytes: AtomicUsize::new(0),
+            blocked: AtomicBool::new(false),
+            broker,
+        })
+    }
+
+    /// A message was queued; true when the queue is now over its mark.
+    fn add(&self, msg: &Message) -> bool {
+        let now = self.bytes.fetch_add(queue_cost(msg), Ordering::Relaxed) + queue_cost(msg);
+        if now > RECV_HIGH_WATER {
+            self.blocked.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// A message was taken from the queue.
+    pub(crate) fn take(&self, msg: &Message) {
+        let before = self.bytes.fetch_sub(queue_cost(msg), Ordering::Relaxed);
+        let now = before.saturating_sub(queue_cost(msg));
+        if now <= RECV_LOW_WATER && self.blocked.swap(false, Ordering::AcqRel) {
+            self.broker.send(Cmd::Drained);
+        }
+    }
+
+    fn is_clear(&self) -> bool {
+        self.queued() <= RECV_LOW_WATER
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What a routed message filled up: the broker stops reading the stream it
+/// came from until this is clear again.
+#[derive(Clone)]
+pub(crate) enum Blocked {
+    /// The stream it was forwarded to is over its high-water mark.
+    Stream(Arc<StreamOut>),
+    /// The receiver it was delivered to is over its mark.
+    Queue(Arc<Gauge>),
+}
+
+impl Blocked {
+    /// Whether the blockage is gone (under the low-water mark, or closed).
+    pub(crate) fn is_clear(&self) -> bool {
+        match self {
+            Self::Stream(s) => s.pending_bytes() <= crate::stream::LOW_WATER,
+            Self::Queue(g) => g.is_clear(),
+        }
+    }
+}
+
+/// What routing one message did.
+enum Routed {
+    Done,
+    /// It filled up a stream or a receiver queue.
+    Filled(Blocked),
+    /// The stream stayed full past the deadline; the message was dropped.
+    Stalled(Stalled),
+}
+
+/// A message could not be queued: the stream it goes to stayed over its
+/// high-water mark until the deadline (the peer reads too slowly, or not at
+/// all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stream to {stream} stayed full (over its high-water mark) until the deadline")]
+pub struct Stalled {
+    /// The stream's name (the context at its other end).
+    pub stream: String,
+}
+
+thread_local! {
+    /// Set on the broker thread, which must never wait for room.
+    pub(crate) static ON_BROKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long a thread waits for room on a full stream before the message is
+/// answered as undeliverable.
+pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) struct HandlerEntry {
     pub(crate) policy: Policy,
     pub(crate) sink: Sink,
+    /// For channel sinks read by a [`crate::Receiver`]: its queue's size.
+    pub(crate) gauge: Option<Arc<Gauge>>,
     pub(crate) persist: bool,
     /// When this context disconnects the handler gets a dead message.
     pub(crate) respondent: Option<ContextId>,
@@ -235,13 +341,33 @@ impl Shared {
             .unwrap_or_else(|| format!("context {id}").into())
     }
 
-    /// Routes a message sent by a thread of this process.
+    /// Routes a message sent by a thread of this process. A thread other
+    /// than the broker waits (at most [`SEND_TIMEOUT`]) while the stream it
+    /// goes to is over its high-water mark.
     pub(crate) fn route(&self, msg: Message) {
-        self.route_from(msg, None);
+        self.route_inner(msg, None, Instant::now() + SEND_TIMEOUT);
     }
 
-    /// Routes a message; `from` is the stream it arrived on, if any.
-    pub(crate) fn route_from(&self, msg: Message, from: Option<&StreamOut>) {
+    /// [`Shared::route`] with a deadline for the wait for room; `Err` when
+    /// the deadline passed and the message was dropped (answered dead).
+    pub(crate) fn route_until(&self, msg: Message, deadline: Instant) -> Result<(), Stalled> {
+        match self.route_inner(msg, None, deadline) {
+            Routed::Stalled(s) => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    /// Routes a message that arrived on `from`. Returns what the message
+    /// filled up, if anything: the broker then stops reading `from` until
+    /// it is clear.
+    pub(crate) fn route_from(&self, msg: Message, from: Option<&StreamOut>) -> Option<Blocked> {
+        match self.route_inner(msg, from, Instant::now() + SEND_TIMEOUT) {
+            Routed::Filled(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn route_inner(&self, msg: Message, from: Option<&StreamOut>, deadline: Instant) -> Routed {
         let decision = {
             let st = self.state.lock();
             let d = decide(
@@ -261,37 +387,44 @@ impl Shared {
         };
         match decision {
             Ok(out) => {
-                if out.send(&msg).is_err() {
-                    self.send_dead(&msg, message::DEAD_NO_ROUTE);
+                if from.is_none()
+                    && out.is_full()
+                    && !ON_BROKER.with(std::cell::Cell::get)
+                    && !out.wait_room(deadline)
+                {
+                    let stalled = Stalled {
+                        stream: out.name.to_string(),
+                    };
+                    log::warn!("{}: {stalled}: dropped {msg:?}", self.id.name);
+                    self.send_dead(&msg, &stalled.to_string());
+                    return Routed::Stalled(stalled);
                 }
+                if out.send(&msg).is_err() {
+                    if !msg.enc.is_more() {
+                        self.send_dead(&msg, message::DEAD_NO_ROUTE);
+                    }
+                    return Routed::Done;
+                }
+                return match out.is_full() {
+                    true => Routed::Filled(Blocked::Stream(out)),
+                    false => Routed::Done,
+                };
             }
-            Err(Decision::Deliver) => self.deliver_local(msg, from),
+            Err(Decision::Deliver) => {
+                return match self.deliver_local(msg, from) {
+                    Some(b) => Routed::Filled(b),
+                    None => Routed::Done,
+                };
+            }
+            Err(Decision::Dead(_)) if msg.enc.is_more() => {
+                // Only the last frame of a split message is answered.
+            }
             Err(Decision::Drop(why)) => {
                 let name = from.map_or("this context", |f| &*f.name);
                 log::warn!("{}: dropped {msg:?} from {name}: {why}", self.id.name);
             }
             Err(Decision::Dead(reason)) if reason == message::DEAD_TOO_LARGE => {
-                let why = format!(
-                    "{reason}: {} bytes, the limit is {} bytes",
-                    msg.data.len(),
-                    self.id.max_message_size
-                );
-                log::warn!("{}: {why}: {msg:?}", self.id.name);
-                if msg.reply_to == Handle::NONE && !msg.is_dead() && msg.dst_id != self.id.me {
-                    // Nobody to tell at the source (a reply, or a send to a
-                    // channel): tell the receiver it will not get it.
-                    self.route(Message {
-                        enc: message::Enc::BIN,
-                        dst_id: msg.dst_id,
-                        src_id: self.id.me,
-                        auth_id: self.id.me,
-                        handle: msg.handle,
-                        reply_to: Handle::IS_DEAD,
-                        data: bytes::Bytes::from(why.into_bytes()),
-                    });
-                } else {
-                    self.send_dead(&msg, &why);
-                }
+                self.refuse_too_large(&msg, msg.data.len());
             }
             Err(Decision::Dead(reason)) => {
                 if !msg.is_dead() {
@@ -304,6 +437,42 @@ impl Shared {
             }
             Err(Decision::Forward(_)) => {}
         }
+        Routed::Done
+    }
+
+    /// Answers a message of `len` payload bytes that is over
+    /// `max_message_size`: a dead reply to its sender when it wants one,
+    /// else a dead notice to its receiver (a reply, or a send to a channel).
+    pub(crate) fn refuse_too_large(&self, msg: &Message, len: usize) {
+        let why = format!(
+            "{}: {len} bytes, the limit is {} bytes",
+            message::DEAD_TOO_LARGE,
+            self.id.max_message_size
+        );
+        log::warn!("{}: {why}: {msg:?}", self.id.name);
+        if msg.reply_to == Handle::NONE && !msg.is_dead() && msg.dst_id != self.id.me {
+            self.route(Message {
+                enc: message::Enc::BIN,
+                dst_id: msg.dst_id,
+                src_id: self.id.me,
+                auth_id: self.id.me,
+                handle: msg.handle,
+                reply_to: Handle::IS_DEAD,
+                data: bytes::Bytes::from(why.into_bytes()),
+            });
+        } else {
+            self.send_dead(msg, &why);
+        }
+    }
+
+    /// Whether `msg`, arriving on `from`, passes the reverse-path check
+    /// (before the broker buffers the frames of a split message for it).
+    pub(crate) fn source_ok(&self, msg: &Message, from: &StreamOut) -> bool {
+        let st = self.state.lock();
+        !matches!(
+            decide(&self.id, &st.routes, st.parent_stream, msg, Some(from.id)),
+            Decision::Drop(_)
+        )
     }
 
     fn send_dead(&self, msg: &Message, reason: &str) {
@@ -314,7 +483,7 @@ impl Shared {
         }
     }
 
-    fn deliver_local(&self, msg: Message, from: Option<&StreamOut>) {
+    fn deliver_local(&self, msg: Message, from: Option<&StreamOut>) -> Option<Blocked> {
         let src = Source {
             stream_remote: from.map(|s| s.remote_id),
             from_parent_stream: from.is_some_and(|s| s.is_parent),
@@ -331,27 +500,32 @@ impl Shared {
                     );
                 }
                 self.send_dead(&msg, message::DEAD_INVALID_HANDLE);
-                return;
+                return None;
             };
             if !h.policy.allows(&msg, &src, &self.trust()) {
                 drop(handlers);
                 log::warn!("{}: policy refused {msg:?}", self.id.name);
                 self.send_dead(&msg, message::DEAD_REFUSED);
-                return;
+                return None;
             }
-            let sink = h.sink.clone();
+            let sink = (h.sink.clone(), h.gauge.clone());
             if !h.persist {
                 handlers.remove(&msg.handle);
             }
             sink
         };
         match sink {
-            Sink::Chan(tx) => {
+            (Sink::Chan(tx), gauge) => {
+                let full = gauge.as_ref().is_some_and(|g| g.add(&msg));
                 let _ = tx.send(msg);
+                if full && from.is_some() {
+                    return gauge.map(Blocked::Queue);
+                }
             }
-            Sink::Fn(f) => f(msg, from.map(|s| s.id)),
-            Sink::Discard => {}
+            (Sink::Fn(f), _) => f(msg, from.map(|s| s.id)),
+            (Sink::Discard, _) => {}
         }
+        None
     }
 
     /// Every handler waiting on `id` gets a dead message.

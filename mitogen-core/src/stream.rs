@@ -4,28 +4,133 @@
 //! is queued, writes straight to the socket (a vectored write of header and
 //! payload, no copy). Only what the socket does not take (`WouldBlock`) is
 //! queued, and the broker is asked to flush it when the fd turns writable.
-//! [`StreamOut::pending_bytes`] exposes the queue length for flow control.
+//!
+//! # Large messages are split on the wire
+//!
+//! A payload over [`FRAGMENT`] bytes goes out as several frames, each with
+//! the full 26-byte header of the message and at most [`FRAGMENT`] payload
+//! bytes; every frame but the last has [`Enc::MORE`] set in `enc`. Queued
+//! messages wait in *lanes*, one per (destination, source, handle), and the
+//! writer takes one fragment from each lane in turn, so a small call never
+//! waits behind more than one fragment of each bulk transfer on the link.
+//! Order is kept within a lane (a lane's fragments never interleave, which
+//! is what lets the receiver reassemble by that key); a large message may be
+//! overtaken by smaller ones sent after it to other handles.
+//!
+//! # Backpressure
+//!
+//! [`StreamOut::pending_bytes`] counts what is queued in this process. Above
+//! [`HIGH_WATER`], threads other than the broker wait in
+//! [`StreamOut::wait_room`] (with a deadline) before queueing more, and the
+//! broker stops reading the streams whose messages it routed here, until the
+//! queue is back under [`LOW_WATER`].
 
 use crate::broker::{BrokerTx, Cmd};
-use crate::ids::ContextId;
-use crate::message::{Message, codec};
+use crate::ids::{ContextId, Handle};
+use crate::message::{Enc, Message, codec};
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// Largest payload of one frame on the wire: larger messages are split.
+pub const FRAGMENT: usize = 256 << 10;
+/// Queued bytes on one stream above which senders wait and inputs pause.
+pub const HIGH_WATER: usize = 8 << 20;
+/// Queued bytes under which waiting senders and paused inputs resume.
+pub const LOW_WATER: usize = 4 << 20;
+/// Slices handed to one `writev`.
+const IOV_MAX: usize = 64;
 
 /// Identifies one stream inside a broker.
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub(crate) struct StreamId(pub(crate) usize);
 
+/// Bytes a message takes on the wire, headers of every fragment included.
+pub(crate) fn wire_len(payload: usize) -> usize {
+    let frames = payload.div_ceil(FRAGMENT).max(1);
+    frames * codec::HEADER_LEN + payload
+}
+
+type LaneKey = (ContextId, ContextId, Handle);
+
+/// Messages to one (destination, source, handle), written in order.
+struct Lane {
+    key: LaneKey,
+    /// Messages, and how much of the front one was taken.
+    msgs: VecDeque<Message>,
+    off: usize,
+}
+
 #[derive(Default)]
 struct OutQueue {
-    bufs: VecDeque<Bytes>,
+    /// Bytes whose order on the wire is fixed: a partly written frame, and
+    /// fragments taken from the lanes for the next write.
+    wire: VecDeque<Bytes>,
+    lanes: VecDeque<Lane>,
     closed: bool,
     want_write: bool,
+    /// Threads in [`StreamOut::wait_room`].
+    waiters: usize,
+}
+
+impl OutQueue {
+    fn is_empty(&self) -> bool {
+        self.wire.is_empty() && self.lanes.is_empty()
+    }
+
+    fn push(&mut self, msg: Message) {
+        let key = (msg.dst_id, msg.src_id, msg.handle);
+        match self.lanes.iter_mut().find(|l| l.key == key) {
+            Some(lane) => lane.msgs.push_back(msg),
+            None => self.lanes.push_back(Lane {
+                key,
+                msgs: VecDeque::from([msg]),
+                off: 0,
+            }),
+        }
+    }
+
+    /// Moves fragments from the lanes to the wire, one per lane in turn,
+    /// until the wire holds a `writev`'s worth.
+    fn refill(&mut self) {
+        while self.wire.len() + 2 <= IOV_MAX {
+            let Some(mut lane) = self.lanes.pop_front() else {
+                return;
+            };
+            let Some(msg) = lane.msgs.front() else {
+                continue;
+            };
+            let len = msg.data.len();
+            let end = (lane.off + FRAGMENT).min(len);
+            let mut head = Message {
+                data: Bytes::new(),
+                ..msg.clone()
+            };
+            if end < len {
+                head.enc = Enc(head.enc.0 | Enc::MORE.0);
+            }
+            let mut header = codec::encode_header(&head);
+            header[22..26].copy_from_slice(&((end - lane.off) as u32).to_be_bytes());
+            self.wire.push_back(Bytes::copy_from_slice(&header));
+            if end > lane.off {
+                self.wire.push_back(msg.data.slice(lane.off..end));
+            }
+            if end == len {
+                lane.msgs.pop_front();
+                lane.off = 0;
+            } else {
+                lane.off = end;
+            }
+            if !lane.msgs.is_empty() {
+                self.lanes.push_back(lane);
+            }
+        }
+    }
 }
 
 /// The write side of one stream to a neighbouring context.
@@ -37,6 +142,7 @@ pub(crate) struct StreamOut {
     pub(crate) is_parent: bool,
     tx: Arc<File>,
     q: Mutex<OutQueue>,
+    room: Condvar,
     pending: AtomicUsize,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_bytes: AtomicU64,
@@ -63,6 +169,7 @@ impl StreamOut {
             is_parent,
             tx,
             q: Mutex::new(OutQueue::default()),
+            room: Condvar::new(),
             pending: AtomicUsize::new(0),
             tx_bytes: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
@@ -75,33 +182,68 @@ impl StreamOut {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Writes one frame now, or queues what the socket does not take.
+    /// Whether the queue is over [`HIGH_WATER`].
+    pub(crate) fn is_full(&self) -> bool {
+        self.pending_bytes() > HIGH_WATER
+    }
+
+    /// Waits while the queue is over [`HIGH_WATER`], until it is back under
+    /// [`LOW_WATER`] (or the stream closes). Returns false at the deadline.
+    pub(crate) fn wait_room(&self, deadline: Instant) -> bool {
+        if !self.is_full() {
+            return true;
+        }
+        let mut q = self.q.lock();
+        q.waiters += 1;
+        let mut ok = true;
+        while self.is_full() && !q.closed {
+            if self.room.wait_until(&mut q, deadline).timed_out() {
+                ok = !self.is_full() || q.closed;
+                break;
+            }
+        }
+        q.waiters -= 1;
+        ok
+    }
+
+    /// Writes one message now, or queues what the socket does not take.
     pub(crate) fn send(&self, msg: &Message) -> Result<(), Closed> {
-        let header = codec::encode_header(msg);
-        let total = header.len() + msg.data.len();
         let mut q = self.q.lock();
         if q.closed {
             return Err(Closed);
         }
-        let mut done = 0;
-        if q.bufs.is_empty() {
+        if q.is_empty() && msg.data.len() <= FRAGMENT {
+            // The fast path: one frame, written by this thread.
+            let header = codec::encode_header(msg);
+            let total = header.len() + msg.data.len();
             // On an error the broker notices the broken fd on its side and
             // closes the stream; until then behave like a full socket. (No
             // logging here: in an agent a log record is routed, possibly to
             // this very stream, whose lock we hold.)
-            done = write_two(&self.tx, &header, &msg.data).unwrap_or(0);
+            let done = write_two(&self.tx, &header, &msg.data).unwrap_or(0);
             self.tx_bytes.fetch_add(done as u64, Ordering::Relaxed);
             if done == total {
                 return Ok(());
             }
-        }
-        if done < header.len() {
-            q.bufs.push_back(Bytes::copy_from_slice(&header[done..]));
-            q.bufs.push_back(msg.data.clone());
+            if done < header.len() {
+                q.wire.push_back(Bytes::copy_from_slice(&header[done..]));
+                q.wire.push_back(msg.data.clone());
+            } else {
+                q.wire.push_back(msg.data.slice(done - header.len()..));
+            }
+            self.pending.fetch_add(total - done, Ordering::Relaxed);
         } else {
-            q.bufs.push_back(msg.data.slice(done - header.len()..));
+            self.pending
+                .fetch_add(wire_len(msg.data.len()), Ordering::Relaxed);
+            q.push(msg.clone());
+            if q.wire.is_empty() && !q.want_write {
+                // Nothing is being flushed: start writing from this thread.
+                let _ = self.write_queued(&mut q);
+                if q.is_empty() {
+                    return Ok(());
+                }
+            }
         }
-        self.pending.fetch_add(total - done, Ordering::Relaxed);
         if !q.want_write {
             q.want_write = true;
             drop(q);
@@ -110,13 +252,16 @@ impl StreamOut {
         Ok(())
     }
 
-    /// Called by the broker when the fd is writable. Returns `Ok(true)` when
-    /// the queue is now empty (stop asking for WRITABLE).
-    pub(crate) fn flush(&self) -> io::Result<bool> {
-        let mut q = self.q.lock();
-        while !q.bufs.is_empty() {
+    /// Writes queued bytes until the socket is full or the queue is empty.
+    /// `Ok(true)` when the queue is empty.
+    fn write_queued(&self, q: &mut OutQueue) -> io::Result<bool> {
+        loop {
+            q.refill();
+            if q.wire.is_empty() {
+                return Ok(true);
+            }
             let slices: Vec<IoSlice<'_>> =
-                q.bufs.iter().take(64).map(|b| IoSlice::new(b)).collect();
+                q.wire.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
             let mut n = match (&*self.tx).write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -126,35 +271,49 @@ impl StreamOut {
             };
             drop(slices);
             self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            self.pending.fetch_sub(n, Ordering::Relaxed);
-            // The written bytes came from the queued buffers, so the queue
-            // cannot run out before `n` does.
-            while let (true, Some(front)) = (n > 0, q.bufs.front_mut()) {
+            let before = self.pending.fetch_sub(n, Ordering::Relaxed);
+            if q.waiters > 0 && before - n <= LOW_WATER {
+                self.room.notify_all();
+            }
+            // The written bytes came from the wire buffers, so they cannot
+            // run out before `n` does.
+            while let (true, Some(front)) = (n > 0, q.wire.front_mut()) {
                 if n >= front.len() {
                     n -= front.len();
-                    q.bufs.pop_front();
+                    q.wire.pop_front();
                 } else {
                     bytes::Buf::advance(front, n);
                     n = 0;
                 }
             }
         }
-        q.want_write = false;
-        Ok(true)
+    }
+
+    /// Called by the broker when the fd is writable. Returns `Ok(true)` when
+    /// the queue is now empty (stop asking for WRITABLE).
+    pub(crate) fn flush(&self) -> io::Result<bool> {
+        let mut q = self.q.lock();
+        let empty = self.write_queued(&mut q)?;
+        if empty {
+            q.want_write = false;
+        }
+        Ok(empty)
     }
 
     /// Marks the stream closed and drops anything queued.
     pub(crate) fn close(&self) {
         let mut q = self.q.lock();
         q.closed = true;
-        q.bufs.clear();
+        q.wire.clear();
+        q.lanes.clear();
         self.pending.store(0, Ordering::Relaxed);
+        self.room.notify_all();
     }
 
     /// Writes bytes that are not a frame (tests of corrupt streams only).
     pub(crate) fn write_raw(&self, bytes: &[u8]) -> bool {
         let q = self.q.lock();
-        !q.closed && q.bufs.is_empty() && (&*self.tx).write_all(bytes).is_ok()
+        !q.closed && q.is_empty() && (&*self.tx).write_all(bytes).is_ok()
     }
 }
 

@@ -33,6 +33,8 @@ fn main() {
         issue9_typed_error_survives_hops,
         issue9_call_to_dead_context_is_disconnected,
         issue9_abandoned_call_stays_pending_and_is_cancelled,
+        issue10_stopped_child_bounds_the_intermediary,
+        issue10_slow_consumer_bounds_both_ends,
         sigkill_child_fails_pending_calls_fast,
         parent_killed_child_exits,
         shutdown_cascades,
@@ -415,6 +417,101 @@ fn issue9_abandoned_call_stays_pending_and_is_cancelled() {
     let _ = std::fs::remove_file(&flag);
 }
 
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+/// 8 x 100 MiB sent to a stopped context through an intermediary: the
+/// intermediary holds a bounded amount (the stream to the stopped child
+/// stays near its high-water mark and the controller's sends wait), and
+/// everything arrives once the child continues.
+fn issue10_stopped_child_bounds_the_intermediary() {
+    const MIB: usize = 1 << 20;
+    let r = router();
+    let a = child(&r);
+    let c = r.connect_via(&Local::new(), &a).unwrap();
+    let (apid, cpid) = (a.call::<Pid>(&()).unwrap(), c.call::<Pid>(&()).unwrap());
+    let base_kib = a.call::<PeakRss>(&()).unwrap();
+    signal(cpid, rustix::process::Signal::STOP);
+    let sender = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let payload = vec![5u8; 100 * MIB];
+            (0..8)
+                .map(|_| c.call_async::<EchoBytes>(&payload).unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    // Wait until the link to `a` has carried several MiB and then stops
+    // moving: a is full and has stopped reading.
+    let start = r.stream_bytes(a.id()).map_or(0, |(tx, _)| tx);
+    let mut last = (start, Instant::now());
+    let stalled = wait_until(Duration::from_secs(120), || {
+        let now = r.stream_bytes(a.id()).map_or(0, |(tx, _)| tx);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        now > start + (8 << 20) && last.1.elapsed() > Duration::from_millis(500)
+    });
+    assert!(stalled, "the link to the intermediary never filled");
+    let peak_kib = peak_rss_kib(apid);
+    println!(
+        "    intermediary peak RSS {} MiB (started at {} MiB); controller sent {} MiB before the stall",
+        peak_kib / 1024,
+        base_kib / 1024,
+        (last.0 - start) >> 20
+    );
+    signal(cpid, rustix::process::Signal::CONT);
+    let calls = sender.join().unwrap();
+    for call in calls {
+        assert_eq!(call.wait_timeout(Duration::from_secs(120)).unwrap(), 100 * MIB);
+    }
+    assert!(
+        peak_kib < base_kib + 64 * 1024,
+        "intermediary grew from {base_kib} KiB to {peak_kib} KiB"
+    );
+}
+
+/// A remote function streaming faster than the controller consumes: the
+/// receiver's queue stays under its mark (plus one read's worth), the
+/// agent's sends wait instead of queueing without bound, nothing is lost.
+fn issue10_slow_consumer_bounds_both_ends() {
+    let r = router();
+    let a = child(&r);
+    let base_kib = a.call::<PeakRss>(&()).unwrap();
+    let rx = r.receiver();
+    let (n, size) = (100_000u64, 2048u64);
+    let call = a
+        .call_async::<StreamBytes>(&(rx.sender(), n, size))
+        .unwrap();
+    let (mut got, mut max_queued) = (0u64, 0usize);
+    while let Ok(msg) = rx.recv_timeout(Duration::from_secs(60)) {
+        max_queued = max_queued.max(rx.queued_bytes());
+        let blob: mitogen_core::Blob = msg.decode().unwrap();
+        assert_eq!(blob.len() as u64, size);
+        got += 1;
+        if got % 2000 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    call.wait_timeout(Duration::from_secs(60)).unwrap();
+    let peak_kib = a.call::<PeakRss>(&()).unwrap();
+    println!(
+        "    {got} messages; receiver queue max {} KiB; agent peak RSS {} MiB (from {} MiB)",
+        max_queued >> 10,
+        peak_kib / 1024,
+        base_kib / 1024
+    );
+    assert_eq!(got, n);
+    let limit = mitogen_core::limits::RECV_HIGH_WATER + (8 << 20);
+    assert!(max_queued <= limit, "receiver queue reached {max_queued} bytes");
+    assert!(
+        peak_kib < base_kib + 64 * 1024,
+        "agent grew from {base_kib} KiB to {peak_kib} KiB"
+    );
+}
+
 fn sigkill_child_fails_pending_calls_fast() {
     let r = router();
     let a = child(&r);
@@ -732,12 +829,12 @@ fn diagnostic_dump_reaches_controller() {
         .unwrap();
     let pending = a.call_async::<Sleep>(&400).unwrap();
     let mut logs = Vec::new();
-    let target = format!("mitogen::ctx::{}::mitogen::dump", a.name());
+    let prefix = format!("[{}] ", a.name());
     let seen = wait_until(Duration::from_secs(5), || {
         logs.extend(take_logs());
         let dump = |s: &str| {
             logs.iter()
-                .any(|l| l.target == target && l.message.contains(s))
+                .any(|l| l.target == "mitogen::dump" && l.message.starts_with(&prefix) && l.message.contains(s))
         };
         dump("threads: ") && dump("running test::sleep") && dump("stream parent 0")
     });

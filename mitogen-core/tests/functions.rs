@@ -29,6 +29,8 @@ pub(crate) fn register(reg: &mut Registry) {
         .add::<Relay>()
         .add::<BlockUntil>()
         .add::<SawCancel>()
+        .add::<StreamBytes>()
+        .add::<PeakRss>()
         .add_error::<QuotaError>();
 }
 
@@ -198,3 +200,25 @@ function!(
     }
 );
 function!(SawCancel, "test::saw_cancel", () => bool, |_, ()| Ok(SAW_CANCEL.load(Ordering::SeqCst)));
+function!(
+    /// Sends `n` messages of `size` bytes to a sender, then closes it.
+    StreamBytes, "test::stream_bytes", (Sender, u64, u64) => (), |cx, (to, n, size)| {
+        let chunk = mitogen_core::Blob(vec![1u8; size as usize]);
+        for _ in 0..n {
+            to.send(cx.router(), &chunk)?;
+        }
+        to.close(cx.router());
+        Ok(())
+    }
+);
+function!(PeakRss, "test::peak_rss", () => u64, |_, ()| Ok(peak_rss_kib(std::process::id())));
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -22,9 +22,25 @@ impl Enc {
     /// A serde value encoded with postcard ("RS"), this project's own.
     pub const TYPED: Self = Self(0x5253);
 
-    /// Whether a router accepts frames with this encoding.
+    /// Set in `enc` on every frame of a split message but the last (see
+    /// `stream` in the crate docs: large messages are split on the wire).
+    pub const MORE: Self = Self(0x8000);
+
+    /// Whether a router accepts frames with this encoding (with or without
+    /// [`Enc::MORE`]).
     pub fn is_known(self) -> bool {
-        self == Self::BIN || self == Self::TYPED
+        let base = self.base();
+        base == Self::BIN || base == Self::TYPED
+    }
+
+    /// The encoding without the [`Enc::MORE`] flag.
+    pub fn base(self) -> Self {
+        Self(self.0 & !Self::MORE.0)
+    }
+
+    /// Whether more frames of the same message follow this one.
+    pub fn is_more(self) -> bool {
+        self.0 & Self::MORE.0 != 0
     }
 }
 
