@@ -1,0 +1,240 @@
+//! The serving side: registered paths and cached pushes, and the service
+//! methods that start transfers.
+
+use super::error::KindError;
+use super::pump::{Pump, Transfer};
+use super::{FetchArgs, FetchReply, Progress};
+use crate::service::{Service, ServiceCx, ServiceExt, ServiceMethod, local_instance};
+use mitogen_core::{CallError, CallErrorKind, Context, ContextId, FnError, Policy, Router, Sender};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+// ---------------------------------------------------------------------------
+// The service
+
+/// Serves registered files, chunked and flow-controlled. One per context.
+pub struct FileService {
+    registered: Mutex<Registered>,
+    pub(super) pump: Arc<Pump>,
+}
+
+impl std::fmt::Debug for FileService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileService").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Registered {
+    paths: HashSet<PathBuf>,
+    prefixes: Vec<PathBuf>,
+    /// Named open files (cached pushes), served by key.
+    files: HashMap<String, (Arc<File>, u64, u32, SystemTime)>,
+}
+
+impl Service for FileService {
+    const NAME: &'static str = "mitogen.file";
+
+    /// Activating it serves nothing until files are registered, so a child
+    /// may (push intermediaries are activated by their children's requests).
+    fn activation_policy() -> Policy {
+        Policy::Any
+    }
+
+    fn activate(router: &Router) -> Result<Self, FnError> {
+        let router = router.downgrade();
+        let pump = Arc::new(Pump::default());
+        let ack = router.new_handle();
+        let weak = Arc::downgrade(&pump);
+        router.add_handler(ack, Policy::Any, move |msg| {
+            if let (Some(p), Ok((id, acked))) = (weak.upgrade(), msg.decode::<(u64, u64)>()) {
+                p.ack(id, acked);
+            }
+        });
+        *pump.ack.lock() = Some(Sender {
+            context: router.id(),
+            handle: ack,
+        });
+        let (p, r) = (pump.clone(), router);
+        std::thread::Builder::new()
+            .name("mitogen-file-pump".into())
+            .spawn(move || p.run(&r))?;
+        Ok(Self {
+            registered: Mutex::new(Registered::default()),
+            pump,
+        })
+    }
+}
+
+impl FileService {
+    /// This context's file service (activated if needed).
+    ///
+    /// # Errors
+    /// If mitogen-service was not registered (`mitogen_service::register`).
+    pub fn local(router: &Router) -> Result<Arc<Self>, CallErrorKind> {
+        local_instance::<Self>(router)
+    }
+
+    /// Allows fetching this one file.
+    ///
+    /// # Errors
+    /// If the path does not exist.
+    pub fn register_path(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        let p = std::fs::canonicalize(path)?;
+        self.registered.lock().paths.insert(p);
+        Ok(())
+    }
+
+    /// Allows fetching anything below this directory (after resolving
+    /// symlinks and `..`, so nothing outside it).
+    ///
+    /// # Errors
+    /// If the directory does not exist.
+    pub fn register_prefix(&self, dir: impl AsRef<Path>) -> std::io::Result<()> {
+        let p = std::fs::canonicalize(dir)?;
+        self.registered.lock().prefixes.push(p);
+        Ok(())
+    }
+
+    /// Serves an open file under a name (how pushes are cached).
+    pub(crate) fn register_file(
+        &self,
+        key: &str,
+        file: Arc<File>,
+        size: u64,
+        mode: u32,
+        mtime: SystemTime,
+    ) {
+        self.registered
+            .lock()
+            .files
+            .insert(key.to_owned(), (file, size, mode, mtime));
+    }
+
+    pub(crate) fn has_key(&self, key: &str) -> bool {
+        self.registered.lock().files.contains_key(key)
+    }
+
+    /// Progress of the transfers of `path` to `target` this service is
+    /// running or has finished (the most recent one).
+    pub fn progress(&self, target: ContextId, path: &str) -> Option<Progress> {
+        self.pump.progress(target, path)
+    }
+
+    pub(super) fn open(
+        &self,
+        path: &str,
+    ) -> Result<(Arc<File>, u64, u32, SystemTime), CallErrorKind> {
+        if let Some(f) = self.registered.lock().files.get(path) {
+            return Ok(f.clone());
+        }
+        let canon = std::fs::canonicalize(path)
+            .map_err(|e| CallErrorKind::PolicyRefused(format!("{path}: not registered ({e})")))?;
+        {
+            let r = self.registered.lock();
+            if !(r.paths.contains(&canon) || r.prefixes.iter().any(|p| canon.starts_with(p))) {
+                let escaped = r.prefixes.iter().any(|p| Path::new(path).starts_with(p))
+                    || path.contains("..");
+                return Err(CallErrorKind::PolicyRefused(if escaped {
+                    format!(
+                        "{path} resolves to {}, outside every registered prefix",
+                        canon.display()
+                    )
+                } else {
+                    format!("{path} is not registered with the file service")
+                }));
+            }
+        }
+        let file = File::open(&canon)
+            .map_err(|e| CallErrorKind::Failed(format!("{}: {e}", canon.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| CallErrorKind::Failed(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(CallErrorKind::Failed(format!(
+                "{path} is not a regular file"
+            )));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok((Arc::new(file), meta.len(), meta.mode() & 0o7777, mtime))
+    }
+}
+
+/// `mitogen.file.fetch`: start streaming a registered file to `sink`.
+pub(super) struct Fetch;
+impl ServiceMethod for Fetch {
+    type Service = FileService;
+    const NAME: &'static str = "fetch";
+    type Args = FetchArgs;
+    type Output = FetchReply;
+    fn policy() -> Policy {
+        Policy::Any
+    }
+    fn call(svc: &FileService, cx: &ServiceCx<'_>, a: FetchArgs) -> Result<FetchReply, FnError> {
+        let (file, size, mode, mtime) = svc
+            .open(&a.path)
+            .map_err(|k| Box::new(KindError(k)) as FnError)?;
+        let ack = svc
+            .pump
+            .ack
+            .lock()
+            .ok_or("file service has no ack handle")?;
+        let id = svc
+            .pump
+            .start(Transfer::new(cx.caller(), a.sink, a.path, file, size));
+        Ok(FetchReply {
+            id,
+            size,
+            mode,
+            mtime,
+            ack,
+        })
+    }
+}
+
+/// `mitogen.file.register`: a parent lets its child serve a path (for
+/// fetching files from a target).
+pub(super) struct RegisterPath;
+impl ServiceMethod for RegisterPath {
+    type Service = FileService;
+    const NAME: &'static str = "register";
+    type Args = String;
+    type Output = ();
+    fn call(svc: &FileService, _: &ServiceCx<'_>, path: String) -> Result<(), FnError> {
+        Ok(svc.register_path(path)?)
+    }
+}
+
+/// `mitogen.file.register_prefix`: a parent lets its child serve a tree.
+pub(super) struct RegisterPrefix;
+impl ServiceMethod for RegisterPrefix {
+    type Service = FileService;
+    const NAME: &'static str = "register_prefix";
+    type Args = String;
+    type Output = ();
+    fn call(svc: &FileService, _: &ServiceCx<'_>, dir: String) -> Result<(), FnError> {
+        Ok(svc.register_prefix(dir)?)
+    }
+}
+
+/// Lets `ctx` serve files below `dir` (it must have parent authority over
+/// `ctx`, as a controller has over its tree).
+///
+/// # Errors
+/// The call error.
+pub fn register_remote_prefix(ctx: &Context, dir: &str) -> Result<(), CallError> {
+    ctx.call_service::<RegisterPrefix>(&dir.to_owned())
+}
+
+/// Lets `ctx` serve the file `path`.
+///
+/// # Errors
+/// The call error.
+pub fn register_remote_path(ctx: &Context, path: &str) -> Result<(), CallError> {
+    ctx.call_service::<RegisterPath>(&path.to_owned())
+}
