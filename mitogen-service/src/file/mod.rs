@@ -28,9 +28,18 @@ mod pump;
 mod put;
 mod receive;
 mod serve;
+mod source;
+mod window;
 
 pub use checksum::Checksum;
-pub use error::TransferError;
+pub use error::{Cause, FileError, Stage, TransferError};
+pub(crate) use error::{KindError, Place};
+pub(crate) use source::Source;
+
+/// A file in this context, for building [`FileError`]s about it.
+pub(crate) fn place<'a>(router: &'a mitogen_core::Router, path: &'a std::path::Path) -> Place<'a> {
+    Place::new(router, path)
+}
 pub use put::{FetchFrom, fetch_file, put_bytes, put_file};
 pub(crate) use receive::fetch_to_file;
 pub use receive::{fetch, write_atomic};
@@ -118,8 +127,12 @@ pub(crate) struct FetchReply {
 /// mistaken for data, which is raw).
 #[derive(Debug, Serialize, Deserialize)]
 enum Control {
-    End { size: u64, checksum: u64 },
-    Error(String),
+    End {
+        size: u64,
+        checksum: u64,
+    },
+    /// The sender cannot go on (the source cannot be read, or changed).
+    Error(FileError),
 }
 
 pub(crate) fn register_builtin(s: &mut Services) {

@@ -1,72 +1,103 @@
 //! The sender pump: one thread per serving context that feeds every
-//! transfer round robin, each under its window.
+//! transfer round robin, each under its [`Window`].
+//!
+//! After a transfer's last read the pump checks its source is still what
+//! it was when opened ([`Source::verify`]) and sends `End` only then;
+//! otherwise the receiver gets a [`Cause::Changed`](super::error::Cause)
+//! error and writes nothing.
 
-use super::{
-    CHUNK, Checksum, Control, IDLE_TIMEOUT, LINK_QUEUE_CAP, MAX_WINDOW, MIN_WINDOW, Progress,
-};
+use super::error::{Cause, Place, Stage};
+use super::source::Source;
+use super::window::Window;
+use super::{CHUNK, Checksum, Control, IDLE_TIMEOUT, LINK_QUEUE_CAP, Progress};
 use mitogen_core::{ContextId, Router, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::fs::File;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-// ---------------------------------------------------------------------------
-// The pump
 
 pub(super) struct Transfer {
     id: u64,
     target: ContextId,
     sink: Sender,
+    /// What the receiver asked for (a path or a push key).
     path: String,
-    file: Arc<File>,
-    size: u64,
-    sent: u64,
-    acked: u64,
+    src: Source,
     sum: Checksum,
-    window: u64,
-    started: Instant,
-    last_ack: Instant,
-    /// (end offset, send time) of chunks in flight, for RTT samples.
-    in_flight: std::collections::VecDeque<(u64, Instant)>,
+    window: Window,
     end_sent: bool,
     failed: bool,
 }
 
 impl Transfer {
-    pub(super) fn new(
-        target: ContextId,
-        sink: Sender,
-        path: String,
-        file: Arc<File>,
-        size: u64,
-    ) -> Self {
-        let now = Instant::now();
+    pub(super) fn new(target: ContextId, sink: Sender, path: String, src: Source) -> Self {
         Self {
             id: 0,
             target,
             sink,
             path,
-            file,
-            size,
-            sent: 0,
-            acked: 0,
+            src,
             sum: Checksum::default(),
-            window: MIN_WINDOW,
-            started: now,
-            last_ack: now,
-            in_flight: std::collections::VecDeque::new(),
+            window: Window::new(Instant::now()),
             end_sent: false,
             failed: false,
         }
     }
 
     fn progress(&self) -> Progress {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         Progress {
-            done: self.acked,
-            total: self.size,
-            rate: self.acked as f64 / secs,
+            done: self.window.acked(),
+            total: self.src.size,
+            rate: self.window.rate(Instant::now()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.end_sent && self.window.acked() == self.src.size
+    }
+
+    /// Sends the end (or why there is none) after the last chunk.
+    fn finish(&mut self, router: &Router) {
+        let place = Place::new(router, &self.src.path);
+        let sum = self.sum.finish();
+        let end = match self.src.verify(&place, sum) {
+            Ok(()) => Control::End {
+                size: self.src.size,
+                checksum: sum,
+            },
+            Err(e) => {
+                log::warn!("{e}");
+                self.failed = true;
+                Control::Error(e)
+            }
+        };
+        if self.sink.send(router, &end).is_err() {
+            self.failed = true;
+        }
+        self.end_sent = true;
+    }
+
+    /// Sends the next chunk.
+    fn send_chunk(&mut self, router: &Router) {
+        let at = self.window.sent();
+        let len = (self.src.size - at).min(CHUNK as u64) as usize;
+        match mitogen_core::transport::read_payload_at(&self.src.file, at, len) {
+            Ok(chunk) => {
+                self.sum.update(&chunk);
+                self.sink.send_bytes(router, chunk);
+                self.window.on_sent(len as u64, Instant::now());
+            }
+            Err(e) => {
+                let place = Place::new(router, &self.src.path);
+                let cause = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Cause::Changed(format!("shrank below {} bytes", at + len as u64))
+                } else {
+                    e.into()
+                };
+                let _ = self
+                    .sink
+                    .send(router, &Control::Error(place.err(Stage::Read, cause)));
+                self.failed = true;
+            }
         }
     }
 }
@@ -97,30 +128,15 @@ impl Pump {
         id
     }
 
-    pub(super) fn ack(&self, id: u64, acked: u64) {
+    /// An acknowledgement from `from`: only the transfer's receiver counts.
+    pub(super) fn ack(&self, from: ContextId, id: u64, acked: u64) {
         let mut st = self.state.lock();
-        if let Some(t) = st.transfers.iter_mut().find(|t| t.id == id) {
-            if acked > t.acked && acked <= t.sent {
-                // The window tracks twice the bandwidth-delay product: the
-                // delivery rate so far times the round trip of the chunk just
-                // acknowledged. While the window is the limit, the rate (and
-                // so the window) doubles every round trip, like TCP's slow
-                // start; once the link is the limit, it settles.
-                let now = Instant::now();
-                let mut sent_at = None;
-                while t.in_flight.front().is_some_and(|(end, _)| *end <= acked) {
-                    sent_at = t.in_flight.pop_front().map(|(_, at)| at);
-                }
-                t.acked = acked;
-                t.last_ack = now;
-                if let Some(at) = sent_at {
-                    let rtt = now.duration_since(at).as_secs_f64();
-                    let bdp = (t.progress().rate * rtt * 2.0) as u64;
-                    t.window = bdp
-                        .clamp(MIN_WINDOW, MAX_WINDOW)
-                        .max(t.window.min(MAX_WINDOW));
-                }
-            }
+        if let Some(t) = st
+            .transfers
+            .iter_mut()
+            .find(|t| t.id == id && t.target == from)
+        {
+            t.window.on_ack(acked, Instant::now());
         }
         self.wake.notify_one();
     }
@@ -142,11 +158,12 @@ impl Pump {
                 return;
             }
             // Finished, failed, or abandoned (receiver gone or silent).
+            let now = Instant::now();
             let mut i = 0;
             while i < st.transfers.len() {
                 let t = &st.transfers[i];
-                let gone = !router.is_connected(t.target) || t.last_ack.elapsed() > IDLE_TIMEOUT;
-                if (t.end_sent && t.acked == t.size) || t.failed || gone {
+                let gone = !router.is_connected(t.target) || t.window.idle(now) > IDLE_TIMEOUT;
+                if t.done() || t.failed || gone {
                     let t = st.transfers.swap_remove(i);
                     if gone && !t.end_sent {
                         log::debug!("transfer of {} to context {} abandoned", t.path, t.target);
@@ -174,39 +191,18 @@ impl Pump {
                 if t.end_sent || t.failed {
                     continue;
                 }
-                if t.sent == t.size {
-                    let end = Control::End {
-                        size: t.size,
-                        checksum: t.sum.finish(),
-                    };
-                    if t.sink.send(router, &end).is_err() {
-                        t.failed = true;
-                    }
-                    t.end_sent = true;
+                if t.window.sent() == t.src.size {
+                    t.finish(router);
                     progressed = true;
                     continue;
                 }
-                if t.sent - t.acked >= t.window
+                if !t.window.may_send()
                     || router.pending_bytes(t.target).unwrap_or(0) > LINK_QUEUE_CAP
                 {
                     continue;
                 }
-                let len = (t.size - t.sent).min(CHUNK as u64) as usize;
-                match mitogen_core::transport::read_payload_at(&t.file, t.sent, len) {
-                    Ok(chunk) => {
-                        t.sum.update(&chunk);
-                        t.sink.send_bytes(router, chunk);
-                        t.sent += len as u64;
-                        t.in_flight.push_back((t.sent, Instant::now()));
-                        progressed = true;
-                    }
-                    Err(e) => {
-                        let _ = t
-                            .sink
-                            .send(router, &Control::Error(format!("reading {}: {e}", t.path)));
-                        t.failed = true;
-                    }
-                }
+                t.send_chunk(router);
+                progressed = true;
             }
             if !progressed {
                 // Woken by an ack or a new transfer; a full link queue is

@@ -1,17 +1,14 @@
 //! What a target runs for a copy, and the conveniences that call it.
 
-use super::error::kind_err;
+use super::error::{Cause, Place, Stage, kind_err};
+use super::receive::write_here;
 use super::serve::RegisterPath;
-use super::{
-    FileService, FileStat, INLINE_MAX, Progress, TransferError, WriteOptions, fetch, write_atomic,
-};
+use super::source::Source;
+use super::{FileService, FileStat, INLINE_MAX, Progress, TransferError, WriteOptions, fetch};
 use crate::service::{ServiceCx, ServiceExt, ServiceMethod};
 use mitogen_core::{Blob, Context, ContextId, FnError, Router};
 use std::path::Path;
 use std::time::Duration;
-
-// ---------------------------------------------------------------------------
-// Functions the target runs, and the conveniences that call them
 
 /// `mitogen.file.write`: writes inline bytes atomically.
 pub(super) struct WriteFile;
@@ -19,13 +16,13 @@ impl ServiceMethod for WriteFile {
     type Service = FileService;
     const NAME: &'static str = "write";
     type Args = (String, Blob, WriteOptions);
-    type Output = FileStat;
+    type Output = Result<FileStat, TransferError>;
     fn call(
         _: &FileService,
-        _: &ServiceCx<'_>,
+        cx: &ServiceCx<'_>,
         (path, data, opts): Self::Args,
-    ) -> Result<FileStat, FnError> {
-        Ok(write_atomic(Path::new(&path), &data, &opts)?)
+    ) -> Result<Self::Output, FnError> {
+        Ok(write_here(cx.router(), Path::new(&path), &data, &opts).map_err(Into::into))
     }
 }
 
@@ -33,21 +30,22 @@ impl ServiceMethod for WriteFile {
 /// one: `(from, path, dest, options)`. What [`put_file`] asks the target to
 /// do; call it (with [`ServiceExt::call_service`]) to copy between any two
 /// contexts. It runs on a service worker, so the context's main thread
-/// stays free for calls during the transfer.
+/// stays free for calls during the transfer. A failed transfer is the
+/// inner `Err`, a [`TransferError`] as [`fetch`] returns it.
 #[derive(Debug)]
 pub struct FetchFrom;
 impl ServiceMethod for FetchFrom {
     type Service = FileService;
     const NAME: &'static str = "fetch_from";
     type Args = (ContextId, String, String, WriteOptions);
-    type Output = FileStat;
+    type Output = Result<FileStat, TransferError>;
     fn call(
         _: &FileService,
         cx: &ServiceCx<'_>,
         (from, path, dest, opts): Self::Args,
-    ) -> Result<FileStat, FnError> {
+    ) -> Result<Self::Output, FnError> {
         let from = cx.router().context(from);
-        Ok(fetch(cx.router(), &from, &path, Path::new(&dest), &opts)?)
+        Ok(fetch(cx.router(), &from, &path, Path::new(&dest), &opts))
     }
 }
 
@@ -56,7 +54,12 @@ impl ServiceMethod for FetchFrom {
 /// file service, with `progress` called about every 100 ms.
 ///
 /// # Errors
-/// [`TransferError`]; nothing is left at `dest` on error.
+/// [`TransferError`]: a [`FileError`](super::FileError) names `src` here
+/// for opening and reading it, and `dest` on `target` for checks and
+/// writes. A source modified while it is read fails with
+/// [`Cause::Changed`](super::Cause) (see
+/// [`FileService`] for what that check can see). Nothing is left at `dest`
+/// on error.
 pub fn put_file(
     router: &Router,
     target: &Context,
@@ -65,18 +68,29 @@ pub fn put_file(
     opts: &WriteOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<FileStat, TransferError> {
-    let wrap = |source| TransferError::Write {
-        path: src.to_owned(),
-        source,
-    };
-    let meta = std::fs::metadata(src).map_err(wrap)?;
-    if meta.len() <= INLINE_MAX {
-        let data = std::fs::read(src).map_err(wrap)?;
-        use std::os::unix::fs::MetadataExt;
+    let here = Place::new(router, src);
+    let file = std::fs::File::open(src).map_err(|e| here.err(Stage::Open, e))?;
+    let source =
+        Source::from_file(file, src.to_owned()).map_err(|(stage, cause)| here.err(stage, cause))?;
+    if source.size <= INLINE_MAX {
+        let mut data = Vec::with_capacity(source.size as usize);
+        std::io::Read::read_to_end(&mut &*source.file, &mut data)
+            .map_err(|e| here.err(Stage::Read, e))?;
+        let mut sum = super::Checksum::default();
+        sum.update(&data);
+        source.verify(&here, sum.finish())?;
+        if data.len() as u64 != source.size {
+            return Err(here
+                .err(
+                    Stage::Read,
+                    Cause::Changed(format!("read {} bytes of {}", data.len(), source.size)),
+                )
+                .into());
+        }
         let mut o = opts.clone();
-        o.mode = o.mode.or_else(|| Some(meta.mode() & 0o7777));
-        o.mtime = o.mtime.or_else(|| meta.modified().ok());
-        let stat = target.call_service::<WriteFile>(&(dest.to_owned(), Blob(data), o))?;
+        o.mode = o.mode.or(Some(source.mode));
+        o.mtime = o.mtime.or(Some(source.mtime));
+        let stat = target.call_service::<WriteFile>(&(dest.to_owned(), Blob(data), o))??;
         progress(Progress {
             done: stat.size,
             total: stat.size,
@@ -84,12 +98,14 @@ pub fn put_file(
         });
         return Ok(stat);
     }
+    drop(source);
     let svc = FileService::local(router).map_err(|k| kind_err(target, "put_file", k))?;
-    svc.register_path(src).map_err(wrap)?;
     let key = std::fs::canonicalize(src)
-        .map_err(wrap)?
+        .map_err(|e| here.err(Stage::Open, e))?
         .display()
         .to_string();
+    svc.register_path(&key)
+        .map_err(|e| here.err(Stage::Open, e))?;
     let pending = target.call_service_async::<FetchFrom>(&(
         router.id(),
         key.clone(),
@@ -104,7 +120,7 @@ pub fn put_file(
                 }
             }
             r => {
-                let stat = pending.finish(r)?;
+                let stat = pending.finish(r)??;
                 if let Some(p) = svc.progress(target.id(), &key) {
                     progress(Progress {
                         done: stat.size,
@@ -120,14 +136,15 @@ pub fn put_file(
 /// Writes `data` to `dest` on `target` atomically, in one call.
 ///
 /// # Errors
-/// [`TransferError::Call`] with what the target reported.
+/// [`TransferError`]: a [`FileError`](super::FileError) naming `dest` on
+/// `target`, or the call error.
 pub fn put_bytes(
     target: &Context,
     dest: &str,
     data: Vec<u8>,
     opts: &WriteOptions,
 ) -> Result<FileStat, TransferError> {
-    Ok(target.call_service::<WriteFile>(&(dest.to_owned(), Blob(data), opts.clone()))?)
+    target.call_service::<WriteFile>(&(dest.to_owned(), Blob(data), opts.clone()))?
 }
 
 /// Copies `src` on `source` to local `dest` (the source serves it for this).
@@ -141,6 +158,6 @@ pub fn fetch_file(
     dest: &Path,
     opts: &WriteOptions,
 ) -> Result<FileStat, TransferError> {
-    source.call_service::<RegisterPath>(&src.to_owned())?;
+    source.call_service::<RegisterPath>(&src.to_owned())??;
     fetch(router, source, src, dest, opts)
 }

@@ -1,21 +1,28 @@
-//! The receiving side: atomic writes into the destination.
+//! The receiving side: checks before any bytes move, then atomic writes
+//! into the destination.
 
+use super::error::{Cause, Place, Stage};
 use super::serve::Fetch;
 use super::{
-    ACK_EVERY, Checksum, Control, FetchArgs, FetchReply, FileStat, IDLE_TIMEOUT, TransferError,
-    WriteOptions,
+    ACK_EVERY, Checksum, Control, FetchArgs, FetchReply, FileError, FileStat, IDLE_TIMEOUT,
+    TransferError, WriteOptions,
 };
 use crate::service::ServiceExt;
 use mitogen_core::{Context, Message, Policy, Router};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-// ---------------------------------------------------------------------------
-// Receiving
+/// An IO error and the step it happened in.
+type Staged = (Stage, std::io::Error);
 
 /// An unnamed temp file in the destination's directory that becomes the
 /// destination on [`AtomicFile::commit`]; dropped uncommitted, it vanishes.
+///
+/// Creating it is the cheap check that runs before any bytes move: the
+/// destination is not a directory, and its directory exists and is
+/// writable.
 struct AtomicFile {
     file: File,
     dest: PathBuf,
@@ -24,7 +31,13 @@ struct AtomicFile {
 }
 
 impl AtomicFile {
-    fn create(dest: &Path) -> std::io::Result<Self> {
+    fn create(dest: &Path) -> Result<Self, Staged> {
+        if std::fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Err((
+                Stage::Check,
+                std::io::Error::from_raw_os_error(rustix::io::Errno::ISDIR.raw_os_error()),
+            ));
+        }
         let dir = match dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
@@ -50,14 +63,15 @@ impl AtomicFile {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .open(&tmp)?;
+                    .open(&tmp)
+                    .map_err(|e| (Stage::Create, e))?;
                 Ok(Self {
                     file,
                     dest: dest.to_owned(),
                     named: Some(tmp),
                 })
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err((Stage::Create, e.into())),
         }
     }
 
@@ -66,21 +80,25 @@ impl AtomicFile {
         mode: u32,
         owner: Option<(u32, u32)>,
         mtime: Option<SystemTime>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), Staged> {
         use std::os::unix::fs::PermissionsExt;
+        let attr = |e: std::io::Error| (Stage::Attributes, e);
         if let Some((uid, gid)) = owner {
             rustix::fs::fchown(
                 &self.file,
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
-            )?;
+            )
+            .map_err(|e| attr(e.into()))?;
         }
         self.file
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(attr)?;
         if let Some(t) = mtime {
-            self.file.set_modified(t)?;
+            self.file.set_modified(t).map_err(attr)?;
         }
-        self.file.sync_all()?;
+        self.file.sync_all().map_err(|e| (Stage::Sync, e))?;
+        let rename = |e: std::io::Error| (Stage::Rename, e);
         let tmp = match self.named.take() {
             Some(named) => named,
             None => {
@@ -95,13 +113,14 @@ impl AtomicFile {
                     rustix::fs::CWD,
                     &tmp,
                     rustix::fs::AtFlags::SYMLINK_FOLLOW,
-                )?;
+                )
+                .map_err(|e| rename(e.into()))?;
                 tmp
             }
         };
         if let Err(e) = std::fs::rename(&tmp, &self.dest) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return Err(rename(e));
         }
         if let Some(dir) = self.dest.parent() {
             if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
@@ -139,10 +158,14 @@ fn temp_name(dest: &Path) -> PathBuf {
 }
 
 /// Fetches `path` from `from`'s file service into `dest` on this context,
-/// atomically.
+/// atomically. The destination is checked (not a directory; its directory
+/// exists and is writable) before any bytes move.
 ///
 /// # Errors
-/// [`TransferError`]; nothing is left at `dest` (or beside it) on error.
+/// [`TransferError`]: a [`FileError`] naming `dest` and this context for
+/// checks and writes, or the source and its context for reading it
+/// (including [`Cause::Changed`] when it was modified while being sent);
+/// nothing is left at `dest` (or beside it) on error.
 pub fn fetch(
     router: &Router,
     from: &Context,
@@ -150,80 +173,79 @@ pub fn fetch(
     dest: &Path,
     opts: &WriteOptions,
 ) -> Result<FileStat, TransferError> {
-    let wrap = |source| TransferError::Write {
-        path: dest.to_owned(),
-        source,
-    };
+    let here = Place::new(router, dest);
     if opts.discard {
         let mut sink = std::io::sink();
-        return receive(router, from, path, &mut sink, opts).map(|(_, stat)| stat);
+        return receive(router, from, path, &mut sink, opts, &here).map(|(_, stat)| stat);
     }
-    let mut out = AtomicFile::create(dest).map_err(wrap)?;
-    let (meta, stat) = receive(router, from, path, &mut out.file, opts)?;
+    let mut out = AtomicFile::create(dest).map_err(|(stage, e)| here.err(stage, e))?;
+    let (meta, stat) = receive(router, from, path, &mut out.file, opts, &here)?;
     out.commit(
         opts.mode.unwrap_or(meta.mode),
         opts.owner,
         opts.mtime.or(Some(meta.mtime)),
     )
-    .map_err(wrap)?;
+    .map_err(|(stage, e)| here.err(stage, e))?;
     Ok(stat)
 }
 
-/// Fetches `path` into an open file (a push cache); returns the source's
-/// metadata too.
+/// Fetches `key` into an open file (a push cache, named `label` in
+/// errors); returns the source's metadata too.
 pub(crate) fn fetch_to_file(
     router: &Router,
     from: &Context,
-    path: &str,
+    key: &str,
     file: &mut File,
+    label: &Path,
 ) -> Result<(FetchReply, FileStat), TransferError> {
-    receive(router, from, path, file, &WriteOptions::default())
+    let here = Place::new(router, label);
+    receive(router, from, key, file, &WriteOptions::default(), &here)
 }
 
 fn receive(
     router: &Router,
     from: &Context,
     path: &str,
-    out: &mut dyn std::io::Write,
+    out: &mut dyn Write,
     opts: &WriteOptions,
+    here: &Place<'_>,
 ) -> Result<(FetchReply, FileStat), TransferError> {
-    let wrap = |source| TransferError::Write {
-        path: PathBuf::from(path),
-        source,
-    };
     let rx = router.receiver_with(Policy::Respondent(from.id()));
     let meta = from.call_service::<Fetch>(&FetchArgs {
         path: path.to_owned(),
         sink: rx.sender(),
-    })?;
+    })??;
     let mut sum = Checksum::default();
     let mut got = 0u64;
     let mut acked = 0u64;
-    let interrupted = |reason: String| TransferError::Interrupted {
-        path: path.to_owned(),
-        reason,
-    };
+    let interrupted = |why: String| here.err(Stage::Receive, Cause::Interrupted(why));
     loop {
         if let Some(flag) = &opts.pause_until_exists {
             while !Path::new(flag).exists() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let msg: Message = rx
-            .recv_timeout(IDLE_TIMEOUT)
-            .map_err(|e| interrupted(e.to_string()))?;
+        let msg: Message = rx.recv_timeout(IDLE_TIMEOUT).map_err(|e| {
+            interrupted(format!("from {} (context {}): {e}", from.name(), from.id()))
+        })?;
         if msg.enc == mitogen_core::Enc::BIN {
-            std::io::Write::write_all(out, &msg.data).map_err(wrap)?;
+            if got + msg.data.len() as u64 > meta.size {
+                return Err(interrupted(format!(
+                    "more than the announced {} bytes arrived",
+                    meta.size
+                ))
+                .into());
+            }
+            out.write_all(&msg.data)
+                .map_err(|e| here.err(Stage::Write, e))?;
             sum.update(&msg.data);
             got += msg.data.len() as u64;
             // Acknowledge every ACK_EVERY bytes (and at the end): fewer
             // messages for the programs relaying them (ssh, sshd) to wake for.
-            if (got - acked >= ACK_EVERY || got == meta.size)
-                && meta.ack.send(router, &(meta.id, got)).is_err()
-            {
-                return Err(interrupted("cannot acknowledge".into()));
-            }
             if got - acked >= ACK_EVERY || got == meta.size {
+                if meta.ack.send(router, &(meta.id, got)).is_err() {
+                    return Err(interrupted("cannot acknowledge".into()).into());
+                }
                 acked = got;
             }
             if opts.slow_ms_per_chunk > 0 {
@@ -233,18 +255,22 @@ fn receive(
         }
         match msg
             .decode::<Control>()
-            .map_err(|e| interrupted(e.to_string()))?
+            .map_err(|e| interrupted(format!("undecodable control message: {e}")))?
         {
-            Control::Error(e) => return Err(interrupted(e)),
+            Control::Error(e) => return Err(e.into()),
             Control::End { size, checksum } => {
                 if size != got || checksum != sum.finish() {
-                    return Err(TransferError::Corrupt {
-                        path: PathBuf::from(path),
-                        got,
-                        want: size,
-                        got_sum: sum.finish(),
-                        want_sum: checksum,
-                    });
+                    return Err(here
+                        .err(
+                            Stage::Verify,
+                            Cause::Corrupt {
+                                got,
+                                want: size,
+                                got_sum: sum.finish(),
+                                want_sum: checksum,
+                            },
+                        )
+                        .into());
                 }
                 return Ok((meta, FileStat { size, checksum }));
             }
@@ -252,13 +278,10 @@ fn receive(
     }
 }
 
-/// Writes `data` to `path` atomically (temp file, fsync, rename).
-///
-/// # Errors
-/// The OS error, with nothing left behind.
-pub fn write_atomic(path: &Path, data: &[u8], opts: &WriteOptions) -> std::io::Result<FileStat> {
-    let mut out = AtomicFile::create(path)?;
-    std::io::Write::write_all(&mut out.file, data)?;
+/// Writes `data` to `dest` atomically, naming the stage on error.
+fn write_staged(dest: &Path, data: &[u8], opts: &WriteOptions) -> Result<FileStat, Staged> {
+    let mut out = AtomicFile::create(dest)?;
+    out.file.write_all(data).map_err(|e| (Stage::Write, e))?;
     let mut sum = Checksum::default();
     sum.update(data);
     out.commit(opts.mode.unwrap_or(0o644), opts.owner, opts.mtime)?;
@@ -266,4 +289,23 @@ pub fn write_atomic(path: &Path, data: &[u8], opts: &WriteOptions) -> std::io::R
         size: data.len() as u64,
         checksum: sum.finish(),
     })
+}
+
+/// [`write_atomic`] in a serving context: errors name `dest` and the
+/// context.
+pub(super) fn write_here(
+    router: &Router,
+    dest: &Path,
+    data: &[u8],
+    opts: &WriteOptions,
+) -> Result<FileStat, FileError> {
+    write_staged(dest, data, opts).map_err(|(stage, e)| Place::new(router, dest).err(stage, e))
+}
+
+/// Writes `data` to `path` atomically (temp file, fsync, rename).
+///
+/// # Errors
+/// The OS error, with nothing left behind.
+pub fn write_atomic(path: &Path, data: &[u8], opts: &WriteOptions) -> std::io::Result<FileStat> {
+    write_staged(path, data, opts).map_err(|(_, e)| e)
 }

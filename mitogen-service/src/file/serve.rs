@@ -1,9 +1,10 @@
 //! The serving side: registered paths and cached pushes, and the service
 //! methods that start transfers.
 
-use super::error::KindError;
+use super::error::{KindError, Place, Stage};
 use super::pump::{Pump, Transfer};
-use super::{FetchArgs, FetchReply, Progress};
+use super::source::Source;
+use super::{FetchArgs, FetchReply, FileError, Progress};
 use crate::service::{Service, ServiceCx, ServiceExt, ServiceMethod, local_instance};
 use mitogen_core::{CallError, CallErrorKind, Context, ContextId, FnError, Policy, Router, Sender};
 use parking_lot::Mutex;
@@ -11,10 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
-
-// ---------------------------------------------------------------------------
-// The service
 
 /// Serves registered files, chunked and flow-controlled. One per context.
 pub struct FileService {
@@ -32,8 +29,16 @@ impl std::fmt::Debug for FileService {
 struct Registered {
     paths: HashSet<PathBuf>,
     prefixes: Vec<PathBuf>,
-    /// Named open files (cached pushes), served by key.
-    files: HashMap<String, (Arc<File>, u64, u32, SystemTime)>,
+    /// Open files served by key (pushes), with the path each is a version of.
+    files: HashMap<String, (String, Source)>,
+}
+
+/// Why a file cannot be served.
+pub(super) enum OpenError {
+    /// The caller may not have it (not registered, or outside every prefix).
+    Refused(CallErrorKind),
+    /// It is allowed but cannot be opened.
+    File(FileError),
 }
 
 impl Service for FileService {
@@ -52,7 +57,7 @@ impl Service for FileService {
         let weak = Arc::downgrade(&pump);
         router.add_handler(ack, Policy::Any, move |msg| {
             if let (Some(p), Ok((id, acked))) = (weak.upgrade(), msg.decode::<(u64, u64)>()) {
-                p.ack(id, acked);
+                p.ack(msg.src_id, id, acked);
             }
         });
         *pump.ack.lock() = Some(Sender {
@@ -100,19 +105,13 @@ impl FileService {
         Ok(())
     }
 
-    /// Serves an open file under a name (how pushes are cached).
-    pub(crate) fn register_file(
-        &self,
-        key: &str,
-        file: Arc<File>,
-        size: u64,
-        mode: u32,
-        mtime: SystemTime,
-    ) {
-        self.registered
-            .lock()
-            .files
-            .insert(key.to_owned(), (file, size, mode, mtime));
+    /// Serves an open file under `key`, as the current version of `origin`:
+    /// older versions of `origin` are no longer served (transfers running
+    /// from them finish; their files close when the last one does).
+    pub(crate) fn register_file(&self, key: &str, origin: &str, source: Source) {
+        let mut r = self.registered.lock();
+        r.files.retain(|k, (o, _)| o != origin || k == key);
+        r.files.insert(key.to_owned(), (origin.to_owned(), source));
     }
 
     pub(crate) fn has_key(&self, key: &str) -> bool {
@@ -125,21 +124,19 @@ impl FileService {
         self.pump.progress(target, path)
     }
 
-    pub(super) fn open(
-        &self,
-        path: &str,
-    ) -> Result<(Arc<File>, u64, u32, SystemTime), CallErrorKind> {
-        if let Some(f) = self.registered.lock().files.get(path) {
+    pub(super) fn open(&self, router: &Router, path: &str) -> Result<Source, OpenError> {
+        if let Some((_, f)) = self.registered.lock().files.get(path) {
             return Ok(f.clone());
         }
+        let refused = |why: String| OpenError::Refused(CallErrorKind::PolicyRefused(why));
         let canon = std::fs::canonicalize(path)
-            .map_err(|e| CallErrorKind::PolicyRefused(format!("{path}: not registered ({e})")))?;
+            .map_err(|e| refused(format!("{path}: not registered ({e})")))?;
         {
             let r = self.registered.lock();
             if !(r.paths.contains(&canon) || r.prefixes.iter().any(|p| canon.starts_with(p))) {
                 let escaped = r.prefixes.iter().any(|p| Path::new(path).starts_with(p))
                     || path.contains("..");
-                return Err(CallErrorKind::PolicyRefused(if escaped {
+                return Err(refused(if escaped {
                     format!(
                         "{path} resolves to {}, outside every registered prefix",
                         canon.display()
@@ -149,19 +146,10 @@ impl FileService {
                 }));
             }
         }
-        let file = File::open(&canon)
-            .map_err(|e| CallErrorKind::Failed(format!("{}: {e}", canon.display())))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| CallErrorKind::Failed(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(CallErrorKind::Failed(format!(
-                "{path} is not a regular file"
-            )));
-        }
-        use std::os::unix::fs::MetadataExt;
-        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        Ok((Arc::new(file), meta.len(), meta.mode() & 0o7777, mtime))
+        let place = Place::new(router, &canon);
+        let file = File::open(&canon).map_err(|e| OpenError::File(place.err(Stage::Open, e)))?;
+        Source::from_file(file, canon.clone())
+            .map_err(|(stage, cause)| OpenError::File(place.err(stage, cause)))
     }
 }
 
@@ -171,29 +159,32 @@ impl ServiceMethod for Fetch {
     type Service = FileService;
     const NAME: &'static str = "fetch";
     type Args = FetchArgs;
-    type Output = FetchReply;
+    type Output = Result<FetchReply, FileError>;
     fn policy() -> Policy {
         Policy::Any
     }
-    fn call(svc: &FileService, cx: &ServiceCx<'_>, a: FetchArgs) -> Result<FetchReply, FnError> {
-        let (file, size, mode, mtime) = svc
-            .open(&a.path)
-            .map_err(|k| Box::new(KindError(k)) as FnError)?;
+    fn call(svc: &FileService, cx: &ServiceCx<'_>, a: FetchArgs) -> Result<Self::Output, FnError> {
+        let src = match svc.open(cx.router(), &a.path) {
+            Ok(s) => s,
+            Err(OpenError::Refused(k)) => return Err(Box::new(KindError(k))),
+            Err(OpenError::File(e)) => return Ok(Err(e)),
+        };
         let ack = svc
             .pump
             .ack
             .lock()
             .ok_or("file service has no ack handle")?;
+        let (size, mode, mtime) = (src.size, src.mode, src.mtime);
         let id = svc
             .pump
-            .start(Transfer::new(cx.caller(), a.sink, a.path, file, size));
-        Ok(FetchReply {
+            .start(Transfer::new(cx.caller(), a.sink, a.path, src));
+        Ok(Ok(FetchReply {
             id,
             size,
             mode,
             mtime,
             ack,
-        })
+        }))
     }
 }
 
@@ -204,9 +195,11 @@ impl ServiceMethod for RegisterPath {
     type Service = FileService;
     const NAME: &'static str = "register";
     type Args = String;
-    type Output = ();
-    fn call(svc: &FileService, _: &ServiceCx<'_>, path: String) -> Result<(), FnError> {
-        Ok(svc.register_path(path)?)
+    type Output = Result<(), FileError>;
+    fn call(svc: &FileService, cx: &ServiceCx<'_>, path: String) -> Result<Self::Output, FnError> {
+        Ok(svc
+            .register_path(&path)
+            .map_err(|e| Place::new(cx.router(), Path::new(&path)).err(Stage::Open, e)))
     }
 }
 
@@ -234,7 +227,8 @@ pub fn register_remote_prefix(ctx: &Context, dir: &str) -> Result<(), CallError>
 /// Lets `ctx` serve the file `path`.
 ///
 /// # Errors
-/// The call error.
-pub fn register_remote_path(ctx: &Context, path: &str) -> Result<(), CallError> {
-    ctx.call_service::<RegisterPath>(&path.to_owned())
+/// The call error, or a [`FileError`] at [`Stage::Open`] if `ctx` has no
+/// such file.
+pub fn register_remote_path(ctx: &Context, path: &str) -> Result<(), super::TransferError> {
+    Ok(ctx.call_service::<RegisterPath>(&path.to_owned())??)
 }
