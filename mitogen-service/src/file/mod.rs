@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! receiver (any context)                          FileService (serving context)
-//! fetch(): call Fetch(path, sink) ───────────────► resolve: registered path or prefix?
+//! fetch(): check dest (not a directory; its directory exists, is writable)
+//!          call Fetch(path, sink) ───────────────► resolve: registered path or prefix?
 //!          ◄─── reply: size, mode, mtime, ack address   (canonical path: no `..` or symlink escape)
 //!          ◄─── chunk (raw) ◄─┐ pump thread, round robin over transfers:
 //!          ─── ack(bytes) ────┘   send while unacked < window and the link queue is short
-//!          ◄─── end(size, checksum)
+//!          ◄─── end(size, checksum)   only if the source is unchanged after the last read,
+//!               or error(FileError)   else Changed
 //! write chunks to an unnamed temp file in the destination directory
 //! (O_TMPFILE), check size and checksum, fsync, set mode/owner/mtime, then
 //! link it in and rename it over the destination.

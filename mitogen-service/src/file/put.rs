@@ -57,9 +57,8 @@ impl ServiceMethod for FetchFrom {
 /// [`TransferError`]: a [`FileError`](super::FileError) names `src` here
 /// for opening and reading it, and `dest` on `target` for checks and
 /// writes. A source modified while it is read fails with
-/// [`Cause::Changed`](super::Cause) (see
-/// [`FileService`] for what that check can see). Nothing is left at `dest`
-/// on error.
+/// [`Cause::Changed`](super::Cause::Changed) (see [`FileService`] for what
+/// that check can see). Nothing is left at `dest` on error.
 pub fn put_file(
     router: &Router,
     target: &Context,

@@ -14,6 +14,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Serves registered files, chunked and flow-controlled. One per context.
+///
+/// A transfer sends one version of its source or fails: after the last
+/// read the source's size, mtime and ctime are compared with what they were
+/// when it was opened, and a pushed version's checksum with the one it was
+/// pushed under. A change fails the transfer with [`Cause::Changed`]
+/// (nothing is written at the destination). Like rsync's check, this
+/// cannot see a rewrite that leaves size and both times as they were (one
+/// within the same timestamp tick as the previous write); pushes, keyed by
+/// checksum, can. A path replaced by another file (rename) does not tear a
+/// copy: the open file is read whole.
+///
+/// [`Cause::Changed`]: super::Cause::Changed
 pub struct FileService {
     registered: Mutex<Registered>,
     pub(super) pump: Arc<Pump>,

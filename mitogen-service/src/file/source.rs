@@ -116,8 +116,11 @@ impl Source {
         let mut buf = vec![0u8; 1 << 20];
         let mut at = 0u64;
         loop {
-            let n = std::os::unix::fs::FileExt::read_at(&*src.file, &mut buf, at)
-                .map_err(|e| place.err(Stage::Read, e))?;
+            let n = match std::os::unix::fs::FileExt::read_at(&*src.file, &mut buf, at) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(place.err(Stage::Read, e)),
+            };
             if n == 0 {
                 break;
             }
