@@ -37,9 +37,9 @@ mod push;
 mod service;
 
 pub use file::{
-    CHUNK, Checksum, FetchFrom, FileService, FileStat, INLINE_MAX, Progress, TransferError,
-    WriteOptions, fetch, fetch_file, put_bytes, put_file, register_remote_path,
-    register_remote_prefix, write_atomic,
+    CHUNK, Cause, Checksum, FetchFrom, FileError, FileService, FileStat, INLINE_MAX, Progress,
+    Stage, TransferError, WriteOptions, fetch, fetch_file, put_bytes, put_file,
+    register_remote_path, register_remote_prefix, write_atomic,
 };
 pub use push::{push_file, wait_pushed};
 pub use service::{

@@ -171,7 +171,13 @@ impl Services {
             })?;
             let args: M::Args = postcard::from_bytes(args)
                 .map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
-            let out = M::call(svc, cx, args).map_err(|e| CallErrorKind::Failed(chain(&*e)))?;
+            let out = M::call(svc, cx, args).map_err(|e| {
+                // A refusal raised inside a method keeps its kind.
+                match e.downcast::<crate::file::KindError>() {
+                    Ok(k) => k.0,
+                    Err(e) => CallErrorKind::Failed(chain(&*e)),
+                }
+            })?;
             mitogen_core::message::encode_payload(&out)
                 .map_err(|e| CallErrorKind::BadResult(e.to_string()))
         });
@@ -192,12 +198,18 @@ impl Services {
     }
 }
 
+/// An error and its sources, each once: many errors (core's among them)
+/// also print their source in their own message, and repeating it would
+/// name one OS error twice.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = c.source();
     }
     s

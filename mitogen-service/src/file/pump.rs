@@ -1,0 +1,214 @@
+//! The sender pump: one thread per serving context that feeds every
+//! transfer round robin, each under its [`Window`].
+//!
+//! After a transfer's last read the pump checks its source is still what
+//! it was when opened ([`Source::verify`]) and sends `End` only then;
+//! otherwise the receiver gets a [`Cause::Changed`](super::error::Cause)
+//! error and writes nothing.
+
+use super::error::{Cause, Place, Stage};
+use super::source::Source;
+use super::window::Window;
+use super::{CHUNK, Checksum, Control, IDLE_TIMEOUT, LINK_QUEUE_CAP, Progress};
+use mitogen_core::{ContextId, Router, Sender};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub(super) struct Transfer {
+    id: u64,
+    target: ContextId,
+    sink: Sender,
+    /// What the receiver asked for (a path or a push key).
+    path: String,
+    src: Source,
+    sum: Checksum,
+    window: Window,
+    end_sent: bool,
+    failed: bool,
+}
+
+impl Transfer {
+    pub(super) fn new(target: ContextId, sink: Sender, path: String, src: Source) -> Self {
+        Self {
+            id: 0,
+            target,
+            sink,
+            path,
+            src,
+            sum: Checksum::default(),
+            window: Window::new(Instant::now()),
+            end_sent: false,
+            failed: false,
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            done: self.window.acked(),
+            total: self.src.size,
+            rate: self.window.rate(Instant::now()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.end_sent && self.window.acked() == self.src.size
+    }
+
+    /// Sends the end (or why there is none) after the last chunk.
+    fn finish(&mut self, router: &Router) {
+        let place = Place::new(router, &self.src.path);
+        let sum = self.sum.finish();
+        let end = match self.src.verify(&place, sum) {
+            Ok(()) => Control::End {
+                size: self.src.size,
+                checksum: sum,
+            },
+            Err(e) => {
+                log::warn!("{e}");
+                self.failed = true;
+                Control::Error(e)
+            }
+        };
+        if self.sink.send(router, &end).is_err() {
+            self.failed = true;
+        }
+        self.end_sent = true;
+    }
+
+    /// Sends the next chunk.
+    fn send_chunk(&mut self, router: &Router) {
+        let at = self.window.sent();
+        let len = (self.src.size - at).min(CHUNK as u64) as usize;
+        match mitogen_core::transport::read_payload_at(&self.src.file, at, len) {
+            Ok(chunk) => {
+                self.sum.update(&chunk);
+                self.sink.send_bytes(router, chunk);
+                self.window.on_sent(len as u64, Instant::now());
+            }
+            Err(e) => {
+                let place = Place::new(router, &self.src.path);
+                let cause = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Cause::Changed(format!("shrank below {} bytes", at + len as u64))
+                } else {
+                    e.into()
+                };
+                let _ = self
+                    .sink
+                    .send(router, &Control::Error(place.err(Stage::Read, cause)));
+                self.failed = true;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Pump {
+    state: Mutex<PumpState>,
+    wake: Condvar,
+    pub(super) ack: Mutex<Option<Sender>>,
+}
+
+#[derive(Default)]
+struct PumpState {
+    transfers: Vec<Transfer>,
+    next_id: u64,
+    next_turn: usize,
+    finished: HashMap<(ContextId, String), Progress>,
+}
+
+impl Pump {
+    pub(super) fn start(&self, mut t: Transfer) -> u64 {
+        let mut st = self.state.lock();
+        st.next_id += 1;
+        t.id = st.next_id;
+        let id = t.id;
+        st.transfers.push(t);
+        self.wake.notify_one();
+        id
+    }
+
+    /// An acknowledgement from `from`: only the transfer's receiver counts.
+    pub(super) fn ack(&self, from: ContextId, id: u64, acked: u64) {
+        let mut st = self.state.lock();
+        if let Some(t) = st
+            .transfers
+            .iter_mut()
+            .find(|t| t.id == id && t.target == from)
+        {
+            t.window.on_ack(acked, Instant::now());
+        }
+        self.wake.notify_one();
+    }
+
+    pub(super) fn progress(&self, target: ContextId, path: &str) -> Option<Progress> {
+        let st = self.state.lock();
+        st.transfers
+            .iter()
+            .rev()
+            .find(|t| t.target == target && t.path == path)
+            .map(Transfer::progress)
+            .or_else(|| st.finished.get(&(target, path.to_owned())).copied())
+    }
+
+    pub(super) fn run(&self, router: &Router) {
+        loop {
+            let mut st = self.state.lock();
+            if router.is_shut_down() {
+                return;
+            }
+            // Finished, failed, or abandoned (receiver gone or silent).
+            let now = Instant::now();
+            let mut i = 0;
+            while i < st.transfers.len() {
+                let t = &st.transfers[i];
+                let gone = !router.is_connected(t.target) || t.window.idle(now) > IDLE_TIMEOUT;
+                if t.done() || t.failed || gone {
+                    let t = st.transfers.swap_remove(i);
+                    if gone && !t.end_sent {
+                        log::debug!("transfer of {} to context {} abandoned", t.path, t.target);
+                    }
+                    // Progress of finished transfers is kept for callers that
+                    // poll after the end; bounded for long-lived controllers.
+                    if st.finished.len() >= 4096 {
+                        st.finished.clear();
+                    }
+                    st.finished.insert((t.target, t.path.clone()), t.progress());
+                } else {
+                    i += 1;
+                }
+            }
+            if st.transfers.is_empty() {
+                self.wake.wait_for(&mut st, Duration::from_millis(100));
+                continue;
+            }
+            let mut progressed = false;
+            let n = st.transfers.len();
+            let first = st.next_turn % n;
+            st.next_turn = st.next_turn.wrapping_add(1);
+            for k in 0..n {
+                let t = &mut st.transfers[(first + k) % n];
+                if t.end_sent || t.failed {
+                    continue;
+                }
+                if t.window.sent() == t.src.size {
+                    t.finish(router);
+                    progressed = true;
+                    continue;
+                }
+                if !t.window.may_send()
+                    || router.pending_bytes(t.target).unwrap_or(0) > LINK_QUEUE_CAP
+                {
+                    continue;
+                }
+                t.send_chunk(router);
+                progressed = true;
+            }
+            if !progressed {
+                // Woken by an ack or a new transfer; a full link queue is
+                // polled, since it drains without telling us.
+                self.wake.wait_for(&mut st, Duration::from_micros(100));
+            }
+        }
+    }
+}
