@@ -94,7 +94,11 @@ struct Partial {
 /// considered corrupt.
 const MAX_PARTIALS: usize = 64;
 
-type PartialKey = (crate::ids::ContextId, crate::ids::ContextId, crate::ids::Handle);
+type PartialKey = (
+    crate::ids::ContextId,
+    crate::ids::ContextId,
+    crate::ids::Handle,
+);
 
 struct StreamIn {
     out: Arc<StreamOut>,

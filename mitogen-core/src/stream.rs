@@ -260,8 +260,12 @@ impl StreamOut {
             if q.wire.is_empty() {
                 return Ok(true);
             }
-            let slices: Vec<IoSlice<'_>> =
-                q.wire.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = q
+                .wire
+                .iter()
+                .take(IOV_MAX)
+                .map(|b| IoSlice::new(b))
+                .collect();
             let mut n = match (&*self.tx).write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,

@@ -465,7 +465,10 @@ fn issue10_stopped_child_bounds_the_intermediary() {
     signal(cpid, rustix::process::Signal::CONT);
     let calls = sender.join().unwrap();
     for call in calls {
-        assert_eq!(call.wait_timeout(Duration::from_secs(120)).unwrap(), 100 * MIB);
+        assert_eq!(
+            call.wait_timeout(Duration::from_secs(120)).unwrap(),
+            100 * MIB
+        );
     }
     assert!(
         peak_kib < base_kib + 64 * 1024,
@@ -505,7 +508,10 @@ fn issue10_slow_consumer_bounds_both_ends() {
     );
     assert_eq!(got, n);
     let limit = mitogen_core::limits::RECV_HIGH_WATER + (8 << 20);
-    assert!(max_queued <= limit, "receiver queue reached {max_queued} bytes");
+    assert!(
+        max_queued <= limit,
+        "receiver queue reached {max_queued} bytes"
+    );
     assert!(
         peak_kib < base_kib + 64 * 1024,
         "agent grew from {base_kib} KiB to {peak_kib} KiB"
@@ -833,8 +839,11 @@ fn diagnostic_dump_reaches_controller() {
     let seen = wait_until(Duration::from_secs(5), || {
         logs.extend(take_logs());
         let dump = |s: &str| {
-            logs.iter()
-                .any(|l| l.target == "mitogen::dump" && l.message.starts_with(&prefix) && l.message.contains(s))
+            logs.iter().any(|l| {
+                l.target == "mitogen::dump"
+                    && l.message.starts_with(&prefix)
+                    && l.message.contains(s)
+            })
         };
         dump("threads: ") && dump("running test::sleep") && dump("stream parent 0")
     });

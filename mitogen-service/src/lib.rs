@@ -43,6 +43,6 @@ pub use file::{
 };
 pub use push::{push_file, wait_pushed};
 pub use service::{
-    Service, ServiceCx, ServiceExt, ServiceMethod, Services, local_instance, register,
-    register_with,
+    Service, ServiceCx, ServiceError, ServiceExt, ServiceMethod, Services, local_instance,
+    register, register_with,
 };

@@ -11,7 +11,7 @@
 
 use mitogen_core::{
     CallError, CallErrorKind, Context, FnError, Handle, Message, PendingCall, Policy, Registry,
-    Router, send_encoded_reply,
+    RemoteError, Router, send_encoded_reply,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -166,16 +166,18 @@ impl Services {
                 methods: HashMap::new(),
             });
         let thunk: Thunk = Box::new(|svc, cx, args| {
-            let svc = svc.downcast_ref::<M::Service>().ok_or_else(|| {
-                CallErrorKind::Failed("service instance of the wrong type".into())
-            })?;
+            let svc = svc
+                .downcast_ref::<M::Service>()
+                .ok_or_else(|| CallErrorKind::failed("service instance of the wrong type"))?;
             let args: M::Args = postcard::from_bytes(args)
                 .map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
             let out = M::call(svc, cx, args).map_err(|e| {
                 // A refusal raised inside a method keeps its kind.
                 match e.downcast::<crate::file::KindError>() {
                     Ok(k) => k.0,
-                    Err(e) => CallErrorKind::Failed(chain(&*e)),
+                    Err(e) => {
+                        CallErrorKind::Failed(RemoteError::capture(&*e, cx.router.registry()))
+                    }
                 }
             })?;
             mitogen_core::message::encode_payload(&out)
@@ -201,18 +203,32 @@ impl Services {
 /// An error and its sources, each once: many errors (core's among them)
 /// also print their source in their own message, and repeating it would
 /// name one OS error twice.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = c.source();
+/// Why the service layer refused a call before any method ran. It reaches
+/// the caller typed, after any number of hops:
+/// `call_error.downcast_ref::<ServiceError>()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// No service of this name is registered in that context.
+    #[error("no service named {0:?} is registered there")]
+    UnknownService(String),
+    /// The service has no method of this name.
+    #[error("the service has no method {0:?}")]
+    UnknownMethod(String),
+    /// The method's (or service activation's) policy refused the caller.
+    #[error("refused by policy: {0}")]
+    PolicyRefused(String),
+}
+
+impl mitogen_core::ErrorType for ServiceError {
+    const CODE: &'static str = "mitogen-service/refused";
+}
+
+impl ServiceError {
+    /// As a call error kind ([`CallErrorKind::Failed`] carrying this value).
+    pub fn kind(self) -> CallErrorKind {
+        CallErrorKind::Failed(RemoteError::typed(self))
     }
-    s
 }
 
 /// Registers this crate's built-in services and functions (files, push)
@@ -224,6 +240,7 @@ pub fn register(reg: &mut Registry) {
 
 /// [`register`] plus the program's own services.
 pub fn register_with(reg: &mut Registry, build: impl FnOnce(&mut Services)) {
+    reg.add_error::<ServiceError>();
     let mut services = Services::new();
     crate::file::register_builtin(&mut services);
     build(&mut services);
@@ -298,23 +315,26 @@ fn dispatch_inner(rt: &Runtime, router: &Router, msg: &Message) -> Result<Vec<u8
         .services
         .services
         .get(head.service)
-        .ok_or_else(|| CallErrorKind::UnknownService(head.service.into()))?;
+        .ok_or_else(|| ServiceError::UnknownService(head.service.into()).kind())?;
     let method = entry
         .methods
         .get(head.method)
-        .ok_or_else(|| CallErrorKind::UnknownMethod(head.method.into()))?;
+        .ok_or_else(|| ServiceError::UnknownMethod(head.method.into()).kind())?;
     let instance = {
         let existing = rt.instances.lock().get(head.service).cloned();
         match existing {
             Some(i) => i,
             None => {
                 if !router.allows(&entry.activation_policy, msg) {
-                    return Err(CallErrorKind::PolicyRefused(format!(
+                    return Err(ServiceError::PolicyRefused(format!(
                         "service {} is not active, and this caller may not activate it (needs {:?})",
                         head.service, entry.activation_policy
-                    )));
+                    ))
+                    .kind());
                 }
-                let i = (entry.activate)(router).map_err(|e| CallErrorKind::Failed(chain(&*e)))?;
+                let i = (entry.activate)(router).map_err(|e| {
+                    CallErrorKind::Failed(RemoteError::capture(&*e, router.registry()))
+                })?;
                 let mut instances = rt.instances.lock();
                 instances
                     .entry(entry_name(rt, head.service))
@@ -324,10 +344,11 @@ fn dispatch_inner(rt: &Runtime, router: &Router, msg: &Message) -> Result<Vec<u8
         }
     };
     if !router.allows(&method.policy, msg) {
-        return Err(CallErrorKind::PolicyRefused(format!(
+        return Err(ServiceError::PolicyRefused(format!(
             "{}.{} does not accept calls from context {}",
             head.service, head.method, msg.src_id
-        )));
+        ))
+        .kind());
     }
     let cx = ServiceCx { router, msg };
     match catch_unwind(AssertUnwindSafe(|| (method.thunk)(&*instance, &cx, args))) {
@@ -359,24 +380,25 @@ pub fn local_instance<S: Service>(router: &Router) -> Result<Arc<S>, CallErrorKi
         .as_ref()
         .clone()
         .ok_or_else(|| {
-            CallErrorKind::Failed("mitogen-service is not registered in this program".into())
+            CallErrorKind::failed("mitogen-service is not registered in this program")
         })?;
     let entry = rt
         .services
         .services
         .get(S::NAME)
-        .ok_or_else(|| CallErrorKind::UnknownService(S::NAME.into()))?;
+        .ok_or_else(|| ServiceError::UnknownService(S::NAME.into()).kind())?;
     let mut instances = rt.instances.lock();
     let inst = match instances.get(S::NAME) {
         Some(i) => i.clone(),
         None => {
-            let i = (entry.activate)(router).map_err(|e| CallErrorKind::Failed(chain(&*e)))?;
+            let i = (entry.activate)(router)
+                .map_err(|e| CallErrorKind::Failed(RemoteError::capture(&*e, router.registry())))?;
             instances.insert(entry_name(&rt, S::NAME), i.clone());
             i
         }
     };
     inst.downcast::<S>()
-        .map_err(|_| CallErrorKind::Failed("service instance of the wrong type".into()))
+        .map_err(|_| CallErrorKind::failed("service instance of the wrong type"))
 }
 
 /// Calling services in a context.

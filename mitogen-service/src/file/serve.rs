@@ -140,7 +140,8 @@ impl FileService {
         if let Some((_, f)) = self.registered.lock().files.get(path) {
             return Ok(f.clone());
         }
-        let refused = |why: String| OpenError::Refused(CallErrorKind::PolicyRefused(why));
+        let refused =
+            |why: String| OpenError::Refused(crate::ServiceError::PolicyRefused(why).kind());
         let canon = std::fs::canonicalize(path)
             .map_err(|e| refused(format!("{path}: not registered ({e})")))?;
         {
