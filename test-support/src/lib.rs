@@ -205,7 +205,7 @@ pub fn take_logs() -> Vec<Captured> {
         .unwrap_or_default()
 }
 
-static SKIPPED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+static SKIPPED: Mutex<Option<String>> = Mutex::new(None);
 
 /// Marks the running test as skipped (a prerequisite is missing): [`run`]
 /// prints it as `skipped` with `reason` and counts it apart from passes.
