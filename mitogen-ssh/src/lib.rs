@@ -44,6 +44,7 @@ mod become_;
 mod error;
 mod exec;
 mod pool;
+mod prompt;
 mod ssh;
 
 pub use become_::{Doas, SUDO_PROMPT, Su, Sudo};

@@ -249,7 +249,7 @@ impl Method for Ssh {
             "ssh",
             self.password.as_ref().map(|p| p.0.clone()),
             vec!["password:".into()],
-            PromptOn::Pty,
+            PromptOn::Tty,
             classify_ssh,
         );
         bootstrap::connect_command(

@@ -77,6 +77,10 @@ fn main() {
         doas_with_and_without_password,
         ssh_key_login,
         ssh_password_login_and_wrong_password,
+        banner_mentioning_password_is_not_a_prompt,
+        lecture_mentioning_password_is_not_a_prompt,
+        custom_prompt_overlapping_builtin_counts_once,
+        pwfeedback_control_characters_not_in_errors,
         ssh_host_key_mismatch,
         ssh_unknown_host_and_refused,
         ssh_connect_timeout,
@@ -394,6 +398,180 @@ fn ssh_password_login_and_wrong_password() {
         }
         _ => panic!("expected PermissionDenied, got {e}"),
     }
+}
+
+/// Issue item 5: banner text on ssh's stderr is not a prompt. The second
+/// banner even ends in an unterminated "Password:" line: prompts are read
+/// on ssh's terminal only.
+fn banner_mentioning_password_is_not_a_prompt() {
+    if !need_hosts() {
+        return;
+    }
+    for banner in [
+        "Authorised use only.\nNOTICE: your Password: must be rotated every 90 days.\n",
+        "NOTICE: your Password: must be rotated every 90 days.\nPassword:",
+    ] {
+        let sshd = Sshd::start_with_banner("127.0.0.1", None, banner).unwrap();
+        let r = router();
+        let c = r.connect(&key_ssh(&sshd, "mtg-key")).unwrap();
+        assert_eq!(whoami(&c), "mtg-key");
+        let c = r.connect(&pw_ssh(&sshd, "mtg-pw-secret")).unwrap();
+        assert_eq!(whoami(&c), "mtg-pw");
+        let e = r.connect(&pw_ssh(&sshd, "wrong")).unwrap_err();
+        assert!(
+            matches!(auth_err(&e), Some(AuthError::WrongPassword { .. })),
+            "{e}"
+        );
+    }
+}
+
+/// A stand-in for sudo and doas, written to a fresh file: it prints a
+/// lecture that mentions "Password:" on its terminal, asks for `password`
+/// up to three times (with the prompt `-p` gives, or `Password: `),
+/// echoing pwfeedback stars and erasing one with backspace, then runs the
+/// command after its options as the caller.
+struct FakeBecome {
+    dir: std::path::PathBuf,
+}
+
+impl FakeBecome {
+    fn new(password: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mitogen-fake-become-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            r#"#!/bin/sh
+prompt='Password: '
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p) prompt=$2; shift 2;;
+    -u) shift 2;;
+    --) shift; break;;
+    -*) shift;;
+    *) break;;
+  esac
+done
+exec 3<>/dev/tty
+printf '\nWe trust you have received the usual lecture.\nNOTICE: your Password: must be rotated every 90 days.\n\n' >&3
+n=0
+while [ $n -lt 3 ]; do
+  printf '%s' "$prompt" >&3
+  stty -echo <&3
+  IFS= read -r pw <&3
+  stty echo <&3
+  printf '****\b \b\n' >&3
+  if [ "$pw" = '{password}' ]; then exec 3>&-; exec "$@"; fi
+  printf 'Sorry, try again.\n' >&3
+  n=$((n + 1))
+done
+echo "fake: 3 incorrect password attempts" >&2
+exit 1
+"#
+        );
+        let path = dir.join("fake-become");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Self { dir }
+    }
+
+    fn program(&self) -> String {
+        self.dir.join("fake-become").display().to_string()
+    }
+}
+
+impl Drop for FakeBecome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue item 5, become side: a lecture that mentions "Password:" (with a
+/// custom prompt that matches it, for sudo; with doas's own) is not a
+/// prompt.
+fn lecture_mentioning_password_is_not_a_prompt() {
+    let fake = FakeBecome::new("right");
+    let me = mitogen_core::user_name();
+    let r = router();
+    let c = r
+        .connect(
+            &Sudo::new("root")
+                .program(&fake.program())
+                .password("right")
+                .prompt("Password:"),
+        )
+        .unwrap();
+    assert_eq!(whoami(&c), me);
+    let c = r
+        .connect(&Doas::new("root").program(&fake.program()).password("right"))
+        .unwrap();
+    assert_eq!(whoami(&c), me);
+    let e = r
+        .connect(&Doas::new("root").program(&fake.program()).password("wrong"))
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { .. })),
+        "{e}"
+    );
+}
+
+/// Issue item 6: a custom prompt that overlaps the built-in one: one
+/// prompt on screen is answered once, and a correct password works.
+fn custom_prompt_overlapping_builtin_counts_once() {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let u = r.connect(&Sudo::new("mtg-sudopw")).unwrap();
+    for extra in ["Password:", "sudo", "[mitogen-rs sudo] password:"] {
+        let root = r
+            .connect_via(
+                &Sudo::new("root")
+                    .password("mtg-sudopw-secret")
+                    .prompt(extra),
+                &u,
+            )
+            .unwrap_or_else(|e| panic!("with .prompt({extra:?}): {e}"));
+        assert_eq!(whoami(&root), "root");
+    }
+    let root = r
+        .connect_via(
+            &Doas::new("root")
+                .password("mtg-sudopw-secret")
+                .prompt("password"),
+            &u,
+        )
+        .unwrap();
+    assert_eq!(whoami(&root), "root");
+    // A wrong password is still one.
+    let e = r
+        .connect_via(&Sudo::new("root").password("wrong").prompt("Password:"), &u)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong password"), "{e}");
+}
+
+/// Issue item 13: what sudo printed reaches the error as text, without the
+/// backspaces of `pwfeedback` or other control characters.
+fn pwfeedback_control_characters_not_in_errors() {
+    let fake = FakeBecome::new("right");
+    let r = router();
+    let e = r
+        .connect(&Sudo::new("root").program(&fake.program()).password("wrong"))
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { .. })),
+        "{e}"
+    );
+    let shown = e.to_string();
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("***"), "{shown:?}");
 }
 
 fn ssh_host_key_mismatch() {
