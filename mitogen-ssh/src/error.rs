@@ -99,6 +99,15 @@ pub enum AuthError {
         /// What the program printed.
         printed: String,
     },
+    /// The directory for ssh control sockets cannot be made private (see
+    /// [`Ssh::control_master`](crate::Ssh::control_master)).
+    #[error("cannot use {dir} for ssh control sockets: {problem}")]
+    ControlDir {
+        /// The directory.
+        dir: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The program asked something this method cannot answer.
     #[error("unexpected prompt: {prompt}")]
     UnexpectedPrompt {

@@ -6,7 +6,7 @@ use mitogen_core::transport::bootstrap::Bootstrap;
 use mitogen_core::{
     CallCx, ConnectError, Context, FnError, Function, Local, Registry, Router, RouterOptions,
 };
-use mitogen_ssh::{AuthError, Doas, Exec, HostKeyChecking, Ssh, Su, Sudo};
+use mitogen_ssh::{AuthError, ControlCommand, Doas, Exec, HostKeyChecking, Ssh, Su, Sudo};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
 use mitogen_test_support::{kill9, tests};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -162,6 +162,7 @@ fn main() {
         custom_prompt_overlapping_builtin_counts_once,
         pwfeedback_control_characters_not_in_errors,
         ssh_host_key_mismatch,
+        ssh_master_is_reused_between_runs,
         ssh_unknown_host_and_refused,
         ssh_connect_timeout,
         cache_miss_then_hit_and_corruption_replaced,
@@ -653,6 +654,108 @@ fn pwfeedback_control_characters_not_in_errors() {
         "{shown:?}"
     );
     assert!(shown.contains("***"), "{shown:?}");
+}
+
+/// Runs `ssh -O command` for `ssh`'s master; returns whether it succeeded
+/// and what it printed on stderr.
+fn ssh_control(ssh: &Ssh, command: ControlCommand) -> (bool, String) {
+    let argv = ssh.control_argv(command);
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Time to connect a fresh router's context and make its first call.
+fn time_to_first_call(ssh: &Ssh) -> (Duration, Router, Context) {
+    let t0 = Instant::now();
+    let r = router();
+    let c = r.connect(ssh).unwrap();
+    assert_eq!(whoami(&c), "mtg-key");
+    (t0.elapsed(), r, c)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Performance goal 7 (runs back to back): with `multiplex`, the second
+/// run's connection goes through the first one's OpenSSH master: the
+/// sshd sees one connection, and no handshake is repeated.
+fn ssh_master_is_reused_between_runs() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let listener = sshd.pid().unwrap();
+    let plain = key_ssh(&sshd, "mtg-key");
+    // Warm the agent cache, so every figure below is a cache hit.
+    drop(time_to_first_call(&plain));
+    let plain_ms = median((0..5).map(|_| time_to_first_call(&plain).0).collect());
+
+    let shared = plain.multiplex(Duration::from_secs(30));
+    assert!(
+        !ssh_control(&shared, ControlCommand::Check).0,
+        "no master before the first run"
+    );
+    let (first, _r1, c1) = time_to_first_call(&shared);
+    let (ok, said) = ssh_control(&shared, ControlCommand::Check);
+    assert!(ok, "master running after the first run: {said}");
+    let master: u32 = said
+        .split("pid=")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {said:?}"));
+    // Its socket is in a directory only we can enter.
+    let dir = shared
+        .argv()
+        .iter()
+        .find_map(|a| a.strip_prefix("ControlPath="))
+        .map(|p| std::path::Path::new(p).parent().unwrap().to_owned())
+        .unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+
+    // Back-to-back runs: fresh routers, while the first still runs and
+    // after it has ended (the master persists).
+    let (second, r2, c2) = time_to_first_call(&shared);
+    assert_eq!(
+        mitogen_test_support::children_of(listener).len(),
+        1,
+        "two contexts, one ssh connection"
+    );
+    drop((c1, _r1, c2, r2));
+    let reused_ms = median((0..5).map(|_| time_to_first_call(&shared).0).collect());
+    let (ok, said) = ssh_control(&shared, ControlCommand::Check);
+    assert!(
+        ok && said.contains(&format!("pid={master}")),
+        "same master: {said}"
+    );
+    eprintln!(
+        "    time to first call: plain ssh {plain_ms:?} (median of 5); \
+         first run with multiplex {first:?}; second {second:?}; \
+         later runs {reused_ms:?} (median of 5)"
+    );
+    assert!(reused_ms < plain_ms, "reusing the master should be faster");
+
+    // The master is a daemon: end it, or it outlives the test.
+    let (ok, said) = ssh_control(&shared, ControlCommand::Exit);
+    assert!(ok, "ssh -O exit: {said}");
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(5), || {
+            mitogen_test_support::process_gone(master)
+        }),
+        "master {master} still running"
+    );
+    assert!(!ssh_control(&shared, ControlCommand::Check).0);
 }
 
 fn ssh_host_key_mismatch() {
