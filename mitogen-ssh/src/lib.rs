@@ -31,7 +31,9 @@
 //! Failures are classified: [`AuthError`] inside
 //! `mitogen_core::ConnectError::Method` says host key mismatch, permission
 //! denied (with the methods ssh tried), wrong password, not permitted,
-//! connection refused, unknown host, timeout, or no `sh` on the target.
+//! connection refused, unknown or unreachable host, timeout, or no `sh` on
+//! the target. What the program printed is quoted as plain text (control
+//! characters applied or escaped).
 //!
 //! [`Ssh::multiplex`] shares one OpenSSH master connection between runs
 //! (`ControlMaster`/`ControlPersist`, as Ansible does), so a second
