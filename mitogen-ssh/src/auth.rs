@@ -1,21 +1,31 @@
 //! Answering password prompts: one [`Auth`] for every wrapping method.
 
-use crate::error::{AuthError, last_lines};
+use crate::error::{AuthError, printed};
+use crate::prompt::{Cursor, Prompt};
 use mitogen_core::transport::bootstrap::{Auth, Seen, Step};
 
 /// Where a method's prompts appear.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum PromptOn {
-    /// The hybrid-mode terminal.
-    Pty,
-    /// stdout, when the terminal is the data channel (`su`).
-    Data,
+    /// Only the hybrid-mode terminal (ssh reads every answer from
+    /// `/dev/tty`, and prints banners on stderr: never look there).
+    Tty,
+    /// The hybrid-mode terminal, or stderr (sudo and doas use the
+    /// terminal, but fall back to stderr without one).
+    TtyOrStderr,
+    /// stdout, when the terminal is the data channel, or stderr (`su`,
+    /// whose PAM conversation writes to stderr).
+    DataOrStderr,
 }
 
 type Classify = fn(text: &str, sent_password: bool, timed_out: bool) -> Option<AuthError>;
 
-/// Answers each new password prompt once; a second prompt after an answer
+/// Answers the first password prompt; a second prompt after the answer
 /// means the password was wrong.
+///
+/// Prompts are found by [`Cursor`]: the last unterminated line of a
+/// channel, after what earlier prompts consumed, so banner text is never
+/// taken for a prompt and a prompt that several patterns match counts once.
 pub(crate) struct PasswordAuth {
     pub(crate) program: &'static str,
     pub(crate) password: Option<String>,
@@ -23,7 +33,9 @@ pub(crate) struct PasswordAuth {
     pub(crate) prompts: Vec<String>,
     pub(crate) on: PromptOn,
     pub(crate) classify: Classify,
-    answered: usize,
+    /// One per channel that may carry prompts (see [`Self::channels`]).
+    cursors: [Cursor; 2],
+    answered: bool,
 }
 
 impl PasswordAuth {
@@ -41,56 +53,59 @@ impl PasswordAuth {
             prompts,
             on,
             classify,
-            answered: 0,
+            cursors: Default::default(),
+            answered: false,
+        }
+    }
+
+    /// The channels this method's prompts may appear on.
+    fn channels<'a>(&self, seen: &'a Seen) -> [Option<&'a str>; 2] {
+        match self.on {
+            PromptOn::Tty => [Some(&seen.pty), None],
+            PromptOn::TtyOrStderr => [Some(&seen.pty), Some(&seen.stderr)],
+            PromptOn::DataOrStderr => [Some(&seen.data), Some(&seen.stderr)],
+        }
+    }
+
+    /// What to do about one new prompt.
+    fn answer(&mut self, prompt: Prompt, seen: &Seen) -> Step {
+        let fail = |e: AuthError| Step::Fail(Box::new(e));
+        match prompt {
+            Prompt::HostKey(_) => fail(AuthError::HostKeyUnknown {
+                printed: printed(&seen.all()),
+            }),
+            Prompt::Passphrase(p) => fail(AuthError::UnexpectedPrompt {
+                prompt: printed(&p),
+            }),
+            Prompt::Password(_) if self.answered => fail(AuthError::WrongPassword {
+                program: self.program,
+                printed: printed(&seen.all()),
+            }),
+            Prompt::Password(_) => match &self.password {
+                Some(p) => {
+                    self.answered = true;
+                    let mut line = p.clone().into_bytes();
+                    line.push(b'\n');
+                    Step::Send(line)
+                }
+                None => fail(AuthError::PasswordRequired {
+                    program: self.program,
+                }),
+            },
         }
     }
 }
 
 impl Auth for PasswordAuth {
     fn on_output(&mut self, seen: &Seen) -> Step {
-        // Prompts go to the terminal, or, for programs whose terminal is
-        // their stdin (su through PAM), to stderr: look at everything the
-        // method's own channel is expected to carry.
-        let text = match self.on {
-            PromptOn::Pty => format!("{}{}", seen.pty, seen.stderr),
-            PromptOn::Data => format!("{}{}", seen.data, seen.stderr),
-        };
-        let lower = text.to_lowercase();
-        if lower.contains("(yes/no") {
-            return Step::Fail(Box::new(AuthError::HostKeyUnknown {
-                printed: last_lines(&seen.all()),
-            }));
-        }
-        if lower.contains("enter passphrase for key") {
-            let prompt = last_lines(&text);
-            return Step::Fail(Box::new(AuthError::UnexpectedPrompt { prompt }));
-        }
-        let count: usize = self
-            .prompts
-            .iter()
-            .map(|p| lower.matches(p.as_str()).count())
-            .sum();
-        if count <= self.answered {
-            return Step::Continue;
-        }
-        if self.answered > 0 {
-            let printed = last_lines(&seen.all());
-            return Step::Fail(Box::new(AuthError::WrongPassword {
-                program: self.program,
-                printed,
-            }));
-        }
-        match &self.password {
-            Some(p) => {
-                self.answered += 1;
-                let mut line = p.clone().into_bytes();
-                line.push(b'\n');
-                Step::Send(line)
+        let channels = self.channels(seen);
+        for (i, text) in channels.into_iter().enumerate() {
+            let Some(text) = text else { continue };
+            if let Some(prompt) = self.cursors[i].next(text, &self.prompts) {
+                return self.answer(prompt, seen);
             }
-            None => Step::Fail(Box::new(AuthError::PasswordRequired {
-                program: self.program,
-            })),
         }
+        Step::Continue
     }
 
     fn classify(
@@ -98,7 +113,7 @@ impl Auth for PasswordAuth {
         seen: &Seen,
         timed_out: bool,
     ) -> Option<Box<dyn std::error::Error + Send + Sync>> {
-        (self.classify)(&seen.all(), self.answered > 0, timed_out)
+        (self.classify)(&seen.all(), self.answered, timed_out)
             .map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
     }
 }
@@ -110,7 +125,7 @@ pub(crate) fn classify_become(
     sent_password: bool,
     timed_out: bool,
 ) -> Option<AuthError> {
-    let printed = last_lines(text);
+    let printed = printed(text);
     let has = |s: &str| text.contains(s);
     Some(
         if has("is not in the sudoers file")

@@ -78,7 +78,7 @@ impl Common {
             method,
             self.password.as_ref().map(|p| p.0.clone()),
             vec![prompt.into()],
-            PromptOn::Pty,
+            PromptOn::TtyOrStderr,
             classify,
         );
         self.run(router, method, argv, tty, auth)
@@ -129,8 +129,14 @@ macro_rules! common_setters {
                 self.common.extra_args.push(arg.to_owned());
                 self
             }
-            /// Another text that marks a password prompt (case-insensitive
-            /// substring), e.g. a translated prompt.
+            /// Another text that marks a password prompt, e.g. a translated
+            /// prompt: a case-insensitive substring of the prompt line.
+            ///
+            /// Only the last, unterminated line the program printed can be
+            /// a prompt, and it must end with a colon (ASCII or full-width)
+            /// or with this text, if this text ends in punctuation
+            /// (`"PIN>"`). It may overlap the built-in prompt: one prompt
+            /// on screen is answered once, whichever texts match it.
             pub fn prompt(mut self, text: &str) -> Self {
                 self.common.prompts.push(text.to_owned());
                 self
@@ -289,7 +295,7 @@ impl Method for Su {
             "su",
             c.password.as_ref().map(|p| p.0.clone()),
             prompts,
-            PromptOn::Data,
+            PromptOn::DataOrStderr,
             classify_su,
         );
         c.run(router, "su", self.argv(), Tty::Full, auth)

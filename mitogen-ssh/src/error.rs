@@ -74,6 +74,13 @@ pub enum AuthError {
         /// What the program printed.
         printed: String,
     },
+    /// No route to the host (the network or host is unreachable from the
+    /// machine that ran ssh).
+    #[error("host unreachable; ssh said:\n{printed}")]
+    HostUnreachable {
+        /// What the program printed.
+        printed: String,
+    },
     /// The host name does not resolve.
     #[error("unknown host; ssh said:\n{printed}")]
     UnknownHost {
@@ -91,6 +98,15 @@ pub enum AuthError {
     NoShell {
         /// What the program printed.
         printed: String,
+    },
+    /// The directory for ssh control sockets cannot be made private (see
+    /// [`Ssh::control_master`](crate::Ssh::control_master)).
+    #[error("cannot use {dir} for ssh control sockets: {problem}")]
+    ControlDir {
+        /// The directory.
+        dir: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// The program asked something this method cannot answer.
     #[error("unexpected prompt: {prompt}")]
@@ -110,7 +126,7 @@ fn suffix(printed: &str) -> String {
 
 /// Classifies what `ssh` printed when it failed.
 pub(crate) fn classify_ssh(text: &str, sent_password: bool, timed_out: bool) -> Option<AuthError> {
-    let printed = last_lines(text);
+    let printed = printed(text);
     let has = |s: &str| text.contains(s);
     Some(
         if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || has("Host key verification failed") {
@@ -135,6 +151,8 @@ pub(crate) fn classify_ssh(text: &str, sent_password: bool, timed_out: bool) -> 
             }
         } else if has("Connection refused") {
             AuthError::ConnectionRefused { printed }
+        } else if has("No route to host") || has("Network is unreachable") {
+            AuthError::HostUnreachable { printed }
         } else if has("Could not resolve hostname") || has("Name or service not known") {
             AuthError::UnknownHost { printed }
         } else if has("timed out") || timed_out {
@@ -157,9 +175,86 @@ pub(crate) fn no_shell(text: &str) -> bool {
     })
 }
 
-pub(crate) fn last_lines(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+/// What a program printed, as errors quote it: [`sanitise`]d, then its
+/// last 15 non-blank lines. Every `printed` and `prompt` field of
+/// [`AuthError`] is made by this function.
+pub(crate) fn printed(text: &str) -> String {
+    let clean = sanitise(text);
+    let lines: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Terminal output made safe to print: what a terminal would have shown,
+/// as plain text.
+///
+/// - carriage return and backspace move the cursor and later characters
+///   overwrite, as on a terminal (so sudo's `pwfeedback` erasing `*`s with
+///   `\b \b` leaves no trace), and `\r\n` is a newline;
+/// - ANSI escape sequences (colours, cursor movement, window titles) are
+///   dropped;
+/// - other control characters (C0, DEL, C1) and bidirectional-override
+///   characters, which could disguise the message, are shown escaped
+///   (`\x07`, `\u{202e}`);
+/// - trailing blanks of each line are removed.
+pub(crate) fn sanitise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut line: Vec<char> = Vec::new();
+    let mut col = 0usize;
+    let put = |line: &mut Vec<char>, col: &mut usize, c: char| {
+        match line.get_mut(*col) {
+            Some(slot) => *slot = c,
+            None => line.push(c),
+        }
+        *col += 1;
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                let l: String = line.drain(..).collect();
+                out.push_str(l.trim_end());
+                out.push('\n');
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\u{8}' => col = col.saturating_sub(1),
+            '\t' => put(&mut line, &mut col, '\t'),
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \\.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                // A two-character sequence (or a lone ESC at the end).
+                _ => {}
+            },
+            c if c.is_control() => {
+                for e in format!("\\x{:02x}", u32::from(c)).chars() {
+                    put(&mut line, &mut col, e);
+                }
+            }
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                for e in c.escape_unicode() {
+                    put(&mut line, &mut col, e);
+                }
+            }
+            c => put(&mut line, &mut col, c),
+        }
+    }
+    let l: String = line.into_iter().collect();
+    out.push_str(l.trim_end());
+    out
 }
 
 #[cfg(test)]
@@ -205,6 +300,16 @@ mod tests {
                 false,
                 "Timeout",
             ),
+            (
+                "ssh: connect to host 10.99.2.2 port 22: No route to host",
+                false,
+                "HostUnreachable",
+            ),
+            (
+                "ssh: connect to host 10.99.2.2 port 22: Network is unreachable",
+                false,
+                "HostUnreachable",
+            ),
             ("sh: 1: sh: not found", false, "NoShell"),
         ];
         for (text, sent, want) in cases {
@@ -225,6 +330,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn printed_text_is_sanitised() {
+        let cases: &[(&str, &str)] = &[
+            // sudo pwfeedback: stars typed, then erased with \b \b.
+            (
+                "[sudo] password: ***\u{8} \u{8}\u{8} \u{8}\r\nSorry, try again.",
+                "[sudo] password: *\nSorry, try again.",
+            ),
+            ("abc\u{8}d", "abd"),
+            ("progress 50%\rprogress 100%\r\n", "progress 100%\n"),
+            ("\u{1b}[1;31merror\u{1b}[0m: bad", "error: bad"),
+            ("\u{1b}]0;title\u{7}after", "after"),
+            ("\u{1b}]0;title\u{1b}\\after", "after"),
+            (
+                "bell\u{7} nul\u{0} del\u{7f} c1\u{9b}",
+                "bell\\x07 nul\\x00 del\\x7f c1\\x9b",
+            ),
+            ("rtl \u{202e}evil", "rtl \\u{202e}evil"),
+            ("tab\tkept  \nnext", "tab\tkept\nnext"),
+            ("\u{8}\u{8}x", "x"),
+            ("trailing escape \u{1b}", "trailing escape"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(sanitise(raw), *want, "{raw:?}");
+        }
+        let e = classify_become(
+            "sudo",
+            "[sudo] password: ****\u{8} \u{8}\r\nsudo: 1 incorrect password attempt\u{7}",
+            true,
+            false,
+        )
+        .unwrap();
+        let shown = e.to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("[sudo] password: ***\n"), "{shown:?}");
     }
 
     #[test]

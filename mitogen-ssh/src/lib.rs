@@ -31,22 +31,32 @@
 //! Failures are classified: [`AuthError`] inside
 //! `mitogen_core::ConnectError::Method` says host key mismatch, permission
 //! denied (with the methods ssh tried), wrong password, not permitted,
-//! connection refused, unknown host, timeout, or no `sh` on the target.
+//! connection refused, unknown or unreachable host, timeout, or no `sh` on
+//! the target. What the program printed is quoted as plain text (control
+//! characters applied or escaped).
+//!
+//! [`Ssh::multiplex`] shares one OpenSSH master connection between runs
+//! (`ControlMaster`/`ControlPersist`, as Ansible does), so a second
+//! connection to the same host skips the handshake; it is off by default.
 //!
 //! [`BecomePool`] bounds become contexts per parent (default 20), shutting
 //! down the least recently used idle one at the limit.
 //!
 //! Dependencies beyond the core: `serde` (methods' options travel to
-//! intermediaries), `thiserror`, `log`, `parking_lot`.
+//! intermediaries), `thiserror`, `log`, `parking_lot`, `rustix` (the
+//! effective uid, for the control socket directory).
 
 mod auth;
 mod become_;
+mod control;
 mod error;
 mod exec;
 mod pool;
+mod prompt;
 mod ssh;
 
 pub use become_::{Doas, SUDO_PROMPT, Su, Sudo};
+pub use control::{ControlCommand, ControlMaster};
 pub use error::AuthError;
 pub use exec::Exec;
 pub use pool::{BecomePool, DEFAULT_LIMIT};

@@ -1,6 +1,7 @@
 //! `ssh`: the system OpenSSH client.
 
 use crate::auth::{PasswordAuth, PromptOn, Secret};
+use crate::control::{self, ControlCommand, ControlMaster};
 use crate::error::classify_ssh;
 use mitogen_core::transport::bootstrap::{self, Bootstrap};
 use mitogen_core::transport::{DEFAULT_CONNECT_TIMEOUT, Tty};
@@ -57,6 +58,9 @@ pub struct Ssh {
     connect_timeout: Duration,
     keepalive: Option<Duration>,
     compression: bool,
+    control_master: Option<ControlMaster>,
+    control_path: Option<String>,
+    control_persist: Option<Duration>,
     name: Option<String>,
     bootstrap: Bootstrap,
 }
@@ -89,6 +93,9 @@ impl Ssh {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive: Some(Duration::from_secs(15)),
             compression: false,
+            control_master: None,
+            control_path: None,
+            control_persist: None,
             name: None,
             bootstrap: Bootstrap::new(),
         }
@@ -167,6 +174,61 @@ impl Ssh {
         self
     }
 
+    /// OpenSSH connection sharing (`ControlMaster`; default: not set, so
+    /// ssh_config decides, which for a stock ssh means no sharing).
+    ///
+    /// With [`ControlMaster::Auto`], the first connection to a user, host
+    /// and port becomes a master, and later ones (while it lives, see
+    /// [`control_persist`](Self::control_persist)) run through it without
+    /// a new TCP connection, key exchange or authentication. Unless
+    /// [`control_path`](Self::control_path) is set, the socket is
+    /// `%C` (ssh's hash of local host, host, port and user) in a
+    /// directory made private (0700) on the machine that runs ssh: the
+    /// first of `$XDG_RUNTIME_DIR/mitogen-rs/cm`,
+    /// `~/.cache/mitogen-rs/cm` and `/tmp/mitogen-rs-cm-<uid>` whose
+    /// socket path fits the kernel's limit.
+    ///
+    /// A master outlives the connection that started it for the persist
+    /// time; end it earlier with
+    /// [`control_argv`](Self::control_argv)`(`[`ControlCommand::Exit`]`)`.
+    /// Anyone who can open the socket can run commands as the remote
+    /// user: give a `control_path` only in a directory that is yours alone.
+    pub fn control_master(mut self, mode: ControlMaster) -> Self {
+        self.control_master = Some(mode);
+        self
+    }
+
+    /// The control socket (`ControlPath`), with ssh's `%` tokens (`%C`,
+    /// `%h`, `%p`, `%r`, ...); its directory must exist. Default: see
+    /// [`control_master`](Self::control_master).
+    pub fn control_path(mut self, path: impl Into<String>) -> Self {
+        self.control_path = Some(path.into());
+        self
+    }
+
+    /// How long a master stays after its last session ends
+    /// (`ControlPersist`, whole seconds, at least 1). Without it the master
+    /// ends with the connection that started it.
+    pub fn control_persist(mut self, idle: Duration) -> Self {
+        self.control_persist = Some(idle);
+        self
+    }
+
+    /// Connection sharing as Ansible's ssh connection does it:
+    /// [`ControlMaster::Auto`], the default private socket path, and a
+    /// master that stays `idle` after its last session (Ansible uses 60 s).
+    ///
+    /// ```
+    /// let ssh = mitogen_ssh::Ssh::new("web1").multiplex(std::time::Duration::from_secs(60));
+    /// let argv = ssh.argv().join(" ");
+    /// assert!(argv.contains("ControlMaster=auto") && argv.contains("ControlPersist=60s"));
+    /// assert!(argv.contains("/%C"));
+    /// ```
+    pub fn multiplex(self, idle: Duration) -> Self {
+        self.control_master(ControlMaster::Auto)
+            .control_persist(idle)
+    }
+
     /// Names the context (default `ssh.<host>`, or `ssh.<host>:<port>`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
@@ -181,6 +243,57 @@ impl Ssh {
 
     /// The ssh command line this would run (program first).
     pub fn argv(&self) -> Vec<String> {
+        let mut a = self.common_argv();
+        a.push("-T".into());
+        a.extend(self.extra_args.iter().cloned());
+        a.push(self.host.clone());
+        a.push(self.bootstrap.stage0_shell());
+        a
+    }
+
+    /// The command line that sends `command` to this connection's master
+    /// (`ssh -O check|exit|stop`, with the same options, so the same
+    /// control socket), for the caller to run.
+    ///
+    /// ```
+    /// use mitogen_ssh::{ControlCommand, Ssh};
+    /// let ssh = Ssh::new("deploy@web1").control_path("/run/user/1000/cm/%C");
+    /// let argv = ssh.control_argv(ControlCommand::Exit);
+    /// assert_eq!(&argv[argv.len() - 3..], ["-O", "exit", "web1"]);
+    /// assert!(argv.contains(&"ControlPath=/run/user/1000/cm/%C".to_owned()));
+    /// ```
+    pub fn control_argv(&self, command: ControlCommand) -> Vec<String> {
+        let mut a = self.common_argv();
+        a.extend(self.extra_args.iter().cloned());
+        a.extend(["-O".into(), command.as_arg().into(), self.host.clone()]);
+        a
+    }
+
+    /// The control socket path ssh is given, if sharing is configured, and
+    /// whether it is in the default directory (which `connect` makes).
+    fn control_socket(&self) -> Option<(String, bool)> {
+        match (&self.control_path, self.control_master) {
+            (Some(p), _) => Some((p.clone(), false)),
+            (None, Some(ControlMaster::Auto | ControlMaster::Yes)) => Some((
+                control::default_dir_here()
+                    .join(control::SOCKET_NAME)
+                    .display()
+                    .to_string(),
+                true,
+            )),
+            (None, _) => None,
+        }
+    }
+
+    fn context_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match self.port {
+            Some(p) => format!("ssh.{}:{p}", self.host),
+            None => format!("ssh.{}", self.host),
+        })
+    }
+
+    /// Program and options: everything before the destination.
+    fn common_argv(&self) -> Vec<String> {
         let mut a = vec![self.ssh_path.clone()];
         let mut o = |opt: String| {
             a.push("-o".into());
@@ -210,6 +323,15 @@ impl Ssh {
         if self.identity_file.is_some() {
             o("IdentitiesOnly=yes".into());
         }
+        if let Some(m) = self.control_master {
+            o(m.as_option().into());
+        }
+        if let Some((path, _)) = self.control_socket() {
+            o(format!("ControlPath={path}"));
+        }
+        if let Some(idle) = self.control_persist {
+            o(format!("ControlPersist={}s", idle.as_secs().max(1)));
+        }
         for (k, v) in &self.options {
             o(format!("{k}={v}"));
         }
@@ -222,10 +344,6 @@ impl Ssh {
         if let Some(u) = &self.user {
             a.extend(["-l".into(), u.clone()]);
         }
-        a.push("-T".into());
-        a.extend(self.extra_args.iter().cloned());
-        a.push(self.host.clone());
-        a.push(self.bootstrap.stage0_shell());
         a
     }
 }
@@ -234,12 +352,19 @@ impl Method for Ssh {
     const NAME: &'static str = "ssh";
 
     fn connect(&self, router: &Router) -> Result<Context, ConnectError> {
-        let name = |_| {
-            self.name.clone().unwrap_or_else(|| match self.port {
-                Some(p) => format!("ssh.{}:{p}", self.host),
-                None => format!("ssh.{}", self.host),
-            })
-        };
+        let name = |_| self.context_name();
+        if let Some((path, true)) = self.control_socket() {
+            let dir = std::path::Path::new(&path)
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/"));
+            let uid = rustix::process::geteuid().as_raw();
+            if let Err(e) = control::ensure_private_dir(dir, uid) {
+                return Err(ConnectError::Method {
+                    name: self.context_name(),
+                    source: Box::new(e),
+                });
+            }
+        }
         let tty = if self.password.is_some() {
             Tty::Hybrid
         } else {
@@ -249,7 +374,7 @@ impl Method for Ssh {
             "ssh",
             self.password.as_ref().map(|p| p.0.clone()),
             vec!["password:".into()],
-            PromptOn::Pty,
+            PromptOn::Tty,
             classify_ssh,
         );
         bootstrap::connect_command(
@@ -261,5 +386,88 @@ impl Method for Ssh {
             &mut auth,
             self.connect_timeout,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(ssh: &Ssh) -> Vec<String> {
+        let a = ssh.argv();
+        a.windows(2)
+            .filter(|w| w[0] == "-o")
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    fn control_opts(ssh: &Ssh) -> Vec<String> {
+        opts(ssh)
+            .into_iter()
+            .filter(|o| o.starts_with("Control"))
+            .collect()
+    }
+
+    #[test]
+    fn no_connection_sharing_options_by_default() {
+        assert_eq!(control_opts(&Ssh::new("h")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn control_options_render_into_argv() {
+        let s = Ssh::new("h")
+            .control_master(ControlMaster::Auto)
+            .control_path("/run/cm/%C")
+            .control_persist(Duration::from_millis(90_500));
+        assert_eq!(
+            control_opts(&s),
+            [
+                "ControlMaster=auto",
+                "ControlPath=/run/cm/%C",
+                "ControlPersist=90s"
+            ]
+        );
+        let s = Ssh::new("h").control_master(ControlMaster::No);
+        assert_eq!(control_opts(&s), ["ControlMaster=no"]);
+        let s = Ssh::new("h")
+            .control_master(ControlMaster::Yes)
+            .control_persist(Duration::ZERO);
+        let o = control_opts(&s);
+        assert_eq!(o[0], "ControlMaster=yes");
+        assert_eq!(o[2], "ControlPersist=1s");
+        // A path alone (ssh_config may set ControlMaster).
+        let s = Ssh::new("h").control_path("/x/%C");
+        assert_eq!(control_opts(&s), ["ControlPath=/x/%C"]);
+    }
+
+    #[test]
+    fn multiplex_uses_the_private_default_socket() {
+        let s = Ssh::new("deploy@web1:2222").multiplex(Duration::from_secs(60));
+        let o = control_opts(&s);
+        assert_eq!(o[0], "ControlMaster=auto");
+        assert_eq!(o[2], "ControlPersist=60s");
+        let want = format!("ControlPath={}/%C", control::default_dir_here().display());
+        assert_eq!(o[1], want);
+        assert_eq!(s.control_socket().map(|p| p.1), Some(true));
+        // The options come before the destination and its command.
+        let a = s.argv();
+        let at = |x: &str| a.iter().position(|v| v == x).unwrap();
+        assert!(at(&o[1]) < at("web1"));
+    }
+
+    #[test]
+    fn control_argv_talks_to_the_same_socket() {
+        let s = Ssh::new("deploy@web1:2222")
+            .multiplex(Duration::from_secs(60))
+            .identity_file("/k");
+        let c = s.control_argv(ControlCommand::Check);
+        let a = s.argv();
+        // Same program and options, then -O check and the host.
+        assert_eq!(&c[..c.len() - 3], &a[..c.len() - 3]);
+        assert_eq!(&c[c.len() - 3..], ["-O", "check", "web1"]);
+        assert!(!c.contains(&"-T".to_owned()));
+        let e = s.control_argv(ControlCommand::Exit);
+        assert_eq!(e[e.len() - 2], "exit");
+        assert_eq!(s.control_argv(ControlCommand::Stop)[c.len() - 2], "stop");
     }
 }

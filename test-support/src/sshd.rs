@@ -99,6 +99,18 @@ impl Sshd {
     /// has bound its socket (it writes its pid file only then), or an error
     /// carrying `sshd -t`'s output or the sshd log.
     pub fn start(addr: &str, netns: Option<&str>) -> io::Result<Self> {
+        Self::start_inner(addr, netns, None)
+    }
+
+    /// As [`Sshd::start`], with a pre-authentication `Banner` showing
+    /// `banner` (written to a file as is: give it a trailing newline or
+    /// not, as the test needs). ssh prints it on stderr before
+    /// authenticating.
+    pub fn start_with_banner(addr: &str, netns: Option<&str>, banner: &str) -> io::Result<Self> {
+        Self::start_inner(addr, netns, Some(banner))
+    }
+
+    fn start_inner(addr: &str, netns: Option<&str>, banner: Option<&str>) -> io::Result<Self> {
         let port = match netns {
             Some(_) => 22,
             None => std::net::TcpListener::bind((addr, 0))?.local_addr()?.port(),
@@ -151,6 +163,12 @@ impl Sshd {
             pid_file = pid_file.display(),
             authorized = authorized.display(),
         );
+        let mut config = config;
+        if let Some(text) = banner {
+            let file = me.dir.join("banner");
+            fs::write(&file, text)?;
+            config.push_str(&format!("Banner {}\n", file.display()));
+        }
         let cfg = me.dir.join("sshd_config");
         fs::write(&cfg, config)?;
 
