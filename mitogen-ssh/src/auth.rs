@@ -78,7 +78,7 @@ impl PasswordAuth {
                 prompt: printed(&p),
             }),
             Prompt::Password(_) if self.answered => fail(AuthError::WrongPassword {
-                program: self.program,
+                program: self.program.into(),
                 printed: printed(&seen.all()),
             }),
             Prompt::Password(_) => match &self.password {
@@ -89,7 +89,7 @@ impl PasswordAuth {
                     Step::Send(line)
                 }
                 None => fail(AuthError::PasswordRequired {
-                    program: self.program,
+                    program: self.program.into(),
                 }),
             },
         }
@@ -134,23 +134,37 @@ pub(crate) fn classify_become(
             || has("Operation not permitted")
             || has("not permitted")
         {
-            AuthError::NotPermitted { program, printed }
+            AuthError::NotPermitted {
+                program: program.into(),
+                printed,
+            }
         } else if has("a password is required") || has("Authorization required") {
-            AuthError::PasswordRequired { program }
+            AuthError::PasswordRequired {
+                program: program.into(),
+            }
         } else if has("incorrect password")
             || has("Sorry, try again")
             || has("Authentication failure")
             || has("Authentication failed")
         {
-            AuthError::WrongPassword { program, printed }
+            AuthError::WrongPassword {
+                program: program.into(),
+                printed,
+            }
         } else if has("unknown user") || has("does not exist") || has("No passwd entry") {
-            AuthError::UnknownUser { program, printed }
+            AuthError::UnknownUser {
+                program: program.into(),
+                printed,
+            }
         } else if crate::error::no_shell(text) {
             AuthError::NoShell { printed }
         } else if timed_out {
             AuthError::Timeout { printed }
         } else if sent_password && has("assword") {
-            AuthError::WrongPassword { program, printed }
+            AuthError::WrongPassword {
+                program: program.into(),
+                printed,
+            }
         } else {
             return None;
         },

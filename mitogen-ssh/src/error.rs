@@ -15,7 +15,12 @@
 //! ```
 
 /// Why a method's program refused to start the agent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// It is a registered [`mitogen_core::ErrorType`] ([`crate::register`]
+/// registers it), so it keeps its type when a connection made by an
+/// intermediary fails: `ConnectError::downcast_ref::<AuthError>()` finds it
+/// however many hops away the failing method ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AuthError {
     /// The host key does not match the one in known_hosts.
@@ -42,7 +47,7 @@ pub enum AuthError {
     #[error("wrong password; {program} said:\n{printed}")]
     WrongPassword {
         /// `ssh`, `sudo`, `su` or `doas`.
-        program: &'static str,
+        program: std::borrow::Cow<'static, str>,
         /// What the program printed.
         printed: String,
     },
@@ -50,13 +55,13 @@ pub enum AuthError {
     #[error("{program} requires a password and none was given")]
     PasswordRequired {
         /// `sudo` or `doas`.
-        program: &'static str,
+        program: std::borrow::Cow<'static, str>,
     },
     /// The user may not use sudo (or doas) at all, or not for that target.
     #[error("{program} refused: not permitted; it said:\n{printed}")]
     NotPermitted {
         /// `sudo` or `doas`.
-        program: &'static str,
+        program: std::borrow::Cow<'static, str>,
         /// What the program printed.
         printed: String,
     },
@@ -64,7 +69,7 @@ pub enum AuthError {
     #[error("unknown user; {program} said:\n{printed}")]
     UnknownUser {
         /// The program.
-        program: &'static str,
+        program: std::borrow::Cow<'static, str>,
         /// What the program printed.
         printed: String,
     },
@@ -141,7 +146,7 @@ pub(crate) fn classify_ssh(text: &str, sent_password: bool, timed_out: bool) -> 
         } else if let Some(i) = text.find("Permission denied (") {
             if sent_password {
                 AuthError::WrongPassword {
-                    program: "ssh",
+                    program: "ssh".into(),
                     printed,
                 }
             } else {
@@ -410,4 +415,8 @@ mod tests {
             );
         }
     }
+}
+
+impl mitogen_core::ErrorType for AuthError {
+    const CODE: &'static str = "mitogen-ssh/auth";
 }

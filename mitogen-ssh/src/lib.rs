@@ -67,7 +67,8 @@ use mitogen_core::{ConnectError, Context, Method, Registry, Router};
 /// Registers every method of this crate (call it in the registration
 /// function passed to `mitogen_core::init`, on both ends).
 pub fn register(reg: &mut Registry) {
-    reg.add_method::<Ssh>()
+    reg.add_error::<AuthError>()
+        .add_method::<Ssh>()
         .add_method::<Sudo>()
         .add_method::<Su>()
         .add_method::<Doas>()

@@ -156,6 +156,7 @@ fn main() {
         su_with_password,
         doas_with_and_without_password,
         ssh_key_login,
+        issue9_wrong_sudo_password_over_ssh_is_typed,
         ssh_password_login_and_wrong_password,
         banner_mentioning_password_is_not_a_prompt,
         lecture_mentioning_password_is_not_a_prompt,
@@ -182,16 +183,9 @@ fn whoami(ctx: &Context) -> String {
     ctx.call::<Whoami>(&()).expect("whoami").0
 }
 
+/// The typed refusal, from the method itself or from an intermediary.
 fn auth_err(e: &ConnectError) -> Option<&AuthError> {
-    match e {
-        ConnectError::Method { source, .. } => source.downcast_ref::<AuthError>(),
-        ConnectError::Via { source, .. } => {
-            // Errors from an intermediary arrive as text.
-            let _ = source;
-            None
-        }
-        _ => None,
-    }
+    e.downcast_ref::<AuthError>()
 }
 
 /// Removes the fresh cache directories earlier runs of this binary left in
@@ -343,13 +337,21 @@ fn sudo_with_password_and_wrong_password() {
     let e = r
         .connect_via(&Sudo::new("root").password("not-the-password"), &u)
         .unwrap_err();
-    assert!(e.to_string().contains("wrong password"), "{e}");
+    // Hop 2 (sudo run by the sudo context): still an AuthError, typed.
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { program, .. }) if program == "sudo"),
+        "{e}"
+    );
+    assert!(matches!(e, ConnectError::Via { .. }), "{e}");
     // Noticed at the second prompt, not at the 30 s connect deadline.
     let took = t0.elapsed();
     eprintln!("    wrong sudo password reported after {took:?}");
     assert!(took < Duration::from_secs(20), "took {took:?}");
     let e = r.connect_via(&Sudo::new("root"), &u).unwrap_err();
-    assert!(e.to_string().contains("requires a password"), "{e}");
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::PasswordRequired { .. })),
+        "{e}"
+    );
 }
 
 fn sudo_refusals() {
@@ -361,7 +363,10 @@ fn sudo_refusals() {
     let e = r
         .connect_via(&Sudo::new("root").password("mtg-nosudo-secret"), &n)
         .unwrap_err();
-    assert!(e.to_string().contains("not permitted"), "{e}");
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::NotPermitted { .. })),
+        "{e}"
+    );
     let e = r.connect(&Sudo::new("no-such-user-mtg")).unwrap_err();
     assert!(
         matches!(auth_err(&e), Some(AuthError::UnknownUser { .. })),
@@ -437,6 +442,34 @@ fn ssh_key_login() {
         )
         .unwrap();
     assert_eq!(whoami(&root), "mtg-target");
+}
+
+/// A wrong sudo password behind ssh (hop 2) and behind ssh and sudo (hop 3)
+/// is classified as such: the AuthError crosses the hops typed.
+fn issue9_wrong_sudo_password_over_ssh_is_typed() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let host = r.connect(&key_ssh(&sshd, "mtg-sudopw")).unwrap();
+    let e = r
+        .connect_via(&Sudo::new("root").password("wrong-on-hop-2"), &host)
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { program, .. }) if program == "sudo"),
+        "{e}"
+    );
+    // One hop further: ssh -> sudo (no password) -> sudo with a wrong one.
+    let host = r.connect(&key_ssh(&sshd, "mtg-sudo")).unwrap();
+    let mid = r.connect_via(&Sudo::new("mtg-sudopw"), &host).unwrap();
+    let e = r
+        .connect_via(&Sudo::new("root").password("wrong-on-hop-3"), &mid)
+        .unwrap_err();
+    assert!(
+        matches!(auth_err(&e), Some(AuthError::WrongPassword { .. })),
+        "{e}"
+    );
 }
 
 fn pw_ssh(sshd: &Sshd, password: &str) -> Ssh {
