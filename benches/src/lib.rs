@@ -10,7 +10,22 @@ use std::time::{Duration, Instant};
 pub fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
     mitogen_service::register(reg);
-    reg.add::<Noop>().add::<EchoLen>().add::<BulkSink>();
+    reg.add::<Noop>()
+        .add::<EchoLen>()
+        .add::<BulkSink>()
+        .add::<Pid>();
+}
+
+/// Returns the agent's process id.
+#[derive(Debug)]
+pub struct Pid;
+impl Function for Pid {
+    const NAME: &'static str = "bench::pid";
+    type Args = ();
+    type Output = u32;
+    fn call(_: &CallCx<'_>, (): ()) -> Result<u32, FnError> {
+        Ok(std::process::id())
+    }
 }
 
 /// Does nothing: the empty round trip.

@@ -51,10 +51,31 @@
 //! }
 //! ```
 //!
+//! # Logs from every context
+//!
+//! `log` records made in any context (by your functions or by mitogen
+//! itself) are forwarded to the controller and re-emitted through its `log`
+//! facade with **their own target** and the message prefixed with the
+//! context's name (`[ssh.web1:22] ...`), so `RUST_LOG=myapp=info` shows your
+//! remote records as it shows local ones. Agents filter at the controller's
+//! `log::max_level()`, which they follow while the program runs (raise it
+//! after connecting and the agents raise theirs). What an agent process
+//! writes to stderr arrives as info records with target `mitogen::stderr`.
+//! Call [`init`] first in `main`, then install your logger: `init` turns the
+//! process into an agent when it was started as one, and in an agent it
+//! installs the forwarding logger (a logger installed before it would be
+//! used in agents too, and their records would only reach you as stderr
+//! lines).
+//!
+//! Your functions' argument and result types need `serde`'s `Serialize`
+//! and `Deserialize` (`serde = { version = "1", features = ["derive"] }`).
+//!
 //! # What is where
 //! - [`Message`] and the IO-free [`codec`]: the wire format (Python Mitogen's header).
 //! - [`Router`]: routes, handlers, [`Policy`], connections ([`Local`], [`Method`]).
 //! - [`Context`]: calls ([`Context::call`], [`PendingCall`], [`CallChain`]), shutdown.
+//! - Errors: [`CallError`] (with [`CallErrorKind`]), [`ConnectError`], and
+//!   [`RemoteError`] / [`ErrorType`] for errors that keep their type across hops.
 //! - [`Receiver`], [`Sender`], [`Select`], [`Latch`]: waiting, always with optional deadlines.
 //! - [`Function`], [`Registry`]: what can be called by name.
 //! - [`transport`]: the bootstrap every connection method shares.

@@ -63,3 +63,73 @@
 //! it has queued and then exits. Every call waiting on a context that
 //! disappears, or on anything behind it, fails at once with
 //! [`CallErrorKind::Disconnected`](crate::CallErrorKind::Disconnected).
+//! Calling a context that is already gone fails the same way, naming it:
+//! every router remembers the contexts it has seen disappear.
+//!
+//! # Long calls, and giving up on one
+//!
+//! Calls to one context run one at a time, so a call that takes 5 s delays
+//! every later call to that context by 5 s. When a caller gives up (its
+//! [`call_timeout`](crate::Context::call_timeout) deadline passes, or it
+//! drops the [`PendingCall`](crate::PendingCall)), the called context is
+//! told: a call still queued there is skipped, and a running one sees
+//! [`CallCx::is_cancelled`](crate::CallCx::is_cancelled) turn true and
+//! should return early. Until the call really ends,
+//! [`Router::pending_calls`](crate::Router::pending_calls) still counts it.
+//!
+//! For work that must not hold up the context, use one of:
+//! - a thread in the function that does the work and streams progress and
+//!   the result to a [`Sender`](crate::Sender) the caller passed in, while
+//!   the function itself returns at once;
+//! - a separate child context for the long work (`connect_via(&Local::new(),
+//!   &ctx)`): each context has its own main thread;
+//! - services (`mitogen-service`), which run on a worker pool.
+//!
+//! # Errors across hops
+//!
+//! A function's error crosses the wire as a
+//! [`RemoteError`](crate::RemoteError): its text, each source's text, and,
+//! if the error or any of its sources is of a type registered with
+//! [`Registry::add_error`](crate::Registry::add_error) (an
+//! [`ErrorType`](crate::ErrorType) with a unique code), that value itself.
+//! The receiving side decodes it with its own registry, so
+//! [`CallError::downcast_ref`](crate::CallError::downcast_ref) and
+//! [`ConnectError::downcast_ref`](crate::ConnectError::downcast_ref) find it
+//! after any number of hops; a function that fails with an error it got
+//! from onward passes the typed value on. Layers define their kinds this
+//! way (`mitogen_ssh::AuthError`, `mitogen_service::ServiceError`), so core
+//! has no kinds of theirs. [`CallErrorKind`](crate::CallErrorKind) itself
+//! separates where a call failed: the function (`Failed`, `Panicked`,
+//! `BadArguments`), the way there (`Disconnected`, `Refused`, `TooLarge`),
+//! or the caller's patience (`Timeout`).
+//! [`error_chain`](crate::error_chain) prints any error with its causes.
+//!
+//! # Backpressure
+//!
+//! Every queue is bounded, and a full one pushes back on whatever feeds it
+//! instead of growing:
+//! - **Streams**: a stream whose outbound queue is over
+//!   [`HIGH_WATER`](crate::limits::HIGH_WATER) makes threads that send to
+//!   it wait (with a deadline; [`Sender::send_deadline`](crate::Sender::send_deadline)
+//!   reports [`Stalled`](crate::Stalled)), and makes the broker stop reading
+//!   the streams whose messages it forwarded there, until the queue is back
+//!   under [`LOW_WATER`](crate::limits::LOW_WATER). The broker itself never
+//!   waits.
+//! - **Receivers**: a receiver whose queue holds more than
+//!   [`RECV_HIGH_WATER`](crate::limits::RECV_HIGH_WATER) stops the stream
+//!   it is fed from until the consumer has taken it under
+//!   [`RECV_LOW_WATER`](crate::limits::RECV_LOW_WATER). Drain the receivers
+//!   you open: waiting for a call's reply while a receiver fed by the same
+//!   stream is full waits until that receiver is drained.
+//! - **Large messages** are split on the wire into frames of at most
+//!   [`FRAGMENT`](crate::limits::FRAGMENT) bytes, each with the full 26-byte
+//!   header and `Enc::MORE` on all but the last; only the destination
+//!   reassembles them, so an intermediary holds at most a high-water mark's
+//!   worth per stream, and a small call never waits behind more than one
+//!   fragment of each bulk transfer on a link.
+//!
+//! Why stop-reading rather than per-hop credits: it needs no new messages,
+//! works with the Python Mitogen framing, and keeps the direct-write fast
+//! path. The price is head-of-line blocking within one stream: messages
+//! behind a paused stream's backlog wait with it (other streams keep
+//! flowing).

@@ -602,9 +602,15 @@ impl Shared {
             (lost, was_parent)
         };
         let why = format!("{}: {reason}", message::DEAD_DISCONNECTED);
+        // While shutting down every stream closes: announcing each loss on
+        // every other stream would cost n² messages for n children, and the
+        // parent learns of the losses when this context's stream closes.
+        let announce = !self.is_shut_down();
         for id in &lost {
             self.fail_respondents(*id, &why);
-            self.broadcast_del_route(*id, None);
+            if announce {
+                self.broadcast_del_route(*id, None);
+            }
         }
         if was_parent {
             for id in self.id.ancestors.clone() {

@@ -111,3 +111,8 @@ pub fn connect_all<M: Method + Sync>(
         })
         .collect()
 }
+
+/// The README's code, compiled as a doc test so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -218,7 +218,15 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Errors are printed as text with their causes, not in Debug form.
+    if let Err(e) = run() {
+        eprintln!("tree: error: {}", mitogen_core::error_chain(&*e));
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Started as an agent by the controller below, this never returns.
     let router = mitogen_core::init(register)?;
     let _ = log::set_logger(&StderrLogger);
