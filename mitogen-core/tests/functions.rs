@@ -129,10 +129,10 @@ function!(WriteFileAfter, "test::write_file_after", (String, u64) => (), |_, (pa
 });
 function!(
     /// Starts a child of the called context itself (not via the controller's
-    /// request): exercises id allocation from an agent.
-    SpawnChild, "test::spawn_child", () => u32, |cx, ()| {
+    /// request): exercises id allocation from an agent. Returns its id and pid.
+    SpawnChild, "test::spawn_child", () => (u32, u32), |cx, ()| {
         let child = cx.router().connect(&Local::new())?;
-        Ok(child.call::<Pid>(&())?)
+        Ok((child.id().0, child.call::<Pid>(&())?))
     }
 );
 
@@ -188,9 +188,10 @@ function!(
     }
 );
 function!(
-    /// Waits (at most 30 s) until the file exists, then records whether the
-    /// caller had given up by then.
-    BlockUntil, "test::block_until", String => (), |cx, path| {
+    /// Creates the first file, waits (at most 30 s) until the second exists,
+    /// then records whether the caller had given up by then.
+    BlockUntil, "test::block_until", (String, String) => (), |cx, (started, path)| {
+        std::fs::write(&started, "started")?;
         let t0 = std::time::Instant::now();
         while !std::path::Path::new(&path).exists() && t0.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(2));
