@@ -92,7 +92,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         HandlerEntry {
             gauge: None,
             policy: Policy::ParentAuthority,
-            sink: Sink::Fn(Arc::new(move |m, _| {
+            sink: Sink::Fn(Arc::new(move |m, _, _| {
                 if let (Some(s), Ok(v)) = (weak.upgrade(), m.decode::<u8>()) {
                     log::set_max_level(crate::logfwd::level_filter(v));
                     // Relays it to this context's children.
@@ -126,7 +126,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         HandlerEntry {
             gauge: None,
             policy: Policy::ParentAuthority,
-            sink: Sink::Fn(Arc::new(move |_, _| {
+            sink: Sink::Fn(Arc::new(move |_, _, _| {
                 if let Some(s) = weak.upgrade() {
                     log::debug!("{}: shutdown requested", s.id.name);
                     s.broker_cmd(crate::broker::Cmd::Shutdown(Some(0)));
@@ -144,7 +144,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         HandlerEntry {
             gauge: None,
             policy: Policy::Any,
-            sink: Sink::Fn(Arc::new(move |m, _| {
+            sink: Sink::Fn(Arc::new(move |m, _, _| {
                 let (Some(s), Ok(handle)) = (weak.upgrade(), m.decode::<Handle>()) else {
                     return;
                 };

@@ -7,7 +7,7 @@ use crate::context::Context;
 use crate::error::{ConnectError, Error};
 use crate::ids::{ContextId, Handle};
 use crate::message::{Message, codec::DEFAULT_MAX_MESSAGE_SIZE};
-use crate::policy::Policy;
+use crate::policy::{Policy, Source};
 use crate::router::{HandlerEntry, Identity, Shared, Sink};
 use crate::stream::{StreamId, StreamOut};
 use serde::{Serialize, de::DeserializeOwned};
@@ -222,18 +222,22 @@ impl Router {
     /// Installs a handler function on a fixed `handle` (for higher layers,
     /// e.g. services). It runs on whatever thread routes the message, usually
     /// the broker: it must not block. Replaces any handler on that handle.
+    ///
+    /// It gets the message and the [`Source`] the router verified it came
+    /// from, for layers that apply further policies after the router's
+    /// (`policy.allows(&msg, &source, &router.trust())`).
     pub fn add_handler(
         &self,
         handle: Handle,
         policy: Policy,
-        f: impl Fn(Message) + Send + Sync + 'static,
+        f: impl Fn(Message, &Source) + Send + Sync + 'static,
     ) {
         self.shared.add_handler(
             handle,
             HandlerEntry {
                 gauge: None,
                 policy,
-                sink: Sink::Fn(Arc::new(move |m, _| f(m))),
+                sink: Sink::Fn(Arc::new(move |m, _, src| f(m, src))),
                 persist: true,
                 respondent: None,
                 label: "handler",
@@ -313,6 +317,19 @@ impl Router {
             .map(|s| s.pending_bytes())
     }
 
+    /// Runs `f` once the stream that leads to `ctx` has at most `below` bytes
+    /// queued (at once if it already has, or if there is no such stream),
+    /// or when that stream closes: how flow control waits for a link to
+    /// drain without polling. `f` runs on the thread that drains the stream
+    /// (usually the broker) with the stream locked: it must be quick and
+    /// must not send or block (notify a condition variable, say).
+    pub fn when_drained(&self, ctx: ContextId, below: usize, f: impl FnOnce() + Send + 'static) {
+        match self.shared.stream_by_context(ctx) {
+            Some(s) => s.when_drained(below, Box::new(f)),
+            None => f(),
+        }
+    }
+
     /// How many replies this context is waiting for from `ctx` (calls in
     /// flight, and other receivers bound to it): zero means idle.
     pub fn pending_calls(&self, ctx: ContextId) -> usize {
@@ -324,21 +341,13 @@ impl Router {
             .count()
     }
 
-    /// Whether `policy` admits `msg` (which must have been routed to this
-    /// context): for layers that dispatch further after the router, such as
-    /// services with per-method policies.
-    pub fn allows(&self, policy: &Policy, msg: &Message) -> bool {
-        let stream = self.shared.stream_by_context(msg.src_id);
-        let direct = stream.as_ref().filter(|s| s.remote_id == msg.src_id);
-        let src = crate::policy::Source {
-            stream_remote: direct.map(|s| s.remote_id),
-            from_parent_stream: direct.is_some_and(|s| s.is_parent),
-        };
-        let trust = crate::policy::Trust {
+    /// What this context trusts (itself and its ancestors), for
+    /// [`Policy::allows`].
+    pub fn trust(&self) -> crate::policy::Trust<'_> {
+        crate::policy::Trust {
             me: self.id(),
             ancestors: &self.shared.id.ancestors,
-        };
-        msg.src_id != self.id() && policy.allows(msg, &src, &trust) || msg.src_id == self.id()
+        }
     }
 
     /// Bytes sent and received so far on the stream that leads to `ctx`
@@ -411,7 +420,7 @@ fn fn_handler(
     f: impl Fn(&Arc<Shared>, Message, Option<StreamId>) + Send + Sync + 'static,
 ) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
-    let sink = Sink::Fn(Arc::new(move |m, from| {
+    let sink = Sink::Fn(Arc::new(move |m, from, _: &Source| {
         if let Some(s) = weak.upgrade() {
             f(&s, m, from);
         }

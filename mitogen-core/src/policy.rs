@@ -18,6 +18,14 @@ pub struct Source {
     pub from_parent_stream: bool,
 }
 
+impl Source {
+    /// A message made by this process (no stream).
+    pub const LOCAL: Self = Self {
+        stream_remote: None,
+        from_parent_stream: false,
+    };
+}
+
 type CustomFn = dyn Fn(&Message, &Source, &Trust<'_>) -> bool + Send + Sync;
 
 /// What this context trusts: its own id and its ancestors.

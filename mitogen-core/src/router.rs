@@ -36,7 +36,7 @@ pub(crate) enum Sink {
     Discard,
     /// A function run on the routing thread (internal handlers only: it must
     /// not block).
-    Fn(Arc<dyn Fn(Message, Option<StreamId>) + Send + Sync>),
+    Fn(Arc<dyn Fn(Message, Option<StreamId>, &Source) + Send + Sync>),
 }
 
 /// Bytes waiting in a receiver's queue, for backpressure: over
@@ -522,7 +522,7 @@ impl Shared {
                     return gauge.map(Blocked::Queue);
                 }
             }
-            (Sink::Fn(f), _) => f(msg, from.map(|s| s.id)),
+            (Sink::Fn(f), _) => f(msg, from.map(|s| s.id), &src),
             (Sink::Discard, _) => {}
         }
         None
@@ -555,7 +555,7 @@ impl Shared {
                 Sink::Chan(tx) => {
                     let _ = tx.send(dead);
                 }
-                Sink::Fn(f) => f(dead, None),
+                Sink::Fn(f) => f(dead, None, &Source::LOCAL),
                 Sink::Discard => {}
             }
         }

@@ -76,7 +76,11 @@ struct OutQueue {
     want_write: bool,
     /// Threads in [`StreamOut::wait_room`].
     waiters: usize,
+    /// Run when the queue drops to (or under) their threshold, or closes.
+    drained: Vec<(usize, DrainHook)>,
 }
+
+type DrainHook = Box<dyn FnOnce() + Send>;
 
 impl OutQueue {
     fn is_empty(&self) -> bool {
@@ -276,8 +280,12 @@ impl StreamOut {
             drop(slices);
             self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
             let before = self.pending.fetch_sub(n, Ordering::Relaxed);
-            if q.waiters > 0 && before - n <= LOW_WATER {
+            let now = before - n;
+            if q.waiters > 0 && now <= LOW_WATER {
                 self.room.notify_all();
+            }
+            if !q.drained.is_empty() {
+                fire_drained(q, now);
             }
             // The written bytes came from the wire buffers, so they cannot
             // run out before `n` does.
@@ -304,6 +312,20 @@ impl StreamOut {
         Ok(empty)
     }
 
+    /// Runs `f` once the queue is at or under `below` bytes (at once if it
+    /// is already), or when the stream closes. `f` runs on the thread that
+    /// drains the queue, usually the broker, with the stream locked: it must
+    /// be quick and must not send.
+    pub(crate) fn when_drained(&self, below: usize, f: DrainHook) {
+        let mut q = self.q.lock();
+        if q.closed || self.pending_bytes() <= below {
+            drop(q);
+            f();
+            return;
+        }
+        q.drained.push((below, f));
+    }
+
     /// Marks the stream closed and drops anything queued.
     pub(crate) fn close(&self) {
         let mut q = self.q.lock();
@@ -312,12 +334,27 @@ impl StreamOut {
         q.lanes.clear();
         self.pending.store(0, Ordering::Relaxed);
         self.room.notify_all();
+        fire_drained(&mut q, usize::MAX);
     }
 
     /// Writes bytes that are not a frame (tests of corrupt streams only).
     pub(crate) fn write_raw(&self, bytes: &[u8]) -> bool {
         let q = self.q.lock();
         !q.closed && q.is_empty() && (&*self.tx).write_all(bytes).is_ok()
+    }
+}
+
+/// Runs the drain hooks whose threshold `pending` has reached (all of them
+/// with `usize::MAX`, when the stream closes).
+fn fire_drained(q: &mut OutQueue, pending: usize) {
+    let mut i = 0;
+    while i < q.drained.len() {
+        if pending <= q.drained[i].0 || pending == usize::MAX {
+            let (_, f) = q.drained.swap_remove(i);
+            f();
+        } else {
+            i += 1;
+        }
     }
 }
 

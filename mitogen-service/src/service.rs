@@ -11,7 +11,7 @@
 
 use mitogen_core::{
     CallError, CallErrorKind, Context, FnError, Handle, Message, PendingCall, Policy, Registry,
-    RemoteError, Router, send_encoded_reply,
+    RemoteError, Router, Source, send_encoded_reply,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -264,19 +264,19 @@ fn install(router: &Router, services: Arc<Services>) {
     });
     let held = runtime.clone();
     router.extension::<Option<Arc<Runtime>>>(move || Some(held));
-    let pool: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
+    let pool: Mutex<Option<crossbeam_channel::Sender<(Message, Source)>>> = Mutex::new(None);
     // Workers hold a handle that does not keep a controller's tree alive.
     let weak_router = router.downgrade();
     let rt = runtime;
-    router.add_handler(Handle::CALL_SERVICE, Policy::Any, move |msg| {
+    router.add_handler(Handle::CALL_SERVICE, Policy::Any, move |msg, src| {
         let mut pool = pool.lock();
         let tx = pool.get_or_insert_with(|| start_pool(&rt, weak_router.clone()));
-        let _ = tx.send(msg);
+        let _ = tx.send((msg, *src));
     });
 }
 
-fn start_pool(rt: &Arc<Runtime>, router: Router) -> crossbeam_channel::Sender<Message> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Message>();
+fn start_pool(rt: &Arc<Runtime>, router: Router) -> crossbeam_channel::Sender<(Message, Source)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(Message, Source)>();
     for i in 0..rt.services.workers {
         let rx = rx.clone();
         let rt = rt.clone();
@@ -284,8 +284,8 @@ fn start_pool(rt: &Arc<Runtime>, router: Router) -> crossbeam_channel::Sender<Me
         let spawned = std::thread::Builder::new()
             .name(format!("mitogen-svc-{i}"))
             .spawn(move || {
-                while let Ok(msg) = rx.recv() {
-                    dispatch(&rt, &router, &msg);
+                while let Ok((msg, src)) = rx.recv() {
+                    dispatch(&rt, &router, &msg, &src);
                 }
             });
         if let Err(e) = spawned {
@@ -301,14 +301,25 @@ struct Head<'a> {
     method: &'a str,
 }
 
-fn dispatch(rt: &Runtime, router: &Router, msg: &Message) {
-    let result = dispatch_inner(rt, router, msg);
+fn dispatch(rt: &Runtime, router: &Router, msg: &Message, src: &Source) {
+    let result = dispatch_inner(rt, router, msg, src);
     if let Err(e) = send_encoded_reply(router, msg, result.as_deref().map_err(Clone::clone)) {
         log::error!("cannot send service reply: {e}");
     }
 }
 
-fn dispatch_inner(rt: &Runtime, router: &Router, msg: &Message) -> Result<Vec<u8>, CallErrorKind> {
+/// Whether `policy` admits `msg`, which the router verified came from `src`
+/// (a message from this context itself always is).
+fn admits(router: &Router, policy: &Policy, msg: &Message, src: &Source) -> bool {
+    msg.src_id == router.id() || policy.allows(msg, src, &router.trust())
+}
+
+fn dispatch_inner(
+    rt: &Runtime,
+    router: &Router,
+    msg: &Message,
+    src: &Source,
+) -> Result<Vec<u8>, CallErrorKind> {
     let (head, args): (Head<'_>, &[u8]) = postcard::take_from_bytes(&msg.data)
         .map_err(|e| CallErrorKind::BadArguments(e.to_string()))?;
     let entry = rt
@@ -325,7 +336,7 @@ fn dispatch_inner(rt: &Runtime, router: &Router, msg: &Message) -> Result<Vec<u8
         match existing {
             Some(i) => i,
             None => {
-                if !router.allows(&entry.activation_policy, msg) {
+                if !admits(router, &entry.activation_policy, msg, src) {
                     return Err(ServiceError::PolicyRefused(format!(
                         "service {} is not active, and this caller may not activate it (needs {:?})",
                         head.service, entry.activation_policy
@@ -343,7 +354,7 @@ fn dispatch_inner(rt: &Runtime, router: &Router, msg: &Message) -> Result<Vec<u8
             }
         }
     };
-    if !router.allows(&method.policy, msg) {
+    if !admits(router, &method.policy, msg, src) {
         return Err(ServiceError::PolicyRefused(format!(
             "{}.{} does not accept calls from context {}",
             head.service, head.method, msg.src_id

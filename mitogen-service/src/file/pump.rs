@@ -12,7 +12,8 @@ use super::window::Window;
 use super::{CHUNK, Checksum, Control, IDLE_TIMEOUT, LINK_QUEUE_CAP, Progress};
 use mitogen_core::{ContextId, Router, Sender};
 use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(super) struct Transfer {
@@ -105,7 +106,9 @@ impl Transfer {
 #[derive(Default)]
 pub(super) struct Pump {
     state: Mutex<PumpState>,
-    wake: Condvar,
+    wake: Arc<Condvar>,
+    /// Targets whose full link has a drain hook waiting to wake the pump.
+    armed: Arc<Mutex<HashSet<ContextId>>>,
     pub(super) ack: Mutex<Option<Sender>>,
 }
 
@@ -183,6 +186,7 @@ impl Pump {
                 continue;
             }
             let mut progressed = false;
+            let mut link_full = false;
             let n = st.transfers.len();
             let first = st.next_turn % n;
             st.next_turn = st.next_turn.wrapping_add(1);
@@ -196,18 +200,38 @@ impl Pump {
                     progressed = true;
                     continue;
                 }
-                if !t.window.may_send()
-                    || router.pending_bytes(t.target).unwrap_or(0) > LINK_QUEUE_CAP
-                {
+                if !t.window.may_send() {
+                    continue;
+                }
+                if router.pending_bytes(t.target).unwrap_or(0) > LINK_QUEUE_CAP {
+                    link_full = true;
+                    // Woken when the link drains (no polling).
+                    if self.armed.lock().insert(t.target) {
+                        let (wake, armed, target) =
+                            (self.wake.clone(), self.armed.clone(), t.target);
+                        router.when_drained(t.target, LINK_QUEUE_CAP, move || {
+                            armed.lock().remove(&target);
+                            wake.notify_one();
+                        });
+                    }
                     continue;
                 }
                 t.send_chunk(router);
                 progressed = true;
             }
             if !progressed {
-                // Woken by an ack or a new transfer; a full link queue is
-                // polled, since it drains without telling us.
-                self.wake.wait_for(&mut st, Duration::from_micros(100));
+                // Woken by an ack, a new transfer, or a full link draining.
+                // A drain that lands between the check above and this wait
+                // is missed (its hook cannot take this lock: the pump holds
+                // it while sending), so a full link bounds the wait at 1 ms;
+                // otherwise the timeout only bounds how late idle transfers
+                // are reaped.
+                let wait = if link_full {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::from_millis(100)
+                };
+                self.wake.wait_for(&mut st, wait);
             }
         }
     }

@@ -67,7 +67,7 @@ impl Service for FileService {
         let pump = Arc::new(Pump::default());
         let ack = router.new_handle();
         let weak = Arc::downgrade(&pump);
-        router.add_handler(ack, Policy::Any, move |msg| {
+        router.add_handler(ack, Policy::Any, move |msg, _| {
             if let (Some(p), Ok((id, acked))) = (weak.upgrade(), msg.decode::<(u64, u64)>()) {
                 p.ack(msg.src_id, id, acked);
             }
