@@ -90,7 +90,6 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::SET_LOG_LEVEL,
         HandlerEntry {
-            gauge: None,
             policy: Policy::ParentAuthority,
             sink: Sink::Fn(Arc::new(move |m, _, _| {
                 if let (Some(s), Ok(v)) = (weak.upgrade(), m.decode::<u8>()) {
@@ -111,9 +110,8 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::CALL_FUNCTION,
         HandlerEntry {
-            gauge: None,
             policy: Policy::ParentAuthority,
-            sink: Sink::Chan(call_tx),
+            sink: Sink::Chan(call_tx, None),
             persist: true,
             respondent: None,
             label: "call-function",
@@ -124,7 +122,6 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::SHUTDOWN,
         HandlerEntry {
-            gauge: None,
             policy: Policy::ParentAuthority,
             sink: Sink::Fn(Arc::new(move |_, _, _| {
                 if let Some(s) = weak.upgrade() {
@@ -142,7 +139,6 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     shared.add_handler(
         Handle::CANCEL_CALL,
         HandlerEntry {
-            gauge: None,
             policy: Policy::Any,
             sink: Sink::Fn(Arc::new(move |m, _, _| {
                 let (Some(s), Ok(handle)) = (weak.upgrade(), m.decode::<Handle>()) else {

@@ -187,11 +187,7 @@ impl Router {
                 via: via.id(),
                 source,
             })?;
-        self.shared
-            .state
-            .lock()
-            .names
-            .insert(id, name.as_str().into());
+        self.shared.core.lock().set_name(id, name.as_str().into());
         Ok(Context::new(self.clone(), id, name.into()))
     }
 
@@ -235,7 +231,6 @@ impl Router {
         self.shared.add_handler(
             handle,
             HandlerEntry {
-                gauge: None,
                 policy,
                 sink: Sink::Fn(Arc::new(move |m, _, src| f(m, src))),
                 persist: true,
@@ -333,12 +328,7 @@ impl Router {
     /// How many replies this context is waiting for from `ctx` (calls in
     /// flight, and other receivers bound to it): zero means idle.
     pub fn pending_calls(&self, ctx: ContextId) -> usize {
-        self.shared
-            .handlers
-            .lock()
-            .values()
-            .filter(|h| h.respondent == Some(ctx))
-            .count()
+        self.shared.core.lock().pending_from(ctx)
     }
 
     /// What this context trusts (itself and its ancestors), for
@@ -363,10 +353,7 @@ impl Router {
 
     /// Whether `ctx` is currently routable from here.
     pub fn is_connected(&self, ctx: ContextId) -> bool {
-        let st = self.shared.state.lock();
-        ctx == self.id()
-            || st.routes.contains_key(&ctx)
-            || (st.parent_stream.is_some() && self.shared.id.ancestors.contains(&ctx))
+        self.shared.core.lock().is_connected(ctx)
     }
 
     /// Shuts the router down now: children are told (their streams close),
@@ -402,7 +389,6 @@ fn shutdown(shared: &Arc<Shared>) {
 pub(crate) fn start(identity: Identity, registry: Arc<Registry>) -> Result<Arc<Shared>, Error> {
     let (btx, poll, cmds) = broker::channel().map_err(Error::Start)?;
     let shared = Arc::new(Shared::new(identity, btx, registry));
-    install_common_handlers(&shared);
     let broker = Broker::new(poll, cmds, shared.clone());
     let handle = std::thread::Builder::new()
         .name("mitogen-broker".into())
@@ -428,88 +414,12 @@ fn fn_handler(
     shared.add_handler(
         handle,
         HandlerEntry {
-            gauge: None,
             policy,
             sink,
             persist: true,
             respondent: None,
             label,
             since: Instant::now(),
-        },
-    );
-}
-
-fn install_common_handlers(shared: &Arc<Shared>) {
-    fn_handler(
-        shared,
-        Handle::ADD_ROUTE,
-        Policy::ImmediateChild,
-        "add-route",
-        |s, m, from| {
-            let (Some(from), Ok((id, name))) = (from, m.decode::<(ContextId, String)>()) else {
-                return;
-            };
-            // A child may announce only ids that are new here: not this
-            // context, not an ancestor, not one routed through another
-            // stream (that would let it capture another context's traffic).
-            let refused = {
-                let mut st = s.state.lock();
-                let taken = id == s.me()
-                    || s.id.ancestors.contains(&id)
-                    || st.routes.get(&id).is_some_and(|sid| *sid != from);
-                if !taken {
-                    st.routes.insert(id, from);
-                    st.names.insert(id, name.as_str().into());
-                }
-                taken
-            };
-            if refused {
-                log::warn!(
-                    "{}: refused a route for context {id} announced by context {}",
-                    s.id.name,
-                    m.src_id
-                );
-                return;
-            }
-            announce_route(s, id, &name);
-        },
-    );
-    fn_handler(
-        shared,
-        Handle::DEL_ROUTE,
-        Policy::custom(|m, src, _| src.stream_remote == Some(m.src_id)),
-        "del-route",
-        |s, m, from| {
-            let Ok(id) = m.decode::<ContextId>() else {
-                return;
-            };
-            let owned = {
-                let mut st = s.state.lock();
-                match st.routes.get(&id) {
-                    Some(sid) if Some(*sid) == from => {
-                        st.routes.remove(&id);
-                        st.mark_gone(id, "its parent reported it disconnected");
-                        true
-                    }
-                    Some(_) => false,
-                    None => st.parent_stream.is_some() && st.parent_stream == from,
-                }
-            };
-            if owned {
-                s.fail_respondents(id, crate::message::DEAD_DISCONNECTED);
-                s.broadcast_del_route(id, from);
-            }
-        },
-    );
-    fn_handler(
-        shared,
-        Handle::DETACHING,
-        Policy::ImmediateChild,
-        "detaching",
-        |s, _m, from| {
-            if let Some(sid) = from {
-                s.broker_cmd(Cmd::Detached(sid));
-            }
         },
     );
 }
@@ -543,17 +453,6 @@ fn install_controller_handlers(shared: &Arc<Shared>) {
     );
 }
 
-/// Tells the parent (and through it every ancestor) that `id` is reachable here.
-pub(crate) fn announce_route(shared: &Shared, id: ContextId, name: &str) {
-    if let Some(parent) = shared.parent() {
-        if let Ok(mut msg) = Message::typed(parent, Handle::ADD_ROUTE, &(id, name)) {
-            msg.src_id = shared.me();
-            msg.auth_id = shared.me();
-            shared.route(msg);
-        }
-    }
-}
-
 static NEXT_STREAM: AtomicUsize = AtomicUsize::new(1);
 
 /// The parts of a new stream.
@@ -584,16 +483,8 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
         tx,
         shared.broker.clone(),
     ));
-    {
-        let mut st = shared.state.lock();
-        st.streams.insert(sid, out.clone());
-        if s.is_parent {
-            st.parent_stream = Some(sid);
-        } else {
-            st.routes.insert(s.remote, sid);
-            st.names.insert(s.remote, s.name);
-        }
-    }
+    // The core records the route (and announces a child's upward).
+    shared.stream_opened(out.clone());
     shared.broker_cmd(Cmd::Register(Registration {
         out,
         rx,

@@ -675,7 +675,7 @@ impl Broker {
         if self.shutdown.is_some() {
             return;
         }
-        self.shared.shut_down.store(true, Ordering::Release);
+        self.shared.begin_shutdown();
         self.shutdown = Some((
             Instant::now() + REAP_GRACE + Duration::from_millis(500),
             exit,

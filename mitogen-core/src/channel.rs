@@ -49,9 +49,8 @@ impl Receiver {
         shared.add_handler(
             handle,
             HandlerEntry {
-                gauge: Some(gauge.clone()),
                 policy,
-                sink: Sink::Chan(tx),
+                sink: Sink::Chan(tx, Some(gauge.clone())),
                 persist,
                 respondent,
                 label,

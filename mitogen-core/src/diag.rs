@@ -42,8 +42,9 @@ pub(crate) fn dump(shared: &Shared, reaping: usize) {
     let name = &shared.id.name;
     let mut lines = Vec::new();
     {
-        let st = shared.state.lock();
-        for s in st.streams.values() {
+        let core = shared.core.lock();
+        for (_, link) in core.links() {
+            let s = &link.out;
             lines.push(format!(
                 "stream {} (context {}{}): pending {} B, sent {} B, received {} B",
                 s.name,
@@ -54,14 +55,11 @@ pub(crate) fn dump(shared: &Shared, reaping: usize) {
                 s.rx_bytes.load(Ordering::Relaxed),
             ));
         }
-        let mut routes: Vec<_> = st.routes.iter().map(|(c, s)| (c.0, s.0)).collect();
+        let mut routes: Vec<_> = core.routes().map(|(c, s)| (c.0, s.0)).collect();
         routes.sort_unstable();
         lines.push(format!("routes (context, stream): {routes:?}"));
-    }
-    {
-        let handlers = shared.handlers.lock();
-        let mut open: Vec<_> = handlers
-            .iter()
+        let mut open: Vec<_> = core
+            .handlers()
             .filter(|(h, _)| h.0 >= crate::Handle::FIRST_DYNAMIC.0)
             .map(|(h, e)| (e.since, h.0, e.label, e.respondent))
             .collect();

@@ -39,8 +39,8 @@ pub fn decode_arbitrary(data: &[u8]) {
 /// oversize messages always get a dead reply.
 pub fn route_decisions(data: &[u8]) {
     use crate::ids::{ContextId, Handle};
+    use crate::machine::{Decision, Identity, decide};
     use crate::message::{Enc, Message};
-    use crate::router::{Decision, Identity, decide};
     use crate::stream::StreamId;
     use std::collections::HashMap;
 

@@ -66,9 +66,8 @@ fn request_block(shared: &Shared) -> Result<(u32, u32), ConnectError> {
     shared.add_handler(
         reply,
         HandlerEntry {
-            gauge: None,
             policy: Policy::Respondent(ContextId::CONTROLLER),
-            sink: Sink::Chan(tx),
+            sink: Sink::Chan(tx, None),
             persist: false,
             respondent: Some(ContextId::CONTROLLER),
             label: "allocate-id reply",

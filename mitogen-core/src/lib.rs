@@ -104,6 +104,7 @@ mod error;
 mod ids;
 mod ids_alloc;
 mod logfwd;
+pub mod machine;
 pub mod manual;
 pub mod message;
 mod policy;

@@ -117,15 +117,7 @@ pub(crate) fn sync_level(shared: &Shared) {
     {
         return;
     }
-    let children: Vec<_> = shared
-        .state
-        .lock()
-        .streams
-        .values()
-        .filter(|s| !s.is_parent)
-        .cloned()
-        .collect();
-    for out in children {
+    for out in shared.child_streams() {
         if let Ok(mut msg) = Message::typed(out.remote_id, Handle::SET_LOG_LEVEL, &now) {
             msg.src_id = shared.me();
             msg.auth_id = shared.me();

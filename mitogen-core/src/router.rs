@@ -1,24 +1,22 @@
-//! The router: routes, handlers, policies and source verification.
+//! `Shared`: a context's router state and the driver of its
+//! [`RouterCore`](crate::machine::RouterCore).
 //!
-//! [`crate::Router::route`] may be called from any thread. For a message that
-//! arrived on a stream the broker first checks the reverse path: the stream
-//! must be the route back to both `src_id` and `auth_id` (a context that is
-//! not routed below this one is reached through the parent). Then:
+//! Routing decisions, routes, handlers, policies and stream loss live in the
+//! IO-free core ([`crate::machine`]). This file carries out what the core
+//! decides: frames go to [`StreamOut`]s (written straight to the socket by
+//! the routing thread when nothing is queued), deliveries go to channels or
+//! handler functions, with backpressure (waiting for room, pausing the
+//! input that filled a queue) applied here.
 //!
-//! ```text
-//!  dst_id == me ──► handler table ──► policy ok? ──► sink (channel or fn)
-//!       │                 │ no handler         └─ no ──► dead "refused by policy"
-//!       │                 └──────────────────────────► dead "invalid handle"
-//!       └─ else ──► routes[dst] or parent stream ──► StreamOut::send
-//!                        │ none, or back where it came from ──► dead "no route"
-//!                        └ unidirectional, neither end the parent ──► dead "refused"
-//! ```
+//! [`crate::Router::route`] may be called from any thread; the core is held
+//! under one lock only while it decides, never while actions run.
 
 use crate::broker::{BrokerTx, Cmd};
 use crate::call::Registry;
 use crate::ids::{ContextId, Handle};
+use crate::machine::{Action, Handler, RouterCore};
 use crate::message::{self, Message};
-use crate::policy::{Policy, Source, Trust};
+use crate::policy::Source;
 use crate::stream::{StreamId, StreamOut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -29,8 +27,9 @@ use std::time::Instant;
 /// Where a handler's messages go.
 #[derive(Clone)]
 pub(crate) enum Sink {
-    /// A channel read by a [`crate::Receiver`] (or the agent's executor).
-    Chan(crossbeam_channel::Sender<Message>),
+    /// A channel read by a [`crate::Receiver`] (with its queue's gauge) or
+    /// by the agent's executor.
+    Chan(crossbeam_channel::Sender<Message>, Option<Arc<Gauge>>),
     /// Drops what arrives: an abandoned call's reply handle, kept so that
     /// [`crate::Router::pending_calls`] counts the call until it ends.
     Discard,
@@ -143,117 +142,18 @@ thread_local! {
 /// answered as undeliverable.
 pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(crate) struct HandlerEntry {
-    pub(crate) policy: Policy,
-    pub(crate) sink: Sink,
-    /// For channel sinks read by a [`crate::Receiver`]: its queue's size.
-    pub(crate) gauge: Option<Arc<Gauge>>,
-    pub(crate) persist: bool,
-    /// When this context disconnects the handler gets a dead message.
-    pub(crate) respondent: Option<ContextId>,
-    pub(crate) label: &'static str,
-    pub(crate) since: Instant,
-}
+/// A handler as this driver registers it.
+pub(crate) type HandlerEntry = Handler<Sink>;
 
-#[derive(Default)]
-pub(crate) struct RouteState {
-    pub(crate) streams: HashMap<StreamId, Arc<StreamOut>>,
-    pub(crate) routes: HashMap<ContextId, StreamId>,
-    pub(crate) parent_stream: Option<StreamId>,
-    pub(crate) names: HashMap<ContextId, Arc<str>>,
-    /// Contexts that were routed here once and are gone, with why: a
-    /// message for one gets "disconnected", not "no route".
-    pub(crate) gone: HashMap<ContextId, Arc<str>>,
-}
+pub(crate) use crate::machine::Identity;
 
-/// Entries kept in [`RouteState::gone`] before it is emptied (ids are never
-/// reused, so a forgotten one only degrades an error's kind to "no route").
-const GONE_MAX: usize = 1 << 16;
-
-impl RouteState {
-    /// Records that `id` is gone, for `why`.
-    pub(crate) fn mark_gone(&mut self, id: ContextId, why: &str) {
-        if self.gone.len() >= GONE_MAX {
-            self.gone.clear();
-        }
-        let name = self.names.get(&id).map_or_else(
-            || format!("context {id}"),
-            |n| format!("context {id} ({n})"),
-        );
-        self.gone.insert(
-            id,
-            format!("{}: {name} is gone: {why}", message::DEAD_DISCONNECTED).into(),
-        );
-    }
-}
-
-/// What the router does with one message: the pure part of routing,
-/// separated so it can be fuzzed (see [`crate::fuzzing::route_decisions`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// For a handler in this context.
-    Deliver,
-    /// Write it to this stream.
-    Forward(StreamId),
-    /// Answer with a dead reply carrying this reason (if a reply is wanted).
-    Dead(&'static str),
-    /// Drop it silently but for a log line: it failed the reverse-path check.
-    Drop(&'static str),
-}
-
-/// Decides what to do with `msg`, which arrived on stream `from` (`None`
-/// for a message sent by this process), given this context's `routes`
-/// (context id to the stream it lives behind) and its `parent` stream.
-pub(crate) fn decide(
-    id: &Identity,
-    routes: &HashMap<ContextId, StreamId>,
-    parent: Option<StreamId>,
-    msg: &Message,
-    from: Option<StreamId>,
-) -> Decision {
-    if msg.data.len() > id.max_message_size {
-        return Decision::Dead(message::DEAD_TOO_LARGE);
-    }
-    let way_back = |c: ContextId| routes.get(&c).copied().or(parent);
-    if let Some(from) = from {
-        if way_back(msg.auth_id) != Some(from) {
-            return Decision::Drop("bad auth_id");
-        }
-        if msg.src_id != msg.auth_id && way_back(msg.src_id) != Some(from) {
-            return Decision::Drop("bad src_id");
-        }
-    }
-    if msg.dst_id == id.me {
-        return Decision::Deliver;
-    }
-    match (way_back(msg.dst_id), from) {
-        (None, _) => Decision::Dead(message::DEAD_NO_ROUTE),
-        (Some(out), Some(from)) if out == from => Decision::Dead(message::DEAD_NO_ROUTE),
-        (Some(out), Some(from))
-            if id.unidirectional && Some(out) != parent && Some(from) != parent =>
-        {
-            Decision::Dead("refused: unidirectional routing mode is on")
-        }
-        (Some(out), _) => Decision::Forward(out),
-    }
-}
-
-/// Settings a context is started with; the controller's are inherited by
-/// every context below it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Identity {
-    pub(crate) me: ContextId,
-    pub(crate) name: String,
-    /// Parent first, controller last.
-    pub(crate) ancestors: Vec<ContextId>,
-    pub(crate) unidirectional: bool,
-    pub(crate) max_message_size: usize,
-}
+/// The core as this driver instantiates it.
+pub(crate) type Core = RouterCore<Sink, Arc<StreamOut>>;
+type Actions = Vec<Action<Sink, Arc<StreamOut>>>;
 
 pub(crate) struct Shared {
     pub(crate) id: Identity,
-    pub(crate) state: Mutex<RouteState>,
-    pub(crate) handlers: Mutex<HashMap<Handle, HandlerEntry>>,
+    pub(crate) core: Mutex<Core>,
     next_handle: AtomicU32,
     pub(crate) broker: BrokerTx,
     pub(crate) registry: Arc<Registry>,
@@ -273,9 +173,8 @@ impl Shared {
     pub(crate) fn new(id: Identity, broker: BrokerTx, registry: Arc<Registry>) -> Self {
         let ids = crate::ids_alloc::IdAllocator::new(id.me == ContextId::CONTROLLER);
         Self {
+            core: Mutex::new(RouterCore::new(id.clone())),
             id,
-            state: Mutex::new(RouteState::default()),
-            handlers: Mutex::new(HashMap::new()),
             next_handle: AtomicU32::new(Handle::FIRST_DYNAMIC.0),
             broker,
             registry,
@@ -298,47 +197,27 @@ impl Shared {
         self.id.ancestors.first().copied()
     }
 
-    fn trust(&self) -> Trust<'_> {
-        Trust {
-            me: self.id.me,
-            ancestors: &self.id.ancestors,
-        }
-    }
-
     pub(crate) fn alloc_handle(&self) -> Handle {
         Handle(self.next_handle.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn add_handler(&self, handle: Handle, entry: HandlerEntry) {
-        self.handlers.lock().insert(handle, entry);
+        self.core.lock().add_handler(handle, entry);
     }
 
     pub(crate) fn remove_handler(&self, handle: Handle) {
-        self.handlers.lock().remove(&handle);
+        let gone = self.core.lock().remove_handler(handle);
+        drop(gone);
     }
 
     /// Keeps a one-shot handler registered but drops what it receives: the
     /// call it waits for is still running remotely.
     pub(crate) fn abandon_handler(&self, handle: Handle) -> bool {
-        match self.handlers.lock().get_mut(&handle) {
-            Some(h) if h.respondent.is_some() && !h.persist => {
-                h.sink = Sink::Discard;
-                true
-            }
-            _ => false,
-        }
+        self.core.lock().replace_sink(handle, Sink::Discard)
     }
 
     pub(crate) fn name_of(&self, id: ContextId) -> Arc<str> {
-        if id == self.id.me {
-            return self.id.name.as_str().into();
-        }
-        self.state
-            .lock()
-            .names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("context {id}").into())
+        self.core.lock().name_of(id)
     }
 
     /// Routes a message sent by a thread of this process. A thread other
@@ -368,204 +247,144 @@ impl Shared {
     }
 
     fn route_inner(&self, msg: Message, from: Option<&StreamOut>, deadline: Instant) -> Routed {
-        let decision = {
-            let st = self.state.lock();
-            let d = decide(
-                &self.id,
-                &st.routes,
-                st.parent_stream,
-                &msg,
-                from.map(|f| f.id),
-            );
-            match d {
-                Decision::Forward(sid) => match st.streams.get(&sid) {
-                    Some(out) => Ok(out.clone()),
-                    None => Err(Decision::Dead(message::DEAD_NO_ROUTE)),
-                },
-                other => Err(other),
-            }
-        };
-        match decision {
-            Ok(out) => {
-                if from.is_none()
-                    && out.is_full()
-                    && !ON_BROKER.with(std::cell::Cell::get)
-                    && !out.wait_room(deadline)
-                {
-                    let stalled = Stalled {
-                        stream: out.name.to_string(),
-                    };
-                    log::warn!("{}: {stalled}: dropped {msg:?}", self.id.name);
-                    self.send_dead(&msg, &stalled.to_string());
-                    return Routed::Stalled(stalled);
+        let mut actions = Actions::new();
+        self.core
+            .lock()
+            .route(msg, from.map(|f| f.id), &mut actions);
+        self.perform(actions, from, deadline)
+    }
+
+    /// Carries out what the core decided, in order.
+    fn perform(&self, actions: Actions, from: Option<&StreamOut>, deadline: Instant) -> Routed {
+        let mut result = Routed::Done;
+        for action in actions {
+            let r = match action {
+                Action::Transmit { out, msg, .. } => self.transmit(&out, msg, from, deadline),
+                Action::Deliver {
+                    sink,
+                    msg,
+                    from: via,
+                    source,
+                } => self.deliver(sink, msg, via, &source, from.is_some()),
+                Action::Detached(sid) => {
+                    self.broker_cmd(Cmd::Detached(sid));
+                    Routed::Done
                 }
-                if out.send(&msg).is_err() {
-                    if !msg.enc.is_more() {
-                        self.send_dead(&msg, message::DEAD_NO_ROUTE);
-                    }
-                    return Routed::Done;
+                Action::Dropped { msg, from: f, why } => {
+                    self.log_dropped(&msg, f.is_some() || from.is_some(), why);
+                    Routed::Done
                 }
-                return match out.is_full() {
-                    true => Routed::Filled(Blocked::Stream(out)),
-                    false => Routed::Done,
-                };
+            };
+            if matches!(result, Routed::Done) {
+                result = r;
             }
-            Err(Decision::Deliver) => {
-                return match self.deliver_local(msg, from) {
-                    Some(b) => Routed::Filled(b),
-                    None => Routed::Done,
-                };
-            }
-            Err(Decision::Dead(_)) if msg.enc.is_more() => {
-                // Only the last frame of a split message is answered.
-            }
-            Err(Decision::Drop(why)) => {
-                let name = from.map_or("this context", |f| &*f.name);
-                log::warn!("{}: dropped {msg:?} from {name}: {why}", self.id.name);
-            }
-            Err(Decision::Dead(reason)) if reason == message::DEAD_TOO_LARGE => {
-                self.refuse_too_large(&msg, msg.data.len());
-            }
-            Err(Decision::Dead(reason)) => {
-                if !msg.is_dead() {
-                    log::debug!("{}: {reason}: {msg:?}", self.id.name);
-                }
-                let gone = (reason == message::DEAD_NO_ROUTE)
-                    .then(|| self.state.lock().gone.get(&msg.dst_id).cloned())
-                    .flatten();
-                self.send_dead(&msg, gone.as_deref().unwrap_or(reason));
-            }
-            Err(Decision::Forward(_)) => {}
         }
-        Routed::Done
+        result
+    }
+
+    fn log_dropped(&self, msg: &Message, from_stream: bool, why: &'static str) {
+        let name = &self.id.name;
+        if why == message::DEAD_TOO_LARGE {
+            log::warn!(
+                "{name}: {why}: {msg:?} (limit {})",
+                self.id.max_message_size
+            );
+        } else if why == message::DEAD_INVALID_HANDLE {
+            log::debug!("{name}: {why} for {msg:?}");
+        } else if why == message::DEAD_REFUSED {
+            log::warn!("{name}: policy refused {msg:?}");
+        } else {
+            let origin = if from_stream {
+                "a stream"
+            } else {
+                "this context"
+            };
+            log::warn!("{name}: dropped {msg:?} from {origin}: {why}");
+        }
+    }
+
+    fn transmit(
+        &self,
+        out: &Arc<StreamOut>,
+        msg: Message,
+        from: Option<&StreamOut>,
+        deadline: Instant,
+    ) -> Routed {
+        if from.is_none()
+            && out.is_full()
+            && !ON_BROKER.with(std::cell::Cell::get)
+            && !out.wait_room(deadline)
+        {
+            let stalled = Stalled {
+                stream: out.name.to_string(),
+            };
+            log::warn!("{}: {stalled}: dropped {msg:?}", self.id.name);
+            self.send_dead(&msg, &stalled.to_string());
+            return Routed::Stalled(stalled);
+        }
+        if out.send(&msg).is_err() {
+            if !msg.enc.is_more() {
+                self.send_dead(&msg, message::DEAD_NO_ROUTE);
+            }
+            return Routed::Done;
+        }
+        match out.is_full() {
+            true => Routed::Filled(Blocked::Stream(out.clone())),
+            false => Routed::Done,
+        }
+    }
+
+    fn deliver(
+        &self,
+        sink: Sink,
+        msg: Message,
+        via: Option<StreamId>,
+        source: &Source,
+        from_stream: bool,
+    ) -> Routed {
+        match sink {
+            Sink::Chan(tx, gauge) => {
+                let full = gauge.as_ref().is_some_and(|g| g.add(&msg));
+                let _ = tx.send(msg);
+                match (full && from_stream, gauge) {
+                    (true, Some(g)) => Routed::Filled(Blocked::Queue(g)),
+                    _ => Routed::Done,
+                }
+            }
+            Sink::Fn(f) => {
+                f(msg, via, source);
+                Routed::Done
+            }
+            Sink::Discard => Routed::Done,
+        }
     }
 
     /// Answers a message of `len` payload bytes that is over
-    /// `max_message_size`: a dead reply to its sender when it wants one,
-    /// else a dead notice to its receiver (a reply, or a send to a channel).
+    /// `max_message_size` (see [`RouterCore::refuse_too_large`]).
     pub(crate) fn refuse_too_large(&self, msg: &Message, len: usize) {
-        let why = format!(
-            "{}: {len} bytes, the limit is {} bytes",
-            message::DEAD_TOO_LARGE,
-            self.id.max_message_size
-        );
-        log::warn!("{}: {why}: {msg:?}", self.id.name);
-        if msg.reply_to == Handle::NONE && !msg.is_dead() && msg.dst_id != self.id.me {
-            self.route(Message {
-                enc: message::Enc::BIN,
-                dst_id: msg.dst_id,
-                src_id: self.id.me,
-                auth_id: self.id.me,
-                handle: msg.handle,
-                reply_to: Handle::IS_DEAD,
-                data: bytes::Bytes::from(why.into_bytes()),
-            });
-        } else {
-            self.send_dead(msg, &why);
-        }
+        let mut actions = Actions::new();
+        self.core.lock().refuse_too_large(msg, len, &mut actions);
+        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
     }
 
     /// Whether `msg`, arriving on `from`, passes the reverse-path check
     /// (before the broker buffers the frames of a split message for it).
     pub(crate) fn source_ok(&self, msg: &Message, from: &StreamOut) -> bool {
-        let st = self.state.lock();
-        !matches!(
-            decide(&self.id, &st.routes, st.parent_stream, msg, Some(from.id)),
-            Decision::Drop(_)
-        )
+        self.core.lock().source_ok(msg, from.id)
     }
 
     fn send_dead(&self, msg: &Message, reason: &str) {
-        if let Some(dead) = msg.dead_reply(self.id.me, reason) {
-            // A dead reply to ourselves, or routed back: cannot loop, since
-            // dead messages never get dead replies.
+        let dead = self.core.lock().dead_reply(msg, reason);
+        if let Some(dead) = dead {
             self.route(dead);
-        }
-    }
-
-    fn deliver_local(&self, msg: Message, from: Option<&StreamOut>) -> Option<Blocked> {
-        let src = Source {
-            stream_remote: from.map(|s| s.remote_id),
-            from_parent_stream: from.is_some_and(|s| s.is_parent),
-        };
-        let sink = {
-            let mut handlers = self.handlers.lock();
-            let Some(h) = handlers.get(&msg.handle) else {
-                drop(handlers);
-                if !msg.is_dead() {
-                    log::debug!(
-                        "{}: {} for {msg:?}",
-                        self.id.name,
-                        message::DEAD_INVALID_HANDLE
-                    );
-                }
-                self.send_dead(&msg, message::DEAD_INVALID_HANDLE);
-                return None;
-            };
-            if !h.policy.allows(&msg, &src, &self.trust()) {
-                drop(handlers);
-                log::warn!("{}: policy refused {msg:?}", self.id.name);
-                self.send_dead(&msg, message::DEAD_REFUSED);
-                return None;
-            }
-            let sink = (h.sink.clone(), h.gauge.clone());
-            if !h.persist {
-                handlers.remove(&msg.handle);
-            }
-            sink
-        };
-        match sink {
-            (Sink::Chan(tx), gauge) => {
-                let full = gauge.as_ref().is_some_and(|g| g.add(&msg));
-                let _ = tx.send(msg);
-                if full && from.is_some() {
-                    return gauge.map(Blocked::Queue);
-                }
-            }
-            (Sink::Fn(f), _) => f(msg, from.map(|s| s.id), &src),
-            (Sink::Discard, _) => {}
-        }
-        None
-    }
-
-    /// Every handler waiting on `id` gets a dead message.
-    pub(crate) fn fail_respondents(&self, id: ContextId, reason: &str) {
-        let gone: Vec<(Handle, Sink)> = {
-            let mut handlers = self.handlers.lock();
-            let hs: Vec<Handle> = handlers
-                .iter()
-                .filter(|(_, h)| h.respondent == Some(id))
-                .map(|(k, _)| *k)
-                .collect();
-            hs.into_iter()
-                .filter_map(|k| handlers.remove(&k).map(|h| (k, h.sink)))
-                .collect()
-        };
-        for (handle, sink) in gone {
-            let dead = Message {
-                enc: message::Enc::BIN,
-                dst_id: self.id.me,
-                src_id: id,
-                auth_id: id,
-                handle,
-                reply_to: Handle::IS_DEAD,
-                data: bytes::Bytes::copy_from_slice(reason.as_bytes()),
-            };
-            match sink {
-                Sink::Chan(tx) => {
-                    let _ = tx.send(dead);
-                }
-                Sink::Fn(f) => f(dead, None, &Source::LOCAL),
-                Sink::Discard => {}
-            }
         }
     }
 
     /// Drops every handler, waking its receiver with "router shut down".
     pub(crate) fn fail_all_handlers(&self) {
-        let all: Vec<(Handle, HandlerEntry)> = self.handlers.lock().drain().collect();
+        let all = self.core.lock().drain_handlers();
         for (handle, h) in all {
-            if let Sink::Chan(tx) = h.sink {
+            if let Sink::Chan(tx, _) = h.sink {
                 let mut dead =
                     Message::bytes(self.id.me, handle, message::DEAD_SHUTDOWN.as_bytes());
                 dead.reply_to = Handle::IS_DEAD;
@@ -576,76 +395,52 @@ impl Shared {
         }
     }
 
+    /// A new stream: the core records it (and announces a child upward).
+    pub(crate) fn stream_opened(&self, out: Arc<StreamOut>) {
+        let link = crate::machine::Link {
+            remote: out.remote_id,
+            is_parent: out.is_parent,
+            name: out.name.clone(),
+            out: out.clone(),
+        };
+        let mut actions = Actions::new();
+        self.core.lock().stream_opened(out.id, link, &mut actions);
+        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
+    }
+
     /// The stream is gone: drop its routes and tell everyone who cares.
     /// Returns the context ids that became unreachable.
     pub(crate) fn stream_closed(&self, sid: StreamId, reason: &str) -> Vec<ContextId> {
-        let (lost, was_parent) = {
-            let mut st = self.state.lock();
-            let Some(out) = st.streams.remove(&sid) else {
-                return Vec::new();
-            };
-            out.close();
-            let lost: Vec<ContextId> = st
-                .routes
-                .iter()
-                .filter(|(_, s)| **s == sid)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &lost {
-                st.routes.remove(id);
-                st.mark_gone(*id, reason);
+        let mut actions = Actions::new();
+        let lost = {
+            let mut core = self.core.lock();
+            if let Some((_, link)) = core.links().find(|(s, _)| *s == sid) {
+                link.out.close();
             }
-            let was_parent = st.parent_stream == Some(sid);
-            if was_parent {
-                st.parent_stream = None;
-            }
-            (lost, was_parent)
+            core.stream_closed(sid, reason, &mut actions)
         };
-        let why = format!("{}: {reason}", message::DEAD_DISCONNECTED);
-        // While shutting down every stream closes: announcing each loss on
-        // every other stream would cost n² messages for n children, and the
-        // parent learns of the losses when this context's stream closes.
-        let announce = !self.is_shut_down();
-        for id in &lost {
-            self.fail_respondents(*id, &why);
-            if announce {
-                self.broadcast_del_route(*id, None);
-            }
-        }
-        if was_parent {
-            for id in self.id.ancestors.clone() {
-                self.fail_respondents(id, &why);
-            }
-        }
+        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
         lost
     }
 
-    /// Tells the parent and every child (but `except`) that `id` is gone.
-    pub(crate) fn broadcast_del_route(&self, id: ContextId, except: Option<StreamId>) {
-        let targets: Vec<Arc<StreamOut>> = self
-            .state
-            .lock()
-            .streams
-            .values()
-            .filter(|s| Some(s.id) != except)
-            .cloned()
-            .collect();
-        for out in targets {
-            if let Ok(mut msg) = Message::typed(out.remote_id, Handle::DEL_ROUTE, &id) {
-                msg.src_id = self.id.me;
-                msg.auth_id = self.id.me;
-                let _ = out.send(&msg);
-            }
-        }
+    /// Stops announcing losses: every stream is about to close.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.core.lock().begin_shutdown();
     }
 
     pub(crate) fn stream_by_context(&self, id: ContextId) -> Option<Arc<StreamOut>> {
-        let st = self.state.lock();
-        st.routes
-            .get(&id)
-            .or(st.parent_stream.as_ref())
-            .and_then(|s| st.streams.get(s))
-            .cloned()
+        self.core.lock().stream_to(id).map(|(_, l)| l.out.clone())
+    }
+
+    /// The streams to this context's children.
+    pub(crate) fn child_streams(&self) -> Vec<Arc<StreamOut>> {
+        self.core
+            .lock()
+            .links()
+            .filter(|(_, l)| !l.is_parent)
+            .map(|(_, l)| l.out.clone())
+            .collect()
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

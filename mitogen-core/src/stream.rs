@@ -46,9 +46,7 @@ pub const LOW_WATER: usize = 4 << 20;
 /// Slices handed to one `writev`.
 const IOV_MAX: usize = 64;
 
-/// Identifies one stream inside a broker.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub(crate) struct StreamId(pub(crate) usize);
+pub(crate) use crate::machine::StreamId;
 
 /// Bytes a message takes on the wire, headers of every fragment included.
 pub(crate) fn wire_len(payload: usize) -> usize {

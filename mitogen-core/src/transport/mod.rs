@@ -20,7 +20,7 @@ mod sha256;
 
 pub use sha256::{Sha256, sha256_hex};
 
-use crate::api::{NewStream, add_stream, announce_route};
+use crate::api::{NewStream, add_stream};
 use crate::error::ConnectError;
 use crate::ids::ContextId;
 use crate::message::{Message, codec};
@@ -339,7 +339,6 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
             initial: rest,
         },
     );
-    announce_route(shared, s.id, &name);
     Ok(Context::with_info(
         router.clone(),
         s.id,
