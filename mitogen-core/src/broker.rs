@@ -553,7 +553,7 @@ impl Broker {
                 Partial {
                     head: Message {
                         data: bytes::Bytes::new(),
-                        ..m.clone()
+                        ..m
                     },
                     data: Some(BytesMut::new()),
                     len: 0,

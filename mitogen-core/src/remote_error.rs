@@ -88,8 +88,8 @@ impl ErrorTypes {
         while let Some(err) = cur {
             // An error that already crossed a hop carries its typed value.
             if let Some(re) = err.downcast_ref::<RemoteError>() {
-                if let Some(code) = &re.code {
-                    return Some((code.clone(), re.detail.clone()));
+                if let Some(code) = &re.0.code {
+                    return Some((code.clone(), re.0.detail.clone()));
                 }
             }
             for (code, (enc, _)) in &self.by_code {
@@ -104,11 +104,11 @@ impl ErrorTypes {
 
     /// Rebuilds the typed value of `re` (if its type is registered here).
     pub(crate) fn revive(&self, re: &mut RemoteError) {
-        if re.typed.is_some() {
+        if re.0.typed.is_some() {
             return;
         }
-        if let Some((_, dec)) = re.code.as_deref().and_then(|c| self.by_code.get(c)) {
-            re.typed = dec(&re.detail);
+        if let Some((_, dec)) = re.0.code.as_deref().and_then(|c| self.by_code.get(c)) {
+            re.0.typed = dec(&re.0.detail);
         }
     }
 }
@@ -116,8 +116,13 @@ impl ErrorTypes {
 /// A failure from another context, as a value: its text, its sources' text,
 /// and (for registered [`ErrorType`]s) the typed error itself, reachable
 /// through [`std::error::Error::source`].
+///
+/// One pointer wide: errors stay small in `Result`s however much they carry.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct RemoteError {
+pub struct RemoteError(Box<Inner>);
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Inner {
     message: String,
     chain: Vec<String>,
     code: Option<String>,
@@ -129,26 +134,26 @@ pub struct RemoteError {
 impl RemoteError {
     /// A plain error with only a message.
     pub fn msg(message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             message: message.into(),
             chain: Vec::new(),
             code: None,
             detail: Vec::new(),
             typed: None,
-        }
+        }))
     }
 
     /// An error carrying a typed value (its text is the value's `Display`).
     pub fn typed<T: ErrorType>(value: T) -> Self {
         let mut chain = Vec::new();
         push_sources(&value, &mut chain);
-        Self {
+        Self(Box::new(Inner {
             message: value.to_string(),
             chain,
             code: Some(T::CODE.to_owned()),
             detail: postcard::to_stdvec(&value).unwrap_or_default(),
             typed: Some(Arc::new(value)),
-        }
+        }))
     }
 
     /// Captures `e` and its sources; the first of a type registered in
@@ -160,36 +165,36 @@ impl RemoteError {
             Some((c, d)) => (Some(c), d),
             None => (None, Vec::new()),
         };
-        let mut re = Self {
+        let mut re = Self(Box::new(Inner {
             message: e.to_string(),
             chain,
             code,
             detail,
             typed: None,
-        };
+        }));
         registry.errors.revive(&mut re);
         re
     }
 
     /// The error's own text (without its sources).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The text of each source, outermost first.
     pub fn chain(&self) -> &[String] {
-        &self.chain
+        &self.0.chain
     }
 
     /// The [`ErrorType::CODE`] of the typed value carried, if any.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     /// The typed value, if it is a `T` (the type must be registered on this
     /// side too).
     pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
-        self.typed.as_deref().and_then(|t| find_source::<T>(t))
+        self.0.typed.as_deref().and_then(|t| find_source::<T>(t))
     }
 }
 
@@ -204,9 +209,9 @@ fn push_sources(e: &(dyn StdError + 'static), out: &mut Vec<String>) {
 impl std::fmt::Debug for RemoteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteError")
-            .field("message", &self.message)
-            .field("chain", &self.chain)
-            .field("code", &self.code)
+            .field("message", &self.0.message)
+            .field("chain", &self.0.chain)
+            .field("code", &self.0.code)
             .finish()
     }
 }
@@ -214,8 +219,8 @@ impl std::fmt::Debug for RemoteError {
 impl std::fmt::Display for RemoteError {
     /// The message, then each source not already part of the text before it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.message.clone();
-        for s in &self.chain {
+        let mut text = self.0.message.clone();
+        for s in &self.0.chain {
             append_cause(&mut text, s);
         }
         f.write_str(&text)
@@ -224,7 +229,8 @@ impl std::fmt::Display for RemoteError {
 
 impl StdError for RemoteError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.typed
+        self.0
+            .typed
             .as_deref()
             .map(|t| t as &(dyn StdError + 'static))
     }
@@ -232,8 +238,8 @@ impl StdError for RemoteError {
 
 impl PartialEq for RemoteError {
     fn eq(&self, o: &Self) -> bool {
-        (&self.message, &self.chain, &self.code, &self.detail)
-            == (&o.message, &o.chain, &o.code, &o.detail)
+        (&self.0.message, &self.0.chain, &self.0.code, &self.0.detail)
+            == (&o.0.message, &o.0.chain, &o.0.code, &o.0.detail)
     }
 }
 impl Eq for RemoteError {}

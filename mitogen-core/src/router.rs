@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
+/// A handler function: the message, the stream it came on, its source.
+pub(crate) type HandlerFn = dyn Fn(Message, Option<StreamId>, &Source) + Send + Sync;
+
 /// Where a handler's messages go.
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -35,7 +38,7 @@ pub(crate) enum Sink {
     Discard,
     /// A function run on the routing thread (internal handlers only: it must
     /// not block).
-    Fn(Arc<dyn Fn(Message, Option<StreamId>, &Source) + Send + Sync>),
+    Fn(Arc<HandlerFn>),
 }
 
 /// Bytes waiting in a receiver's queue, for backpressure: over

@@ -461,15 +461,12 @@ fn issue10_stopped_child_bounds_the_intermediary() {
     let (apid, cpid) = (a.call::<Pid>(&()).unwrap(), c.call::<Pid>(&()).unwrap());
     let base_kib = a.call::<PeakRss>(&()).unwrap();
     signal(cpid, rustix::process::Signal::STOP);
-    let sender = {
-        let c = c.clone();
-        std::thread::spawn(move || {
-            let payload = vec![5u8; 100 * MIB];
-            (0..8)
-                .map(|_| c.call_async::<EchoBytes>(&payload).unwrap())
-                .collect::<Vec<_>>()
-        })
-    };
+    let sender = std::thread::spawn(move || {
+        let payload = vec![5u8; 100 * MIB];
+        (0..8)
+            .map(|_| c.call_async::<EchoBytes>(&payload).unwrap())
+            .collect::<Vec<_>>()
+    });
     // Wait until the link to `a` has carried several MiB and then stops
     // moving: a is full and has stopped reading.
     let start = r.stream_bytes(a.id()).map_or(0, |(tx, _)| tx);

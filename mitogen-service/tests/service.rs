@@ -131,7 +131,7 @@ function!(
         Ok(match r {
             Ok(v) => format!("ok {v}"),
             // The refusal arrives typed, not as text.
-            Err(e) => match e.downcast_ref::<mitogen_service::ServiceError>() {
+            Err(e) => match e.downcast_ref::<ServiceError>() {
                 Some(refusal) => format!("{refusal:?}"),
                 None => format!("{:?}", e.kind),
             },

@@ -262,6 +262,10 @@ pub(crate) fn sanitise(text: &str) -> String {
     out
 }
 
+impl mitogen_core::ErrorType for AuthError {
+    const CODE: &'static str = "mitogen-ssh/auth";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,8 +419,4 @@ mod tests {
             );
         }
     }
-}
-
-impl mitogen_core::ErrorType for AuthError {
-    const CODE: &'static str = "mitogen-ssh/auth";
 }
