@@ -1,5 +1,5 @@
 //! `Shared`: a context's router state and the driver of its
-//! [`RouterCore`](crate::machine::RouterCore).
+//! [`RouterCore`].
 //!
 //! Routing decisions, routes, handlers, policies and stream loss live in the
 //! IO-free core ([`crate::machine`]). This file carries out what the core
