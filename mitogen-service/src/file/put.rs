@@ -57,7 +57,7 @@ impl ServiceMethod for FetchFrom {
 /// [`TransferError`]: a [`FileError`](super::FileError) names `src` here
 /// for opening and reading it, and `dest` on `target` for checks and
 /// writes. A source modified while it is read fails with
-/// [`Cause::Changed`](super::Cause::Changed) (see [`FileService`] for what
+/// [`Cause::Changed`] (see [`FileService`] for what
 /// that check can see). Nothing is left at `dest` on error.
 pub fn put_file(
     router: &Router,
