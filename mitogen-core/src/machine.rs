@@ -170,6 +170,10 @@ pub(crate) fn decide(
     }
     let way_back = |c: ContextId| routes.get(&c).copied().or(parent);
     if let Some(from) = from {
+        // Nothing outside this process speaks as this context.
+        if msg.auth_id == id.me || msg.src_id == id.me {
+            return Decision::Drop("claims to be this context");
+        }
         if way_back(msg.auth_id) != Some(from) {
             return Decision::Drop("bad auth_id");
         }

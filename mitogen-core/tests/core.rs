@@ -238,7 +238,8 @@ fn forged_src_and_auth_are_dropped() {
     assert!(
         take_logs()
             .iter()
-            .filter(|l| l.message.contains("bad src_id") || l.message.contains("bad auth_id"))
+            .filter(|l| l.message.contains("bad src_id")
+                || l.message.contains("claims to be this context"))
             .count()
             >= 2
     );

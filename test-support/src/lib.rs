@@ -326,5 +326,6 @@ pub fn kill9(pid: u32) {
     }
 }
 
+pub mod mesh;
 pub mod sshd;
 pub use sshd::{Sshd, netns_available, sshd_available};
