@@ -13,12 +13,15 @@ case "$size" in '' | *[!0-9]*) verb="bad:$verb" ;; esac
 [ "$verb" = AGENT ] || { echo "MITOGEN-RS-ERROR expected 'AGENT <sha256> <size>', got: $verb $hash $size"; exit 1; }
 # Every check is the agent's own: it hashes its image (/proc/self/exe) and
 # prints the hash. A file that is not that agent, is corrupt, or cannot be
-# executed here (noexec, wrong format) fails, and the note says why.
+# executed here (noexec, wrong format) fails, and the note says why; one
+# that does not exit is stopped after 10 s where `timeout` exists.
+tmo=; command -v timeout >/dev/null 2>&1 && tmo="timeout 10"
 check() {
-  m=$("$1" --mitogen-check </dev/null 2>&1)
-  [ "$m" = "MITOGEN-RS-IMAGE $hash" ] && return 0
+  m=$($tmo "$1" --mitogen-check </dev/null 2>&1)
+  r=$?
+  [ "$r:$m" = "0:MITOGEN-RS-IMAGE $hash" ] && return 0
   m=$(printf '%s' "$m" | tr -c '[:print:]' ' ' | cut -c1-200)
-  echo "MITOGEN-RS-NOTE $1 failed its check (${m:-it printed nothing})"
+  echo "MITOGEN-RS-NOTE $1 failed its check (exit status $r: ${m:-it printed nothing})"
   return 1
 }
 # Fast path: a cached agent that passes its check runs at once.
