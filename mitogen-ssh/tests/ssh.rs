@@ -93,6 +93,7 @@ fn main() {
         cache_dir_of_another_user_is_noted_and_passed_over,
         no_usable_cache_dir_names_each_refusal,
         fresh_controller_on_warm_target_reads_no_agent_bytes,
+        damaged_controller_cache_is_dropped_after_one_failure,
         concurrent_bootstraps_share_cache,
         connect_all_with_limit,
         become_pool_recycles_lru_idle,
@@ -975,15 +976,19 @@ const FRESH_START_ENV: &str = "MITOGEN_TEST_FRESH_START";
 fn fresh_start(dirs: &str) -> ! {
     let (target, controller) = dirs.split_once(':').expect("TARGET:CONTROLLER");
     let r = router();
-    let c = r
-        .connect(
-            &Sudo::new("mtg-target").bootstrap(
-                Bootstrap::new()
-                    .only_cache_dir(target)
-                    .controller_cache(controller),
-            ),
-        )
-        .expect("connect");
+    let c = match r.connect(
+        &Sudo::new("mtg-target").bootstrap(
+            Bootstrap::new()
+                .only_cache_dir(target)
+                .controller_cache(controller),
+        ),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("error {e}");
+            std::process::exit(0);
+        }
+    };
     assert_eq!(whoami(&c), "mtg-target");
     let i = c.bootstrap_info().unwrap();
     println!("{} {} {}", i.cache_hit, i.prepared_bytes, i.uploaded_bytes);
@@ -991,8 +996,9 @@ fn fresh_start(dirs: &str) -> ! {
     std::process::exit(0);
 }
 
-/// One fresh controller process against `target`; its (hit, prepared, uploaded).
-fn fresh_controller(target: &str, controller: &str) -> (bool, u64, u64) {
+/// One fresh controller process against `target`: its (hit, prepared,
+/// uploaded), or the error it printed.
+fn try_fresh_controller(target: &str, controller: &str) -> Result<(bool, u64, u64), String> {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .env(FRESH_START_ENV, format!("{target}:{controller}"))
         .stdin(std::process::Stdio::null())
@@ -1004,15 +1010,53 @@ fn fresh_controller(target: &str, controller: &str) -> (bool, u64, u64) {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(e) = text.strip_prefix("error ") {
+        return Err(e.trim().to_owned());
+    }
     let f: Vec<&str> = text.split_whitespace().collect();
     match f.as_slice() {
-        [hit, prepared, uploaded] => (
+        [hit, prepared, uploaded] => Ok((
             hit == &"true",
             prepared.parse().unwrap(),
             uploaded.parse().unwrap(),
-        ),
+        )),
         _ => panic!("unexpected output: {text}"),
     }
+}
+
+fn fresh_controller(target: &str, controller: &str) -> (bool, u64, u64) {
+    try_fresh_controller(target, controller).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn damaged_controller_cache_is_dropped_after_one_failure() {
+    if !need_hosts() {
+        return;
+    }
+    let controller = fresh_cache();
+    let (hit, _, _) = fresh_controller(&fresh_cache(), &controller);
+    assert!(!hit);
+    // Damage the stored compressed agent (as a disk error would).
+    let stored: Vec<_> = std::fs::read_dir(&controller)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "zstd"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut z = std::fs::read(&stored[0]).unwrap();
+    let mid = z.len() / 2;
+    z[mid..mid + 64].iter_mut().for_each(|b| *b = !*b);
+    std::fs::write(&stored[0], &z).unwrap();
+    // The target refuses what it decodes: an error naming the upload...
+    let e = try_fresh_controller(&fresh_cache(), &controller).unwrap_err();
+    assert!(e.contains("zstd") && e.contains("failed its check"), "{e}");
+    // ...and the controller made it afresh for the next start.
+    let (hit, prepared, uploaded) = fresh_controller(&fresh_cache(), &controller);
+    assert!(
+        !hit && prepared > 0 && uploaded > 0,
+        "{hit} {prepared} {uploaded}"
+    );
+    let _ = std::fs::remove_dir_all(&controller);
 }
 
 fn fresh_controller_on_warm_target_reads_no_agent_bytes() {

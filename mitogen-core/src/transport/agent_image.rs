@@ -91,10 +91,9 @@ impl Encoding {
 /// Where the controller cache lives, as [`super::bootstrap::Bootstrap`] says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum CacheSetting {
-    /// `$XDG_CACHE_HOME/mitogen-rs/controller` (or `~/.cache/...`); none in
-    /// an agent.
+    /// `$XDG_CACHE_HOME/mitogen-rs/controller` (or `~/.cache/...`).
     Default,
-    /// This directory.
+    /// This directory (on the controller; agents keep none).
     Dir(PathBuf),
     /// In memory only.
     Off,
@@ -103,9 +102,11 @@ pub(crate) enum CacheSetting {
 impl CacheSetting {
     fn dir(&self) -> Option<PathBuf> {
         let dir = match self {
+            // An agent connecting further hops writes nothing on its host
+            // (a path the controller named means nothing there).
+            _ if crate::is_agent() => return None,
             Self::Off => return None,
             Self::Dir(d) => d.clone(),
-            Self::Default if crate::is_agent() => return None,
             Self::Default => std::env::var_os("XDG_CACHE_HOME")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -145,6 +146,8 @@ pub(crate) struct Image {
     key: String,
     strip: bool,
     dir: Option<PathBuf>,
+    /// The controller cache's file naming this image's hash and size.
+    meta_name: String,
     /// SHA-256 of the shipped bytes, lowercase hex.
     pub(crate) sha256: String,
     /// Size of the shipped bytes.
@@ -228,6 +231,7 @@ impl Image {
             key,
             strip,
             dir,
+            meta_name,
             sha256,
             size,
             bytes,
@@ -261,9 +265,19 @@ impl Image {
                 let b = make_shipped(&self.src, self.strip)?;
                 read += b.len() as u64;
                 if sha256_reader(&b[..])?.0 != self.sha256 {
+                    // The remembered hash is wrong for this identity:
+                    // forget it, so the next start derives it afresh.
+                    if let Some(d) = &self.dir {
+                        let _ = std::fs::remove_file(d.join(&self.meta_name));
+                    }
+                    IMAGES
+                        .get_or_init(Default::default)
+                        .lock()
+                        .retain(|_, img| img.sha256 != self.sha256);
                     return Err(std::io::Error::other(format!(
-                        "the agent binary {} no longer matches its identity {}: it was \
-                         rewritten in place; start the program again",
+                        "the agent binary {} no longer has the hash remembered for its \
+                         identity {} (rewritten in place?); it is derived afresh on the \
+                         next start",
                         self.src.display(),
                         self.key
                     )));

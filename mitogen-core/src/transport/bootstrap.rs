@@ -37,9 +37,10 @@
 //! - after an upload, before the temp file is renamed into place.
 //!
 //! It costs one extra `exec` of the agent and a hash of its stripped
-//! image; measured on the project's VM (SHA-NI), a 1.8 MiB release agent
-//! checks in about 3 ms, against 40 ms for `sha256sum` on the unstripped
-//! 10 MiB binary the old first stage hashed (see `benches/RESULTS.md`).
+//! image: measured on the project's VM (SHA-NI), a 1.7 MiB release agent
+//! checks in about 3 ms (plus ~1 ms for the `timeout 10` around it, which
+//! stops a file that never exits), where `sha256sum` of the unstripped
+//! 12 MiB binary costs 25–40 ms (see `benches/RESULTS.md`).
 //! The agent started next is the file just checked; a file swapped in
 //! between the two `exec`s (by someone who can write the user's own cache
 //! directory) is not caught.
