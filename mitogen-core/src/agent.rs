@@ -4,6 +4,11 @@
 //! user code, greets, reads its configuration, starts its router and then
 //! runs calls on the main thread until told to shut down or its parent
 //! disappears. It never returns.
+//!
+//! Started with `--mitogen-check` instead, it prints the SHA-256 of its own
+//! image (`MITOGEN-RS-IMAGE <hex>`, read from `/proc/self/exe` where there
+//! is one) and exits: the bootstrap's first stage runs this before it runs
+//! a cached or uploaded agent (see [`crate::transport::bootstrap`]).
 
 use crate::api::{NewStream, add_stream, start};
 use crate::call::{Executor, Registry};
@@ -25,6 +30,9 @@ const CANCELLED_MAX: usize = 4096;
 /// How long an agent waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The argument that makes a program print the hash of its own image.
+pub(crate) const CHECK_ARG: &str = "--mitogen-check";
+
 /// Whether this process was started as an agent.
 pub fn is_agent() -> bool {
     std::env::args_os().nth(1).is_some_and(|a| a == AGENT_ARG)
@@ -36,6 +44,9 @@ pub fn is_agent() -> bool {
 /// Call it at the top of `main` (or of a custom test harness) with the same
 /// registration as the controller.
 pub fn agent_main(register: impl FnOnce(&mut Registry)) {
+    if std::env::args_os().nth(1).is_some_and(|a| a == CHECK_ARG) {
+        self_check();
+    }
     if !is_agent() {
         return;
     }
@@ -50,6 +61,26 @@ pub fn agent_main(register: impl FnOnce(&mut Registry)) {
 }
 
 enum Never {}
+
+/// Prints `MITOGEN-RS-IMAGE <sha256>` of the file this process runs from
+/// and exits 0, or says why it cannot and exits 1. Reading the image the
+/// kernel mapped (`/proc/self/exe`), not a path, means a file renamed over
+/// the path meanwhile is not the one hashed.
+fn self_check() -> ! {
+    let image = File::open("/proc/self/exe")
+        .or_else(|_| std::env::current_exe().and_then(File::open))
+        .and_then(crate::transport::agent_image::sha256_reader);
+    match image {
+        Ok((hex, _)) => {
+            println!("MITOGEN-RS-IMAGE {hex}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("mitogen agent: cannot read its own image: {e}");
+            std::process::exit(1)
+        }
+    }
+}
 
 fn run(registry: Registry) -> Result<Never, crate::Error> {
     let err = |what: &str, e: std::io::Error| crate::Error::Agent(format!("{what}: {e}"));

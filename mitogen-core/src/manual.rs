@@ -33,10 +33,14 @@
 //! code in its parent.
 //!
 //! **The agent cache on targets.** The first stage only runs a cached agent
-//! from a directory owned by the login user, and only after its size and
-//! SHA-256 matched what the controller announced (re-checked whenever the
-//! file has been written since). A user who can write that directory can
-//! already run code as that user.
+//! from a directory owned by the login user, and only after the agent has
+//! hashed its own image (SHA-256 of `/proc/self/exe`) and the result is the
+//! hash the controller announced. That check runs on every start and after
+//! every upload, on every target (no hash tool is needed); an agent that
+//! fails it is treated as a miss and uploaded again
+//! ([`transport::bootstrap`](crate::transport::bootstrap) says what is
+//! checked when). A user who can write that directory can already run code
+//! as that user.
 //!
 //! **Passwords** are written to the program's terminal only after it has
 //! turned echo off, and never logged. They travel inside method options:

@@ -144,6 +144,9 @@ fn register(reg: &mut Registry) {
 
 fn main() {
     mitogen_core::agent_main(register);
+    if let Some(dirs) = std::env::var_os(FRESH_START_ENV) {
+        fresh_start(&dirs.to_string_lossy());
+    }
     remove_old_caches();
     mitogen_test_support::run(tests![
         argv_presets,
@@ -167,6 +170,16 @@ fn main() {
         ssh_unknown_host_and_refused,
         ssh_connect_timeout,
         cache_miss_then_hit_and_corruption_replaced,
+        cached_agent_rewritten_same_size_old_mtime_is_a_miss,
+        cached_agent_replaced_with_old_mtime_is_a_miss,
+        cached_agent_with_corrupt_text_is_a_miss,
+        cached_agent_of_random_bytes_is_a_miss,
+        upload_is_checked_without_a_hash_tool,
+        cached_agent_in_dir_remounted_noexec_falls_back,
+        cache_dir_of_another_user_is_noted_and_passed_over,
+        no_usable_cache_dir_names_each_refusal,
+        fresh_controller_on_warm_target_reads_no_agent_bytes,
+        damaged_controller_cache_is_dropped_after_one_failure,
         concurrent_bootstraps_share_cache,
         connect_all_with_limit,
         become_pool_recycles_lru_idle,
@@ -1018,6 +1031,512 @@ impl mitogen_core::Method for Counted {
     }
 }
 
+/// Replaces the cached agent at `path` with `bytes`, as `cp -p`, `rsync -a`
+/// or `tar` would: same owner and mode, and the old file's mtime. (A
+/// running agent keeps the old file busy, so it is renamed over.)
+fn replace_keeping_mtime(path: &str, bytes: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let tmp = format!("{path}.replacing");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())).unwrap();
+    std::fs::set_permissions(&tmp, meta.permissions()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    let now = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (now.len(), now.mtime(), now.mtime_nsec()),
+        (meta.len(), meta.mtime(), meta.mtime_nsec())
+    );
+}
+
+fn sha256sum(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Warms a fresh cache, damages the cached agent with `damage` (same size,
+/// old mtime), and checks the next start treats it as a miss: noted,
+/// re-uploaded once, the right agent runs, and the start after is a hit.
+fn damaged_cached_agent_is_a_miss(what: &str, damage: impl FnOnce(&[u8]) -> Vec<u8>) {
+    if !need_hosts() {
+        return;
+    }
+    let r = router();
+    let m = Sudo::new("mtg-target").bootstrap(Bootstrap::new().only_cache_dir(fresh_cache()));
+    let first = r.connect(&m).unwrap();
+    let i1 = first.bootstrap_info().unwrap().clone();
+    assert!(!i1.cache_hit, "{i1:?}");
+    assert_eq!(sha256sum(&i1.cache_path), i1.agent_sha256);
+    let good = std::fs::read(&i1.cache_path).unwrap();
+    let bad = damage(&good);
+    assert_eq!(bad.len(), good.len(), "{what}: same size");
+    assert_ne!(bad, good, "{what}");
+    replace_keeping_mtime(&i1.cache_path, &bad);
+    let again = r.connect(&m).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let i2 = again.bootstrap_info().unwrap().clone();
+    assert!(!i2.cache_hit && i2.uploaded_bytes > 0, "{what}: {i2:?}");
+    assert!(
+        i2.notes
+            .iter()
+            .any(|n| n.starts_with(&i1.cache_path) && n.contains("failed its check")),
+        "{what}: {:?}",
+        i2.notes
+    );
+    assert_eq!(whoami(&again), "mtg-target");
+    assert_eq!(i2.cache_path, i1.cache_path);
+    assert_eq!(sha256sum(&i1.cache_path), i1.agent_sha256, "{what}");
+    let third = r.connect(&m).unwrap();
+    let i3 = third.bootstrap_info().unwrap();
+    assert!(i3.cache_hit && i3.notes.is_empty(), "{what}: {i3:?}");
+}
+
+fn cached_agent_rewritten_same_size_old_mtime_is_a_miss() {
+    damaged_cached_agent_is_a_miss("4 KiB flipped, old mtime", |good| {
+        let mut b = good.to_vec();
+        let at = b.len() * 2 / 3;
+        b[at..at + 4096].iter_mut().for_each(|x| *x ^= 0x5a);
+        b
+    });
+}
+
+fn cached_agent_replaced_with_old_mtime_is_a_miss() {
+    // Another program of the same size in its place (`cp -p` of the wrong
+    // file): it runs, ignores its arguments and exits 0.
+    damaged_cached_agent_is_a_miss("another program", |good| {
+        let mut b = std::fs::read("/bin/true").unwrap();
+        assert!(b.len() < good.len());
+        b.resize(good.len(), 0);
+        b
+    });
+}
+
+/// Offset and size of the `.text` section of a little-endian ELF64 file.
+fn elf_text(elf: &[u8]) -> (usize, usize) {
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "an ELF64 file");
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let sh = |i: usize| shoff + i * shentsize;
+    let names = u64_at(sh(shstrndx) + 0x18);
+    (0..shnum)
+        .map(sh)
+        .find(|&h| elf[names + u32_at(h)..].starts_with(b".text\0"))
+        .map(|h| (u64_at(h + 0x18), u64_at(h + 0x20)))
+        .expect(".text section")
+}
+
+fn cached_agent_with_corrupt_text_is_a_miss() {
+    damaged_cached_agent_is_a_miss("256 bytes of .text", |good| {
+        let mut b = good.to_vec();
+        let (off, size) = elf_text(&b);
+        assert!(size > 4096);
+        let at = off + size / 2;
+        b[at..at + 256].iter_mut().for_each(|x| *x = !*x);
+        b
+    });
+}
+
+fn cached_agent_of_random_bytes_is_a_miss() {
+    damaged_cached_agent_is_a_miss("random bytes", |good| {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..good.len())
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    });
+}
+
+/// A directory of symlinks to what the bootstrap needs (and `extra`
+/// scripts), for a PATH without hash tools or other decoders.
+fn tool_dir(label: &str, extra: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mitogen-rs-test-tools-{label}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for tool in [
+        "sh", "env", "stty", "head", "id", "uname", "tr", "cut", "mkdir", "ls", "awk", "chmod",
+        "rm", "find", "wc", "mv", "cat", "gzip",
+    ] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no {tool}"));
+        std::os::unix::fs::symlink(&found, dir.join(tool)).unwrap();
+    }
+    for (name, script) in extra {
+        let p = dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn upload_is_checked_without_a_hash_tool() {
+    // No sha256sum/shasum/sha256 on the target, and a gzip that damages
+    // what it decodes (0x01 bytes become 0x02): the upload is still
+    // checked, by the agent itself, and never run.
+    let fake = tool_dir(
+        "bad-gzip",
+        &[(
+            "gzip",
+            "#!/bin/sh\n/bin/gzip \"$@\" | /usr/bin/tr '\\001' '\\002'\n",
+        )],
+    );
+    let path = format!("PATH={}", fake.display());
+    let r = router();
+    let e = r
+        .connect(
+            &Exec::new(["env", path.as_str()])
+                .bootstrap(Bootstrap::new().only_cache_dir(fresh_cache())),
+        )
+        .unwrap_err();
+    let _ = std::fs::remove_dir_all(&fake);
+    assert!(matches!(e, ConnectError::Bootstrap { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("gzip") && text.contains("failed its check"),
+        "{text}"
+    );
+}
+
+/// A tmpfs mounted for one test, remountable `noexec`; unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(label: &str) -> Option<Self> {
+        if !rustix::process::geteuid().is_root() {
+            mitogen_test_support::skip("mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "mitogen-rs-test-mnt-{label}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=1777,size=256m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        Some(Self(dir))
+    }
+
+    fn noexec(&self) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", "remount,noexec"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn path(&self, sub: &str) -> String {
+        self.0.join(sub).display().to_string()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Lazily: an agent that ran from it may still be exiting.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn cached_agent_in_dir_remounted_noexec_falls_back() {
+    if !need_hosts() {
+        return;
+    }
+    let Some(mnt) = Mount::tmpfs("noexec") else {
+        return;
+    };
+    let cached = mnt.path("cache");
+    let fallback = fresh_cache();
+    let r = router();
+    let m = Sudo::new("mtg-target").bootstrap(
+        Bootstrap::new()
+            .cache_dir(&cached)
+            .only_cache_dir(&fallback),
+    );
+    let first = r.connect(&m).unwrap();
+    let i1 = first.bootstrap_info().unwrap().clone();
+    assert!(
+        !i1.cache_hit && i1.cache_path.starts_with(&cached),
+        "{i1:?}"
+    );
+    first.shutdown_timeout(Duration::from_secs(5));
+    mnt.noexec();
+    // The cached agent and its directory are now unusable: a miss, and the
+    // upload goes to the next directory, as on a cold start.
+    let second = r.connect(&m).unwrap();
+    let i2 = second.bootstrap_info().unwrap().clone();
+    assert_eq!(whoami(&second), "mtg-target");
+    assert!(
+        !i2.cache_hit && i2.cache_path.starts_with(&fallback),
+        "{i2:?}"
+    );
+    let joined = i2.notes.join("\n");
+    assert!(
+        joined.contains(&format!("{} failed its check", i1.cache_path)),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(&format!("{cached}: does not allow executing files")),
+        "{joined}"
+    );
+    // From then on, a hit in the fallback directory.
+    let third = r.connect(&m).unwrap();
+    let i3 = third.bootstrap_info().unwrap();
+    assert!(i3.cache_hit && i3.cache_path == i2.cache_path, "{i3:?}");
+}
+
+/// A directory owned by root that anyone may write (as another user's
+/// `mkdir` in /tmp would leave it).
+fn foreign_dir(label: &str) -> String {
+    let d = format!(
+        "/tmp/mitogen-rs-test-foreign-{label}-{}",
+        std::process::id()
+    );
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    d
+}
+
+fn cache_dir_of_another_user_is_noted_and_passed_over() {
+    if !need_hosts() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        mitogen_test_support::skip("needs root (a directory owned by another user)");
+        return;
+    }
+    let foreign = foreign_dir("passed-over");
+    let fallback = fresh_cache();
+    let r = router();
+    let c = r
+        .connect(
+            &Sudo::new("mtg-target").bootstrap(
+                Bootstrap::new()
+                    .cache_dir(&foreign)
+                    .only_cache_dir(&fallback),
+            ),
+        )
+        .unwrap();
+    let i = c.bootstrap_info().unwrap();
+    let _ = std::fs::remove_dir_all(&foreign);
+    assert!(i.cache_path.starts_with(&fallback), "{i:?}");
+    assert_eq!(
+        i.notes,
+        [format!("{foreign}: owned by root, not by mtg-target")],
+        "{i:?}"
+    );
+    assert_eq!(whoami(&c), "mtg-target");
+}
+
+fn no_usable_cache_dir_names_each_refusal() {
+    if !need_hosts() {
+        return;
+    }
+    let Some(mnt) = Mount::tmpfs("refusals") else {
+        return;
+    };
+    let foreign = foreign_dir("refusals");
+    let readonly = fresh_cache();
+    std::fs::create_dir_all(&readonly).unwrap();
+    let (uid, gid) = (
+        rustix::process::Uid::from_raw(user_id("mtg-target")),
+        None::<rustix::process::Gid>,
+    );
+    rustix::fs::chown(readonly.as_str(), Some(uid), gid).unwrap();
+    std::fs::set_permissions(
+        &readonly,
+        std::os::unix::fs::PermissionsExt::from_mode(0o500),
+    )
+    .unwrap();
+    let noexec = mnt.path("cache");
+    mnt.noexec();
+    let nope = "/proc/mitogen-rs-nope".to_owned();
+    let boot = Bootstrap::new()
+        .cache_dir(&foreign)
+        .cache_dir(&readonly)
+        .cache_dir(&noexec)
+        .only_cache_dir(&nope);
+    let r = router();
+    let e = r
+        .connect(&Sudo::new("mtg-target").bootstrap(boot))
+        .unwrap_err();
+    let _ = std::fs::remove_dir_all(&foreign);
+    let _ = std::fs::remove_dir_all(&readonly);
+    assert!(matches!(e, ConnectError::Bootstrap { .. }), "{e}");
+    let text = e.to_string();
+    for want in [
+        format!(
+            "no cache directory is usable by mtg-target (uid {})",
+            user_id("mtg-target")
+        ),
+        format!("{foreign}: owned by root, not by mtg-target"),
+        format!("{readonly}: not writable by mtg-target"),
+        format!("{noexec}: does not allow executing files"),
+        format!("{nope}: cannot be created by mtg-target"),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing from: {text}");
+    }
+}
+
+fn user_id(name: &str) -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-u", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Set in a child process of this binary: `TARGET_CACHE:CONTROLLER_CACHE`;
+/// it connects once as a fresh controller and prints what it did.
+const FRESH_START_ENV: &str = "MITOGEN_TEST_FRESH_START";
+
+fn fresh_start(dirs: &str) -> ! {
+    let (target, controller) = dirs.split_once(':').expect("TARGET:CONTROLLER");
+    let r = router();
+    let c = match r.connect(
+        &Sudo::new("mtg-target").bootstrap(
+            Bootstrap::new()
+                .only_cache_dir(target)
+                .controller_cache(controller),
+        ),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("error {e}");
+            std::process::exit(0);
+        }
+    };
+    assert_eq!(whoami(&c), "mtg-target");
+    let i = c.bootstrap_info().unwrap();
+    println!("{} {} {}", i.cache_hit, i.prepared_bytes, i.uploaded_bytes);
+    c.shutdown_timeout(Duration::from_secs(5));
+    std::process::exit(0);
+}
+
+/// One fresh controller process against `target`: its (hit, prepared,
+/// uploaded), or the error it printed.
+fn try_fresh_controller(target: &str, controller: &str) -> Result<(bool, u64, u64), String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(FRESH_START_ENV, format!("{target}:{controller}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(e) = text.strip_prefix("error ") {
+        return Err(e.trim().to_owned());
+    }
+    let f: Vec<&str> = text.split_whitespace().collect();
+    match f.as_slice() {
+        [hit, prepared, uploaded] => Ok((
+            hit == &"true",
+            prepared.parse().unwrap(),
+            uploaded.parse().unwrap(),
+        )),
+        _ => panic!("unexpected output: {text}"),
+    }
+}
+
+fn fresh_controller(target: &str, controller: &str) -> (bool, u64, u64) {
+    try_fresh_controller(target, controller).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn damaged_controller_cache_is_dropped_after_one_failure() {
+    if !need_hosts() {
+        return;
+    }
+    let controller = fresh_cache();
+    let (hit, _, _) = fresh_controller(&fresh_cache(), &controller);
+    assert!(!hit);
+    // Damage the stored compressed agent (as a disk error would).
+    let stored: Vec<_> = std::fs::read_dir(&controller)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "zstd"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut z = std::fs::read(&stored[0]).unwrap();
+    let mid = z.len() / 2;
+    z[mid..mid + 64].iter_mut().for_each(|b| *b = !*b);
+    std::fs::write(&stored[0], &z).unwrap();
+    // The target refuses what it decodes: an error naming the upload...
+    let e = try_fresh_controller(&fresh_cache(), &controller).unwrap_err();
+    assert!(e.contains("zstd") && e.contains("failed its check"), "{e}");
+    // ...and the controller made it afresh for the next start.
+    let (hit, prepared, uploaded) = fresh_controller(&fresh_cache(), &controller);
+    assert!(
+        !hit && prepared > 0 && uploaded > 0,
+        "{hit} {prepared} {uploaded}"
+    );
+    let _ = std::fs::remove_dir_all(&controller);
+}
+
+fn fresh_controller_on_warm_target_reads_no_agent_bytes() {
+    if !need_hosts() {
+        return;
+    }
+    let controller = fresh_cache();
+    let (t1, t2) = (fresh_cache(), fresh_cache());
+    // Cold controller cache, cold target: the binary is read, stripped,
+    // hashed and compressed once.
+    let (hit, prepared, uploaded) = fresh_controller(&t1, &controller);
+    assert!(
+        !hit && prepared > 0 && uploaded > 0,
+        "{hit} {prepared} {uploaded}"
+    );
+    // A new process against the warm target: nothing of the binary is read.
+    let (hit, prepared, uploaded) = fresh_controller(&t1, &controller);
+    assert!(
+        hit && prepared == 0 && uploaded == 0,
+        "{hit} {prepared} {uploaded}"
+    );
+    // A cold target: the compressed agent comes from the controller cache.
+    let (hit, prepared, uploaded) = fresh_controller(&t2, &controller);
+    assert!(
+        !hit && prepared == 0 && uploaded > 0,
+        "{hit} {prepared} {uploaded}"
+    );
+    let _ = std::fs::remove_dir_all(&controller);
+}
+
 fn connect_all_with_limit() {
     if !need_hosts() {
         return;
@@ -1189,16 +1708,54 @@ fn upload_raw_or_gzip_and_explicit_agent_binary() {
             ),
         )
         .unwrap();
+    let ri = raw.bootstrap_info().unwrap();
     assert_eq!(
-        raw.bootstrap_info().unwrap().uploaded_bytes,
-        size,
-        "uncompressed upload sends the binary as is"
+        (ri.uploaded_bytes, ri.encoding.as_str()),
+        (ri.agent_size, "raw"),
+        "uncompressed upload sends the (stripped) binary as is"
     );
-    let gz = r
+    // Debug info stays on the controller (objcopy is part of binutils,
+    // which building Rust needs anyway).
+    assert!(
+        ri.agent_size < size / 2,
+        "stripped agent {} of {size}",
+        ri.agent_size
+    );
+    let unstripped = r
+        .connect(
+            &Sudo::new("mtg-target").bootstrap(
+                Bootstrap::new()
+                    .strip(false)
+                    .compress(false)
+                    .only_cache_dir(fresh_cache()),
+            ),
+        )
+        .unwrap();
+    let ui = unstripped.bootstrap_info().unwrap();
+    assert_eq!((ui.agent_size, ui.uploaded_bytes), (size, size));
+    assert_eq!(whoami(&unstripped), "mtg-target");
+    // Compressed with the best decoder the target has (this one has zstd).
+    let z = r
         .connect(&Sudo::new("mtg-target").bootstrap(Bootstrap::new().only_cache_dir(fresh_cache())))
         .unwrap();
-    let sent = gz.bootstrap_info().unwrap().uploaded_bytes;
-    assert!(sent > 0 && sent < size, "gzip upload: {sent} of {size}");
+    let zi = z.bootstrap_info().unwrap();
+    assert_eq!(zi.encoding, "zstd", "{zi:?}");
+    assert!(
+        zi.uploaded_bytes > 0 && zi.uploaded_bytes < zi.agent_size / 2,
+        "{zi:?}"
+    );
+    // Only gzip on the target's PATH: gzip.
+    let fake = tool_dir("gzip-only", &[]);
+    let path = format!("PATH={}", fake.display());
+    let g = r
+        .connect(
+            &Exec::new(["env", path.as_str()])
+                .bootstrap(Bootstrap::new().only_cache_dir(fresh_cache())),
+        )
+        .unwrap();
+    assert_eq!(g.bootstrap_info().unwrap().encoding, "gzip");
+    assert_eq!(whoami(&g), "root");
+    let _ = std::fs::remove_dir_all(&fake);
     // A binary registered for this platform is used instead of our own path
     // (here a copy of it, so it must register the same functions).
     let copy = std::env::temp_dir().join(format!("mitogen-agent-copy-{}", std::process::id()));

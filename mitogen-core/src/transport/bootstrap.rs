@@ -6,43 +6,94 @@
 //! answer prompts on the PTY (method's Auth)    (password prompts, banners ...)
 //! wait for the boot marker                 ◄── MITOGEN-RS-BOOT
 //! send stage 1 (N bytes of sh)             ──► eval'd by stage 0
-//!                                          ◄── MITOGEN-RS-UNAME Linux x86_64 <has gzip>
+//!                                          ◄── MITOGEN-RS-UNAME Linux x86_64 zstd,xz,gzip
 //! pick the agent binary for that platform
-//!                                          ──► AGENT <sha256> <size> <wire size> <raw|gzip>
+//! (hash and size from the controller cache)──► AGENT <sha256> <size>
+//!                                          ◄── MITOGEN-RS-NOTE <why a cached agent or a
+//!                                              directory was refused>       (0 or more)
 //!   cache hit:                             ◄── MITOGEN-RS-HIT <path>     (nothing is sent)
 //!   cache miss:                            ◄── MITOGEN-RS-SEND <path>
-//!                                          ──► the binary; stage 1 writes it to a temp name,
-//!                                              checks size and sha256, renames it into place
+//!   strip, compress (once, cached)         ──► <zstd|xz|gzip|raw> <wire size>, then the bytes
+//!                                              stage 1 decodes them to a temp name, checks
+//!                                              size and the agent's own check, renames
+//!                                          ◄── MITOGEN-RS-STORED <path>
 //! stage 1 execs the agent                  ◄── greeting, then [`super::attach`] as for local
 //! ```
 //!
-//! The cache is a per-user directory: `$XDG_CACHE_HOME/mitogen-rs` (or
-//! `~/.cache/mitogen-rs`), else `$TMPDIR/mitogen-rs-<uid>`, else
-//! `/dev/shm/mitogen-rs-<uid>`; a directory is used only if it is owned by the
-//! user, writable, and allows executing files (a probe script is run there),
-//! so a `noexec` mount is skipped. Uploads go to a temp name and are renamed
-//! atomically, so concurrent bootstraps of one target cannot corrupt the
-//! cache; a cached file whose size or hash is wrong is replaced.
+//! # What is checked, and when
 //!
-//! Hashing a 10 MB agent costs ~40 ms on the target, a quarter of an ssh
-//! login, so it is not repeated on every start: after a successful check
-//! (or upload) stage 1 leaves an empty `agent-<hash>.ok` stamp, and a later
-//! start execs the agent at once if its size is right and it has not been
-//! written since the stamp (`find -newer`, nanosecond mtimes on Linux). Any
-//! write to the agent, or a file put in its place, sends it back through the
-//! full size and sha256 check. On a miss, cached agents older than a week
-//! are removed (every new build of a program adds one).
+//! Every check of an agent binary on the target is made by the agent
+//! itself: stage 1 runs `<file> --mitogen-check` (stdin closed), and the
+//! program hashes the image it runs from (`/proc/self/exe`) with SHA-256
+//! and prints `MITOGEN-RS-IMAGE <hex>`. Stage 1 runs the file as the agent
+//! only if that line is exactly the hash the controller announced. So the
+//! same check is made on every target, with or without `sha256sum`, and it
+//! also proves that the file can be executed there: a file that is
+//! corrupt, replaced (whatever its size and mtime: `cp -p`, `rsync -a` and
+//! `tar` keep old mtimes), not an executable ("Exec format error"), or on a
+//! filesystem now mounted `noexec` fails it. It is made
+//!
+//! - on every start, for a cached agent (the fast path), and
+//! - after an upload, before the temp file is renamed into place.
+//!
+//! It costs one extra `exec` of the agent and a hash of its stripped
+//! image: measured on the project's VM (SHA-NI), a 1.7 MiB release agent
+//! checks in about 3 ms (plus ~1 ms for the `timeout 10` around it, which
+//! stops a file that never exits), where `sha256sum` of the unstripped
+//! 12 MiB binary costs 25–40 ms (see `benches/RESULTS.md`).
+//! The agent started next is the file just checked; a file swapped in
+//! between the two `exec`s (by someone who can write the user's own cache
+//! directory) is not caught.
+//!
+//! # The cache and its fallback
+//!
+//! The cache is a per-user directory; stage 1 tries, in order, the
+//! directories given with [`Bootstrap::cache_dir`] and then (unless
+//! [`Bootstrap::only_cache_dir`]) `$XDG_CACHE_HOME/mitogen-rs` (or
+//! `~/.cache/mitogen-rs`), `$TMPDIR/mitogen-rs-<uid>` (or `/tmp/...`) and
+//! `/dev/shm/mitogen-rs-<uid>`.
+//!
+//! - **Fast path:** for each directory that holds `agent-<sha256>`, both
+//!   owned by the user, the agent runs if it passes its check. One that
+//!   fails is noted (`MITOGEN-RS-NOTE`, kept in [`BootstrapInfo::notes`]),
+//!   removed, and the next directory is tried: a failed check is a miss,
+//!   never an error.
+//! - **Slow path (a miss):** the first directory that can be created, is
+//!   owned by the user, is writable and lets a probe script execute (so a
+//!   `noexec` mount is skipped) gets the upload. Each directory refused is
+//!   noted with its reason (cannot be created, owned by another user —
+//!   named —, not writable, noexec), so a directory pre-created by another
+//!   user is passed over visibly. Cached agents a week old are removed
+//!   from the chosen directory (every new build adds one). The upload goes
+//!   to a temp name, is checked (size, then the agent's check) and renamed
+//!   atomically, so concurrent bootstraps of one target cannot corrupt the
+//!   cache. An upload that fails its check is an error: it is not retried,
+//!   and the controller drops its stored compressed copy in case that was
+//!   what was damaged.
+//! - **Nothing usable:** [`ConnectError::Bootstrap`] names the user (name
+//!   and uid) and lists every directory tried with why it was refused.
+//!
+//! # The controller's side
+//!
+//! The agent's hash and size come from a per-user controller cache keyed by
+//! the binary's identity (see `agent_image.rs`: device, inode, size,
+//! mtime), so a start against a warm target reads no part of the binary.
+//! Only on a miss is the binary stripped of debug info (`objcopy
+//! --strip-debug`; symbols stay), and compressed with the first of zstd,
+//! xz and gzip that the target reported and the controller has; each form
+//! is made once and stored in the controller cache.
+//! [`BootstrapInfo::prepared_bytes`] says how much of the binary a start
+//! had to read for that.
 
+use super::agent_image::{CacheSetting, Encoding, Image};
 use super::{Spawned, attach};
 use crate::error::ConnectError;
 use crate::{Context, Router, sys};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest wait for a program to turn echo off before its password is sent.
@@ -57,8 +108,10 @@ pub const BOOT_MARKER: &str = "MITOGEN-RS-BOOT";
 pub struct Bootstrap {
     agents: Vec<(String, String, PathBuf)>,
     compress: bool,
-    cache_dir: Option<String>,
+    strip: bool,
+    cache_dirs: Vec<String>,
     cache_dir_only: bool,
+    controller_cache: CacheSetting,
 }
 
 impl Default for Bootstrap {
@@ -66,8 +119,10 @@ impl Default for Bootstrap {
         Self {
             agents: Vec::new(),
             compress: true,
-            cache_dir: None,
+            strip: true,
+            cache_dirs: Vec::new(),
             cache_dir_only: false,
+            controller_cache: CacheSetting::Default,
         }
     }
 }
@@ -82,17 +137,33 @@ pub struct BootstrapInfo {
     pub arch: String,
     /// Where the agent is cached on the target.
     pub cache_path: String,
-    /// Whether a verified cached agent was used (nothing uploaded).
+    /// Whether a cached agent passed its check and ran (nothing uploaded).
     pub cache_hit: bool,
+    /// SHA-256 (hex) of the agent binary the target runs.
+    pub agent_sha256: String,
+    /// Size of that binary (after stripping, before compression).
+    pub agent_size: u64,
+    /// How the upload was encoded (`zstd`, `xz`, `gzip`, `raw`); empty on a
+    /// hit.
+    pub encoding: String,
     /// Bytes of agent binary sent (after compression); 0 on a hit.
     pub uploaded_bytes: u64,
     /// Bytes of scripts and control lines sent.
     pub script_bytes: u64,
+    /// Bytes of agent binary this controller read to hash, strip or
+    /// compress it for this start: 0 when its caches already had what was
+    /// needed (always, on a warm target once the controller cache is warm).
+    pub prepared_bytes: u64,
+    /// What the first stage noted on the way: cached agents that failed
+    /// their check and cache directories it refused, each with the reason.
+    pub notes: Vec<String>,
 }
 
 impl Bootstrap {
-    /// Defaults: this program's own binary for targets of the controller's
-    /// platform, gzip when the target has it, the default cache directories.
+    /// Defaults: this program's own binary (stripped of debug info) for
+    /// targets of the controller's platform, compressed with the best of
+    /// zstd, xz and gzip that the target has, the default cache
+    /// directories on the target and the default controller cache.
     pub fn new() -> Self {
         Self::default()
     }
@@ -106,24 +177,50 @@ impl Bootstrap {
         self
     }
 
-    /// Compress uploads with gzip when the target has `gzip` (default on).
+    /// Compress uploads with zstd, xz or gzip, the first of these the
+    /// target has (and the controller too); off: send the binary as it is
+    /// (default on).
     pub fn compress(mut self, on: bool) -> Self {
         self.compress = on;
         self
     }
 
-    /// Tries this cache directory first (a path the target's `sh` expands,
-    /// e.g. `$HOME/.agents`), then the defaults.
-    pub fn cache_dir(mut self, dir: impl Into<String>) -> Self {
-        self.cache_dir = Some(dir.into());
-        self.cache_dir_only = false;
+    /// Ship the agent without its debug info (`objcopy --strip-debug` on
+    /// the controller, when present; default on). Symbols stay, so panics
+    /// in agents still name functions.
+    pub fn strip(mut self, on: bool) -> Self {
+        self.strip = on;
         self
     }
 
-    /// Uses only this cache directory, never the defaults.
+    /// Tries this cache directory (a path the target's `sh` expands, e.g.
+    /// `$HOME/.agents`) before the defaults; directories added by earlier
+    /// calls come first.
+    pub fn cache_dir(mut self, dir: impl Into<String>) -> Self {
+        self.cache_dirs.push(dir.into());
+        self
+    }
+
+    /// Uses only this cache directory (and any added with
+    /// [`Self::cache_dir`]), never the defaults.
     pub fn only_cache_dir(mut self, dir: impl Into<String>) -> Self {
-        self.cache_dir = Some(dir.into());
+        self.cache_dirs.push(dir.into());
         self.cache_dir_only = true;
+        self
+    }
+
+    /// Keeps the controller's derived agent (hash, stripped binary,
+    /// compressed forms) in `dir` instead of
+    /// `$XDG_CACHE_HOME/mitogen-rs/controller`.
+    pub fn controller_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.controller_cache = CacheSetting::Dir(dir.into());
+        self
+    }
+
+    /// Keeps the controller's derived agent in memory only: every new
+    /// process hashes (and strips) its agent binary again.
+    pub fn no_controller_cache(mut self) -> Self {
+        self.controller_cache = CacheSetting::Off;
         self
     }
 
@@ -152,59 +249,29 @@ impl Bootstrap {
 
     fn stage1(&self) -> String {
         let mut dirs = String::new();
-        if let Some(d) = &self.cache_dir {
-            dirs.push_str(&format!("\"{}\" ", d.replace('"', "")));
+        for d in &self.cache_dirs {
+            dirs.push_str(&format!("\"{}\" ", d.replace(['"', '\n'], "")));
         }
-        if !self.cache_dir_only || self.cache_dir.is_none() {
+        if !self.cache_dir_only || self.cache_dirs.is_empty() {
             dirs.push_str(
                 "\"${XDG_CACHE_HOME:-$HOME/.cache}/mitogen-rs\" \"${TMPDIR:-/tmp}/mitogen-rs-$u\" \"/dev/shm/mitogen-rs-$u\"",
             );
         }
-        STAGE1.replace("@DIRS@", &dirs)
+        // Comments stay in the source, not on the wire.
+        let mut out = String::new();
+        for line in STAGE1.lines() {
+            let t = line.trim_start();
+            if !t.is_empty() && !t.starts_with('#') {
+                out.push_str(&line.replace("@DIRS@", dirs.trim_end()));
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
-const STAGE1: &str = r#"u=$(id -u 2>/dev/null || echo unknown)
-gz=0; command -v gzip >/dev/null 2>&1 && gz=1
-set -- $(uname -sm)
-printf 'MITOGEN-RS-UNAME %s %s %s\n' "$1" "$2" "$gz"
-read -r verb hash size wire enc || exit 1
-[ "$verb" = AGENT ] || { echo "MITOGEN-RS-ERROR $verb $hash $size $wire $enc"; exit 1; }
-sum() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
-  elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$1" | cut -d' ' -f1
-  elif command -v sha256 >/dev/null 2>&1; then sha256 -q "$1"
-  else echo "$hash"; fi
-}
-sized() { [ -f "$1" ] && [ "$(wc -c < "$1")" -eq "$size" ]; }
-ok() { sized "$1" && [ "$(sum "$1")" = "$hash" ]; }
-# Fast path: an agent verified earlier (its .ok stamp) and not written since.
-for d in @DIRS@; do
-  f="$d/agent-$hash"
-  if [ -O "$f" ] && [ -f "$f.ok" ] && sized "$f" && [ -z "$(find "$f" -newer "$f.ok" 2>/dev/null)" ]; then
-    echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent
-  fi
-done
-for d in @DIRS@; do
-  mkdir -p "$d" 2>/dev/null && [ -O "$d" ] && [ -w "$d" ] || continue
-  chmod 700 "$d" 2>/dev/null
-  p="$d/.probe.$$"
-  printf '#!/bin/sh\nexit 0\n' > "$p" 2>/dev/null && chmod 700 "$p" && "$p" 2>/dev/null
-  r=$?; rm -f "$p"; [ "$r" = 0 ] || continue
-  f="$d/agent-$hash"
-  if ok "$f"; then : > "$f.ok"; echo "MITOGEN-RS-HIT $f"; exec "$f" --mitogen-agent; fi
-  rm -f "$f.ok"
-  # Each new agent version adds a file: on a miss, drop those a week old.
-  find "$d" -maxdepth 1 -name 'agent-*' -mtime +7 -exec rm -f {} + 2>/dev/null
-  echo "MITOGEN-RS-SEND $f"
-  t="$f.$$.tmp"
-  if [ "$enc" = gzip ]; then head -c "$wire" | gzip -dc > "$t"; else head -c "$wire" > "$t"; fi
-  if ok "$t"; then chmod 700 "$t" && mv -f "$t" "$f" && : > "$f.ok" && exec "$f" --mitogen-agent; fi
-  rm -f "$t"; echo "MITOGEN-RS-ERROR the uploaded agent failed its size or sha256 check at $t"; exit 1
-done
-echo "MITOGEN-RS-ERROR no cache directory that is owned by $u, writable and allows executing files"
-exit 1
-"#;
+/// The first stage: POSIX sh, sent after stage 0's boot marker.
+const STAGE1: &str = include_str!("stage1.sh");
 
 /// Text the target printed while the method was authenticating.
 #[derive(Debug, Default, Clone)]
@@ -484,6 +551,14 @@ fn run_stages(s: &mut Spawned, boot: &Bootstrap, deadline: Instant) -> Result<()
         name: name.clone(),
         source,
     };
+    let failed = |reason: String, notes: &[String]| ConnectError::Bootstrap {
+        name: name.clone(),
+        reason: if notes.is_empty() {
+            reason
+        } else {
+            format!("{reason}: {}", notes.join("; "))
+        },
+    };
     let stage1 = boot.stage1();
     let mut script_bytes = stage1.len() as u64;
     let tx = s.tx.as_ref().unwrap_or(&s.rx);
@@ -491,13 +566,17 @@ fn run_stages(s: &mut Spawned, boot: &Bootstrap, deadline: Instant) -> Result<()
     let mut buf = std::mem::take(&mut s.initial);
     let uname = read_line(&s.rx, &mut buf, deadline, &name)?;
     let f: Vec<&str> = uname.split_whitespace().collect();
-    let (os, arch, has_gzip) = match f.as_slice() {
-        ["MITOGEN-RS-UNAME", os, arch, gz] => ((*os).to_owned(), (*arch).to_owned(), *gz == "1"),
+    let (os, arch, decoders) = match f.as_slice() {
+        ["MITOGEN-RS-UNAME", os, arch, dec] => (
+            (*os).to_owned(),
+            (*arch).to_owned(),
+            dec.split(',').map(str::to_owned).collect::<Vec<_>>(),
+        ),
         _ => {
-            return Err(ConnectError::Bootstrap {
-                name,
-                reason: format!("unexpected first-stage output: {uname}"),
-            });
+            return Err(failed(
+                format!("unexpected first-stage output: {uname}"),
+                &[],
+            ));
         }
     };
     let path = agent_path(boot, &os, &arch).ok_or_else(|| ConnectError::NoAgent {
@@ -506,50 +585,86 @@ fn run_stages(s: &mut Spawned, boot: &Bootstrap, deadline: Instant) -> Result<()
         arch: arch.clone(),
         have: have_list(boot),
     })?;
-    let image = AgentImage::load(&path).map_err(io_err)?;
-    let gz = if boot.compress && has_gzip {
-        image.gzip()
-    } else {
-        None
-    };
-    let (payload, enc): (&[u8], &str) = match gz {
-        Some(g) => (g, "gzip"),
-        None => (&image.bytes, "raw"),
-    };
-    let line = format!(
-        "AGENT {} {} {} {enc}\n",
-        image.sha256,
-        image.bytes.len(),
-        payload.len()
-    );
+    let (image, mut prepared) =
+        Image::identify(&path, boot.strip, &boot.controller_cache).map_err(io_err)?;
+    let line = format!("AGENT {} {}\n", image.sha256, image.size);
     script_bytes += line.len() as u64;
     (&*tx).write_all(line.as_bytes()).map_err(io_err)?;
-    let answer = read_line(&s.rx, &mut buf, deadline, &name)?;
-    let (verb, rest) = answer.split_once(' ').unwrap_or((answer.as_str(), ""));
-    let cache_hit = match verb {
-        "MITOGEN-RS-HIT" => true,
-        "MITOGEN-RS-SEND" => {
-            (&*tx).write_all(payload).map_err(io_err)?;
-            false
-        }
-        _ => {
-            let reason = answer
-                .strip_prefix("MITOGEN-RS-ERROR ")
-                .unwrap_or(&answer)
-                .to_owned();
-            return Err(ConnectError::Bootstrap { name, reason });
+    let mut notes = Vec::new();
+    let mut sent: Option<(Encoding, u64)> = None;
+    let cache_path = loop {
+        let answer = read_line(&s.rx, &mut buf, deadline, &name)?;
+        let (verb, rest) = answer.split_once(' ').unwrap_or((answer.as_str(), ""));
+        match (verb, sent) {
+            ("MITOGEN-RS-NOTE", _) => notes.push(rest.to_owned()),
+            ("MITOGEN-RS-HIT", None) | ("MITOGEN-RS-STORED", Some(_)) => break rest.to_owned(),
+            ("MITOGEN-RS-SEND", None) => {
+                let (enc, payload, read) =
+                    pick_payload(&image, boot.compress, &decoders).map_err(|e| {
+                        failed(format!("preparing the agent {}: {e}", path.display()), &[])
+                    })?;
+                prepared += read;
+                let head = format!("{} {}\n", enc.name(), payload.len());
+                script_bytes += head.len() as u64;
+                (&*tx).write_all(head.as_bytes()).map_err(io_err)?;
+                (&*tx).write_all(&payload).map_err(io_err)?;
+                sent = Some((enc, payload.len() as u64));
+            }
+            ("MITOGEN-RS-ERROR", _) => {
+                if let Some((enc, _)) = sent {
+                    // What we sent did not decode to the agent: perhaps our
+                    // stored copy is damaged. Make it afresh next time.
+                    image.discard(enc);
+                }
+                return Err(failed(rest.to_owned(), &notes));
+            }
+            _ => {
+                return Err(failed(
+                    format!("unexpected first-stage output: {answer}"),
+                    &notes,
+                ));
+            }
         }
     };
     s.initial = buf;
     s.info = Some(BootstrapInfo {
         os,
         arch,
-        cache_path: rest.to_owned(),
-        cache_hit,
-        uploaded_bytes: if cache_hit { 0 } else { payload.len() as u64 },
+        cache_path,
+        cache_hit: sent.is_none(),
+        agent_sha256: image.sha256.clone(),
+        agent_size: image.size,
+        encoding: sent.map(|(e, _)| e.name().to_owned()).unwrap_or_default(),
+        uploaded_bytes: sent.map_or(0, |(_, n)| n),
         script_bytes,
+        prepared_bytes: prepared,
+        notes,
     });
     Ok(())
+}
+
+/// The best encoding both sides have, with its bytes and how many bytes of
+/// agent were read to make them.
+fn pick_payload(
+    image: &Image,
+    compress: bool,
+    decoders: &[String],
+) -> std::io::Result<(Encoding, Arc<Vec<u8>>, u64)> {
+    let mut read = 0;
+    if compress {
+        for enc in Encoding::PREFERENCE {
+            if decoders.iter().any(|d| d == enc.name()) {
+                let (p, r) = image.payload(enc)?;
+                read += r;
+                if let Some(p) = p {
+                    return Ok((enc, p, read));
+                }
+            }
+        }
+    }
+    let (p, r) = image.payload(Encoding::Raw)?;
+    let p = p.ok_or_else(|| std::io::Error::other("no raw agent bytes"))?;
+    Ok((Encoding::Raw, p, read + r))
 }
 
 /// Reads one `MITOGEN-RS-` line (other lines are noise from the target and
@@ -622,48 +737,4 @@ fn have_list(boot: &Bootstrap) -> String {
             .map(|(o, a, p)| format!("{o} {a} ({})", p.display())),
     );
     have.join(", ")
-}
-
-/// An agent binary read into memory, with its hash and (lazily) its gzip.
-struct AgentImage {
-    path: PathBuf,
-    bytes: Vec<u8>,
-    sha256: String,
-    gz: OnceLock<Option<Vec<u8>>>,
-}
-
-impl AgentImage {
-    fn load(path: &Path) -> std::io::Result<Arc<Self>> {
-        static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<AgentImage>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        if let Some(img) = cache.lock().get(path) {
-            return Ok(img.clone());
-        }
-        let bytes = std::fs::read(path)?;
-        let sha256 = super::sha256_hex(&bytes);
-        let img = Arc::new(Self {
-            path: path.to_owned(),
-            bytes,
-            sha256,
-            gz: OnceLock::new(),
-        });
-        cache.lock().insert(path.to_owned(), img.clone());
-        Ok(img)
-    }
-
-    /// The binary compressed by the system's `gzip -1`, if it has one.
-    fn gzip(&self) -> Option<&[u8]> {
-        self.gz
-            .get_or_init(|| {
-                let input = File::open(&self.path).ok()?;
-                let out = std::process::Command::new("gzip")
-                    .args(["-1", "-c"])
-                    .stdin(input)
-                    .stderr(std::process::Stdio::null())
-                    .output()
-                    .ok()?;
-                (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
-            })
-            .as_deref()
-    }
 }

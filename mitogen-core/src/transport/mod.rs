@@ -14,11 +14,9 @@
 //! Any failure before the greeting kills and reaps the process and reports
 //! the last lines it printed.
 
+pub(crate) mod agent_image;
 pub mod bootstrap;
 pub mod local;
-mod sha256;
-
-pub use sha256::{Sha256, sha256_hex};
 
 use crate::api::{NewStream, add_stream};
 use crate::error::ConnectError;
