@@ -204,7 +204,7 @@ impl Function for RunProcess {
         };
         let result = (|| {
             let mut command = task.command.clone();
-            if let Some((tmp, spec)) = &tmp {
+            if let Some((tmp, _)) = &tmp {
                 let dir = tmp.path_slash();
                 for (name, data, kind) in &task.files {
                     let bytes = match kind {

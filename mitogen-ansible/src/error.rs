@@ -45,6 +45,10 @@ pub enum Error {
     /// going away (that is [`crate::Status::Unreachable`]).
     #[error(transparent)]
     Call(#[from] mitogen_core::CallError),
+    /// The task names an ansible-core action plugin this runner does not
+    /// reimplement yet (running its module bare would give another result).
+    #[error("action plugin {0} is not supported by mitogen-ansible yet")]
+    UnsupportedAction(String),
     /// The task's arguments are not a JSON object.
     #[error("module arguments must be a JSON object, not {0}")]
     BadArgs(String),

@@ -34,6 +34,8 @@ pub(crate) struct Shaping {
     pub(crate) data: Map<String, Value>,
     /// Warnings the controller side emitted (discovery, junk, ...), in order.
     pub(crate) warnings: Vec<String>,
+    /// The message of the module's own `exception` (an `ErrorSummary`).
+    pub(crate) exception_msg: Option<String>,
 }
 
 /// `_filter_non_json_lines(stdout, objects_only=True)`.
@@ -65,7 +67,14 @@ fn filter_non_json(data: &str) -> Result<(String, Vec<String>), &'static str> {
 
 /// Python's `json.loads` error text for the common cases.
 fn py_json_error(text: &str, e: &serde_json::Error) -> String {
-    let (line, col) = (e.line(), e.column().max(1));
+    let (line, mut col) = (e.line(), e.column().max(1));
+    if e.to_string().starts_with("expected ident") || e.to_string().starts_with("expected value") {
+        // serde points at the failing byte, Python at the token's start.
+        let l: Vec<char> = text.split('\n').nth(line.saturating_sub(1)).unwrap_or("").chars().collect();
+        while col > 1 && l.get(col - 2).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            col -= 1;
+        }
+    }
     let pos: usize = text
         .split('\n')
         .take(line.saturating_sub(1))
@@ -76,6 +85,7 @@ fn py_json_error(text: &str, e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Eof => "Expecting value",
         _ if e.to_string().starts_with("trailing characters") => "Extra data",
+        _ if e.to_string().starts_with("expected ident") => "Expecting value",
         _ if e.to_string().starts_with("key must be a string") => {
             "Expecting property name enclosed in double quotes"
         }
@@ -103,9 +113,19 @@ pub(crate) fn parse(raw: &RawRun, interpreter: Option<&str>, s: &mut Shaping) {
     };
     match parsed {
         Ok(mut m) => {
-            // normalize_result_exception: a failure always carries one.
-            if m.get("failed").and_then(Value::as_bool) == Some(true) || m.contains_key("exception")
-            {
+            // normalize_result_exception: a failure always carries one; a
+            // falsy one goes; the message is kept for the executor's `msg`.
+            let failed = m.get("failed").is_some_and(|v| !is_falsy(v));
+            let exc = m.shift_remove("exception");
+            s.exception_msg = match &exc {
+                Some(Value::Object(o)) => o
+                    .get("event")
+                    .and_then(|e| e.get("msg"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                _ => None,
+            };
+            if failed || exc.as_ref().is_some_and(|e| !is_falsy(e)) {
                 m.insert("exception".into(), NO_TRACEBACK.into());
             }
             m.insert("_ansible_parsed".into(), true.into());
@@ -252,7 +272,8 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
     if failed {
         d.insert("failed".into(), true.into());
         if !d.contains_key("msg") {
-            d.insert("msg".into(), "Task failed: Module failed.".into());
+            let why = s.exception_msg.take().unwrap_or_else(|| "Unknown error.".into());
+            d.insert("msg".into(), format!("Task failed: Module failed: {why}").into());
         }
         d.entry("exception").or_insert_with(|| NO_TRACEBACK.into());
     }
@@ -386,5 +407,8 @@ mod tests {
         let text = "{\"a\": nope}";
         let e = serde_json::from_str::<Value>(text).unwrap_err();
         assert_eq!(py_json_error(text, &e), "Expecting value: line 1 column 7 (char 6)");
+        let text = "{\"changed\": nope}";
+        let e = serde_json::from_str::<Value>(text).unwrap_err();
+        assert_eq!(py_json_error(text, &e), "Expecting value: line 1 column 13 (char 12)");
     }
 }
