@@ -209,7 +209,9 @@ impl Function for RunProcess {
                 for (name, data, kind) in &task.files {
                     let bytes = match kind {
                         FileKind::Plain => data.clone(),
-                        FileKind::Templated => replace_bytes(data, TMPDIR_TOKEN.as_bytes(), dir.as_bytes()),
+                        FileKind::Templated => {
+                            replace_bytes(data, TMPDIR_TOKEN.as_bytes(), dir.as_bytes())
+                        }
                     };
                     let path = tmp.path.join(name);
                     std::fs::write(&path, &bytes)?;
@@ -224,7 +226,6 @@ impl Function for RunProcess {
                 env: task.env.clone(),
                 cwd: task.cwd.clone(),
                 timeout: Duration::from_millis(task.timeout_ms),
-                ..ProcSpec::default()
             })
         })();
         if let Some((tmp, _)) = tmp {
@@ -309,7 +310,10 @@ impl Cache {
     /// Makes `tree/rel` the blob; true if another file was there before.
     fn link(&self, tree: &Path, f: &FileRef) -> std::io::Result<bool> {
         if f.rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(std::io::Error::other(format!("bad payload path {:?}", f.rel)));
+            return Err(std::io::Error::other(format!(
+                "bad payload path {:?}",
+                f.rel
+            )));
         }
         let blob = self.blob(&f.sha256);
         let dst = tree.join(&f.rel);
@@ -319,7 +323,10 @@ impl Cache {
             return Ok(false);
         }
         if let Some(parent) = dst.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
         }
         let tmp = dst.with_extension(format!("tmp{}", unique()));
         if std::fs::hard_link(&blob, &tmp).is_err() {
@@ -331,13 +338,19 @@ impl Cache {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    (u64::from(std::process::id()) << 40) ^ (t.subsec_nanos() as u64) ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (u64::from(std::process::id()) << 40)
+        ^ (t.subsec_nanos() as u64)
+        ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
 /// The agent user's home: `/etc/passwd` for its uid, else `$HOME`.
@@ -367,8 +380,13 @@ impl TmpDir {
             None if remote_tmp == "~" => home_dir().unwrap_or_else(|| PathBuf::from("/")),
             None => PathBuf::from(remote_tmp),
         };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&base)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let name = format!(
             "ansible-tmp-{}.{:07}-{}-{}",
             now.as_secs(),

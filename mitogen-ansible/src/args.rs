@@ -41,7 +41,8 @@ pub(crate) fn with_internal(args: &Map<String, Value>, i: &Internal<'_>) -> Map<
     put("_ansible_keep_remote_files", false.into());
     put(
         "_ansible_tmpdir",
-        i.tmpdir.map_or(Value::Null, |t| Value::String(t.to_owned())),
+        i.tmpdir
+            .map_or(Value::Null, |t| Value::String(t.to_owned())),
     );
     put("_ansible_remote_tmp", i.remote_tmp.into());
     put("_ansible_ignore_unknown_opts", false.into());
@@ -73,7 +74,10 @@ pub(crate) fn jsonargs_source(data: &[u8], args: &Map<String, Value>, version: &
         "\"<<INCLUDE_ANSIBLE_MODULE_COMPLEX_ARGS>>\"",
         &format!("b'{}'", json.replace('\\', "\\\\").replace('\'', "\\'")),
     );
-    text = text.replace("<<SELINUX_SPECIAL_FILESYSTEMS>>", "fuse,nfs,vboxsf,ramfs,9p,vfat");
+    text = text.replace(
+        "<<SELINUX_SPECIAL_FILESYSTEMS>>",
+        "fuse,nfs,vboxsf,ramfs,9p,vfat",
+    );
     text.into_bytes()
 }
 
@@ -100,8 +104,14 @@ mod tests {
             },
         );
         let s = old_style_file(&m);
-        assert!(s.starts_with("msg='hi there' num=3 _ansible_check_mode=False _ansible_no_log=False "), "{s}");
-        assert!(s.contains(" _ansible_selinux_special_fs='['\"'\"'fuse'\"'\"', "), "{s}");
+        assert!(
+            s.starts_with("msg='hi there' num=3 _ansible_check_mode=False _ansible_no_log=False "),
+            "{s}"
+        );
+        assert!(
+            s.contains(" _ansible_selinux_special_fs='['\"'\"'fuse'\"'\"', "),
+            "{s}"
+        );
         assert!(s.ends_with("_ansible_tmpdir=/h/.ansible/tmp/ansible-tmp-X/ _ansible_remote_tmp='~/.ansible/tmp' _ansible_ignore_unknown_opts=False _ansible_target_log_info=None _ansible_tracebacks_for='[]' "), "{s}");
     }
 }

@@ -44,7 +44,7 @@ pub enum Error {
     /// The call to the target failed for a reason other than the target
     /// going away (that is [`crate::Status::Unreachable`]).
     #[error(transparent)]
-    Call(#[from] mitogen_core::CallError),
+    Call(Box<mitogen_core::CallError>),
     /// The task names an ansible-core action plugin this runner does not
     /// reimplement yet (running its module bare would give another result).
     #[error("action plugin {0} is not supported by mitogen-ansible yet")]
@@ -52,4 +52,10 @@ pub enum Error {
     /// The task's arguments are not a JSON object.
     #[error("module arguments must be a JSON object, not {0}")]
     BadArgs(String),
+}
+
+impl From<mitogen_core::CallError> for Error {
+    fn from(e: mitogen_core::CallError) -> Self {
+        Self::Call(Box::new(e))
+    }
 }

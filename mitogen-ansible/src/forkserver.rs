@@ -80,9 +80,8 @@ impl Server {
             .current_dir("/")
             .spawn()
             .map_err(ServerError::Spawn)?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(i), Some(o)) => (i, o),
-            _ => return Err(ServerError::Spawn(std::io::Error::other("no pipes"))),
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(ServerError::Spawn(std::io::Error::other("no pipes")));
         };
         let (tx, frames) = bounded(4);
         std::thread::Builder::new()
@@ -100,7 +99,12 @@ impl Server {
                     };
                     let n = ["out", "err"]
                         .iter()
-                        .map(|k| header.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0))
+                        .map(|k| {
+                            header
+                                .get(k)
+                                .and_then(serde_json::Value::as_u64)
+                                .unwrap_or(0)
+                        })
                         .sum::<u64>();
                     let mut payload = Vec::new();
                     if n > 0 && (&mut r).take(n).read_to_end(&mut payload).is_err() {
@@ -125,7 +129,9 @@ impl Server {
                     interpreter: interpreter.to_owned(),
                     detail: match other {
                         Ok(f) => format!("unexpected greeting {}", f.header),
-                        Err(RecvTimeoutError::Timeout) => format!("no greeting in {START_TIMEOUT:?}"),
+                        Err(RecvTimeoutError::Timeout) => {
+                            format!("no greeting in {START_TIMEOUT:?}")
+                        }
                         Err(RecvTimeoutError::Disconnected) => {
                             "it exited (is this a Python >= 3.8 interpreter?)".into()
                         }
@@ -170,11 +176,15 @@ impl Server {
                 }
                 Ok(f) => {
                     let h = &f.header;
-                    let n_out = h.get("out").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    let n_out = h
+                        .get("out")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
                     let n_out = usize::try_from(n_out).unwrap_or(0).min(f.payload.len());
                     let mut stdout = f.payload;
                     let stderr = stdout.split_off(n_out);
-                    let flag = |k: &str| h.get(k).and_then(serde_json::Value::as_bool) == Some(true);
+                    let flag =
+                        |k: &str| h.get(k).and_then(serde_json::Value::as_bool) == Some(true);
                     return Ok(RawRun {
                         rc: h
                             .get("rc")

@@ -59,8 +59,14 @@ pub(crate) fn run(spec: &ProcSpec) -> std::io::Result<RawRun> {
     let (tx, rx) = bounded::<(usize, Vec<u8>, bool)>(64);
     let mut readers = Vec::new();
     for (idx, pipe) in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .enumerate()

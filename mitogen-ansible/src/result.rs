@@ -70,7 +70,12 @@ fn py_json_error(text: &str, e: &serde_json::Error) -> String {
     let (line, mut col) = (e.line(), e.column().max(1));
     if e.to_string().starts_with("expected ident") || e.to_string().starts_with("expected value") {
         // serde points at the failing byte, Python at the token's start.
-        let l: Vec<char> = text.split('\n').nth(line.saturating_sub(1)).unwrap_or("").chars().collect();
+        let l: Vec<char> = text
+            .split('\n')
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
+            .chars()
+            .collect();
         while col > 1 && l.get(col - 2).is_some_and(|c| c.is_ascii_alphanumeric()) {
             col -= 1;
         }
@@ -134,12 +139,16 @@ pub(crate) fn parse(raw: &RawRun, interpreter: Option<&str>, s: &mut Shaping) {
         Err(cause) => {
             let not_found = interpreter.is_some_and(|i| {
                 let i = i.trim_start_matches(['!', '#']);
-                [": No such file or directory", ": not found", ": command not found"]
-                    .iter()
-                    .any(|t| {
-                        let needle = format!("{i}{t}");
-                        stderr.contains(&needle) || stdout.contains(&needle)
-                    })
+                [
+                    ": No such file or directory",
+                    ": not found",
+                    ": command not found",
+                ]
+                .iter()
+                .any(|t| {
+                    let needle = format!("{i}{t}");
+                    stderr.contains(&needle) || stdout.contains(&needle)
+                })
             });
             let msg = match interpreter {
                 Some(i) if not_found => format!(
@@ -272,8 +281,14 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
     if failed {
         d.insert("failed".into(), true.into());
         if !d.contains_key("msg") {
-            let why = s.exception_msg.take().unwrap_or_else(|| "Unknown error.".into());
-            d.insert("msg".into(), format!("Task failed: Module failed: {why}").into());
+            let why = s
+                .exception_msg
+                .take()
+                .unwrap_or_else(|| "Unknown error.".into());
+            d.insert(
+                "msg".into(),
+                format!("Task failed: Module failed: {why}").into(),
+            );
         }
         d.entry("exception").or_insert_with(|| NO_TRACEBACK.into());
     }
@@ -286,7 +301,10 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
     let mut seen = std::collections::HashSet::new();
     warnings.retain(|w| seen.insert(w.clone()));
     if !warnings.is_empty() {
-        d.insert("warnings".into(), warnings.into_iter().map(Value::from).collect());
+        d.insert(
+            "warnings".into(),
+            warnings.into_iter().map(Value::from).collect(),
+        );
     }
     if let Some(Value::Array(deps)) = d.get("deprecations").cloned() {
         let out: Vec<Value> = deps.iter().map(deprecation_view).collect();
@@ -398,17 +416,29 @@ mod tests {
             w,
             ["Module invocation had junk after the JSON data: trailer\n"]
         );
-        assert_eq!(filter_non_json("nothing").unwrap_err(), "No start of json char found");
-        assert_eq!(filter_non_json("{ open").unwrap_err(), "No end of json char found");
+        assert_eq!(
+            filter_non_json("nothing").unwrap_err(),
+            "No start of json char found"
+        );
+        assert_eq!(
+            filter_non_json("{ open").unwrap_err(),
+            "No end of json char found"
+        );
     }
 
     #[test]
     fn python_json_errors() {
         let text = "{\"a\": nope}";
         let e = serde_json::from_str::<Value>(text).unwrap_err();
-        assert_eq!(py_json_error(text, &e), "Expecting value: line 1 column 7 (char 6)");
+        assert_eq!(
+            py_json_error(text, &e),
+            "Expecting value: line 1 column 7 (char 6)"
+        );
         let text = "{\"changed\": nope}";
         let e = serde_json::from_str::<Value>(text).unwrap_err();
-        assert_eq!(py_json_error(text, &e), "Expecting value: line 1 column 13 (char 12)");
+        assert_eq!(
+            py_json_error(text, &e),
+            "Expecting value: line 1 column 13 (char 12)"
+        );
     }
 }

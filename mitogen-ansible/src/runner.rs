@@ -32,10 +32,30 @@ const REMOTE_TMP: &str = "~/.ansible/tmp";
 /// ansible-core action plugins not reimplemented yet: running their module
 /// bare would not give ansible-core's result, so they are refused.
 const UNSUPPORTED_ACTIONS: &[&str] = &[
-    "add_host", "assemble", "assert", "async_status", "copy", "debug", "dnf", "fail", "fetch",
-    "gather_facts", "group_by", "include_vars", "package", "pause", "reboot", "script",
-    "service", "set_fact", "set_stats", "template", "unarchive", "uri",
-    "validate_argument_spec", "wait_for_connection",
+    "add_host",
+    "assemble",
+    "assert",
+    "async_status",
+    "copy",
+    "debug",
+    "dnf",
+    "fail",
+    "fetch",
+    "gather_facts",
+    "group_by",
+    "include_vars",
+    "package",
+    "pause",
+    "reboot",
+    "script",
+    "service",
+    "set_fact",
+    "set_stats",
+    "template",
+    "unarchive",
+    "uri",
+    "validate_argument_spec",
+    "wait_for_connection",
 ];
 /// Slack on top of a task's timeout for the call carrying it.
 const CALL_SLACK: Duration = Duration::from_secs(30);
@@ -130,6 +150,7 @@ pub struct Target {
     python: String,
     interpreters: HashMap<String, String>,
     become_unprivileged: bool,
+    pipelining: bool,
 }
 
 impl Target {
@@ -143,7 +164,15 @@ impl Target {
             python: "auto".into(),
             interpreters: HashMap::new(),
             become_unprivileged: false,
+            pipelining: false,
         }
+    }
+
+    /// `ansible_pipelining`: over ssh, module output is then not merged
+    /// through a tty (`-tt` is only used without stdin data).
+    pub fn pipelining(mut self, on: bool) -> Self {
+        self.pipelining = on;
+        self
     }
 
     /// The connection kind whose artefacts results should show.
@@ -177,7 +206,9 @@ impl From<&Context> for Target {
         let mut t = Self::new(c, c.name());
         if let Some(host) = c.name().strip_prefix("ssh.") {
             let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            t.connection = Connection::Ssh { host: host.to_owned() };
+            t.connection = Connection::Ssh {
+                host: host.to_owned(),
+            };
         }
         t
     }
@@ -202,6 +233,9 @@ struct Prepared {
 #[derive(Default)]
 struct ContextState {
     python: Option<String>,
+    /// A task that reported the discovered interpreter ended ok: ansible-core
+    /// then has it as a host fact and stops re-reporting it.
+    python_fact_saved: bool,
     blobs: HashSet<String>,
 }
 
@@ -215,7 +249,9 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -254,7 +290,8 @@ impl Runner {
             a => {
                 let r = self.normal(&target, task, &task.name, task_args(task)?, &mut s);
                 if a == "setup" {
-                    s.data.insert("_ansible_verbose_override".into(), true.into());
+                    s.data
+                        .insert("_ansible_verbose_override".into(), true.into());
                 }
                 r
             }
@@ -264,7 +301,17 @@ impl Runner {
             Err(Error::Call(e)) if e.kind.is_disconnected() => return Ok(unreachable(&e)),
             Err(e) => return Err(e),
         }
+        let reported = s
+            .data
+            .get("ansible_facts")
+            .and_then(|f| f.get("discovered_interpreter_python"))
+            .is_some();
         let (status, register, result) = result::finish(s, task.no_log);
+        if reported && matches!(status, Status::Ok | Status::Changed) {
+            if let Some(c) = self.contexts.lock().get_mut(&target.context.id()) {
+                c.python_fact_saved = true;
+            }
+        }
         Ok(TaskResult {
             status,
             result,
@@ -280,8 +327,13 @@ impl Runner {
         let (cmd, executable) = match &task.args {
             Value::String(c) => (c.clone(), None),
             Value::Object(o) => (
-                o.get("_raw_params").and_then(Value::as_str).unwrap_or("").to_owned(),
-                o.get("executable").and_then(Value::as_str).map(str::to_owned),
+                o.get("_raw_params")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                o.get("executable")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             ),
             other => (other.to_string(), None),
         };
@@ -360,6 +412,7 @@ impl Runner {
             Style::NewPython => {
                 let (python, discovered) = self.python(target, s)?;
                 let run = self.run_python(target, task, &module, &python, &margs)?;
+                let run = self.module_transport_view(target, run);
                 result::parse(&run, Some(&python), s);
                 result::after_module(s, discovered.as_deref());
             }
@@ -438,7 +491,10 @@ impl Runner {
                     },
                     task.timeout + CALL_SLACK,
                 )?;
-                let interp = shebang.as_deref().map(|s| s.trim_start_matches("#!").trim().to_owned());
+                let run = self.transport_view(target, run);
+                let interp = shebang
+                    .as_deref()
+                    .map(|s| s.trim_start_matches("#!").trim().to_owned());
                 result::parse(&run, interp.as_deref(), s);
                 result::after_module(s, discovered.as_deref());
             }
@@ -462,7 +518,11 @@ impl Runner {
             return self.python(target, s);
         }
         Ok((
-            target.interpreters.get(base).cloned().unwrap_or_else(|| interp.to_owned()),
+            target
+                .interpreters
+                .get(base)
+                .cloned()
+                .unwrap_or_else(|| interp.to_owned()),
             None,
         ))
     }
@@ -471,16 +531,29 @@ impl Runner {
     /// the second value is set when it was discovered (for the fact).
     fn python(&self, target: &Target, s: &mut Shaping) -> Result<(String, Option<String>), Error> {
         let mode = target.python.as_str();
-        if !matches!(mode, "auto" | "auto_silent" | "auto_legacy" | "auto_legacy_silent" | "") {
+        if !matches!(
+            mode,
+            "auto" | "auto_silent" | "auto_legacy" | "auto_legacy_silent" | ""
+        ) {
             return Ok((mode.to_owned(), None));
         }
         let id = target.context.id();
-        let known = self.contexts.lock().get(&id).and_then(|c| c.python.clone());
+        let (known, saved) = self
+            .contexts
+            .lock()
+            .get(&id)
+            .map_or((None, false), |c| (c.python.clone(), c.python_fact_saved));
+        if let (Some(p), true) = (&known, saved) {
+            return Ok((p.clone(), None));
+        }
         let found = match known {
             Some(p) => p,
             None => {
-                let fallback: Vec<String> = PYTHON_FALLBACK.iter().map(|s| (*s).to_owned()).collect();
-                let out = target.context.call_timeout::<Discover>(&fallback, Duration::from_secs(90))?;
+                let fallback: Vec<String> =
+                    PYTHON_FALLBACK.iter().map(|s| (*s).to_owned()).collect();
+                let out = target
+                    .context
+                    .call_timeout::<Discover>(&fallback, Duration::from_secs(90))?;
                 let p = parse_discovery(&out);
                 self.contexts.lock().entry(id).or_default().python = Some(p.clone());
                 p
@@ -496,7 +569,14 @@ impl Runner {
     }
 
     fn prepared(&self, module: &Module) -> Result<Arc<Prepared>, Error> {
-        let key = format!("{}\0{}", module.fqn, module.path.as_ref().map_or(String::new(), |p| p.display().to_string()));
+        let key = format!(
+            "{}\0{}",
+            module.fqn,
+            module
+                .path
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        );
         if let Some(p) = self.payloads.lock().get(&key) {
             return Ok(p.clone());
         }
@@ -568,7 +648,8 @@ impl Runner {
                 PyOutcome::Ran(run) => {
                     let mut ctx = self.contexts.lock();
                     let st = ctx.entry(id).or_default();
-                    st.blobs.extend(prepared.files.iter().map(|f| f.sha256.clone()));
+                    st.blobs
+                        .extend(prepared.files.iter().map(|f| f.sha256.clone()));
                     return Ok(run);
                 }
                 PyOutcome::NeedBlobs(missing) => want = missing,
@@ -583,9 +664,20 @@ impl Runner {
     fn cwd(&self, target: &Target) -> Option<String> {
         match target.connection {
             // ansible-core's local connection runs in the controller's cwd.
-            Connection::Local => std::env::current_dir().ok().map(|p| p.display().to_string()),
+            Connection::Local => std::env::current_dir()
+                .ok()
+                .map(|p| p.display().to_string()),
             // ssh: the login dir (the agent's home).
             Connection::Ssh { .. } => None,
+        }
+    }
+
+    /// A new-style module's output: through the tty unless pipelined.
+    fn module_transport_view(&self, target: &Target, run: RawRun) -> RawRun {
+        if target.pipelining {
+            run
+        } else {
+            self.transport_view(target, run)
         }
     }
 

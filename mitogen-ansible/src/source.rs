@@ -35,8 +35,7 @@ impl Style {
     pub fn detect(data: &[u8]) -> Self {
         if is_binary(data) {
             Self::Binary
-        } else if contains(data, b"#<<INCLUDE_ANSIBLE_MODULE_COMMON>>") || new_style_python(data)
-        {
+        } else if contains(data, b"#<<INCLUDE_ANSIBLE_MODULE_COMMON>>") || new_style_python(data) {
             Self::NewPython
         } else if contains(data, b"# POWERSHELL_COMMON") || powershell_requires(data) {
             Self::PowerShell
@@ -304,7 +303,9 @@ impl ModuleSource {
         let parts: Vec<&str> = name.split('.').collect();
         let builtin = |short: &str, tried: &mut Vec<PathBuf>| {
             let p = self.ansible_dir.join("modules").join(format!("{short}.py"));
-            let found = p.is_file().then(|| (p.clone(), format!("ansible.modules.{short}")));
+            let found = p
+                .is_file()
+                .then(|| (p.clone(), format!("ansible.modules.{short}")));
             tried.push(p);
             found
         };

@@ -45,7 +45,10 @@ fn router() -> Router {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn fixtures() -> PathBuf {
@@ -187,30 +190,109 @@ fn cases() -> Vec<Case> {
     vec![
         case("ping", "ansible.builtin.ping", json!({})),
         case("ping_data", "ping", json!({"data": "pong2"})),
-        case("ping_bad_arg", "ansible.builtin.ping", json!({"data": "x", "bogus_option": 1})),
-        case("command_ok", "ansible.builtin.command", json!({"cmd": "echo hello"})),
+        case(
+            "ping_bad_arg",
+            "ansible.builtin.ping",
+            json!({"data": "x", "bogus_option": 1}),
+        ),
+        case(
+            "command_ok",
+            "ansible.builtin.command",
+            json!({"cmd": "echo hello"}),
+        ),
         case("command_free_form", "command", json!("echo free form")),
-        case("command_rc", "ansible.builtin.command", json!({"cmd": "sh -c 'echo out; echo err >&2; exit 3'"})),
-        case("command_not_found", "ansible.builtin.command", json!({"cmd": "no-such-command-mtg x"})),
-        case("command_check", "ansible.builtin.command", json!({"cmd": "true"})).check(),
-        case("command_creates", "ansible.builtin.command", json!({"cmd": "true", "creates": "/"})),
-        case("command_missing_required", "ansible.builtin.command", json!({})),
-        case("shell_pipe", "ansible.builtin.shell", json!("echo one | tr o 0; echo two >&2")),
-        case("shell_env", "ansible.builtin.shell", json!("echo \"$MTG_VAR\"")).env("MTG_VAR", "value with spaces"),
-        case("raw_ok", "ansible.builtin.raw", json!("echo raw-out; echo raw-err 1>&2")),
+        case(
+            "command_rc",
+            "ansible.builtin.command",
+            json!({"cmd": "sh -c 'echo out; echo err >&2; exit 3'"}),
+        ),
+        case(
+            "command_not_found",
+            "ansible.builtin.command",
+            json!({"cmd": "no-such-command-mtg x"}),
+        ),
+        case(
+            "command_check",
+            "ansible.builtin.command",
+            json!({"cmd": "true"}),
+        )
+        .check(),
+        case(
+            "command_creates",
+            "ansible.builtin.command",
+            json!({"cmd": "true", "creates": "/"}),
+        ),
+        case(
+            "command_missing_required",
+            "ansible.builtin.command",
+            json!({}),
+        ),
+        case(
+            "shell_pipe",
+            "ansible.builtin.shell",
+            json!("echo one | tr o 0; echo two >&2"),
+        ),
+        case(
+            "shell_env",
+            "ansible.builtin.shell",
+            json!("echo \"$MTG_VAR\""),
+        )
+        .env("MTG_VAR", "value with spaces"),
+        case(
+            "raw_ok",
+            "ansible.builtin.raw",
+            json!("echo raw-out; echo raw-err 1>&2"),
+        ),
         case("raw_rc", "ansible.builtin.raw", json!("exit 4")),
-        case("stat_missing", "ansible.builtin.stat", json!({"path": "/nonexistent-mtg-stat"})),
-        case("slurp_missing", "ansible.builtin.slurp", json!({"src": "/nonexistent-mtg-slurp"})),
-        case("file_absent_diff", "ansible.builtin.file", json!({"path": "/nonexistent-mtg-file", "state": "absent"})).diff(),
-        case("lineinfile_check_diff", "ansible.builtin.lineinfile", json!({"path": "/etc/hostname", "line": "mtg-line"})).check().diff(),
-        case("setup_min", "ansible.builtin.setup", json!({"gather_subset": ["!all", "!min"], "filter": ["ansible_system"]})),
-        case("no_log_ping", "ansible.builtin.ping", json!({"data": "secret"})).no_log(),
+        case(
+            "stat_missing",
+            "ansible.builtin.stat",
+            json!({"path": "/nonexistent-mtg-stat"}),
+        ),
+        case(
+            "slurp_missing",
+            "ansible.builtin.slurp",
+            json!({"src": "/nonexistent-mtg-slurp"}),
+        ),
+        case(
+            "file_absent_diff",
+            "ansible.builtin.file",
+            json!({"path": "/nonexistent-mtg-file", "state": "absent"}),
+        )
+        .diff(),
+        case(
+            "lineinfile_check_diff",
+            "ansible.builtin.lineinfile",
+            json!({"path": "/etc/hostname", "line": "mtg-line"}),
+        )
+        .check()
+        .diff(),
+        case(
+            "setup_min",
+            "ansible.builtin.setup",
+            json!({"gather_subset": ["!all", "!min"], "filter": ["ansible_system"]}),
+        ),
+        case(
+            "no_log_ping",
+            "ansible.builtin.ping",
+            json!({"data": "secret"}),
+        )
+        .no_log(),
         case("user_new_style", "my_new", json!({"name": "bob"})),
         case("user_new_style_check", "my_new", json!({"name": "bob"})).check(),
         case("user_new_style_diff", "my_new", json!({"name": "d"})).diff(),
-        case("user_no_log_param", "my_new", json!({"name": "n", "secret": "hunter2"})),
+        case(
+            "user_no_log_param",
+            "my_new",
+            json!({"name": "n", "secret": "hunter2"}),
+        ),
         case("user_warning", "my_new", json!({"name": "w", "warn": true})),
-        case("user_env", "my_new", json!({"name": "e", "env_var": "MTG_ENV"})).env("MTG_ENV", "from env"),
+        case(
+            "user_env",
+            "my_new",
+            json!({"name": "e", "env_var": "MTG_ENV"}),
+        )
+        .env("MTG_ENV", "from env"),
         case("user_missing_required", "my_new", json!({})),
         case("no_check_mode_support", "no_check", json!({})).check(),
         case("module_raises", "raises", json!({})),
@@ -219,7 +301,11 @@ fn cases() -> Vec<Case> {
         case("no_json", "no_json", json!({})),
         case("bad_json", "bad_json", json!({})),
         case("internal_keys", "internal_keys", json!({})),
-        case("old_style", "old_style", json!({"msg": "hi there", "num": 3})),
+        case(
+            "old_style",
+            "old_style",
+            json!({"msg": "hi there", "num": 3}),
+        ),
         case("want_json", "want_json", json!({"name": "alice"})),
         case("want_json_check", "want_json", json!({"name": "c"})).check(),
         case("json_args", "json_args", json!({"value": [1, "two"]})),
@@ -227,7 +313,11 @@ fn cases() -> Vec<Case> {
         case("binary", "binary_mod", json!({"y": 2})),
         case("binary_check", "binary_mod", json!({})).check(),
         case("no_shebang", "no_shebang_old", json!({})),
-        case("collection_module", "mtg.test.greet", json!({"name": "coll"})),
+        case(
+            "collection_module",
+            "mtg.test.greet",
+            json!({"name": "coll"}),
+        ),
         case("collection_default", "mtg.test.greet", json!({})),
     ]
 }
@@ -256,7 +346,11 @@ fn run_ansible(
     let capture = scratch.join("capture.jsonl");
     let home = scratch.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let lib = format!("{}:{}", fixtures().join("library").display(), extra_library.display());
+    let lib = format!(
+        "{}:{}",
+        fixtures().join("library").display(),
+        extra_library.display()
+    );
     let out = Command::new(bin.join("ansible-playbook"))
         .arg("-i")
         .arg(&inv)
@@ -267,7 +361,10 @@ fn run_ansible(
         .env("LANG", "C.UTF-8")
         .env("ANSIBLE_LOCAL_TEMP", scratch.join("local-tmp"))
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-        .env("ANSIBLE_CALLBACK_PLUGINS", fixtures().join("callback_plugins"))
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            fixtures().join("callback_plugins"),
+        )
         .env("ANSIBLE_CALLBACKS_ENABLED", "capture")
         .env("ANSIBLE_LIBRARY", lib)
         .env("ANSIBLE_COLLECTIONS_PATH", fixtures().join("collections"))
@@ -290,7 +387,10 @@ fn run_ansible(
         let task = v["task"].as_str().unwrap_or("").to_owned();
         res.insert(
             (host, task),
-            (v["status"].as_str().unwrap_or("").to_owned(), v["result"].clone()),
+            (
+                v["status"].as_str().unwrap_or("").to_owned(),
+                v["result"].clone(),
+            ),
         );
     }
     res
@@ -386,7 +486,11 @@ fn compare(
             matched += 1;
             eprintln!("  match     {host}/{}", c.name);
         } else {
-            eprintln!("  MISMATCH  {host}/{}:\n      {}", c.name, d.join("\n      "));
+            eprintln!(
+                "  MISMATCH  {host}/{}:\n      {}",
+                c.name,
+                d.join("\n      ")
+            );
             bad.push(format!("{host}/{}", c.name));
         }
     }
@@ -481,7 +585,11 @@ fn styles_and_actions_ssh() {
 
 fn become_cases() -> Vec<Case> {
     vec![
-        case("whoami", "ansible.builtin.command", json!({"cmd": "id -un"})),
+        case(
+            "whoami",
+            "ansible.builtin.command",
+            json!({"cmd": "id -un"}),
+        ),
         case("ping", "ansible.builtin.ping", json!({})),
         case("user_module", "my_new", json!({"name": "become"})),
         case("collection", "mtg.test.greet", json!({})),
@@ -497,7 +605,11 @@ fn become_root_and_unprivileged_ssh() {
     let scratch = Scratch::new("become");
     let sshd = Sshd::start("127.0.0.1", None).unwrap();
     let cases = become_cases();
-    let new_style: Vec<Case> = cases.iter().filter(|c| c.name != "old_style").cloned().collect();
+    let new_style: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.name != "old_style")
+        .cloned()
+        .collect();
     let inv = ssh_inventory_line(
         "h_root",
         &sshd,
@@ -535,7 +647,8 @@ fn become_root_and_unprivileged_ssh() {
         &runner,
         &Target::new(&unpriv, "h_unpriv")
             .connection(ssh)
-            .become_unprivileged(true),
+            .become_unprivileged(true)
+            .pipelining(true),
         "h_unpriv",
         &new_style,
         &theirs,
@@ -555,24 +668,35 @@ fn local_runner() -> Option<(Runner, Router, Context)> {
 }
 
 fn unknown_module_lists_paths() {
-    let Some((runner, _r, ctx)) = local_runner() else { return };
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
     let e = runner
         .run(&ctx, &Task::new("no_such_module_mtg"))
         .unwrap_err();
     let text = e.to_string();
-    assert!(matches!(e, mitogen_ansible::Error::UnknownModule { .. }), "{e}");
+    assert!(
+        matches!(e, mitogen_ansible::Error::UnknownModule { .. }),
+        "{e}"
+    );
     assert!(text.contains("library/no_such_module_mtg.py"), "{text}");
     assert!(text.contains("modules/no_such_module_mtg.py"), "{text}");
 }
 
 fn module_utils_shipped_once_per_context() {
-    let Some((runner, _r, ctx)) = local_runner() else { return };
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
     let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
     // The second run of the same module sends no blobs: the first reply
     // told the controller they are there, and the fork server is reused.
-    let a = runner.run(t.clone(), &Task::new("my_new").args(json!({"name": "a"}))).unwrap();
+    let a = runner
+        .run(t.clone(), &Task::new("my_new").args(json!({"name": "a"})))
+        .unwrap();
     let before = _r.stream_bytes(ctx.id());
-    let b = runner.run(t, &Task::new("my_new").args(json!({"name": "b"}))).unwrap();
+    let b = runner
+        .run(t, &Task::new("my_new").args(json!({"name": "b"})))
+        .unwrap();
     let after = _r.stream_bytes(ctx.id());
     assert_eq!(a.result["hello"], "a");
     assert_eq!(b.result["hello"], "b");
@@ -583,18 +707,26 @@ fn module_utils_shipped_once_per_context() {
 }
 
 fn hung_task_killed_with_its_group() {
-    let Some((runner, _r, ctx)) = local_runner() else { return };
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
     let marker = std::env::temp_dir().join(format!("mtg-ans-hung-{}", std::process::id()));
     let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
     let cmd = format!("sh -c 'sleep 30 & echo $! > {}; wait'", marker.display());
     let r = runner
         .run(
             t.clone(),
-            &Task::new("command").args(json!(cmd)).timeout(Duration::from_secs(2)),
+            &Task::new("command")
+                .args(json!(cmd))
+                .timeout(Duration::from_secs(2)),
         )
         .unwrap();
     assert_eq!(r.status, Status::Failed, "{}", r.result);
-    let pid: u32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _ = std::fs::remove_file(&marker);
     assert!(
         mitogen_test_support::wait_until(Duration::from_secs(5), || {
@@ -608,22 +740,30 @@ fn hung_task_killed_with_its_group() {
 }
 
 fn dead_fork_server_replaced() {
-    let Some((runner, _r, ctx)) = local_runner() else { return };
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
     let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
     // A module that kills its parent (the fork server) mid-task.
-    let r = runner
+    let e = runner
         .run(
             t.clone(),
             &Task::new("shell").args(json!("kill -9 $(ps -o ppid= -p $PPID)")),
         )
-        .unwrap();
-    let _ = r;
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fork server (/usr/bin/python3) died"),
+        "{e}"
+    );
     let ok = runner.run(t, &Task::new("ping")).unwrap();
     assert_eq!(ok.status, Status::Ok, "{}", ok.result);
 }
 
 fn lost_connection_is_unreachable() {
-    let Some((runner, _r, ctx)) = local_runner() else { return };
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
     let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
     // The agent itself dies mid-task: the task is unreachable, not a hang.
     let r = runner
