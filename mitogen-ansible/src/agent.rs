@@ -1,0 +1,409 @@
+//! What runs in the target context: the registered [`Function`]s, the
+//! per-user payload cache and the temp dirs. The warm Python fork servers
+//! are in [`crate::forkserver`], plain processes in [`crate::process`].
+
+use crate::forkserver::{PyRequest, Servers};
+use crate::process::{self, ProcSpec};
+use mitogen_core::{CallCx, FnError, Function, Registry};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Registers the runner's functions; call it in `mitogen_core::init`'s
+/// registration function (both ends run the same registration).
+pub fn register(reg: &mut Registry) {
+    reg.add::<Discover>().add::<RunPython>().add::<RunProcess>();
+}
+
+/// What a module process produced, before any parsing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RawRun {
+    pub(crate) rc: i32,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    /// Killed at its deadline.
+    pub(crate) timed_out: bool,
+    /// Killed because its output passed the size limit.
+    pub(crate) too_large: bool,
+}
+
+/// Runs interpreter discovery's one command (`echo FOUND; command -v ...;
+/// echo ENDFOUND`) and returns its stdout.
+pub(crate) struct Discover;
+impl Function for Discover {
+    const NAME: &'static str = "mitogen-ansible::discover";
+    type Args = Vec<String>;
+    type Output = String;
+    fn call(_: &CallCx<'_>, fallback: Vec<String>) -> Result<String, FnError> {
+        let mut cmd = String::from("echo FOUND;");
+        for p in &fallback {
+            cmd.push_str(&format!(" command -v {};", crate::pycompat::shlex_quote(p)));
+        }
+        cmd.push_str(" echo ENDFOUND");
+        let run = process::run(&ProcSpec {
+            command: cmd,
+            timeout: Duration::from_secs(60),
+            ..ProcSpec::default()
+        })?;
+        Ok(String::from_utf8_lossy(&run.stdout).into_owned())
+    }
+}
+
+/// One file of a payload: its path in the tree and its content hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub(crate) struct FileRef {
+    pub(crate) rel: String,
+    pub(crate) sha256: String,
+}
+
+/// A new-style Python module task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PyTask {
+    pub(crate) interpreter: String,
+    /// Names the tree the payload lands in (one per controller install).
+    pub(crate) tree: String,
+    pub(crate) files: Vec<FileRef>,
+    /// Content for hashes the target may lack.
+    pub(crate) blobs: Vec<(String, Vec<u8>)>,
+    pub(crate) fqn: String,
+    /// The remote file name ansible would use (`AnsiballZ_ping.py`).
+    pub(crate) remote_name: String,
+    /// `{"ANSIBLE_MODULE_ARGS": {...}}`, [`TMPDIR_TOKEN`] for the tmp dir.
+    pub(crate) params: String,
+    pub(crate) tmp: TmpSpec,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<String>,
+    pub(crate) timeout_ms: u64,
+}
+
+/// How the task's remote tmp dir is made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TmpSpec {
+    /// `remote_tmp`, unexpanded (`~/.ansible/tmp`).
+    pub(crate) remote_tmp: String,
+}
+
+/// The answer to a [`PyTask`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum PyOutcome {
+    /// These hashes are missing on the target: send them and ask again.
+    NeedBlobs(Vec<String>),
+    /// The module ran.
+    Ran(RawRun),
+}
+
+/// Runs a new-style module in the warm fork server for its interpreter.
+pub(crate) struct RunPython;
+impl Function for RunPython {
+    const NAME: &'static str = "mitogen-ansible::run-python";
+    type Args = PyTask;
+    type Output = PyOutcome;
+    fn call(cx: &CallCx<'_>, task: PyTask) -> Result<PyOutcome, FnError> {
+        let cache = Cache::open()?;
+        for (sha, data) in &task.blobs {
+            cache.put_blob(sha, data)?;
+        }
+        let missing: Vec<String> = task
+            .files
+            .iter()
+            .filter(|f| !cache.blob(&f.sha256).exists())
+            .map(|f| f.sha256.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Ok(PyOutcome::NeedBlobs(missing));
+        }
+        let tree = cache.tree(&task.tree);
+        let mut replaced = false;
+        for f in &task.files {
+            replaced |= cache.link(&tree, f)?;
+        }
+        let tmp = TmpDir::create(&task.tmp.remote_tmp)?;
+        let params = task.params.replace(TMPDIR_TOKEN, &tmp.path_slash());
+        let servers = cx.router().extension(Servers::default);
+        let req = PyRequest {
+            fqn: task.fqn.clone(),
+            argv0: format!("{}{}", tmp.path_slash(), task.remote_name),
+            params,
+            env: task.env.clone(),
+            cwd: task.cwd.clone(),
+            timeout: Duration::from_millis(task.timeout_ms),
+        };
+        let run = servers.run(&task.interpreter, &tree, replaced, &req);
+        tmp.remove();
+        match run {
+            Ok(run) => Ok(PyOutcome::Ran(run)),
+            Err(crate::forkserver::ServerError::Spawn(e))
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                // Let the shell say it, as it does under ansible-core.
+                let tmp = TmpDir::create(&task.tmp.remote_tmp)?;
+                let cmd = format!(
+                    "{} && sleep 0",
+                    crate::pycompat::shlex_join(&[
+                        task.interpreter.clone(),
+                        format!("{}{}", tmp.path_slash(), task.remote_name),
+                    ])
+                );
+                let run = process::run(&ProcSpec {
+                    command: cmd,
+                    cwd: task.cwd.clone(),
+                    timeout: Duration::from_millis(task.timeout_ms),
+                    ..ProcSpec::default()
+                });
+                tmp.remove();
+                Ok(PyOutcome::Ran(run?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A module (or command) run as its own process: old-style, WANT_JSON,
+/// JSON-args, binary modules, `raw` and `script`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProcTask {
+    /// Written into the tmp dir before running: `(name, bytes, what)`.
+    pub(crate) files: Vec<(String, Vec<u8>, FileKind)>,
+    /// The shell command (`/bin/sh -c` runs it); [`TMPDIR_TOKEN`] stands for the tmp dir.
+    pub(crate) command: String,
+    /// Make a tmp dir for the files (`None`: no files, e.g. `raw`).
+    pub(crate) tmp: Option<TmpSpec>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<String>,
+    pub(crate) timeout_ms: u64,
+}
+
+/// What a file of a [`ProcTask`] is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum FileKind {
+    /// Copied as is.
+    Plain,
+    /// Rendered on the controller with [`TMPDIR_TOKEN`] for the tmp dir
+    /// path (args files, JSON-args modules): the token is replaced here.
+    Templated,
+}
+
+/// Stands for the task's tmp dir (with its trailing `/`) in commands,
+/// args and templated files until the target has made the dir.
+pub(crate) const TMPDIR_TOKEN: &str = "@MITOGEN_TMPDIR@/";
+
+/// Runs a [`ProcTask`].
+pub(crate) struct RunProcess;
+impl Function for RunProcess {
+    const NAME: &'static str = "mitogen-ansible::run-process";
+    type Args = ProcTask;
+    type Output = RawRun;
+    fn call(_: &CallCx<'_>, task: ProcTask) -> Result<RawRun, FnError> {
+        let tmp = match &task.tmp {
+            Some(spec) => Some((TmpDir::create(&spec.remote_tmp)?, spec)),
+            None => None,
+        };
+        let result = (|| {
+            let mut command = task.command.clone();
+            if let Some((tmp, _)) = &tmp {
+                let dir = tmp.path_slash();
+                for (name, data, kind) in &task.files {
+                    let bytes = match kind {
+                        FileKind::Plain => data.clone(),
+                        FileKind::Templated => {
+                            replace_bytes(data, TMPDIR_TOKEN.as_bytes(), dir.as_bytes())
+                        }
+                    };
+                    let path = tmp.path.join(name);
+                    std::fs::write(&path, &bytes)?;
+                    // chmod u+rwx, as _fixup_perms2 does.
+                    let mode = std::fs::metadata(&path)?.permissions().mode() | 0o700;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                }
+                command = command.replace(TMPDIR_TOKEN, &dir);
+            }
+            process::run(&ProcSpec {
+                command,
+                env: task.env.clone(),
+                cwd: task.cwd.clone(),
+                timeout: Duration::from_millis(task.timeout_ms),
+            })
+        })();
+        if let Some((tmp, _)) = tmp {
+            tmp.remove();
+        }
+        Ok(result?)
+    }
+}
+
+/// `data` with every `from` replaced by `to`.
+fn replace_bytes(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The per-user payload cache: `blobs/<sha256>` (written atomically, so a
+/// present name is a complete file) and `trees/<id>/<rel>` hard links to them.
+struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    fn open() -> std::io::Result<Self> {
+        let uid = rustix::process::getuid().as_raw();
+        let mut candidates = Vec::new();
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+            candidates.push(PathBuf::from(x).join("mitogen-ansible"));
+        }
+        if let Some(home) = home_dir() {
+            candidates.push(home.join(".cache/mitogen-ansible"));
+        }
+        candidates.push(std::env::temp_dir().join(format!("mitogen-ansible-{uid}")));
+        let mut last = None;
+        for root in candidates {
+            match std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root.join("blobs"))
+            {
+                Ok(()) => {
+                    // Another user's dir in /tmp must not be trusted.
+                    if std::fs::metadata(&root).map(|m| m.uid()).ok() == Some(uid) {
+                        return Ok(Self { root });
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no usable cache directory")))
+    }
+
+    fn blob(&self, sha: &str) -> PathBuf {
+        self.root.join("blobs").join(sanitize(sha))
+    }
+
+    fn put_blob(&self, sha: &str, data: &[u8]) -> std::io::Result<()> {
+        let path = self.blob(sha);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension(format!("tmp{}", unique()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        drop(f);
+        std::fs::rename(&tmp, &path)
+    }
+
+    fn tree(&self, id: &str) -> PathBuf {
+        self.root.join("trees").join(sanitize(id))
+    }
+
+    /// Makes `tree/rel` the blob; true if another file was there before.
+    fn link(&self, tree: &Path, f: &FileRef) -> std::io::Result<bool> {
+        if f.rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(std::io::Error::other(format!(
+                "bad payload path {:?}",
+                f.rel
+            )));
+        }
+        let blob = self.blob(&f.sha256);
+        let dst = tree.join(&f.rel);
+        let blob_ino = std::fs::metadata(&blob)?.ino();
+        let existing = std::fs::metadata(&dst).ok();
+        if existing.as_ref().map(MetadataExt::ino) == Some(blob_ino) {
+            return Ok(false);
+        }
+        if let Some(parent) = dst.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        let tmp = dst.with_extension(format!("tmp{}", unique()));
+        if std::fs::hard_link(&blob, &tmp).is_err() {
+            std::fs::copy(&blob, &tmp)?;
+        }
+        std::fs::rename(&tmp, &dst)?;
+        Ok(existing.is_some())
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (u64::from(std::process::id()) << 40)
+        ^ (t.subsec_nanos() as u64)
+        ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// The agent user's home: `/etc/passwd` for its uid, else `$HOME`.
+pub(crate) fn home_dir() -> Option<PathBuf> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    if let Ok(pw) = std::fs::read_to_string("/etc/passwd") {
+        for line in pw.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 6 && f[2] == uid && !f[5].is_empty() {
+                return Some(PathBuf::from(f[5]));
+            }
+        }
+    }
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// A task's remote tmp dir, `ansible-tmp-<time>-<pid>-<rand>` under the
+/// expanded `remote_tmp`, mode 0700 (ansible-core's `mkdtemp` under `umask 77`).
+struct TmpDir {
+    path: PathBuf,
+}
+
+impl TmpDir {
+    fn create(remote_tmp: &str) -> std::io::Result<Self> {
+        let base = match remote_tmp.strip_prefix("~/") {
+            Some(rest) => home_dir().unwrap_or_else(|| PathBuf::from("/")).join(rest),
+            None if remote_tmp == "~" => home_dir().unwrap_or_else(|| PathBuf::from("/")),
+            None => PathBuf::from(remote_tmp),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "ansible-tmp-{}.{:07}-{}-{}",
+            now.as_secs(),
+            now.subsec_nanos() / 100,
+            std::process::id(),
+            unique() % (1 << 48)
+        );
+        let path = base.join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self { path })
+    }
+
+    fn path_slash(&self) -> String {
+        format!("{}/", self.path.display())
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,259 @@
+//! Warm Python fork servers, one per interpreter in a context: the agent
+//! starts `INTERPRETER -c py/forkserver.py TREE`, which imports
+//! `ansible.module_utils.basic` once and forks a fresh child per task. The
+//! agent talks to it over its stdin/stdout (JSON header lines, then raw
+//! bytes) and replaces it when it dies or hangs.
+
+use crate::agent::RawRun;
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SOURCE: &str = include_str!("py/forkserver.py");
+/// How long a new server may take to import `basic`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slack past a task's own deadline before the server counts as hung.
+const HANG_SLACK: Duration = Duration::from_secs(10);
+
+/// Why a fork server could not run a task.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServerError {
+    #[error("cannot start the Python fork server: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the Python fork server ({interpreter}) did not start: {detail}")]
+    Start { interpreter: String, detail: String },
+    #[error("the Python fork server ({interpreter}) died while running a task")]
+    Died { interpreter: String },
+    #[error("the Python fork server ({interpreter}) hung; it was killed and will be replaced")]
+    Hung { interpreter: String },
+    #[error("fork server i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One task for a fork server.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PyRequest {
+    pub(crate) fqn: String,
+    pub(crate) argv0: String,
+    pub(crate) params: String,
+    #[serde(serialize_with = "env_map")]
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<String>,
+    #[serde(serialize_with = "secs")]
+    pub(crate) timeout: Duration,
+}
+
+fn env_map<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, v)| (k, v)))
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+struct Frame {
+    header: serde_json::Value,
+    payload: Vec<u8>,
+}
+
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    frames: Receiver<Frame>,
+    tree: PathBuf,
+}
+
+impl Server {
+    fn start(interpreter: &str, tree: &Path) -> Result<Self, ServerError> {
+        let mut child = Command::new(interpreter)
+            .arg("-c")
+            .arg(SOURCE)
+            .arg(tree)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .spawn()
+            .map_err(ServerError::Spawn)?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(ServerError::Spawn(std::io::Error::other("no pipes")));
+        };
+        let (tx, frames) = bounded(4);
+        std::thread::Builder::new()
+            .name("forkserver-reader".into())
+            .spawn(move || {
+                let mut r = BufReader::new(stdout);
+                loop {
+                    let mut line = Vec::new();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                        return;
+                    };
+                    let n = ["out", "err"]
+                        .iter()
+                        .map(|k| {
+                            header
+                                .get(k)
+                                .and_then(serde_json::Value::as_u64)
+                                .unwrap_or(0)
+                        })
+                        .sum::<u64>();
+                    let mut payload = Vec::new();
+                    if n > 0 && (&mut r).take(n).read_to_end(&mut payload).is_err() {
+                        return;
+                    }
+                    if tx.send(Frame { header, payload }).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let mut me = Self {
+            child,
+            stdin,
+            frames,
+            tree: tree.to_owned(),
+        };
+        match me.frames.recv_timeout(START_TIMEOUT) {
+            Ok(f) if f.header.get("ready").is_some() => Ok(me),
+            other => {
+                me.kill(None);
+                Err(ServerError::Start {
+                    interpreter: interpreter.to_owned(),
+                    detail: match other {
+                        Ok(f) => format!("unexpected greeting {}", f.header),
+                        Err(RecvTimeoutError::Timeout) => {
+                            format!("no greeting in {START_TIMEOUT:?}")
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            "it exited (is this a Python >= 3.8 interpreter?)".into()
+                        }
+                    },
+                })
+            }
+        }
+    }
+
+    fn kill(&mut self, task_pgid: Option<u32>) {
+        if let Some(p) = task_pgid {
+            crate::process::kill_group(p);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Runs one task; `Err` leaves the server unusable.
+    fn run(&mut self, interpreter: &str, req: &PyRequest) -> Result<RawRun, ServerError> {
+        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).map_err(|_| ServerError::Died {
+            interpreter: interpreter.to_owned(),
+        })?;
+        let deadline = Instant::now() + req.timeout + HANG_SLACK;
+        let mut task_pid = None;
+        loop {
+            match self
+                .frames
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(f) if f.header.get("started").is_some() => {
+                    task_pid = f
+                        .header
+                        .get("pid")
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|p| u32::try_from(p).ok());
+                }
+                Ok(f) => {
+                    let h = &f.header;
+                    let n_out = h
+                        .get("out")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
+                    let n_out = usize::try_from(n_out).unwrap_or(0).min(f.payload.len());
+                    let mut stdout = f.payload;
+                    let stderr = stdout.split_off(n_out);
+                    let flag =
+                        |k: &str| h.get(k).and_then(serde_json::Value::as_bool) == Some(true);
+                    return Ok(RawRun {
+                        rc: h
+                            .get("rc")
+                            .and_then(serde_json::Value::as_i64)
+                            .and_then(|r| i32::try_from(r).ok())
+                            .unwrap_or(-1),
+                        stdout,
+                        stderr,
+                        timed_out: flag("timed_out"),
+                        too_large: flag("too_large"),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill(task_pid);
+                    return Err(ServerError::Hung {
+                        interpreter: interpreter.to_owned(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.kill(task_pid);
+                    return Err(ServerError::Died {
+                        interpreter: interpreter.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill(None);
+    }
+}
+
+/// The fork servers of one context, by interpreter path.
+#[derive(Default)]
+pub(crate) struct Servers {
+    map: Mutex<HashMap<String, Server>>,
+}
+
+impl Servers {
+    /// Runs `req` in the server for `interpreter` (started on first use,
+    /// restarted when dead, when its payload tree changed under it, or
+    /// after it failed a task).
+    pub(crate) fn run(
+        &self,
+        interpreter: &str,
+        tree: &Path,
+        tree_changed: bool,
+        req: &PyRequest,
+    ) -> Result<RawRun, ServerError> {
+        let mut map = self.map.lock();
+        let reuse = map
+            .get_mut(interpreter)
+            .is_some_and(|s| s.alive() && s.tree == tree && !tree_changed);
+        if !reuse {
+            map.remove(interpreter);
+            map.insert(interpreter.to_owned(), Server::start(interpreter, tree)?);
+        }
+        let Some(server) = map.get_mut(interpreter) else {
+            return Err(ServerError::Died {
+                interpreter: interpreter.to_owned(),
+            });
+        };
+        let result = server.run(interpreter, req);
+        if result.is_err() {
+            map.remove(interpreter);
+        }
+        result
+    }
+}

@@ -1,0 +1,209 @@
+# mitogen-ansible fork server: runs on the target, started by the Rust agent
+# as `PYTHON -c SOURCE TREE [--oneshot]`. Imports ansible.module_utils.basic
+# (and AnsiballZ's loader) once from TREE, then forks one child per task.
+#
+# Protocol on the process's original stdin/stdout (moved off fds 0/1 at
+# start so children get fresh ones): each request is one JSON line; for each
+# the server writes frames, a JSON header line then `len` raw bytes:
+#   {"ready": true, "pid": P}               once, after the preload
+#   {"started": true, "pid": C}             a task's child is running
+#   {"rc": R, "out": N, "err": M, "timed_out": b}  then N + M bytes
+# --oneshot: no fork, no frames; run the one request read from stdin in this
+# process (used when the warm server cannot start).
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+TREE = sys.argv[1]
+ONESHOT = len(sys.argv) > 2 and sys.argv[2] == '--oneshot'
+
+
+def _clean_path():
+    # As AnsiballZ: no '' / '.' / script dir; the payload goes first.
+    sys.path[:] = [p for p in sys.path if p not in ('', '.')]
+    sys.path.insert(0, TREE)
+
+
+_clean_path()
+LOADER = None
+PRELOAD_ERROR = None
+try:
+    from ansible.module_utils._internal._ansiballz import _loader as LOADER  # noqa: E402
+except Exception:  # pragma: no cover - reported to the agent
+    import traceback
+    PRELOAD_ERROR = traceback.format_exc()
+
+
+def _exit_code(e):
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + '\n')
+    except Exception:
+        pass
+    return 1
+
+
+def run_task(req):
+    """Runs the module as AnsiballZ's _ansiballz_main + _loader.run_module would."""
+    code = 1
+    try:
+        try:
+            os.chdir(req.get('cwd') or os.path.expanduser('~'))
+        except OSError:
+            try:
+                os.chdir(os.path.expanduser('~'))
+            except OSError:
+                os.chdir('/')
+        for k, v in (req.get('env') or {}).items():
+            os.environ[k] = v
+        sys.argv = [req['argv0']]
+        params = req['params'].encode('utf-8', 'surrogateescape')
+        if LOADER is None:
+            raise RuntimeError('cannot import ansible.module_utils: ' + str(PRELOAD_ERROR))
+        LOADER.run_module(json_params=params, profile='legacy', module_fqn=req['fqn'],
+                          modlib_path=TREE, extensions={})
+        code = 0
+    except SystemExit as e:
+        code = _exit_code(e)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    # What interpreter shutdown would do: atexit (AnsibleModule's tmpdir
+    # cleanup), then flush the std streams.
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except BaseException:
+            pass
+    return code
+
+
+if ONESHOT:
+    line = sys.stdin.readline()
+    sys.stdin = open(os.devnull)
+    os._exit(run_task(json.loads(line)))
+
+# Move the control channel off 0/1; children get fresh stdio.
+CTL_IN = os.fdopen(os.dup(0), 'rb', buffering=0)
+CTL_OUT = os.fdopen(os.dup(1), 'wb', buffering=0)
+_null = os.open(os.devnull, os.O_RDWR)
+os.dup2(_null, 0)
+os.dup2(_null, 1)
+os.close(_null)
+
+
+def send(header, payload=b''):
+    data = json.dumps(header).encode() + b'\n' + payload
+    view = memoryview(data)
+    while view:
+        n = os.write(CTL_OUT.fileno(), view)
+        view = view[n:]
+
+
+def read_line():
+    buf = bytearray()
+    while True:
+        c = CTL_IN.read(1)
+        if not c:
+            return None
+        if c == b'\n':
+            return bytes(buf)
+        buf += c
+
+
+def serve_one(req):
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.dup2(in_r, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w, CTL_IN.fileno(), CTL_OUT.fileno()):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            code = run_task(req)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    for fd in (in_r, out_w, err_w):
+        os.close(fd)
+    send({'started': True, 'pid': pid})
+    data = req.get('stdin')
+    if data:
+        try:
+            os.write(in_w, data.encode('utf-8', 'surrogateescape'))
+        except OSError:
+            pass
+    os.close(in_w)
+    deadline = time.monotonic() + float(req.get('timeout') or 3600)
+    bufs = {out_r: bytearray(), err_r: bytearray()}
+    limit = int(req.get('max_output') or (64 << 20))
+    open_fds = [out_r, err_r]
+    timed_out = False
+    too_large = False
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select(open_fds, [], [], min(left, 1.0))
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.remove(fd)
+                os.close(fd)
+            else:
+                bufs[fd] += chunk
+                if len(bufs[out_r]) + len(bufs[err_r]) > limit:
+                    too_large = True
+        if too_large:
+            break
+    if timed_out or too_large:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for fd in open_fds:
+            os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        rc = -os.WTERMSIG(status)
+    else:
+        rc = os.WEXITSTATUS(status)
+    out, err = bytes(bufs[out_r]), bytes(bufs[err_r])
+    send({'rc': rc, 'out': len(out), 'err': len(err), 'timed_out': timed_out,
+          'too_large': too_large}, out + err)
+
+
+send({'ready': True, 'pid': os.getpid(), 'preload_error': PRELOAD_ERROR,
+      'python': sys.version.split()[0]})
+while True:
+    line = read_line()
+    if line is None:
+        break
+    serve_one(json.loads(line))

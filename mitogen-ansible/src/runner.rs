@@ -1,0 +1,773 @@
+//! The controller side: [`Runner`], [`Task`], [`Target`], the action
+//! layer (normal, command, shell, raw) and interpreter discovery.
+
+use crate::agent::{
+    Discover, FileKind, FileRef, ProcTask, PyOutcome, PyTask, RawRun, RunProcess, RunPython,
+    TMPDIR_TOKEN, TmpSpec,
+};
+use crate::args::{self, Internal};
+use crate::error::Error;
+use crate::pycompat::{shlex_join, shlex_quote};
+use crate::result::{self, Shaping, Status};
+use crate::source::{Module, ModuleSource, PayloadFile, Style, extract_interpreter};
+use mitogen_core::{CallError, Context, ContextId};
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ansible-core's `INTERPRETER_PYTHON_FALLBACK`.
+const PYTHON_FALLBACK: [&str; 8] = [
+    "python3.13",
+    "python3.12",
+    "python3.11",
+    "python3.10",
+    "python3.9",
+    "python3.8",
+    "/usr/bin/python3",
+    "python3",
+];
+const REMOTE_TMP: &str = "~/.ansible/tmp";
+/// ansible-core action plugins not reimplemented yet: running their module
+/// bare would not give ansible-core's result, so they are refused.
+const UNSUPPORTED_ACTIONS: &[&str] = &[
+    "add_host",
+    "assemble",
+    "assert",
+    "async_status",
+    "copy",
+    "debug",
+    "dnf",
+    "fail",
+    "fetch",
+    "gather_facts",
+    "group_by",
+    "include_vars",
+    "package",
+    "pause",
+    "reboot",
+    "script",
+    "service",
+    "set_fact",
+    "set_stats",
+    "template",
+    "unarchive",
+    "uri",
+    "validate_argument_spec",
+    "wait_for_connection",
+];
+/// Slack on top of a task's timeout for the call carrying it.
+const CALL_SLACK: Duration = Duration::from_secs(30);
+
+/// One task: a module (or action) name, its arguments and task keywords.
+#[derive(Debug, Clone)]
+pub struct Task {
+    name: String,
+    args: Value,
+    check_mode: bool,
+    diff: bool,
+    no_log: bool,
+    environment: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl Task {
+    /// A task running `name` (`ansible.builtin.ping`, `command`, `ns.coll.mod`).
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            args: json!({}),
+            check_mode: false,
+            diff: false,
+            no_log: false,
+            environment: Vec::new(),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+
+    /// The module arguments: a JSON object, or a string for free-form
+    /// actions (`command`, `shell`, `raw`: becomes `_raw_params`).
+    pub fn args(mut self, args: Value) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// `check_mode:`.
+    pub fn check_mode(mut self, on: bool) -> Self {
+        self.check_mode = on;
+        self
+    }
+
+    /// `diff:`.
+    pub fn diff(mut self, on: bool) -> Self {
+        self.diff = on;
+        self
+    }
+
+    /// `no_log:`.
+    pub fn no_log(mut self, on: bool) -> Self {
+        self.no_log = on;
+        self
+    }
+
+    /// Adds an `environment:` variable (later ones win).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.environment.retain(|(k, _)| k != key);
+        self.environment.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Kills the module (and its process group) after this long; the task
+    /// then fails. Default one hour.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+/// How the controller reaches a target, where that changes results
+/// (ansible-core's `local` vs `ssh` connection plugins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Connection {
+    /// `ansible_connection=local`: separate stdout/stderr, controller's cwd.
+    Local,
+    /// `ansible_connection=ssh` to this host: the login dir as cwd.
+    Ssh {
+        /// The host name ssh was given (it shows in ssh's own messages).
+        host: String,
+    },
+}
+
+/// A host as a task sees it: the context, its inventory name, its
+/// connection kind and the interpreter variables.
+#[derive(Debug, Clone)]
+pub struct Target {
+    context: Context,
+    inventory_name: String,
+    connection: Connection,
+    python: String,
+    interpreters: HashMap<String, String>,
+    become_unprivileged: bool,
+    pipelining: bool,
+}
+
+impl Target {
+    /// `context` named `inventory_name` in messages, local connection
+    /// semantics, `ansible_python_interpreter=auto`.
+    pub fn new(context: &Context, inventory_name: &str) -> Self {
+        Self {
+            context: context.clone(),
+            inventory_name: inventory_name.to_owned(),
+            connection: Connection::Local,
+            python: "auto".into(),
+            interpreters: HashMap::new(),
+            become_unprivileged: false,
+            pipelining: false,
+        }
+    }
+
+    /// `ansible_pipelining`: over ssh, module output is then not merged
+    /// through a tty (`-tt` is only used without stdin data).
+    pub fn pipelining(mut self, on: bool) -> Self {
+        self.pipelining = on;
+        self
+    }
+
+    /// The connection kind whose artefacts results should show.
+    pub fn connection(mut self, c: Connection) -> Self {
+        self.connection = c;
+        self
+    }
+
+    /// `ansible_python_interpreter`: `auto`, `auto_silent` or a path.
+    pub fn python_interpreter(mut self, v: &str) -> Self {
+        self.python = v.to_owned();
+        self
+    }
+
+    /// `ansible_<name>_interpreter` (e.g. `perl`, `/usr/bin/perl`).
+    pub fn interpreter(mut self, name: &str, path: &str) -> Self {
+        self.interpreters.insert(name.to_owned(), path.to_owned());
+        self
+    }
+
+    /// The context is a become to a user other than root and the login
+    /// user (`_ansible_tmpdir` is then `null`, as ansible-core sends it).
+    pub fn become_unprivileged(mut self, on: bool) -> Self {
+        self.become_unprivileged = on;
+        self
+    }
+}
+
+impl From<&Context> for Target {
+    fn from(c: &Context) -> Self {
+        let mut t = Self::new(c, c.name());
+        if let Some(host) = c.name().strip_prefix("ssh.") {
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            t.connection = Connection::Ssh {
+                host: host.to_owned(),
+            };
+        }
+        t
+    }
+}
+
+/// What a task produced.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    /// The callback event.
+    pub status: Status,
+    /// The dict a callback plugin gets (`v2_runner_on_*`'s `result._result`).
+    pub result: Value,
+    /// The dict `register:` stores.
+    pub register: Value,
+}
+
+struct Prepared {
+    files: Vec<FileRef>,
+    sources: HashMap<String, PayloadFile>,
+}
+
+#[derive(Default)]
+struct ContextState {
+    python: Option<String>,
+    /// A task that reported the discovered interpreter ended ok: ansible-core
+    /// then has it as a host fact and stops re-reporting it.
+    python_fact_saved: bool,
+    blobs: HashSet<String>,
+}
+
+/// Runs tasks on targets with ansible-core's semantics.
+pub struct Runner {
+    source: ModuleSource,
+    tree: String,
+    payloads: Mutex<HashMap<String, Arc<Prepared>>>,
+    contexts: Mutex<HashMap<ContextId, ContextState>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner using `source` for modules.
+    pub fn new(source: ModuleSource) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in format!("{}\0{}", source.ansible_dir().display(), source.version()).bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Self {
+            tree: format!("{}-{h:016x}", source.version()),
+            source,
+            payloads: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `task` on `target` and shapes the result as ansible-core does.
+    ///
+    /// A lost connection is `Ok` with [`Status::Unreachable`]; module
+    /// failures are `Ok` with [`Status::Failed`].
+    ///
+    /// # Errors
+    /// Unknown modules, missing module_utils, and calls that failed on the
+    /// target other than by disconnection.
+    pub fn run(&self, target: impl Into<Target>, task: &Task) -> Result<TaskResult, Error> {
+        let target = target.into();
+        let mut s = Shaping::default();
+        let outcome = match short_action(&task.name) {
+            "raw" => self.raw(&target, task, &mut s),
+            "command" | "shell" => self.command(&target, task, &mut s),
+            a if UNSUPPORTED_ACTIONS.contains(&a) => {
+                return Err(Error::UnsupportedAction(task.name.clone()));
+            }
+            a => {
+                let r = self.normal(&target, task, &task.name, task_args(task)?, &mut s);
+                if a == "setup" {
+                    s.data
+                        .insert("_ansible_verbose_override".into(), true.into());
+                }
+                r
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Error::Call(e)) if e.kind.is_disconnected() => return Ok(unreachable(&e)),
+            Err(e) => return Err(e),
+        }
+        let reported = s
+            .data
+            .get("ansible_facts")
+            .and_then(|f| f.get("discovered_interpreter_python"))
+            .is_some();
+        let (status, register, result) = result::finish(s, task.no_log);
+        if reported && matches!(status, Status::Ok | Status::Changed) {
+            if let Some(c) = self.contexts.lock().get_mut(&target.context.id()) {
+                c.python_fact_saved = true;
+            }
+        }
+        Ok(TaskResult {
+            status,
+            result,
+            register,
+        })
+    }
+
+    fn raw(&self, target: &Target, task: &Task, s: &mut Shaping) -> Result<(), Error> {
+        if !task.environment.is_empty() {
+            s.warnings
+                .push("raw module does not support the environment keyword".into());
+        }
+        let (cmd, executable) = match &task.args {
+            Value::String(c) => (c.clone(), None),
+            Value::Object(o) => (
+                o.get("_raw_params")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                o.get("executable")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ),
+            other => (other.to_string(), None),
+        };
+        if task.check_mode {
+            s.data.insert("skipped".into(), true.into());
+            return Ok(());
+        }
+        let command = match executable {
+            Some(e) => format!("{e} -c {}", shlex_quote(&cmd)),
+            None => cmd,
+        };
+        let run = target.context.call_timeout::<RunProcess>(
+            &ProcTask {
+                files: Vec::new(),
+                command,
+                tmp: None,
+                env: Vec::new(),
+                cwd: self.cwd(target),
+                timeout_ms: millis(task.timeout),
+            },
+            task.timeout + CALL_SLACK,
+        )?;
+        let run = self.transport_view(target, run);
+        let failed = run.rc != 0;
+        let stdout = crate::pycompat::decode(&run.stdout);
+        let stderr = crate::pycompat::decode(&run.stderr);
+        let mut d = Map::new();
+        d.insert("rc".into(), run.rc.into());
+        d.insert("stdout".into(), stdout.into());
+        d.insert("stderr".into(), stderr.into());
+        result::add_lines(&mut d);
+        d.insert("changed".into(), true.into());
+        if failed {
+            d.insert("failed".into(), true.into());
+            d.insert("msg".into(), "non-zero return code".into());
+        }
+        s.data = d;
+        Ok(())
+    }
+
+    fn command(&self, target: &Target, task: &Task, s: &mut Shaping) -> Result<(), Error> {
+        let mut a = task_args(task)?;
+        if short_action(&task.name) == "shell" {
+            a.insert("_uses_shell".into(), true.into());
+        }
+        self.normal(target, task, "ansible.legacy.command", a, s)
+    }
+
+    fn normal(
+        &self,
+        target: &Target,
+        task: &Task,
+        name: &str,
+        user_args: Map<String, Value>,
+        s: &mut Shaping,
+    ) -> Result<(), Error> {
+        let module = self.source.find(name)?;
+        let tmpdir = (!target.become_unprivileged).then_some(TMPDIR_TOKEN);
+        let internal = Internal {
+            check_mode: task.check_mode,
+            no_log: task.no_log,
+            diff: task.diff,
+            version: self.source.version(),
+            module_name: name,
+            tmpdir,
+            remote_tmp: REMOTE_TMP,
+        };
+        let margs = args::with_internal(&user_args, &internal);
+        let env_string: String = task
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shlex_quote(v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match module.style {
+            Style::NewPython => {
+                let (python, discovered) = self.python(target, s)?;
+                let run = self.run_python(target, task, &module, &python, &margs)?;
+                let run = self.module_transport_view(target, run);
+                result::parse(&run, Some(&python), s);
+                result::after_module(s, discovered.as_deref());
+            }
+            Style::PowerShell => {
+                s.data = failure(&format!(
+                    "module ({}) is a PowerShell module: Windows targets are not supported",
+                    module.name
+                ));
+            }
+            style => {
+                let remote = module.remote_name();
+                let (mut data, shebang, discovered) = if style == Style::Binary {
+                    ((*module.data).clone(), None, None)
+                } else {
+                    let Some((interp, iargs)) = extract_interpreter(&module.data) else {
+                        s.data = failure(&format!(
+                            "module ({}) is missing interpreter line",
+                            module.name
+                        ));
+                        return Ok(());
+                    };
+                    let (new, discovered) = self.shebang_interpreter(target, &interp, s)?;
+                    let mut shebang = format!("#!{new}");
+                    if !iargs.is_empty() {
+                        shebang = format!("{shebang} {}", iargs.join(" "));
+                    }
+                    let mut data = (*module.data).clone();
+                    if new != interp {
+                        let rest = data
+                            .iter()
+                            .position(|&b| b == b'\n')
+                            .map_or(Vec::new(), |i| data[i..].to_vec());
+                        data = shebang.clone().into_bytes();
+                        data.extend_from_slice(&rest);
+                    }
+                    (data, Some(shebang), discovered)
+                };
+                let mut files = Vec::new();
+                let mut arg_path = None;
+                match style {
+                    Style::JsonArgs => {
+                        data = args::jsonargs_source(&data, &margs, self.source.version());
+                        files.push((remote.clone(), data, FileKind::Templated));
+                    }
+                    _ => {
+                        files.push((remote.clone(), data, FileKind::Plain));
+                        let text = if style == Style::Old {
+                            args::old_style_file(&margs)
+                        } else {
+                            args::json_file(&margs)
+                        };
+                        files.push(("args".into(), text.into_bytes(), FileKind::Templated));
+                        arg_path = Some(format!("{TMPDIR_TOKEN}args"));
+                    }
+                }
+                let mut parts: Vec<String> = Vec::new();
+                if let Some(sb) = &shebang {
+                    parts.push(sb.trim_start_matches("#!").trim().to_owned());
+                }
+                parts.push(format!("{TMPDIR_TOKEN}{remote}"));
+                parts.extend(arg_path);
+                let mut cmd = shlex_join(&parts);
+                if !env_string.is_empty() {
+                    cmd = format!("{env_string} {cmd}");
+                }
+                let run = target.context.call_timeout::<RunProcess>(
+                    &ProcTask {
+                        files,
+                        command: format!("{cmd} && sleep 0"),
+                        tmp: Some(TmpSpec {
+                            remote_tmp: REMOTE_TMP.into(),
+                        }),
+                        env: Vec::new(),
+                        cwd: self.cwd(target),
+                        timeout_ms: millis(task.timeout),
+                    },
+                    task.timeout + CALL_SLACK,
+                )?;
+                let run = self.transport_view(target, run);
+                let interp = shebang
+                    .as_deref()
+                    .map(|s| s.trim_start_matches("#!").trim().to_owned());
+                result::parse(&run, interp.as_deref(), s);
+                result::after_module(s, discovered.as_deref());
+            }
+        }
+        if task.timeout_hit(s) {
+            s.data.insert("msg".into(), "The module timed out".into());
+        }
+        Ok(())
+    }
+
+    /// The interpreter for a `#!` interpreter: python via discovery or
+    /// `ansible_python_interpreter`, others via `ansible_<x>_interpreter`.
+    fn shebang_interpreter(
+        &self,
+        target: &Target,
+        interp: &str,
+        s: &mut Shaping,
+    ) -> Result<(String, Option<String>), Error> {
+        let base = interp.rsplit('/').next().unwrap_or(interp).trim();
+        if base == "python" {
+            return self.python(target, s);
+        }
+        Ok((
+            target
+                .interpreters
+                .get(base)
+                .cloned()
+                .unwrap_or_else(|| interp.to_owned()),
+            None,
+        ))
+    }
+
+    /// The python interpreter for `target`, discovering it once per context;
+    /// the second value is set when it was discovered (for the fact).
+    fn python(&self, target: &Target, s: &mut Shaping) -> Result<(String, Option<String>), Error> {
+        let mode = target.python.as_str();
+        if !matches!(
+            mode,
+            "auto" | "auto_silent" | "auto_legacy" | "auto_legacy_silent" | ""
+        ) {
+            return Ok((mode.to_owned(), None));
+        }
+        let id = target.context.id();
+        let (known, saved) = self
+            .contexts
+            .lock()
+            .get(&id)
+            .map_or((None, false), |c| (c.python.clone(), c.python_fact_saved));
+        if let (Some(p), true) = (&known, saved) {
+            return Ok((p.clone(), None));
+        }
+        let found = match known {
+            Some(p) => p,
+            None => {
+                let fallback: Vec<String> =
+                    PYTHON_FALLBACK.iter().map(|s| (*s).to_owned()).collect();
+                let out = target
+                    .context
+                    .call_timeout::<Discover>(&fallback, Duration::from_secs(90))?;
+                let p = parse_discovery(&out);
+                self.contexts.lock().entry(id).or_default().python = Some(p.clone());
+                p
+            }
+        };
+        if !mode.ends_with("_silent") {
+            s.warnings.push(format!(
+                "Host '{}' is using the discovered Python interpreter at '{found}', but future installation of another Python interpreter could cause a different interpreter to be discovered.",
+                target.inventory_name
+            ));
+        }
+        Ok((found.clone(), Some(found)))
+    }
+
+    fn prepared(&self, module: &Module) -> Result<Arc<Prepared>, Error> {
+        let key = format!(
+            "{}\0{}",
+            module.fqn,
+            module
+                .path
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        );
+        if let Some(p) = self.payloads.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let files = self.source.payload(module)?;
+        let p = Arc::new(Prepared {
+            files: files
+                .iter()
+                .map(|f| FileRef {
+                    rel: f.rel.clone(),
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+            sources: files.into_iter().map(|f| (f.sha256.clone(), f)).collect(),
+        });
+        self.payloads.lock().insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn run_python(
+        &self,
+        target: &Target,
+        task: &Task,
+        module: &Module,
+        python: &str,
+        margs: &Map<String, Value>,
+    ) -> Result<RawRun, Error> {
+        let prepared = self.prepared(module)?;
+        let id = target.context.id();
+        let known: HashSet<String> = self
+            .contexts
+            .lock()
+            .get(&id)
+            .map(|c| c.blobs.clone())
+            .unwrap_or_default();
+        let mut want: Vec<String> = prepared
+            .files
+            .iter()
+            .map(|f| f.sha256.clone())
+            .filter(|h| !known.contains(h))
+            .collect();
+        let params = json!({ "ANSIBLE_MODULE_ARGS": margs }).to_string();
+        let env = task.environment.clone();
+        for _attempt in 0..2 {
+            let mut blobs = Vec::new();
+            for h in &want {
+                if let Some(src) = prepared.sources.get(h) {
+                    blobs.push((h.clone(), read_source(src)?));
+                }
+            }
+            let req = PyTask {
+                interpreter: python.to_owned(),
+                tree: self.tree.clone(),
+                files: prepared.files.clone(),
+                blobs,
+                fqn: module.fqn.clone(),
+                remote_name: format!("{}.py", module.remote_name().trim_end_matches(".py")),
+                params: params.clone(),
+                tmp: TmpSpec {
+                    remote_tmp: REMOTE_TMP.into(),
+                },
+                env: env.clone(),
+                cwd: self.cwd(target),
+                timeout_ms: millis(task.timeout),
+            };
+            match target
+                .context
+                .call_timeout::<RunPython>(&req, task.timeout + CALL_SLACK)?
+            {
+                PyOutcome::Ran(run) => {
+                    let mut ctx = self.contexts.lock();
+                    let st = ctx.entry(id).or_default();
+                    st.blobs
+                        .extend(prepared.files.iter().map(|f| f.sha256.clone()));
+                    return Ok(run);
+                }
+                PyOutcome::NeedBlobs(missing) => want = missing,
+            }
+        }
+        Err(Error::ModuleUtils {
+            module: module.name.clone(),
+            message: "the target kept asking for payload files it was sent".into(),
+        })
+    }
+
+    fn cwd(&self, target: &Target) -> Option<String> {
+        match target.connection {
+            // ansible-core's local connection runs in the controller's cwd.
+            Connection::Local => std::env::current_dir()
+                .ok()
+                .map(|p| p.display().to_string()),
+            // ssh: the login dir (the agent's home).
+            Connection::Ssh { .. } => None,
+        }
+    }
+
+    /// A new-style module's output: through the tty unless pipelined.
+    fn module_transport_view(&self, target: &Target, run: RawRun) -> RawRun {
+        if target.pipelining {
+            run
+        } else {
+            self.transport_view(target, run)
+        }
+    }
+
+    /// Output as the connection plugin would show it: over ssh (`-tt`),
+    /// stderr merged into stdout with `\r\n`, and ssh's closing message.
+    fn transport_view(&self, target: &Target, mut run: RawRun) -> RawRun {
+        if let Connection::Ssh { host } = &target.connection {
+            let mut out = run.stdout;
+            out.extend_from_slice(&run.stderr);
+            let mut crlf = Vec::with_capacity(out.len());
+            for b in out {
+                if b == b'\n' {
+                    crlf.extend_from_slice(b"\r\n");
+                } else {
+                    crlf.push(b);
+                }
+            }
+            run.stdout = crlf;
+            run.stderr = format!("Shared connection to {host} closed.\r\n").into_bytes();
+        }
+        run
+    }
+}
+
+impl Task {
+    fn timeout_hit(&self, _s: &Shaping) -> bool {
+        false
+    }
+}
+
+fn read_source(src: &PayloadFile) -> Result<Vec<u8>, Error> {
+    match (&src.text, &src.path) {
+        (Some(t), _) => Ok(t.clone().into_bytes()),
+        (None, Some(p)) => std::fs::read(p).map_err(|e| Error::ReadModule {
+            path: p.clone(),
+            source: e,
+        }),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn short_action(name: &str) -> &str {
+    name.strip_prefix("ansible.builtin.")
+        .or_else(|| name.strip_prefix("ansible.legacy."))
+        .unwrap_or(name)
+}
+
+fn task_args(task: &Task) -> Result<Map<String, Value>, Error> {
+    match &task.args {
+        Value::Object(o) => Ok(o.clone()),
+        Value::String(s) => {
+            let mut m = Map::new();
+            m.insert("_raw_params".into(), s.clone().into());
+            Ok(m)
+        }
+        Value::Null => Ok(Map::new()),
+        other => Err(Error::BadArgs(other.to_string())),
+    }
+}
+
+/// An error the action raised (`AnsibleError`): the executor's shape.
+fn failure(msg: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("failed".into(), true.into());
+    m.insert("msg".into(), format!("Task failed: {msg}").into());
+    m.insert("exception".into(), result::NO_TRACEBACK.into());
+    m
+}
+
+/// The discovery command's answer: the first line starting with `/`
+/// between `FOUND` and `ENDFOUND`, else `/usr/bin/python3`.
+fn parse_discovery(out: &str) -> String {
+    out.lines()
+        .skip_while(|l| l.trim() != "FOUND")
+        .skip(1)
+        .take_while(|l| l.trim() != "ENDFOUND")
+        .find(|l| l.starts_with('/'))
+        .map_or_else(|| "/usr/bin/python3".to_owned(), |l| l.trim().to_owned())
+}
+
+fn unreachable(e: &CallError) -> TaskResult {
+    let msg = format!("Failed to reach the target: {e}");
+    let v = json!({"unreachable": true, "msg": msg, "changed": false});
+    TaskResult {
+        status: Status::Unreachable,
+        result: v.clone(),
+        register: v,
+    }
+}

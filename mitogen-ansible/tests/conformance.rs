@@ -1,0 +1,778 @@
+//! Conformance: real ansible-core 2.19 and this runner on the same tasks
+//! against the same targets, compared field by field at callback level.
+//!
+//! ansible-core comes from the venv `scripts/ansible-venv.sh` makes
+//! (`$MITOGEN_ANSIBLE_VENV`, default `target/ansible-venv`). Without it the
+//! tests skip loudly, naming that command; under `CI=true` they fail.
+//! ssh cases use the throw-away loopback sshd and the test users of
+//! `scripts/test-hosts.sh setup`.
+
+use mitogen_ansible::{Connection, ModuleSource, Runner, Status, Target, Task};
+use mitogen_core::{Context, Local, Registry, Router, RouterOptions};
+use mitogen_ssh::{Ssh, Sudo};
+use mitogen_test_support::sshd::{Sshd, sshd_available};
+use mitogen_test_support::{skip, tests};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Fields that differ between any two runs (timings, temp names, pids).
+const VOLATILE: &[&str] = &["start", "end", "delta"];
+
+fn register(reg: &mut Registry) {
+    mitogen_ssh::register(reg);
+    mitogen_ansible::register(reg);
+}
+
+fn main() {
+    mitogen_core::agent_main(register);
+    mitogen_test_support::run(tests![
+        styles_and_actions_local,
+        styles_and_actions_ssh,
+        become_root_and_unprivileged_ssh,
+        unknown_module_lists_paths,
+        module_utils_shipped_once_per_context,
+        hung_task_killed_with_its_group,
+        dead_fork_server_replaced,
+        lost_connection_is_unreachable,
+    ]);
+}
+
+fn router() -> Router {
+    Router::new(RouterOptions::new(), Registry::new(register)).expect("router")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The venv's python, or `None` after `skip()` (a panic under CI).
+fn venv_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("MITOGEN_ANSIBLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/ansible-venv"));
+    let py = venv.join("bin/python");
+    if py.exists() && venv.join("bin/ansible-playbook").exists() {
+        return Some(py);
+    }
+    let why = format!(
+        "no ansible-core venv at {}: run `scripts/ansible-venv.sh` first",
+        venv.display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    skip(&why);
+    None
+}
+
+/// A scratch dir removed on drop.
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mtg-ans-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds the statically linked binary module into `dir/binary_mod`.
+fn build_binary_module(dir: &Path) {
+    let out = dir.join("binary_mod");
+    let st = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-O")
+        .args(["-C", "target-feature=+crt-static", "-o"])
+        .arg(&out)
+        .arg(fixtures().join("src/binary_module.rs"))
+        .status()
+        .expect("rustc");
+    assert!(st.success(), "building the binary module failed");
+}
+
+/// One conformance case.
+#[derive(Clone)]
+struct Case {
+    name: &'static str,
+    module: &'static str,
+    args: Value,
+    check: bool,
+    diff: bool,
+    no_log: bool,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+fn case(name: &'static str, module: &'static str, args: Value) -> Case {
+    Case {
+        name,
+        module,
+        args,
+        check: false,
+        diff: false,
+        no_log: false,
+        env: Vec::new(),
+    }
+}
+
+impl Case {
+    fn check(mut self) -> Self {
+        self.check = true;
+        self
+    }
+    fn diff(mut self) -> Self {
+        self.diff = true;
+        self
+    }
+    fn no_log(mut self) -> Self {
+        self.no_log = true;
+        self
+    }
+    fn env(mut self, k: &'static str, v: &'static str) -> Self {
+        self.env.push((k, v));
+        self
+    }
+
+    fn ansible_task(&self) -> Value {
+        let mut t = Map::new();
+        t.insert("name".into(), self.name.into());
+        t.insert(self.module.into(), self.args.clone());
+        t.insert("ignore_errors".into(), true.into());
+        if self.check {
+            t.insert("check_mode".into(), true.into());
+        }
+        if self.diff {
+            t.insert("diff".into(), true.into());
+        }
+        if self.no_log {
+            t.insert("no_log".into(), true.into());
+        }
+        if !self.env.is_empty() {
+            let e: Map<String, Value> = self
+                .env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                .collect();
+            t.insert("environment".into(), Value::Object(e));
+        }
+        Value::Object(t)
+    }
+
+    fn task(&self) -> Task {
+        let mut t = Task::new(self.module)
+            .args(self.args.clone())
+            .check_mode(self.check)
+            .diff(self.diff)
+            .no_log(self.no_log)
+            .timeout(Duration::from_secs(120));
+        for (k, v) in &self.env {
+            t = t.env(k, v);
+        }
+        t
+    }
+}
+
+/// Every style, the actions, failures, check/diff/no_log/environment.
+fn cases() -> Vec<Case> {
+    vec![
+        case("ping", "ansible.builtin.ping", json!({})),
+        case("ping_data", "ping", json!({"data": "pong2"})),
+        case(
+            "ping_bad_arg",
+            "ansible.builtin.ping",
+            json!({"data": "x", "bogus_option": 1}),
+        ),
+        case(
+            "command_ok",
+            "ansible.builtin.command",
+            json!({"cmd": "echo hello"}),
+        ),
+        case("command_free_form", "command", json!("echo free form")),
+        case(
+            "command_rc",
+            "ansible.builtin.command",
+            json!({"cmd": "sh -c 'echo out; echo err >&2; exit 3'"}),
+        ),
+        case(
+            "command_not_found",
+            "ansible.builtin.command",
+            json!({"cmd": "no-such-command-mtg x"}),
+        ),
+        case(
+            "command_check",
+            "ansible.builtin.command",
+            json!({"cmd": "true"}),
+        )
+        .check(),
+        case(
+            "command_creates",
+            "ansible.builtin.command",
+            json!({"cmd": "true", "creates": "/"}),
+        ),
+        case(
+            "command_missing_required",
+            "ansible.builtin.command",
+            json!({}),
+        ),
+        case(
+            "shell_pipe",
+            "ansible.builtin.shell",
+            json!("echo one | tr o 0; echo two >&2"),
+        ),
+        case(
+            "shell_env",
+            "ansible.builtin.shell",
+            json!("echo \"$MTG_VAR\""),
+        )
+        .env("MTG_VAR", "value with spaces"),
+        case(
+            "raw_ok",
+            "ansible.builtin.raw",
+            json!("echo raw-out; echo raw-err 1>&2"),
+        ),
+        case("raw_rc", "ansible.builtin.raw", json!("exit 4")),
+        case(
+            "stat_missing",
+            "ansible.builtin.stat",
+            json!({"path": "/nonexistent-mtg-stat"}),
+        ),
+        case(
+            "slurp_missing",
+            "ansible.builtin.slurp",
+            json!({"src": "/nonexistent-mtg-slurp"}),
+        ),
+        case(
+            "file_absent_diff",
+            "ansible.builtin.file",
+            json!({"path": "/nonexistent-mtg-file", "state": "absent"}),
+        )
+        .diff(),
+        case(
+            "lineinfile_check_diff",
+            "ansible.builtin.lineinfile",
+            json!({"path": "/etc/hostname", "line": "mtg-line"}),
+        )
+        .check()
+        .diff(),
+        case(
+            "setup_min",
+            "ansible.builtin.setup",
+            json!({"gather_subset": ["!all", "!min"], "filter": ["ansible_system"]}),
+        ),
+        case(
+            "no_log_ping",
+            "ansible.builtin.ping",
+            json!({"data": "secret"}),
+        )
+        .no_log(),
+        case("user_new_style", "my_new", json!({"name": "bob"})),
+        case("user_new_style_check", "my_new", json!({"name": "bob"})).check(),
+        case("user_new_style_diff", "my_new", json!({"name": "d"})).diff(),
+        case(
+            "user_no_log_param",
+            "my_new",
+            json!({"name": "n", "secret": "hunter2"}),
+        ),
+        case("user_warning", "my_new", json!({"name": "w", "warn": true})),
+        case(
+            "user_env",
+            "my_new",
+            json!({"name": "e", "env_var": "MTG_ENV"}),
+        )
+        .env("MTG_ENV", "from env"),
+        case("user_missing_required", "my_new", json!({})),
+        case("no_check_mode_support", "no_check", json!({})).check(),
+        case("module_raises", "raises", json!({})),
+        case("junk_around_json", "junk", json!({})),
+        case("no_exit", "no_exit", json!({})),
+        case("no_json", "no_json", json!({})),
+        case("bad_json", "bad_json", json!({})),
+        case("internal_keys", "internal_keys", json!({})),
+        case(
+            "old_style",
+            "old_style",
+            json!({"msg": "hi there", "num": 3}),
+        ),
+        case("want_json", "want_json", json!({"name": "alice"})),
+        case("want_json_check", "want_json", json!({"name": "c"})).check(),
+        case("json_args", "json_args", json!({"value": [1, "two"]})),
+        case("perl_want_json", "perl_mod", json!({"x": 1})),
+        case("binary", "binary_mod", json!({"y": 2})),
+        case("binary_check", "binary_mod", json!({})).check(),
+        case("no_shebang", "no_shebang_old", json!({})),
+        case(
+            "collection_module",
+            "mtg.test.greet",
+            json!({"name": "coll"}),
+        ),
+        case("collection_default", "mtg.test.greet", json!({})),
+    ]
+}
+
+/// Runs `cases` with ansible-playbook against `hosts` (inventory lines)
+/// and returns `host -> case -> (status, result)`.
+fn run_ansible(
+    python: &Path,
+    scratch: &Path,
+    extra_library: &Path,
+    inventory: &str,
+    plays: &[(&str, &[Case])],
+) -> BTreeMap<(String, String), (String, Value)> {
+    let bin = python.parent().unwrap();
+    let inv = scratch.join("inventory");
+    std::fs::write(&inv, inventory).unwrap();
+    let pb: Vec<Value> = plays
+        .iter()
+        .map(|(hosts, cases)| {
+            json!({"hosts": hosts, "gather_facts": false,
+                   "tasks": cases.iter().map(Case::ansible_task).collect::<Vec<_>>()})
+        })
+        .collect();
+    let pb_path = scratch.join("playbook.json");
+    std::fs::write(&pb_path, serde_json::to_vec(&pb).unwrap()).unwrap();
+    let capture = scratch.join("capture.jsonl");
+    let home = scratch.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let lib = format!(
+        "{}:{}",
+        fixtures().join("library").display(),
+        extra_library.display()
+    );
+    let out = Command::new(bin.join("ansible-playbook"))
+        .arg("-i")
+        .arg(&inv)
+        .arg(&pb_path)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("LANG", "C.UTF-8")
+        .env("ANSIBLE_LOCAL_TEMP", scratch.join("local-tmp"))
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            fixtures().join("callback_plugins"),
+        )
+        .env("ANSIBLE_CALLBACKS_ENABLED", "capture")
+        .env("ANSIBLE_LIBRARY", lib)
+        .env("ANSIBLE_COLLECTIONS_PATH", fixtures().join("collections"))
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", scratch.join("cp"))
+        .env("CAPTURE_FILE", &capture)
+        .current_dir(scratch)
+        .output()
+        .expect("ansible-playbook");
+    let text = std::fs::read_to_string(&capture).unwrap_or_else(|_| {
+        panic!(
+            "ansible-playbook captured nothing: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mut res = BTreeMap::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let host = v["host"].as_str().unwrap_or("").to_owned();
+        let task = v["task"].as_str().unwrap_or("").to_owned();
+        res.insert(
+            (host, task),
+            (
+                v["status"].as_str().unwrap_or("").to_owned(),
+                v["result"].clone(),
+            ),
+        );
+    }
+    res
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Ok | Status::Changed => "ok",
+        Status::Failed => "failed",
+        Status::Skipped => "skipped",
+        Status::Unreachable => "unreachable",
+        _ => "other",
+    }
+}
+
+/// Field-by-field differences, ignoring [`VOLATILE`] keys anywhere.
+fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                if VOLATILE.contains(&k.as_str()) {
+                    continue;
+                }
+                match b.get(k) {
+                    Some(vb) => diff(&format!("{path}.{k}"), va, vb, out),
+                    None => out.push(format!("{path}.{k}: only ours: {va}")),
+                }
+            }
+            for (k, vb) in b {
+                if !a.contains_key(k) && !VOLATILE.contains(&k.as_str()) {
+                    out.push(format!("{path}.{k}: only ansible: {vb}"));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) if a == b => {}
+        (Value::String(a), Value::String(b)) if payload_paths(a) == payload_paths(b) => {}
+        (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
+    }
+}
+
+/// Tracebacks name the module's payload dir (a temp name under ansible,
+/// the cache tree here): `File "<anything>/ansible/` becomes `File "…/ansible/`.
+fn payload_paths(s: &str) -> String {
+    let s = s.replace("File \\\"", "File \"");
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("File \"") {
+        let (head, tail) = rest.split_at(i + 6);
+        out.push_str(head);
+        match tail.find("/ansible/") {
+            Some(j) if !tail[..j].contains('"') => {
+                out.push('…');
+                rest = &tail[j..];
+            }
+            _ => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs every case through `runner` on `target` and compares with
+/// ansible's results for `host`; panics listing every mismatch.
+fn compare(
+    runner: &Runner,
+    target: &Target,
+    host: &str,
+    cases: &[Case],
+    theirs: &BTreeMap<(String, String), (String, Value)>,
+) {
+    let mut bad = Vec::new();
+    let mut matched = 0;
+    for c in cases {
+        let ours = match runner.run(target.clone(), &c.task()) {
+            Ok(r) => (status_name(r.status).to_owned(), r.result),
+            Err(e) => ("error".to_owned(), json!({"msg": e.to_string()})),
+        };
+        let Some(t) = theirs.get(&(host.to_owned(), c.name.to_owned())) else {
+            bad.push(format!("{host}/{}: ansible produced no result", c.name));
+            continue;
+        };
+        let mut d = Vec::new();
+        if ours.0 != t.0 {
+            d.push(format!("status: ours {} != ansible {}", ours.0, t.0));
+        }
+        diff("", &ours.1, &t.1, &mut d);
+        if d.is_empty() {
+            matched += 1;
+            eprintln!("  match     {host}/{}", c.name);
+        } else {
+            eprintln!(
+                "  MISMATCH  {host}/{}:\n      {}",
+                c.name,
+                d.join("\n      ")
+            );
+            bad.push(format!("{host}/{}", c.name));
+        }
+    }
+    eprintln!("{host}: {matched}/{} cases match ansible-core", cases.len());
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
+}
+
+fn source(python: &Path, extra_library: &Path) -> ModuleSource {
+    ModuleSource::from_ansible_core(python)
+        .unwrap()
+        .library_dir(fixtures().join("library"))
+        .library_dir(extra_library)
+        .collections_path(fixtures().join("collections"))
+}
+
+fn styles_and_actions_local() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("local");
+    build_binary_module(&scratch.0);
+    let cases = cases();
+    let theirs = run_ansible(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
+        &[("localhost", &cases)],
+    );
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0));
+    let target = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // ansible's local connection runs in its cwd: ours in the test's, so
+    // compare from the same dir.
+    compare(&runner, &target, "localhost", &cases, &theirs);
+}
+
+fn ssh_target(sshd: &Sshd, user: &str) -> Ssh {
+    Ssh::new(sshd.host())
+        .port(sshd.port())
+        .user(user)
+        .identity_file(sshd.client_key())
+        .known_hosts_file(sshd.known_hosts())
+        .connect_timeout(Duration::from_secs(20))
+}
+
+fn ssh_inventory_line(name: &str, sshd: &Sshd, user: &str, extra: &str) -> String {
+    format!(
+        "{name} ansible_host={} ansible_port={} ansible_user={user} ansible_ssh_private_key_file={} ansible_ssh_common_args='-o UserKnownHostsFile={} -o IdentitiesOnly=yes' {extra}\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display()
+    )
+}
+
+fn need_sshd() -> bool {
+    if sshd_available() {
+        return true;
+    }
+    let why = "no sshd/test users: as root run `scripts/test-hosts.sh setup`";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    skip(why);
+    false
+}
+
+fn styles_and_actions_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("ssh");
+    build_binary_module(&scratch.0);
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let cases = cases();
+    let theirs = run_ansible(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        &ssh_inventory_line("h_key", &sshd, "mtg-key", ""),
+        &[("h_key", &cases)],
+    );
+    let r = router();
+    let ctx = r.connect(&ssh_target(&sshd, "mtg-key")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0));
+    let target = Target::new(&ctx, "h_key").connection(Connection::Ssh {
+        host: sshd.host().to_owned(),
+    });
+    compare(&runner, &target, "h_key", &cases, &theirs);
+}
+
+fn become_cases() -> Vec<Case> {
+    vec![
+        case(
+            "whoami",
+            "ansible.builtin.command",
+            json!({"cmd": "id -un"}),
+        ),
+        case("ping", "ansible.builtin.ping", json!({})),
+        case("user_module", "my_new", json!({"name": "become"})),
+        case("collection", "mtg.test.greet", json!({})),
+        case("old_style", "old_style", json!({"msg": "m", "num": 1})),
+    ]
+}
+
+fn become_root_and_unprivileged_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("become");
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let cases = become_cases();
+    let new_style: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.name != "old_style")
+        .cloned()
+        .collect();
+    let inv = ssh_inventory_line(
+        "h_root",
+        &sshd,
+        "mtg-sudo",
+        "ansible_become=true ansible_become_user=root",
+    ) + &ssh_inventory_line(
+        "h_unpriv",
+        &sshd,
+        "mtg-sudo",
+        "ansible_become=true ansible_become_user=mtg-target ansible_pipelining=true",
+    );
+    let theirs = run_ansible(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        &inv,
+        &[("h_root", &cases), ("h_unpriv", &new_style)],
+    );
+    let r = router();
+    let via = r.connect(&ssh_target(&sshd, "mtg-sudo")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0));
+    let root = r.connect_via(&Sudo::new("root"), &via).unwrap();
+    let ssh = Connection::Ssh {
+        host: sshd.host().to_owned(),
+    };
+    compare(
+        &runner,
+        &Target::new(&root, "h_root").connection(ssh.clone()),
+        "h_root",
+        &cases,
+        &theirs,
+    );
+    let unpriv = r.connect_via(&Sudo::new("mtg-target"), &via).unwrap();
+    compare(
+        &runner,
+        &Target::new(&unpriv, "h_unpriv")
+            .connection(ssh)
+            .become_unprivileged(true)
+            .pipelining(true),
+        "h_unpriv",
+        &new_style,
+        &theirs,
+    );
+}
+
+fn local_runner() -> Option<(Runner, Router, Context)> {
+    let py = venv_python()?;
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(
+        ModuleSource::from_ansible_core(&py)
+            .unwrap()
+            .library_dir(fixtures().join("library")),
+    );
+    Some((runner, r, ctx))
+}
+
+fn unknown_module_lists_paths() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let e = runner
+        .run(&ctx, &Task::new("no_such_module_mtg"))
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, mitogen_ansible::Error::UnknownModule { .. }),
+        "{e}"
+    );
+    assert!(text.contains("library/no_such_module_mtg.py"), "{text}");
+    assert!(text.contains("modules/no_such_module_mtg.py"), "{text}");
+}
+
+fn module_utils_shipped_once_per_context() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // The second run of the same module sends no blobs: the first reply
+    // told the controller they are there, and the fork server is reused.
+    let a = runner
+        .run(t.clone(), &Task::new("my_new").args(json!({"name": "a"})))
+        .unwrap();
+    let before = _r.stream_bytes(ctx.id());
+    let b = runner
+        .run(t, &Task::new("my_new").args(json!({"name": "b"})))
+        .unwrap();
+    let after = _r.stream_bytes(ctx.id());
+    assert_eq!(a.result["hello"], "a");
+    assert_eq!(b.result["hello"], "b");
+    let (Some((tx0, _)), Some((tx1, _))) = (before, after) else {
+        panic!("no stream stats")
+    };
+    assert!(tx1 - tx0 < 20_000, "second task sent {} bytes", tx1 - tx0);
+}
+
+fn hung_task_killed_with_its_group() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let marker = std::env::temp_dir().join(format!("mtg-ans-hung-{}", std::process::id()));
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let cmd = format!("sh -c 'sleep 30 & echo $! > {}; wait'", marker.display());
+    let r = runner
+        .run(
+            t.clone(),
+            &Task::new("command")
+                .args(json!(cmd))
+                .timeout(Duration::from_secs(2)),
+        )
+        .unwrap();
+    assert_eq!(r.status, Status::Failed, "{}", r.result);
+    let pid: u32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(5), || {
+            mitogen_test_support::process_gone(pid)
+        }),
+        "the task's background sleep {pid} survived"
+    );
+    // The fork server still works afterwards.
+    let ok = runner.run(t, &Task::new("ping")).unwrap();
+    assert_eq!(ok.status, Status::Ok);
+}
+
+fn dead_fork_server_replaced() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // A module that kills its parent (the fork server) mid-task.
+    let e = runner
+        .run(
+            t.clone(),
+            &Task::new("shell").args(json!("kill -9 $(ps -o ppid= -p $PPID)")),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fork server (/usr/bin/python3) died"),
+        "{e}"
+    );
+    let ok = runner.run(t, &Task::new("ping")).unwrap();
+    assert_eq!(ok.status, Status::Ok, "{}", ok.result);
+}
+
+fn lost_connection_is_unreachable() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // The agent itself dies mid-task: the task is unreachable, not a hang.
+    let r = runner
+        .run(
+            t,
+            &Task::new("raw")
+                .args(json!("kill -9 $PPID; sleep 5"))
+                .timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert_eq!(r.status, Status::Unreachable, "{}", r.result);
+}
