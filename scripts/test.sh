@@ -27,6 +27,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet
 
+step "Python venv with ansible-core 2.19 for the conformance suite (scripts/ansible-venv.sh)"
+bash scripts/ansible-venv.sh >/dev/null
+
 step "cargo test (unit, integration with real agent processes, doc tests)"
 log="$(mktemp)"
 cargo test --workspace --quiet 2>&1 | tee "$log"
