@@ -3,7 +3,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mitogen_benches::{bulk, register, round_trips};
-use mitogen_core::codec::{Decoder, encode};
+use mitogen_core::message::codec::{Decoder, encode};
 use mitogen_core::{ContextId, Handle, Local, Message};
 use std::time::Duration;
 

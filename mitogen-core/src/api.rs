@@ -361,19 +361,6 @@ impl Router {
     pub fn shutdown(&self) {
         shutdown(&self.shared);
     }
-
-    /// Writes raw bytes straight onto the stream to the parent, bypassing
-    /// the codec. Only for testing how a parent handles garbage.
-    #[doc(hidden)]
-    pub fn testing_write_raw_to_parent(&self, bytes: &[u8]) -> bool {
-        let Some(parent) = self.parent_id() else {
-            return false;
-        };
-        let Some(out) = self.shared.stream_by_context(parent) else {
-            return false;
-        };
-        out.write_raw(bytes)
-    }
 }
 
 fn shutdown(shared: &Arc<Shared>) {

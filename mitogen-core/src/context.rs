@@ -171,7 +171,7 @@ impl Context {
     /// reply handle, and returns the call that waits for a reply in the
     /// standard reply format. For request/reply protocols built on the core,
     /// such as `mitogen-service`'s service calls; `what` names the request in
-    /// errors. The server answers with [`crate::send_reply`].
+    /// errors. The server answers with [`crate::layer::send_reply`].
     pub fn request<T: serde::de::DeserializeOwned>(
         &self,
         handle: Handle,

@@ -118,3 +118,15 @@ pub fn route_decisions(data: &[u8]) {
         }
     }
 }
+
+/// Writes raw bytes straight onto the stream from `router`'s context to its
+/// parent, bypassing the codec: for tests of how a parent handles garbage.
+pub fn write_raw_to_parent(router: &crate::Router, bytes: &[u8]) -> bool {
+    let Some(parent) = router.parent_id() else {
+        return false;
+    };
+    let Some(out) = router.shared.stream_by_context(parent) else {
+        return false;
+    };
+    out.write_raw(bytes)
+}

@@ -71,7 +71,7 @@
 //! and `Deserialize` (`serde = { version = "1", features = ["derive"] }`).
 //!
 //! # What is where
-//! - [`Message`] and the IO-free [`codec`]: the wire format (Python Mitogen's header).
+//! - [`Message`] and the IO-free [`message::codec`]: the wire format (Python Mitogen's header).
 //! - [`Router`]: routes, handlers, [`Policy`], connections ([`Local`], [`Method`]).
 //! - [`Context`]: calls ([`Context::call`], [`PendingCall`], [`CallChain`]), shutdown.
 //! - Errors: [`CallError`] (with [`CallErrorKind`]), [`ConnectError`], and
@@ -80,7 +80,7 @@
 //! - [`Function`], [`Registry`]: what can be called by name.
 //! - [`transport`]: the bootstrap every connection method shares.
 //! - [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
-//! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`DUMP_ENV`]).
+//! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`layer::DUMP_ENV`]).
 //! - [`manual`]: the security model, threads and lifecycle, in prose.
 //!
 //! # Dependencies
@@ -118,6 +118,28 @@ pub mod transport;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub mod layer {
+    //! For crates that build on mitogen-core: connection methods, service
+    //! layers, runners. An application calling functions in contexts needs
+    //! none of this.
+    //!
+    //! - Answering requests in the standard reply format: [`send_reply`],
+    //!   [`send_encoded_reply`] (with `Context::request` on the asking side).
+    //! - Further policies after the router's: [`Source`] (what a handler gets)
+    //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
+    //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
+    //!   [`raise_nofile_limit`] for layers that open many connections.
+    //! - Environment variables agents honour: [`DUMP_ENV`], [`SPIN_ENV`].
+    //! - The wire: [`crate::message`] (payload encodings, the codec),
+    //!   [`crate::machine`] (the routing state machine), [`crate::limits`].
+
+    pub use crate::call::{send_encoded_reply, send_reply};
+    pub use crate::diag::DUMP_ENV;
+    pub use crate::policy::{Source, Trust};
+    pub use crate::spin::SPIN_ENV;
+    pub use crate::sys::{host_name, raise_nofile_limit, user_name};
+}
+
 /// The sizes that bound memory and shape the wire (see
 /// [`manual`]'s "Backpressure" section).
 pub mod limits {
@@ -128,18 +150,15 @@ pub mod limits {
 pub use agent::{agent_main, is_agent};
 pub use api::{Method, Router, RouterOptions};
 pub use blob::Blob;
-pub use call::{CallCx, FnError, Function, Registry, send_encoded_reply, send_reply};
+pub use call::{CallCx, FnError, Function, Registry};
 pub use channel::{Latch, Receiver, Select, SendError, Sender};
 pub use context::{CallChain, Context, PendingCall};
-pub use diag::DUMP_ENV;
 pub use error::{CallError, CallErrorKind, ConnectError, Error, RecvError};
 pub use ids::{ContextId, Handle};
-pub use message::{Enc, Message, PayloadError, codec};
-pub use policy::{Policy, Source, Trust};
+pub use message::{Message, PayloadError};
+pub use policy::Policy;
 pub use remote_error::{ErrorType, RemoteError, error_chain, find_source};
 pub use router::Stalled;
-pub use spin::SPIN_ENV;
-pub use sys::{host_name, raise_nofile_limit, user_name};
 pub use transport::local::Local;
 
 /// The protocol version agents and controllers compare when they meet.
@@ -168,6 +187,6 @@ pub fn init_with(
 ) -> Result<Router, Error> {
     agent_main(&register);
     // Many targets mean many descriptors; best effort.
-    let _ = raise_nofile_limit();
+    let _ = sys::raise_nofile_limit();
     Router::new(options, Registry::new(register))
 }

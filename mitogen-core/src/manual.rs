@@ -55,7 +55,7 @@
 //! the socket is full. Functions called in an agent run on its main thread,
 //! one at a time, in arrival order; services run on a pool of workers
 //! (`mitogen-svc-N`). After a small message, threads poll for up to
-//! [`SPIN_ENV`](crate::SPIN_ENV) microseconds before sleeping, because a
+//! [`SPIN_ENV`](crate::layer::SPIN_ENV) microseconds before sleeping, because a
 //! wake-up across CPUs costs tens of microseconds on virtual machines.
 //!
 //! # Lifecycle

@@ -869,7 +869,7 @@ fn broker_timers_fire_in_order() {
 fn diagnostic_dump_reaches_controller() {
     let r = router();
     let a = r
-        .connect(&Local::new().env(mitogen_core::DUMP_ENV, "0.05"))
+        .connect(&Local::new().env(mitogen_core::layer::DUMP_ENV, "0.05"))
         .unwrap();
     let pending = a.call_async::<Sleep>(&400).unwrap();
     let mut logs = Vec::new();

@@ -105,7 +105,7 @@ function!(
     }
 );
 function!(WriteRaw, "test::write_raw", Vec<u8> => bool, |cx, bytes| {
-    Ok(cx.router().testing_write_raw_to_parent(&bytes))
+    Ok(mitogen_core::fuzzing::write_raw_to_parent(cx.router(), &bytes))
 });
 function!(Log, "test::log", String => (), |_, text| {
     log::info!("info: {text}");

@@ -9,9 +9,10 @@
 //!           M::call(&service, cx, args) ─► reply (Ok, Failed, or Panicked)
 //! ```
 
+use mitogen_core::layer::{Source, send_encoded_reply};
 use mitogen_core::{
     CallError, CallErrorKind, Context, FnError, Handle, Message, PendingCall, Policy, Registry,
-    RemoteError, Router, Source, send_encoded_reply,
+    RemoteError, Router,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};

@@ -23,9 +23,9 @@ impl Function for Whoami {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         Ok((
-            mitogen_core::user_name(),
+            mitogen_core::layer::user_name(),
             std::process::id(),
-            mitogen_core::host_name(),
+            mitogen_core::layer::host_name(),
             uts,
         ))
     }
@@ -52,8 +52,8 @@ impl Function for WhereAmI {
     fn call(_: &CallCx<'_>, (): ()) -> Result<Self::Output, FnError> {
         let net = std::fs::read_link("/proc/self/ns/net")?;
         Ok((
-            mitogen_core::user_name(),
-            mitogen_core::host_name(),
+            mitogen_core::layer::user_name(),
+            mitogen_core::layer::host_name(),
             net.display().to_string(),
         ))
     }
@@ -623,7 +623,7 @@ impl Drop for FakeBecome {
 /// prompt.
 fn lecture_mentioning_password_is_not_a_prompt() {
     let fake = FakeBecome::new("right");
-    let me = mitogen_core::user_name();
+    let me = mitogen_core::layer::user_name();
     let r = router();
     let c = r
         .connect(
@@ -1621,7 +1621,7 @@ fn three_hop_chain_through_namespaces() {
     let b = r.connect_via(&hop(&b_sshd), &a).unwrap();
     let target_b = r.connect_via(&Sudo::new("mtg-target"), &b).unwrap();
     // Each hop runs where it should: its user, in its host's namespace.
-    let here = mitogen_core::host_name();
+    let here = mitogen_core::layer::host_name();
     let (ns_a, ns_b) = (netns_id("mtg-a"), netns_id("mtg-b"));
     for (ctx, user, ns) in [
         (&a, "root", &ns_a),

@@ -20,8 +20,9 @@
 //! assert_eq!(mesh.delivered(b, tag).len(), 1);
 //! ```
 
+use mitogen_core::layer::Source;
 use mitogen_core::machine::{Action, Handler, Identity, Link, RouterCore, StreamId};
-use mitogen_core::{ContextId, Handle, Message, Policy, Source};
+use mitogen_core::{ContextId, Handle, Message, Policy};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -48,8 +48,8 @@ impl Function for GetHostInfo {
         let info = HostInfo {
             context: cx.router().name().to_owned(),
             pid: std::process::id(),
-            user: mitogen_core::user_name(),
-            hostname: mitogen_core::host_name(),
+            user: mitogen_core::layer::user_name(),
+            hostname: mitogen_core::layer::host_name(),
             uptime_secs,
         };
         log::info!(

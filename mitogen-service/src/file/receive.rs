@@ -228,7 +228,7 @@ fn receive(
         let msg: Message = rx.recv_timeout(IDLE_TIMEOUT).map_err(|e| {
             interrupted(format!("from {} (context {}): {e}", from.name(), from.id()))
         })?;
-        if msg.enc == mitogen_core::Enc::BIN {
+        if msg.enc == mitogen_core::message::Enc::BIN {
             if got + msg.data.len() as u64 > meta.size {
                 return Err(interrupted(format!(
                     "more than the announced {} bytes arrived",
