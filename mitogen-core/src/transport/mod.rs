@@ -424,7 +424,90 @@ fn read_greeting(
     }
 }
 
+/// The last `n` lines of what a program printed, [`sanitise`]d.
 fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    let clean = sanitise(text);
+    let lines: Vec<&str> = clean.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Terminal output made safe to print: what a terminal would have shown,
+/// as plain text.
+///
+/// - carriage return and backspace move the cursor and later characters
+///   overwrite, as on a terminal (so sudo's `pwfeedback` erasing `*`s with
+///   `\b \b` leaves no trace), and `\r\n` is a newline;
+/// - ANSI escape sequences (colours, cursor movement, window titles) are
+///   dropped;
+/// - other control characters (C0, DEL, C1) and bidirectional-override
+///   characters, which could disguise the message, are shown escaped
+///   (`\x07`, `\u{202e}`);
+/// - trailing blanks of each line are removed.
+///
+/// Every text a connection error quotes from a program goes through this
+/// (mitogen-ssh's `AuthError`, and core's own "it printed" lines).
+///
+/// ```
+/// let shown = mitogen_core::transport::sanitise("Password: **\u{8} \u{8}\u{8} \u{8}\r\nbad\x1b[31m!\x1b[0m");
+/// assert_eq!(shown, "Password:\nbad!");
+/// ```
+pub fn sanitise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut line: Vec<char> = Vec::new();
+    let mut col = 0usize;
+    let put = |line: &mut Vec<char>, col: &mut usize, c: char| {
+        match line.get_mut(*col) {
+            Some(slot) => *slot = c,
+            None => line.push(c),
+        }
+        *col += 1;
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                let l: String = line.drain(..).collect();
+                out.push_str(l.trim_end());
+                out.push('\n');
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\u{8}' => col = col.saturating_sub(1),
+            '\t' => put(&mut line, &mut col, '\t'),
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \\.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                // A two-character sequence (or a lone ESC at the end).
+                _ => {}
+            },
+            c if c.is_control() => {
+                for e in format!("\\x{:02x}", u32::from(c)).chars() {
+                    put(&mut line, &mut col, e);
+                }
+            }
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                for e in c.escape_unicode() {
+                    put(&mut line, &mut col, e);
+                }
+            }
+            c => put(&mut line, &mut col, c),
+        }
+    }
+    let l: String = line.into_iter().collect();
+    out.push_str(l.trim_end());
+    out
 }
