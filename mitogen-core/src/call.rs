@@ -265,7 +265,9 @@ impl Fnv {
     }
 }
 
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The text of a caught panic's payload (`&str` or `String` payloads;
+/// others are named as such): how every layer reports a panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())

@@ -124,7 +124,8 @@ pub mod layer {
     //! none of this.
     //!
     //! - Answering requests in the standard reply format: [`send_reply`],
-    //!   [`send_encoded_reply`] (with `Context::request` on the asking side).
+    //!   [`send_encoded_reply`] (with `Context::request` on the asking side);
+    //!   [`panic_message`] for a caught panic, as calls report it.
     //! - Further policies after the router's: [`Source`] (what a handler gets)
     //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
     //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
@@ -133,7 +134,7 @@ pub mod layer {
     //! - The wire: [`crate::message`] (payload encodings, the codec),
     //!   [`crate::machine`] (the routing state machine), [`crate::limits`].
 
-    pub use crate::call::{send_encoded_reply, send_reply};
+    pub use crate::call::{panic_message, send_encoded_reply, send_reply};
     pub use crate::diag::DUMP_ENV;
     pub use crate::policy::{Source, Trust};
     pub use crate::spin::SPIN_ENV;

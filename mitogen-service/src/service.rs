@@ -365,12 +365,7 @@ fn dispatch_inner(
     let cx = ServiceCx { router, msg };
     match catch_unwind(AssertUnwindSafe(|| (method.thunk)(&*instance, &cx, args))) {
         Ok(r) => r,
-        Err(p) => Err(CallErrorKind::Panicked(
-            p.downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default(),
-        )),
+        Err(p) => Err(CallErrorKind::Panicked(mitogen_core::layer::panic_message(&*p))),
     }
 }
 
