@@ -891,18 +891,9 @@ fn diagnostic_dump_reaches_controller() {
 }
 
 fn route_fuzz_body_smoke() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for len in 0..3000usize {
-        let data: Vec<u8> = (0..len % 200)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
-        mitogen_core::fuzzing::route_decisions(&data);
-    }
+    mitogen_test_support::smoke_inputs(0x9e37_79b9_7f4a_7c15, 3000, 200, |data| {
+        mitogen_core::fuzzing::route_decisions(data);
+    });
 }
 
 fn child_cannot_capture_routes() {

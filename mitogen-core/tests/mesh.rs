@@ -219,16 +219,7 @@ fn oversize_reply_tells_the_receiver() {
 
 #[test]
 fn fuzz_body_smoke() {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for len in 0..400usize {
-        let data: Vec<u8> = (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
-        mitogen_test_support::mesh::fuzz_ops(&data);
-    }
+    mitogen_test_support::smoke_inputs(0x2545_f491_4f6c_dd1d, 400, 400, |data| {
+        mitogen_test_support::mesh::fuzz_ops(data);
+    });
 }

@@ -365,7 +365,9 @@ fn dispatch_inner(
     let cx = ServiceCx { router, msg };
     match catch_unwind(AssertUnwindSafe(|| (method.thunk)(&*instance, &cx, args))) {
         Ok(r) => r,
-        Err(p) => Err(CallErrorKind::Panicked(mitogen_core::layer::panic_message(&*p))),
+        Err(p) => Err(CallErrorKind::Panicked(mitogen_core::layer::panic_message(
+            &*p,
+        ))),
     }
 }
 

@@ -316,6 +316,23 @@ pub fn run(tests: &[Test]) -> ! {
     std::process::exit(if failed.is_empty() { 0 } else { 101 });
 }
 
+/// Deterministic pseudo-random inputs for fuzz-body smoke tests: `count`
+/// byte strings of lengths `0..max_len` cycling, from xorshift64 seeded with
+/// `seed`, each passed to `body`.
+pub fn smoke_inputs(seed: u64, count: usize, max_len: usize, mut body: impl FnMut(&[u8])) {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for len in 0..count {
+        let data: Vec<u8> = (0..len % max_len.max(1)).map(|_| next() as u8).collect();
+        body(&data);
+    }
+}
+
 /// Sends SIGKILL to `pid` (ignoring "no such process").
 pub fn kill9(pid: u32) {
     if let Some(p) = i32::try_from(pid)
