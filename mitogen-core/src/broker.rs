@@ -7,6 +7,7 @@
 //! and the agent's calls run on its main thread.
 
 use crate::diag;
+use crate::ids::IdMap;
 use crate::message::Message;
 use crate::message::codec::Decoder;
 use crate::router::{Blocked, Shared};
@@ -83,10 +84,11 @@ impl BrokerTx {
 }
 
 /// A split message being put back together: its first frame (header
-/// fields) and the payload so far; `None` once it went over the limit.
+/// fields) and the fragments so far (joined in one copy at the end);
+/// `None` once it went over the limit.
 struct Partial {
     head: Message,
-    data: Option<BytesMut>,
+    data: Option<Vec<bytes::Bytes>>,
     len: usize,
 }
 
@@ -102,7 +104,7 @@ type PartialKey = (
 
 struct StreamIn {
     out: Arc<StreamOut>,
-    partials: HashMap<PartialKey, Partial>,
+    partials: IdMap<PartialKey, Partial>,
     rx: Arc<File>,
     separate_tx: Option<Arc<File>>,
     decoder: Decoder,
@@ -130,7 +132,7 @@ pub(crate) struct Broker {
     poll: Poll,
     cmds: crossbeam_channel::Receiver<Cmd>,
     shared: Arc<Shared>,
-    streams: HashMap<StreamId, StreamIn>,
+    streams: IdMap<StreamId, StreamIn>,
     stderrs: HashMap<Token, StderrLog>,
     reaping: Vec<Reap>,
     again: Vec<StreamId>,
@@ -141,7 +143,7 @@ pub(crate) struct Broker {
     /// Bytes read this turn: after bulk reads the broker does not spin.
     turn_bytes: usize,
     /// Streams not read until what they filled up is clear again.
-    paused: HashMap<StreamId, Blocked>,
+    paused: IdMap<StreamId, Blocked>,
 }
 
 /// A scheduled function, ordered soonest first (then by scheduling order).
@@ -197,7 +199,7 @@ impl Broker {
             poll,
             cmds,
             shared,
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             stderrs: HashMap::new(),
             reaping: Vec::new(),
             again: Vec::new(),
@@ -206,7 +208,7 @@ impl Broker {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             turn_bytes: 0,
-            paused: HashMap::new(),
+            paused: IdMap::default(),
         }
     }
 
@@ -375,7 +377,7 @@ impl Broker {
                 rx: r.rx,
                 separate_tx: r.separate_tx,
                 decoder: Decoder::new(max),
-                partials: HashMap::new(),
+                partials: IdMap::default(),
                 buf: r.initial,
                 child: r.child,
                 detached: false,
@@ -507,7 +509,9 @@ impl Broker {
             };
             let out = s.out.clone();
             let key = (m.dst_id, m.src_id, m.handle);
-            let whole = if m.dst_id == me && (m.enc.is_more() || s.partials.contains_key(&key)) {
+            let split =
+                m.enc.is_more() || (!s.partials.is_empty() && s.partials.contains_key(&key));
+            let whole = if m.dst_id == me && split {
                 match Self::reassemble(&self.shared, s, key, m) {
                     Ok(whole) => whole,
                     Err(why) => {
@@ -555,7 +559,7 @@ impl Broker {
                         data: bytes::Bytes::new(),
                         ..m
                     },
-                    data: Some(BytesMut::new()),
+                    data: Some(Vec::new()),
                     len: 0,
                 },
             );
@@ -567,8 +571,8 @@ impl Broker {
         if p.len > shared.id.max_message_size {
             p.data = None;
         }
-        if let Some(buf) = &mut p.data {
-            buf.extend_from_slice(&m.data);
+        if let Some(frags) = &mut p.data {
+            frags.push(m.data.clone());
         }
         if m.enc.is_more() {
             return Ok(None);
@@ -579,10 +583,16 @@ impl Broker {
         let mut head = p.head;
         head.enc = head.enc.base();
         match p.data {
-            Some(buf) => Ok(Some(Message {
-                data: buf.freeze(),
-                ..head
-            })),
+            Some(frags) => {
+                let mut buf = BytesMut::with_capacity(p.len);
+                for f in &frags {
+                    buf.extend_from_slice(f);
+                }
+                Ok(Some(Message {
+                    data: buf.freeze(),
+                    ..head
+                }))
+            }
             None => {
                 shared.refuse_too_large(&head, p.len);
                 Ok(None)

@@ -38,11 +38,11 @@ pub fn decode_arbitrary(data: &[u8]) {
 /// parent); in unidirectional mode nothing passes between two children;
 /// oversize messages always get a dead reply.
 pub fn route_decisions(data: &[u8]) {
+    use crate::ids::IdMap;
     use crate::ids::{ContextId, Handle};
     use crate::machine::{Decision, Identity, decide};
     use crate::message::{Enc, Message};
     use crate::stream::StreamId;
-    use std::collections::HashMap;
 
     let mut bytes = data.iter().copied();
     let mut next = || bytes.next();
@@ -57,7 +57,7 @@ pub fn route_decisions(data: &[u8]) {
         max_message_size: 64,
     };
     let parent = (flags & 2 != 0).then_some(StreamId(0));
-    let mut routes = HashMap::new();
+    let mut routes = IdMap::default();
     for _ in 0..n % 8 {
         let (Some(c), Some(s)) = (next(), next()) else {
             return;

@@ -145,7 +145,7 @@ pub mod layer {
 /// [`manual`]'s "Backpressure" section).
 pub mod limits {
     pub use crate::router::{RECV_HIGH_WATER, RECV_LOW_WATER};
-    pub use crate::stream::{FRAGMENT, HIGH_WATER, LOW_WATER};
+    pub use crate::stream::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
 }
 
 pub use agent::{agent_main, is_agent};

@@ -35,10 +35,9 @@
 //!                          └─────► Drop(why) ──► Action::Dropped (logged by the driver)
 //! ```
 
-use crate::ids::{ContextId, Handle};
+use crate::ids::{ContextId, Handle, IdMap};
 use crate::message::{self, Enc, Message};
 use crate::policy::{Policy, Source, Trust};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -160,7 +159,7 @@ pub(crate) enum Decision {
 /// (context id to the stream it lives behind) and its `parent` stream.
 pub(crate) fn decide(
     id: &Identity,
-    routes: &HashMap<ContextId, StreamId>,
+    routes: &IdMap<ContextId, StreamId>,
     parent: Option<StreamId>,
     msg: &Message,
     from: Option<StreamId>,
@@ -204,12 +203,12 @@ const GONE_MAX: usize = 1 << 16;
 /// its stream writer; both are cloned into actions.
 pub struct RouterCore<S, T> {
     id: Identity,
-    links: HashMap<StreamId, Link<T>>,
-    routes: HashMap<ContextId, StreamId>,
+    links: IdMap<StreamId, Link<T>>,
+    routes: IdMap<ContextId, StreamId>,
     parent: Option<StreamId>,
-    names: HashMap<ContextId, Arc<str>>,
-    gone: HashMap<ContextId, Arc<str>>,
-    handlers: HashMap<Handle, Handler<S>>,
+    names: IdMap<ContextId, Arc<str>>,
+    gone: IdMap<ContextId, Arc<str>>,
+    handlers: IdMap<Handle, Handler<S>>,
     shutting_down: bool,
 }
 
@@ -229,12 +228,12 @@ impl<S: Clone, T: Clone> RouterCore<S, T> {
     pub fn new(id: Identity) -> Self {
         Self {
             id,
-            links: HashMap::new(),
-            routes: HashMap::new(),
+            links: IdMap::default(),
+            routes: IdMap::default(),
             parent: None,
-            names: HashMap::new(),
-            gone: HashMap::new(),
-            handlers: HashMap::new(),
+            names: IdMap::default(),
+            gone: IdMap::default(),
+            handlers: IdMap::default(),
             shutting_down: false,
         }
     }

@@ -139,6 +139,8 @@ pub struct Stalled {
 thread_local! {
     /// Set on the broker thread, which must never wait for room.
     pub(crate) static ON_BROKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The actions vector of this thread's outermost route, kept for reuse.
+    static ACTIONS: std::cell::Cell<Actions> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// How long a thread waits for room on a full stream before the message is
@@ -250,17 +252,26 @@ impl Shared {
     }
 
     fn route_inner(&self, msg: Message, from: Option<&StreamOut>, deadline: Instant) -> Routed {
-        let mut actions = Actions::new();
+        // The actions vector is reused per thread (a nested route, from a
+        // handler run below, finds it taken and makes its own).
+        let mut actions = ACTIONS.with(std::cell::Cell::take);
         self.core
             .lock()
             .route(msg, from.map(|f| f.id), &mut actions);
-        self.perform(actions, from, deadline)
+        let r = self.perform(&mut actions, from, deadline);
+        ACTIONS.with(|a| a.set(actions));
+        r
     }
 
-    /// Carries out what the core decided, in order.
-    fn perform(&self, actions: Actions, from: Option<&StreamOut>, deadline: Instant) -> Routed {
+    /// Carries out what the core decided, in order, leaving `actions` empty.
+    fn perform(
+        &self,
+        actions: &mut Actions,
+        from: Option<&StreamOut>,
+        deadline: Instant,
+    ) -> Routed {
         let mut result = Routed::Done;
-        for action in actions {
+        for action in actions.drain(..) {
             let r = match action {
                 Action::Transmit { out, msg, .. } => self.transmit(&out, msg, from, deadline),
                 Action::Deliver {
@@ -367,7 +378,7 @@ impl Shared {
     pub(crate) fn refuse_too_large(&self, msg: &Message, len: usize) {
         let mut actions = Actions::new();
         self.core.lock().refuse_too_large(msg, len, &mut actions);
-        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
+        self.perform(&mut actions, None, Instant::now() + SEND_TIMEOUT);
     }
 
     /// Whether `msg`, arriving on `from`, passes the reverse-path check
@@ -408,7 +419,7 @@ impl Shared {
         };
         let mut actions = Actions::new();
         self.core.lock().stream_opened(out.id, link, &mut actions);
-        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
+        self.perform(&mut actions, None, Instant::now() + SEND_TIMEOUT);
     }
 
     /// The stream is gone: drop its routes and tell everyone who cares.
@@ -422,7 +433,7 @@ impl Shared {
             }
             core.stream_closed(sid, reason, &mut actions)
         };
-        self.perform(actions, None, Instant::now() + SEND_TIMEOUT);
+        self.perform(&mut actions, None, Instant::now() + SEND_TIMEOUT);
         lost
     }
 

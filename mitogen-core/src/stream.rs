@@ -7,12 +7,14 @@
 //!
 //! # Large messages are split on the wire
 //!
-//! A payload over [`FRAGMENT`] bytes goes out as several frames, each with
-//! the full 26-byte header of the message and at most [`FRAGMENT`] payload
-//! bytes; every frame but the last has [`Enc::MORE`] set in `enc`. Queued
-//! messages wait in *lanes*, one per (destination, source, handle), and the
-//! writer takes one fragment from each lane in turn, so a small call never
-//! waits behind more than one fragment of each bulk transfer on the link.
+//! A payload over [`FRAGMENT`] bytes may go out as several frames, each with
+//! the full 26-byte header of the message and part of its payload; every
+//! frame but the last has [`Enc::MORE`] set in `enc`. Queued messages wait
+//! in *lanes*, one per (destination, source, handle), and the writer takes
+//! one fragment of at most [`FRAGMENT`] bytes from each lane in turn, so a
+//! small call never waits behind more than one fragment of each bulk
+//! transfer (or, when a transfer is alone on the link, one frame of at most
+//! [`ALONE_MAX`] bytes).
 //! Order is kept within a lane (a lane's fragments never interleave, which
 //! is what lets the receiver reassemble by that key); a large message may be
 //! overtaken by smaller ones sent after it to other handles.
@@ -39,6 +41,8 @@ use std::time::Instant;
 
 /// Largest payload of one frame on the wire: larger messages are split.
 pub const FRAGMENT: usize = 256 << 10;
+/// Largest frame a lane sends when no other lane is waiting.
+pub const ALONE_MAX: usize = 1 << 20;
 /// Queued bytes on one stream above which senders wait and inputs pause.
 pub const HIGH_WATER: usize = 8 << 20;
 /// Queued bytes under which waiting senders and paused inputs resume.
@@ -47,12 +51,6 @@ pub const LOW_WATER: usize = 4 << 20;
 const IOV_MAX: usize = 64;
 
 pub(crate) use crate::machine::StreamId;
-
-/// Bytes a message takes on the wire, headers of every fragment included.
-pub(crate) fn wire_len(payload: usize) -> usize {
-    let frames = payload.div_ceil(FRAGMENT).max(1);
-    frames * codec::HEADER_LEN + payload
-}
 
 type LaneKey = (ContextId, ContextId, Handle);
 
@@ -97,18 +95,30 @@ impl OutQueue {
         }
     }
 
-    /// Moves fragments from the lanes to the wire, one per lane in turn,
-    /// until the wire holds a `writev`'s worth.
-    fn refill(&mut self) {
-        while self.wire.len() + 2 <= IOV_MAX {
+    /// Once the wire has drained, commits the next round to it: one
+    /// fragment from each waiting lane. A lane that is alone may send up to
+    /// [`ALONE_MAX`] in one frame: nothing waits behind it, and a message
+    /// of up to that size then arrives whole (no reassembly copy).
+    /// Returns the header bytes it committed (payload bytes were counted
+    /// as pending when queued; headers only now, as their number depends on
+    /// how the payload is cut).
+    fn refill(&mut self) -> usize {
+        let mut headers = 0;
+        if !self.wire.is_empty() {
+            return headers;
+        }
+        let round = self.lanes.len();
+        let step = if round == 1 { ALONE_MAX } else { FRAGMENT };
+        for _ in 0..round {
             let Some(mut lane) = self.lanes.pop_front() else {
-                return;
+                return headers;
             };
             let Some(msg) = lane.msgs.front() else {
                 continue;
             };
             let len = msg.data.len();
-            let end = (lane.off + FRAGMENT).min(len);
+            let end = (lane.off + step).min(len);
+            headers += codec::HEADER_LEN;
             let mut head = Message {
                 data: Bytes::new(),
                 ..msg.clone()
@@ -132,6 +142,7 @@ impl OutQueue {
                 self.lanes.push_back(lane);
             }
         }
+        headers
     }
 }
 
@@ -235,8 +246,7 @@ impl StreamOut {
             }
             self.pending.fetch_add(total - done, Ordering::Relaxed);
         } else {
-            self.pending
-                .fetch_add(wire_len(msg.data.len()), Ordering::Relaxed);
+            self.pending.fetch_add(msg.data.len(), Ordering::Relaxed);
             q.push(msg.clone());
             if q.wire.is_empty() && !q.want_write {
                 // Nothing is being flushed: start writing from this thread.
@@ -258,7 +268,8 @@ impl StreamOut {
     /// `Ok(true)` when the queue is empty.
     fn write_queued(&self, q: &mut OutQueue) -> io::Result<bool> {
         loop {
-            q.refill();
+            let headers = q.refill();
+            self.pending.fetch_add(headers, Ordering::Relaxed);
             if q.wire.is_empty() {
                 return Ok(true);
             }
@@ -377,3 +388,6 @@ fn write_two(tx: &File, a: &[u8], b: &[u8]) -> io::Result<usize> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests;
