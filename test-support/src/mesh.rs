@@ -14,6 +14,7 @@
 //! let mut mesh = Mesh::new();
 //! let a = mesh.spawn(ContextId(0));
 //! let b = mesh.spawn(a);
+//! mesh.drive(); // b's route reaches the controller
 //! let (handle, tag) = mesh.listen(b, Policy::ParentAuthority, None);
 //! mesh.send(ContextId(0), Message::bytes(b, handle, &b"hi"[..]));
 //! mesh.drive();
