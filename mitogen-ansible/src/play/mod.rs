@@ -1,0 +1,3 @@
+//! Plays: inventory, playbooks, templating, the executor.
+pub mod template;
+pub mod yaml;
