@@ -77,3 +77,4 @@ pub use error::Error;
 pub use result::Status;
 pub use runner::{Connection, Runner, Target, Task, TaskResult};
 pub use source::{Module, ModuleSource, Style};
+pub mod play;
