@@ -439,6 +439,7 @@ impl Executor {
         }
         let display = self.display_name(t, &hosts[0], ctx);
         self.task_start(ctx, t, &display, handler);
+        let display = self.plain_name(t, &hosts[0], ctx);
         let run_once = t.kw.run_once.as_ref().is_some_and(bool_val);
         let targets: Vec<Arc<HostState>> = if run_once { hosts[..1].to_vec() } else { hosts.clone() };
         let results: Mutex<Vec<(Arc<HostState>, Outcome)>> = Mutex::new(Vec::new());
@@ -498,6 +499,18 @@ impl Executor {
                 });
             }
         });
+    }
+
+    /// The name results carry (`TaskResult.task_name`: no role prefix).
+    fn plain_name(&self, t: &TaskDef, h: &Arc<HostState>, ctx: &PlayCtx<'_>) -> String {
+        match &t.name {
+            Some(n) if n.contains("{{") => {
+                let vars = self.vars_for(ctx, t, h);
+                self.templar.string(n, &vars).unwrap_or_else(|_| n.clone())
+            }
+            Some(n) => n.clone(),
+            None => t.action.clone(),
+        }
     }
 
     fn display_name(&self, t: &TaskDef, h: &Arc<HostState>, ctx: &PlayCtx<'_>) -> String {
@@ -704,13 +717,27 @@ impl Executor {
                     continue;
                 }
             }
+            let display = self.display_name(t, h, ctx);
+            self.task_start(ctx, t, &display, false);
+            let plain = self.plain_name(t, h, ctx);
+            let args = self.templar.value(&t.args, &vars).unwrap_or_else(|_| t.args.clone());
             if t.included.is_some() {
+                let mut m = Map::new();
+                m.insert("include_args".into(), args);
+                self.account(ctx, t, h, &finish_outcome(Status::Ok, m, false), &plain, None);
                 role_hosts.push(h.clone());
                 continue;
             }
             let f = raw_param(&t.args).or_else(|| t.args.get("file").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
             match self.templar.string(&f, &vars) {
                 Ok(f) => {
+                    let mut m = Map::new();
+                    m.insert("include".into(), f.clone().into());
+                    let mut ia = args.as_object().cloned().unwrap_or_default();
+                    ia.shift_remove("_raw_params");
+                    ia.shift_remove("file");
+                    m.insert("include_args".into(), Value::Object(ia));
+                    self.account(ctx, t, h, &finish_outcome(Status::Ok, m, false), &plain, None);
                     let p = playbook::resolve_task_file(t, &f);
                     match groups.iter_mut().find(|(x, _)| *x == p) {
                         Some((_, v)) => v.push(h.clone()),
@@ -870,7 +897,9 @@ impl Executor {
                     m.insert("ansible_index_var".into(), ix.clone().into());
                 }
                 m.insert("_ansible_item_label".into(), label);
-                m.entry("failed").or_insert(false.into());
+                if o.status != Status::Skipped {
+                    m.entry("failed").or_insert(false.into());
+                }
             }
             changed |= o.changed;
             failed |= o.status == Status::Failed;
@@ -906,7 +935,15 @@ impl Executor {
         } else {
             Status::Ok
         };
-        finish_outcome(status, reg, no_log)
+        let mut out = finish_outcome(status, reg, no_log);
+        if !no_log {
+            // The loop's own dict carries no `_ansible_no_log` (its items do).
+            out.remove("_ansible_no_log");
+            if let Value::Object(c) = &mut out.callback {
+                c.shift_remove("_ansible_no_log");
+            }
+        }
+        out
     }
 
     /// One execution (one item): args templated, action run, until,
@@ -959,9 +996,8 @@ impl Executor {
                         out.set_default("msg", "Task failed: Module failed: ".into());
                         out.set_default("exception", NO_TRACEBACK.into());
                     }
-                    out.set("retries", (attempts_max - 1).into());
-                    if done && attempt == 1 {
-                        out.remove("retries");
+                    if !done {
+                        out.set("retries", (attempts_max - 1).into());
                     }
                     return out.refresh(no_log);
                 }
@@ -1124,7 +1160,7 @@ impl Executor {
         }
         // Where it runs: the host, or the delegate's connection.
         let (target_host, tvars) = match delegated {
-            Some(d) if d != h.name => {
+            Some(d) => {
                 let dh = self.host(d);
                 let dv = self.vars_for(ctx, t, &dh);
                 (dh, dv)
@@ -1154,14 +1190,24 @@ impl Executor {
                     }
                 }
                 let changed = register.get("changed").is_some_and(truthy);
-                Outcome {
+                let mut out = Outcome {
                     status: r.status,
                     changed,
                     ignored: false,
                     register,
                     callback: r.result,
                     duration: Duration::ZERO,
+                };
+                if let Some(d) = delegated {
+                    let get = |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
+                    let host = Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
+                    let dv = json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": get("ansible_connection")});
+                    out.set("_ansible_delegated_vars", dv.clone());
+                    if let Value::Object(c) = &mut out.callback {
+                        c.insert("_ansible_delegated_vars".into(), dv);
+                    }
                 }
+                out
             }
             Err(e) => error_outcome(&e.to_string(), no_log, false),
         }
@@ -1437,7 +1483,10 @@ impl Outcome {
         } else {
             Status::Ok
         };
-        let callback = crate::result::callback_view(&m, no_log);
+        let mut callback = crate::result::callback_view(&m, no_log);
+        if let (Some(dv), Value::Object(c), false) = (m.get("_ansible_delegated_vars"), &mut callback, no_log) {
+            c.insert("_ansible_delegated_vars".into(), dv.clone());
+        }
         Outcome {
             status,
             changed,

@@ -553,7 +553,9 @@ impl Parser<'_> {
         if play.name.is_empty() {
             play.name = play.hosts.clone();
         }
-        let kw = Keywords::default();
+        // Play keywords reach every task; play vars are their own layer.
+        let mut kw = play.kw.clone();
+        kw.vars.clear();
         let base = self.play_base.clone();
         let mut hs = Vec::new();
         if let Some(p) = pre {

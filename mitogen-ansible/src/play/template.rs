@@ -430,7 +430,7 @@ impl Templar {
         self.env
             .template_from_str(s)
             .map_err(|e| TemplateError::from(e).0)?;
-        check_names(s)
+        check_template_names(s)
     }
 }
 
@@ -454,6 +454,18 @@ static TEST_RE: LazyLock<Regex> = LazyLock::new(|| {
 static STR_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).expect("static regex")
 });
+
+static BLOCK_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("static regex"));
+
+/// Checks filter and test names inside a template's `{{ }}`/`{% %}`.
+fn check_template_names(src: &str) -> Result<(), String> {
+    for c in BLOCK_RE.captures_iter(src) {
+        let inner = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        check_names(inner)?;
+    }
+    Ok(())
+}
 
 fn check_names(src: &str) -> Result<(), String> {
     let code = STR_RE.replace_all(src, "''");
@@ -1183,6 +1195,7 @@ mod tests {
         assert!(t.check("x is frobbed", true).unwrap_err().contains("frobbed"));
         assert!(t.check("{{ 'a|b' | regex_replace('a|b', 'c') }}", false).is_ok());
         assert!(t.check("{{ x ", false).is_err());
+        assert!(t.check("echo a | tr {{ x | upper }}", false).is_ok());
         assert_eq!(b64::encode(b"hello"), "aGVsbG8=");
         assert_eq!(b64::decode("aGVsbG8=").unwrap(), b"hello");
     }
