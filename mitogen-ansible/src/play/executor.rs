@@ -133,6 +133,10 @@ pub struct Executor {
     subscribers: Mutex<Vec<Sender<Event>>>,
     hosts: Mutex<HashMap<String, Arc<HostState>>>,
     pool: BecomePool,
+    /// Per ssh destination: whether its ControlMaster is up. The first
+    /// connection to a destination starts the master alone; concurrent
+    /// first connections to the same `%C` would race for the socket.
+    masters: Mutex<HashMap<String, Arc<Mutex<bool>>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -161,6 +165,7 @@ impl Executor {
             templar: Templar::new(),
             subscribers: Mutex::new(Vec::new()),
             hosts: Mutex::new(HashMap::new()),
+            masters: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1334,11 +1339,24 @@ impl Executor {
                 for a in extra.iter().filter(|a| !a.starts_with("-oControl") && !a.contains("ControlPersist") && !a.contains("ControlMaster")) {
                     s = s.arg(a);
                 }
+                s = s.name(&format!("ssh.{}", h.name));
                 if self.opts.multiplex {
                     s = s.multiplex(Duration::from_secs(60));
+                    let key = format!("{:?}@{addr}:{:?}", get(&["ansible_user", "ansible_ssh_user"]), get(&["ansible_port", "ansible_ssh_port"]));
+                    let gate = self.masters.lock().entry(key).or_default().clone();
+                    let mut up = gate.lock();
+                    if *up {
+                        drop(up);
+                        self.router.connect(&s)
+                    } else {
+                        let r = self.router.connect(&s);
+                        *up = r.is_ok();
+                        r
+                    }
+                    .map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
+                } else {
+                    self.router.connect(&s).map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
                 }
-                s = s.name(&format!("ssh.{}", h.name));
-                self.router.connect(&s).map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
             }
             other => Err(format!("unsupported connection plugin '{other}' (supported: ssh, local)")),
         };
