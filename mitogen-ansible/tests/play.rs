@@ -37,7 +37,10 @@ fn main() {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn fixtures() -> PathBuf {
@@ -52,7 +55,10 @@ fn venv_python() -> Option<PathBuf> {
     if py.exists() && venv.join("bin/ansible-playbook").exists() {
         return Some(py);
     }
-    let why = format!("no ansible-core venv at {}: run `scripts/ansible-venv.sh` first", venv.display());
+    let why = format!(
+        "no ansible-core venv at {}: run `scripts/ansible-venv.sh` first",
+        venv.display()
+    );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why}");
     }
@@ -114,16 +120,28 @@ fn cases() -> Vec<Case> {
         case("04_free.yml"),
         case("05_handlers.yml"),
         case("06_blocks.yml"),
-        Case { args: &["-C", "-D"], ..case("07_check_diff.yml") },
+        Case {
+            args: &["-C", "-D"],
+            ..case("07_check_diff.yml")
+        },
         case("08_roles.yml"),
-        Case { needs: &["async_status"], ..case("09_async.yml") },
-        Case { needs: &["copy", "template"], ..case("10_copy_template.yml") },
+        Case {
+            needs: &["async_status"],
+            ..case("09_async.yml")
+        },
+        Case {
+            needs: &["copy", "template"],
+            ..case("10_copy_template.yml")
+        },
         Case {
             extra_inventory: "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
             ..case("11_delegate_once.yml")
         },
         case("12_gather.yml"),
-        Case { args: &["--tags", "a"], ..case("13_tags.yml") },
+        Case {
+            args: &["--tags", "a"],
+            ..case("13_tags.yml")
+        },
     ]
 }
 
@@ -135,19 +153,34 @@ fn read_results(path: &Path) -> Results {
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut out = Results::new();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         let host = v["host"].as_str().unwrap_or("").to_owned();
         let task = v["task"].as_str().unwrap_or("").to_owned();
         let n = seen.entry((host.clone(), task.clone())).or_default();
         *n += 1;
-        out.insert((host, task, *n), (v["status"].as_str().unwrap_or("").to_owned(), v["result"].clone()));
+        out.insert(
+            (host, task, *n),
+            (
+                v["status"].as_str().unwrap_or("").to_owned(),
+                v["result"].clone(),
+            ),
+        );
     }
     out
 }
 
 fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
     cmd.env_clear()
-        .env("PATH", format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                venv_bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .env("HOME", scratch.join("home"))
         .env("LANG", "C.UTF-8")
         .env("ANSIBLE_LOCAL_TEMP", scratch.join("local-tmp"))
@@ -162,12 +195,25 @@ fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, Str
     let _ = std::fs::remove_file(&capture);
     let mut cmd = Command::new(bin.join("ansible-playbook"));
     env_cmd(&mut cmd, scratch, bin);
-    cmd.arg("-i").arg(inv).arg(fixtures().join(c.playbook)).args(c.args)
-        .env("ANSIBLE_CALLBACK_PLUGINS", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callback_plugins"))
+    cmd.arg("-i")
+        .arg(inv)
+        .arg(fixtures().join(c.playbook))
+        .args(c.args)
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callback_plugins"),
+        )
         .env("ANSIBLE_CALLBACKS_ENABLED", "capture")
         .env("CAPTURE_FILE", &capture);
     let out = cmd.output().expect("ansible-playbook");
-    (read_results(&capture), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        read_results(&capture),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String, Option<i32>) {
@@ -176,13 +222,27 @@ fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String
     let _ = std::fs::remove_file(&json);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen-play"));
     env_cmd(&mut cmd, scratch, bin);
-    cmd.arg("-i").arg(inv).arg(fixtures().join(c.playbook)).args(c.args).arg("--json").arg(&json)
-        .arg("--ansible-python").arg(py);
+    cmd.arg("-i")
+        .arg(inv)
+        .arg(fixtures().join(c.playbook))
+        .args(c.args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--ansible-python")
+        .arg(py);
     if let Some(x) = std::env::var_os("PLAY_OURS_ARGS") {
         cmd.args(x.to_string_lossy().split_whitespace());
     }
     let out = cmd.output().expect("mitogen-play");
-    (read_results(&json), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)), out.status.code())
+    (
+        read_results(&json),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        out.status.code(),
+    )
 }
 
 fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
@@ -227,24 +287,39 @@ fn facts_view(v: &Value) -> Value {
 
 /// Runs every case against `inventory`; returns the mismatching ones.
 fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
-    let Some(py) = venv_python() else { return Vec::new() };
+    let Some(py) = venv_python() else {
+        return Vec::new();
+    };
     let scratch = Scratch::new(label);
     std::fs::create_dir_all(scratch.0.join("home")).unwrap();
     let missing = missing_actions(&py);
     let mut bad = Vec::new();
     for c in cases {
-        let pending: Vec<&str> = c.needs.iter().copied().filter(|a| missing.contains(&a.to_string())).collect();
+        let pending: Vec<&str> = c
+            .needs
+            .iter()
+            .copied()
+            .filter(|a| missing.contains(&a.to_string()))
+            .collect();
         if !pending.is_empty() {
-            eprintln!("  PENDING   {label}/{}: the runner has no {} action yet (skipped until it lands)", c.playbook, pending.join("/"));
+            eprintln!(
+                "  PENDING   {label}/{}: the runner has no {} action yet (skipped until it lands)",
+                c.playbook,
+                pending.join("/")
+            );
             continue;
         }
-        let inv = scratch.0.join(format!("inv-{}", c.playbook.trim_end_matches(".yml")));
+        let inv = scratch
+            .0
+            .join(format!("inv-{}", c.playbook.trim_end_matches(".yml")));
         std::fs::write(&inv, format!("{inventory}{}", c.extra_inventory)).unwrap();
         let (theirs, their_log) = run_ansible(&py, &scratch.0, &inv, c);
         let (ours, our_log, code) = run_ours(&py, &scratch.0, &inv, c);
         let mut d = Vec::new();
         if theirs.is_empty() {
-            d.push(format!("ansible-playbook produced no results:\n{their_log}"));
+            d.push(format!(
+                "ansible-playbook produced no results:\n{their_log}"
+            ));
         }
         for (k, (ts, tv)) in &theirs {
             let Some((os, ov)) = ours.get(k) else {
@@ -255,7 +330,12 @@ fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
                 d.push(format!("{k:?}: status ours {os} != ansible {ts}"));
             }
             if k.1 == "Gathering Facts" {
-                diff(&format!("{}/{}", k.0, k.1), &facts_view(ov), &facts_view(tv), &mut d);
+                diff(
+                    &format!("{}/{}", k.0, k.1),
+                    &facts_view(ov),
+                    &facts_view(tv),
+                    &mut d,
+                );
             } else {
                 diff(&format!("{}/{}#{}", k.0, k.1, k.2), ov, tv, &mut d);
             }
@@ -266,9 +346,17 @@ fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
             }
         }
         if d.is_empty() {
-            eprintln!("  match     {label}/{} ({} results, exit {code:?})", c.playbook, theirs.len());
+            eprintln!(
+                "  match     {label}/{} ({} results, exit {code:?})",
+                c.playbook,
+                theirs.len()
+            );
         } else {
-            eprintln!("  MISMATCH  {label}/{}:\n      {}", c.playbook, d.join("\n      "));
+            eprintln!(
+                "  MISMATCH  {label}/{}:\n      {}",
+                c.playbook,
+                d.join("\n      ")
+            );
             if std::env::var_os("PLAY_TEST_LOGS").is_some() {
                 eprintln!("--- ours:\n{our_log}\n--- ansible:\n{their_log}");
             }
@@ -296,7 +384,10 @@ const LOCAL3: &str = "[targets]\nh1 ansible_connection=local ansible_python_inte
 
 fn playbooks_local() {
     let only = std::env::var("PLAY_TEST_ONLY").unwrap_or_default();
-    let cs: Vec<Case> = cases().into_iter().filter(|c| only.is_empty() || c.playbook.contains(only.as_str())).collect();
+    let cs: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| only.is_empty() || c.playbook.contains(only.as_str()))
+        .collect();
     let bad = compare_all("local", LOCAL3, &cs);
     assert!(bad.is_empty(), "mismatches: {bad:?}");
 }
@@ -323,7 +414,10 @@ fn playbooks_ssh() {
         ssh_line("h3", &sshd, "mtg-key", "")
     );
     let only = std::env::var("PLAY_TEST_ONLY").unwrap_or_default();
-    let cs: Vec<Case> = cases().into_iter().filter(|c| only.is_empty() || c.playbook.contains(only.as_str())).collect();
+    let cs: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| only.is_empty() || c.playbook.contains(only.as_str()))
+        .collect();
     let bad = compare_all("ssh", &inv, &cs);
     assert!(bad.is_empty(), "mismatches: {bad:?}");
 }
@@ -346,12 +440,30 @@ fn bad_input_is_refused_before_running() {
     let inv = scratch.0.join("inv");
     std::fs::write(&inv, "localhost ansible_connection=local\n").unwrap();
     let cases: &[(&str, &str)] = &[
-        ("- hosts: all\n  tasks:\n    - name: t\n      command: echo hi\n      bogus_kw: 1\n", ":5: conflicting action statements: command, bogus_kw"),
-        ("- hosts: all\n  tasks:\n    - debug: msg=\"{{ x | to_yaml }}\"\n", ":3: template error"),
-        ("- hosts: all\n  tasks:\n    - no_such_module_mtg: {}\n", "couldn't resolve module/action 'no_such_module_mtg'"),
-        ("- hosts: all\n  tasks:\n    - debug: [\n", "YAML syntax error"),
-        ("- hosts: all\n  tasks:\n    - command: echo\n      with_nested: [[1]]\n", ":4: unsupported loop 'with_nested'"),
-        ("- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n", "unsupported test 'frobnicated'"),
+        (
+            "- hosts: all\n  tasks:\n    - name: t\n      command: echo hi\n      bogus_kw: 1\n",
+            ":5: conflicting action statements: command, bogus_kw",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ x | to_yaml }}\"\n",
+            ":3: template error",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - no_such_module_mtg: {}\n",
+            "couldn't resolve module/action 'no_such_module_mtg'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: [\n",
+            "YAML syntax error",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      with_nested: [[1]]\n",
+            ":4: unsupported loop 'with_nested'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n",
+            "unsupported test 'frobnicated'",
+        ),
     ];
     for (i, (pb, want)) in cases.iter().enumerate() {
         let path = scratch.0.join(format!("bad{i}.yml"));
@@ -359,14 +471,22 @@ fn bad_input_is_refused_before_running() {
         std::fs::write(&path, pb).unwrap();
         let json = scratch.0.join(format!("bad{i}.jsonl"));
         let out = Command::new(env!("CARGO_BIN_EXE_mitogen-play"))
-            .arg("-i").arg(&inv).arg(&path).arg("--json").arg(&json)
-            .arg("--ansible-python").arg(&py)
+            .arg("-i")
+            .arg(&inv)
+            .arg(&path)
+            .arg("--json")
+            .arg(&json)
+            .arg("--ansible-python")
+            .arg(&py)
             .current_dir(&scratch.0)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "case {i}: {err}");
-        assert!(err.contains(want) && err.contains(&format!("bad{i}.yml")), "case {i}: want {want:?} in {err}");
+        assert!(
+            err.contains(want) && err.contains(&format!("bad{i}.yml")),
+            "case {i}: want {want:?} in {err}"
+        );
         assert!(!json.exists(), "case {i}: something ran");
     }
 }

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
+const USAGE: &str =
+    "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
        [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]... [--json FILE]
        [--syntax-check] [--list-hosts] [--ansible-python PY] [--no-multiplex] [-v]";
 
@@ -80,15 +81,27 @@ fn parse_args() -> Result<Args, String> {
             "-l" | "--limit" => a.limit = Some(value(&flag)?),
             "-f" | "--forks" => {
                 let v = value(&flag)?;
-                a.forks = Some(v.parse().map_err(|_| format!("--forks: not a number: {v}"))?);
+                a.forks = Some(
+                    v.parse()
+                        .map_err(|_| format!("--forks: not a number: {v}"))?,
+                );
             }
             "-C" | "--check" => a.check = true,
             "-D" | "--diff" => a.diff = true,
             "-e" | "--extra-vars" => a.extra.push(value(&flag)?),
-            "-t" | "--tags" => a.tags.extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
-            "--skip-tags" => a.skip_tags.extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
+            "-t" | "--tags" => a
+                .tags
+                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
+            "--skip-tags" => a
+                .skip_tags
+                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
             "-M" | "--module-path" => {
-                a.module_path.extend(value(&flag)?.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+                a.module_path.extend(
+                    value(&flag)?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from),
+                );
             }
             "--json" => a.json = Some(PathBuf::from(value(&flag)?)),
             "--syntax-check" => a.syntax_check = true,
@@ -103,7 +116,9 @@ fn parse_args() -> Result<Args, String> {
                 println!("mitogen-play {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
-            v if v.starts_with("-v") && v[1..].chars().all(|c| c == 'v') => a.verbose += (v.len() - 1) as u8,
+            v if v.starts_with("-v") && v[1..].chars().all(|c| c == 'v') => {
+                a.verbose += (v.len() - 1) as u8
+            }
             "--verbose" => a.verbose += 1,
             v if v.starts_with('-') && v.len() > 1 => return Err(format!("unknown option {v}")),
             _ => a.playbooks.push(PathBuf::from(arg)),
@@ -118,7 +133,9 @@ fn parse_args() -> Result<Args, String> {
 /// ansible-core's python: `--ansible-python`, `$MITOGEN_ANSIBLE_PYTHON`,
 /// the interpreter of `ansible-playbook` in `PATH`, else `python3`.
 fn find_python(explicit: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = explicit.or_else(|| std::env::var_os("MITOGEN_ANSIBLE_PYTHON").map(PathBuf::from)) {
+    if let Some(p) =
+        explicit.or_else(|| std::env::var_os("MITOGEN_ANSIBLE_PYTHON").map(PathBuf::from))
+    {
         return p;
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -146,13 +163,15 @@ fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
     for s in specs {
         let s = s.trim();
         if let Some(f) = s.strip_prefix('@') {
-            let vars = mitogen_ansible::play::inventory::read_vars_file(std::path::Path::new(f)).map_err(|e| e.to_string())?;
+            let vars = mitogen_ansible::play::inventory::read_vars_file(std::path::Path::new(f))
+                .map_err(|e| e.to_string())?;
             m.extend(vars);
         } else if s.starts_with('{') {
             match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(o)) => m.extend(o),
                 _ => {
-                    let n = mitogen_ansible::play::yaml::parse_one(s, std::path::Path::new("-e")).map_err(|e| e.to_string())?;
+                    let n = mitogen_ansible::play::yaml::parse_one(s, std::path::Path::new("-e"))
+                        .map_err(|e| e.to_string())?;
                     match n.to_json() {
                         Value::Object(o) => m.extend(o),
                         _ => return Err(format!("-e {s}: not a mapping")),
@@ -160,7 +179,9 @@ fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
                 }
             }
         } else {
-            m.extend(mitogen_ansible::play::util::parse_kv(s, false).map_err(|e| format!("-e: {e}"))?);
+            m.extend(
+                mitogen_ansible::play::util::parse_kv(s, false).map_err(|e| format!("-e: {e}"))?,
+            );
         }
     }
     Ok(m)
@@ -254,7 +275,10 @@ impl Printer {
                 self.done += 1;
                 if self.tty && self.task_hosts > 1 && self.done < self.task_hosts {
                     let _ = out.flush();
-                    eprint!("\r\x1b[2K  [{}] {}/{} hosts done", self.current_task, self.done, self.task_hosts);
+                    eprint!(
+                        "\r\x1b[2K  [{}] {}/{} hosts done",
+                        self.current_task, self.done, self.task_hosts
+                    );
                     self.progress_shown = true;
                 }
             }
@@ -315,7 +339,12 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         eprintln!("[NOTE]: {n}");
     }
     let python = find_python(args.python.clone());
-    let mut source = ModuleSource::from_ansible_core(&python).map_err(|e| (1, format!("{e} (pass --ansible-python or set MITOGEN_ANSIBLE_PYTHON)")))?;
+    let mut source = ModuleSource::from_ansible_core(&python).map_err(|e| {
+        (
+            1,
+            format!("{e} (pass --ansible-python or set MITOGEN_ANSIBLE_PYTHON)"),
+        )
+    })?;
     for d in args.module_path.iter().chain(&cfg.library) {
         source = source.library_dir(d);
     }
@@ -333,7 +362,12 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     let check_source = source.clone();
     let parse = ParseOptions {
         roles_path: cfg.roles_path.clone(),
-        module_exists: Some(ModuleCheck(Arc::new(move |name: &str| check_source.find(name).map(|_| ()).map_err(|e| e.to_string())))),
+        module_exists: Some(ModuleCheck(Arc::new(move |name: &str| {
+            check_source
+                .find(name)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))),
     };
     let mut plays: Vec<Play> = Vec::new();
     for pb in &args.playbooks {
@@ -358,7 +392,10 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     }
     let extra = extra_vars(&args.extra).map_err(|e| (5, e))?;
     let mut opts = Options::default();
-    opts.forks = args.forks.or(cfg.forks).unwrap_or(mitogen_ansible::play::DEFAULT_FORKS);
+    opts.forks = args
+        .forks
+        .or(cfg.forks)
+        .unwrap_or(mitogen_ansible::play::DEFAULT_FORKS);
     opts.check = args.check;
     opts.diff = args.diff;
     opts.tags = args.tags.clone();
@@ -371,14 +408,29 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.remote_user = cfg.remote_user.clone();
     opts.interpreter_python = cfg.interpreter_python.clone();
     opts.private_key_file = cfg.private_key_file.clone();
-    opts.become_ = (cfg.become_, cfg.become_user.clone(), cfg.become_method.clone());
+    opts.become_ = (
+        cfg.become_,
+        cfg.become_user.clone(),
+        cfg.become_method.clone(),
+    );
     opts.pipelining = cfg.pipelining;
-    opts.ssh_args = cfg.ssh_args.as_deref().map(|s| mitogen_ansible::play::util::shlex_split(s).unwrap_or_default()).unwrap_or_default();
+    opts.ssh_args = cfg
+        .ssh_args
+        .as_deref()
+        .map(|s| mitogen_ansible::play::util::shlex_split(s).unwrap_or_default())
+        .unwrap_or_default();
     opts.gather_explicit = cfg.gathering == "explicit";
     if args.list_hosts {
         for p in &plays {
             let hosts = inventory.matching(&p.hosts).map_err(|e| (4, e))?;
-            println!("\n  play #{} ({}): {}\tTAGS: []\n    pattern: ['{}']\n    hosts ({}):", 1, p.hosts, p.name, p.hosts, hosts.len());
+            println!(
+                "\n  play #{} ({}): {}\tTAGS: []\n    pattern: ['{}']\n    hosts ({}):",
+                1,
+                p.hosts,
+                p.name,
+                p.hosts,
+                hosts.len()
+            );
             for h in hosts {
                 println!("      {h}");
             }
@@ -386,7 +438,9 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         return Ok(0);
     }
     let json = match &args.json {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| (1, format!("{}: {e}", p.display())))?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| (1, format!("{}: {e}", p.display())))?,
+        )),
         None => None,
     };
     let runner = Arc::new(Runner::new(source));

@@ -78,7 +78,10 @@ impl Default for Config {
 }
 
 fn truthy(s: &str) -> bool {
-    matches!(s.trim().to_lowercase().as_str(), "1" | "yes" | "true" | "on" | "y" | "t")
+    matches!(
+        s.trim().to_lowercase().as_str(),
+        "1" | "yes" | "true" | "on" | "y" | "t"
+    )
 }
 
 fn paths(s: &str, base: &Path) -> Vec<PathBuf> {
@@ -141,53 +144,92 @@ impl Config {
                     .filter(|s| !s.is_empty())
                     .map(|s| {
                         let p = expand_home(s);
-                        if p.is_relative() { base.join(p) } else { p }.display().to_string()
+                        if p.is_relative() { base.join(p) } else { p }
+                            .display()
+                            .to_string()
                     })
                     .collect();
             }
             ("defaults", "library") => self.library = paths(v, base),
             ("defaults", "roles_path") => self.roles_path = paths(v, base),
-            ("defaults", "collections_path" | "collections_paths") => self.collections_path = paths(v, base),
+            ("defaults", "collections_path" | "collections_paths") => {
+                self.collections_path = paths(v, base)
+            }
             ("defaults", "remote_user") => self.remote_user = Some(v.to_owned()),
             ("defaults", "remote_tmp") => self.remote_tmp = Some(v.to_owned()),
             ("defaults", "forks") => {
-                self.forks = Some(v.parse().map_err(|_| format!("forks must be a number, got '{v}'"))?);
+                self.forks = Some(
+                    v.parse()
+                        .map_err(|_| format!("forks must be a number, got '{v}'"))?,
+                );
             }
             ("defaults", "interpreter_python") => self.interpreter_python = Some(v.to_owned()),
             ("defaults", "host_key_checking") => self.host_key_checking = truthy(v),
             ("defaults", "private_key_file") => self.private_key_file = Some(expand_home(v)),
             ("defaults", "timeout") => {
-                self.timeout = v.parse().map_err(|_| format!("timeout must be a number, got '{v}'"))?;
+                self.timeout = v
+                    .parse()
+                    .map_err(|_| format!("timeout must be a number, got '{v}'"))?;
             }
             ("defaults", "gathering") => self.gathering = v.to_owned(),
-            ("defaults", "callbacks_enabled" | "callback_whitelist" | "stdout_callback" | "callback_plugins") => {
+            (
+                "defaults",
+                "callbacks_enabled" | "callback_whitelist" | "stdout_callback" | "callback_plugins",
+            ) => {
                 self.notes.push(format!("ignoring {key} = {v}: mitogen-play has its own output (use --json for machine-readable results)"));
             }
             ("defaults", "strategy" | "strategy_plugins") => {
-                self.notes.push(format!("ignoring {key} = {v}: mitogen-play runs its own linear/free strategies"));
+                self.notes.push(format!(
+                    "ignoring {key} = {v}: mitogen-play runs its own linear/free strategies"
+                ));
             }
-            ("defaults", "retry_files_enabled" | "nocows" | "deprecation_warnings" | "command_warnings" | "localhost_warning" | "interpreter_python_fallback" | "display_skipped_hosts" | "stdout_callback_plugins" | "bin_ansible_callbacks" | "local_tmp") => {}
+            (
+                "defaults",
+                "retry_files_enabled"
+                | "nocows"
+                | "deprecation_warnings"
+                | "command_warnings"
+                | "localhost_warning"
+                | "interpreter_python_fallback"
+                | "display_skipped_hosts"
+                | "stdout_callback_plugins"
+                | "bin_ansible_callbacks"
+                | "local_tmp",
+            ) => {}
             ("privilege_escalation", "become") => self.become_ = truthy(v),
             ("privilege_escalation", "become_user") => self.become_user = v.to_owned(),
             ("privilege_escalation", "become_method") => self.become_method = v.to_owned(),
             ("privilege_escalation", "become_ask_pass") => {
                 if truthy(v) {
-                    return Err("become_ask_pass is not supported (use ansible_become_password)".into());
+                    return Err(
+                        "become_ask_pass is not supported (use ansible_become_password)".into(),
+                    );
                 }
             }
             ("ssh_connection", "pipelining") => self.pipelining = truthy(v),
             ("ssh_connection", "ssh_args") => self.ssh_args = Some(v.to_owned()),
-            ("ssh_connection", "control_path_dir" | "control_path" | "retries" | "scp_if_ssh" | "transfer_method") => {
-                self.notes.push(format!("ignoring [ssh_connection] {key}: mitogen-play manages ssh multiplexing itself"));
+            (
+                "ssh_connection",
+                "control_path_dir" | "control_path" | "retries" | "scp_if_ssh" | "transfer_method",
+            ) => {
+                self.notes.push(format!(
+                    "ignoring [ssh_connection] {key}: mitogen-play manages ssh multiplexing itself"
+                ));
             }
-            (s, k) => self.notes.push(format!("ignoring unsupported setting [{s}] {k}")),
+            (s, k) => self
+                .notes
+                .push(format!("ignoring unsupported setting [{s}] {k}")),
         }
         Ok(())
     }
 
     fn apply_ini(&mut self, text: &str, file: &Path) -> Result<(), PlayError> {
         let base = file.parent().map(Path::to_owned).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let mut section = String::new();
         for (n, raw) in text.lines().enumerate() {
             let loc = super::yaml::Loc {
@@ -203,11 +245,21 @@ impl Config {
                 continue;
             }
             let Some((k, v)) = line.split_once('=').or_else(|| line.split_once(':')) else {
-                return Err(PlayError::at(&loc, format!("expected key = value, got '{line}'")));
+                return Err(PlayError::at(
+                    &loc,
+                    format!("expected key = value, got '{line}'"),
+                ));
             };
             // Inline comments after ` ;` / ` #`.
-            let v = v.split(" ;").next().unwrap_or(v).split(" #").next().unwrap_or(v);
-            self.set(&section, k.trim(), v.trim(), &base).map_err(|e| PlayError::at(&loc, e))?;
+            let v = v
+                .split(" ;")
+                .next()
+                .unwrap_or(v)
+                .split(" #")
+                .next()
+                .unwrap_or(v);
+            self.set(&section, k.trim(), v.trim(), &base)
+                .map_err(|e| PlayError::at(&loc, e))?;
         }
         Ok(())
     }
@@ -227,14 +279,22 @@ impl Config {
             ("ANSIBLE_REMOTE_USER", "defaults", "remote_user"),
             ("ANSIBLE_REMOTE_TMP", "defaults", "remote_tmp"),
             ("ANSIBLE_FORKS", "defaults", "forks"),
-            ("ANSIBLE_PYTHON_INTERPRETER", "defaults", "interpreter_python"),
+            (
+                "ANSIBLE_PYTHON_INTERPRETER",
+                "defaults",
+                "interpreter_python",
+            ),
             ("ANSIBLE_HOST_KEY_CHECKING", "defaults", "host_key_checking"),
             ("ANSIBLE_PRIVATE_KEY_FILE", "defaults", "private_key_file"),
             ("ANSIBLE_TIMEOUT", "defaults", "timeout"),
             ("ANSIBLE_GATHERING", "defaults", "gathering"),
             ("ANSIBLE_BECOME", "privilege_escalation", "become"),
             ("ANSIBLE_BECOME_USER", "privilege_escalation", "become_user"),
-            ("ANSIBLE_BECOME_METHOD", "privilege_escalation", "become_method"),
+            (
+                "ANSIBLE_BECOME_METHOD",
+                "privilege_escalation",
+                "become_method",
+            ),
             ("ANSIBLE_PIPELINING", "ssh_connection", "pipelining"),
             ("ANSIBLE_SSH_PIPELINING", "ssh_connection", "pipelining"),
             ("ANSIBLE_SSH_ARGS", "ssh_connection", "ssh_args"),
@@ -267,9 +327,12 @@ mod tests {
         assert_eq!(c.forks, Some(50));
         assert!(c.become_);
         assert!(c.notes[0].contains("callbacks_enabled"));
-        c.apply_env(|k| (k == "ANSIBLE_FORKS").then(|| "7".to_owned())).unwrap();
+        c.apply_env(|k| (k == "ANSIBLE_FORKS").then(|| "7".to_owned()))
+            .unwrap();
         assert_eq!(c.forks, Some(7));
-        let e = c.apply_ini("[defaults]\nforks = many\n", Path::new("a.cfg")).unwrap_err();
+        let e = c
+            .apply_ini("[defaults]\nforks = many\n", Path::new("a.cfg"))
+            .unwrap_err();
         assert!(e.to_string().contains("a.cfg:2"), "{e}");
     }
 }

@@ -1,10 +1,10 @@
 //! The executor: plays over hosts with the linear and free strategies.
 
+use super::PlayError;
 use super::events::{Event, HostResult, Outcome, Stats};
 use super::inventory::{Inventory, read_vars_file};
 use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
 use super::template::{Templar, Vars, truthy};
-use super::PlayError;
 use crate::{Connection, Runner, Status, Target, Task};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mitogen_core::{Context, Local, Router};
@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Default `forks`: hosts worked on at once. Ansible's is 5 because each
@@ -141,13 +141,18 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
 fn bool_val(v: &Value) -> bool {
     match v {
-        Value::String(s) => matches!(s.to_lowercase().trim(), "yes" | "on" | "1" | "true" | "y" | "t"),
+        Value::String(s) => matches!(
+            s.to_lowercase().trim(),
+            "yes" | "on" | "1" | "true" | "y" | "t"
+        ),
         other => truthy(other),
     }
 }
@@ -270,7 +275,9 @@ impl Executor {
             .string(&play.hosts, &vars)
             .map_err(|e| PlayError::at(&play.loc, format!("hosts: {e}")))?;
         let mut inv = self.inventory.lock();
-        let mut hosts = inv.matching(&pattern).map_err(|e| PlayError::at(&play.loc, e))?;
+        let mut hosts = inv
+            .matching(&pattern)
+            .map_err(|e| PlayError::at(&play.loc, e))?;
         if let Some(l) = &self.opts.limit {
             let allowed = inv.matching(l).map_err(PlayError::Other)?;
             hosts.retain(|h| allowed.contains(h));
@@ -278,7 +285,11 @@ impl Executor {
         Ok(hosts)
     }
 
-    fn play_vars(&self, play: &Play, _hosts: &[String]) -> Result<Arc<Map<String, Value>>, PlayError> {
+    fn play_vars(
+        &self,
+        play: &Play,
+        _hosts: &[String],
+    ) -> Result<Arc<Map<String, Value>>, PlayError> {
         let mut m = play.kw.vars.clone();
         for (f, loc) in &play.vars_files {
             let mut vars = Vars::new();
@@ -288,16 +299,20 @@ impl Executor {
                 .templar
                 .value(f, &vars)
                 .map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
-            let name = name.as_str().map_or_else(|| name.to_string(), str::to_owned);
+            let name = name
+                .as_str()
+                .map_or_else(|| name.to_string(), str::to_owned);
             let p = play.base.join(&name);
-            let loaded = read_vars_file(&p).map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
+            let loaded =
+                read_vars_file(&p).map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
             m.extend(loaded);
         }
         Ok(Arc::new(m))
     }
 
     fn run_batch(&self, ctx: &PlayCtx<'_>, hosts: &[String]) {
-        let gather = ctx.play.gather_facts && !self.opts.gather_explicit || ctx.play.gather_facts && self.opts.gather_explicit;
+        let gather = ctx.play.gather_facts && !self.opts.gather_explicit
+            || ctx.play.gather_facts && self.opts.gather_explicit;
         let gather_task = gather.then(|| gather_task(ctx.play));
         match ctx.play.strategy {
             Strategy::Linear => {
@@ -315,16 +330,18 @@ impl Executor {
                 let n = self.opts.forks.clamp(1, hosts.len().max(1));
                 std::thread::scope(|s| {
                     for _ in 0..n {
-                        s.spawn(|| loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(h) = hosts.get(i) else { break };
-                            let one = vec![self.host(h)];
-                            if let Some(g) = &gather_task {
-                                self.linear_task(ctx, g, &one);
-                            }
-                            for section in &ctx.play.sections {
-                                self.linear_items(ctx, section, &one);
-                                self.flush_handlers(ctx, &one);
+                        s.spawn(|| {
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(h) = hosts.get(i) else { break };
+                                let one = vec![self.host(h)];
+                                if let Some(g) = &gather_task {
+                                    self.linear_task(ctx, g, &one);
+                                }
+                                for section in &ctx.play.sections {
+                                    self.linear_items(ctx, section, &one);
+                                    self.flush_handlers(ctx, &one);
+                                }
                             }
                         });
                     }
@@ -360,10 +377,16 @@ impl Executor {
                     self.linear_items(ctx, &b.block, &entered);
                     let failed: Vec<Arc<HostState>> = entered
                         .iter()
-                        .filter(|h| h.failed.load(Ordering::Relaxed) && !h.unreachable.load(Ordering::Relaxed))
+                        .filter(|h| {
+                            h.failed.load(Ordering::Relaxed)
+                                && !h.unreachable.load(Ordering::Relaxed)
+                        })
                         .cloned()
                         .collect();
-                    if !b.rescue.is_empty() && !failed.is_empty() && !ctx.aborted.load(Ordering::Relaxed) {
+                    if !b.rescue.is_empty()
+                        && !failed.is_empty()
+                        && !ctx.aborted.load(Ordering::Relaxed)
+                    {
                         for h in &failed {
                             h.failed.store(false, Ordering::Relaxed);
                             let mut st = h.stats.lock();
@@ -377,10 +400,16 @@ impl Executor {
                     if !b.always.is_empty() {
                         let reach: Vec<Arc<HostState>> = entered
                             .iter()
-                            .filter(|h| !h.unreachable.load(Ordering::Relaxed) && !h.ended.load(Ordering::Relaxed))
+                            .filter(|h| {
+                                !h.unreachable.load(Ordering::Relaxed)
+                                    && !h.ended.load(Ordering::Relaxed)
+                            })
                             .cloned()
                             .collect();
-                        let was: Vec<bool> = reach.iter().map(|h| h.failed.swap(false, Ordering::Relaxed)).collect();
+                        let was: Vec<bool> = reach
+                            .iter()
+                            .map(|h| h.failed.swap(false, Ordering::Relaxed))
+                            .collect();
                         self.linear_items(ctx, &b.always, &reach);
                         for (h, f) in reach.iter().zip(was) {
                             if f {
@@ -395,12 +424,21 @@ impl Executor {
 
     fn tags_skip(&self, t: &TaskDef) -> bool {
         let tags = &t.kw.tags;
-        if tags.iter().any(|x| x == "never") && !self.opts.tags.iter().any(|x| tags.contains(x) || x == "never") {
+        if tags.iter().any(|x| x == "never")
+            && !self
+                .opts
+                .tags
+                .iter()
+                .any(|x| tags.contains(x) || x == "never")
+        {
             return true;
         }
         if !self.opts.tags.is_empty() {
             let hit = self.opts.tags.iter().any(|x| {
-                tags.contains(x) || x == "all" || (x == "tagged" && !tags.is_empty()) || (x == "untagged" && tags.is_empty())
+                tags.contains(x)
+                    || x == "all"
+                    || (x == "tagged" && !tags.is_empty())
+                    || (x == "untagged" && tags.is_empty())
             }) || tags.iter().any(|x| x == "always");
             if !hit {
                 return true;
@@ -446,7 +484,11 @@ impl Executor {
         self.task_start(ctx, t, &display, handler);
         let display = self.plain_name(t, &hosts[0], ctx);
         let run_once = t.kw.run_once.as_ref().is_some_and(bool_val);
-        let targets: Vec<Arc<HostState>> = if run_once { hosts[..1].to_vec() } else { hosts.clone() };
+        let targets: Vec<Arc<HostState>> = if run_once {
+            hosts[..1].to_vec()
+        } else {
+            hosts.clone()
+        };
         let results: Mutex<Vec<(Arc<HostState>, Outcome)>> = Mutex::new(Vec::new());
         self.parallel(&targets, |h| {
             let started = Instant::now();
@@ -458,14 +500,29 @@ impl Executor {
         if run_once {
             // The result (and register) applies to every host.
             let first = results.lock().first().map(|(_, o)| o.clone());
-            if let (Some(o), Some(reg)) = (first, &t.register) {
+            if let Some(o) = first {
                 for h in &hosts[1..] {
-                    h.registered.lock().insert(reg.clone(), o.register.clone());
+                    if let Some(reg) = &t.register {
+                        h.registered.lock().insert(reg.clone(), o.register.clone());
+                    }
+                    if matches!(o.status, Status::Ok | Status::Changed) {
+                        if let Some(Value::Object(f)) = o.register.get("ansible_facts") {
+                            let mut facts = h.facts.lock();
+                            for (k, v) in f {
+                                facts.insert(
+                                    k.strip_prefix("ansible_").unwrap_or(k).to_owned(),
+                                    v.clone(),
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
         let res = results.into_inner();
-        let any_failed = res.iter().any(|(_, o)| o.status == Status::Failed && !o.ignored);
+        let any_failed = res
+            .iter()
+            .any(|(_, o)| o.status == Status::Failed && !o.ignored);
         let fatal = t.kw.any_errors_fatal.as_ref().is_some_and(bool_val);
         if any_failed && fatal {
             ctx.aborted.store(true, Ordering::Relaxed);
@@ -497,10 +554,12 @@ impl Executor {
         let n = self.opts.forks.clamp(1, hosts.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..n {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(h) = hosts.get(i) else { break };
-                    f(h);
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(h) = hosts.get(i) else { break };
+                        f(h);
+                    }
                 });
             }
         });
@@ -534,7 +593,15 @@ impl Executor {
         }
     }
 
-    fn account(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>, out: &Outcome, display: &str, delegated: Option<String>) {
+    fn account(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        out: &Outcome,
+        display: &str,
+        delegated: Option<String>,
+    ) {
         {
             let mut st = h.stats.lock();
             match out.status {
@@ -565,7 +632,10 @@ impl Executor {
             let vars = self.vars_for(ctx, t, h);
             let mut n = h.notified.lock();
             for name in &t.notify {
-                let name = self.templar.string(name, &vars).unwrap_or_else(|_| name.clone());
+                let name = self
+                    .templar
+                    .string(name, &vars)
+                    .unwrap_or_else(|_| name.clone());
                 if !n.contains(&name) {
                     n.push(name);
                 }
@@ -601,7 +671,12 @@ impl Executor {
         let groups_of = inv.host_groups(&h.name);
         magic.insert(
             "group_names".into(),
-            groups_of.iter().filter(|g| *g != "all" && *g != "ungrouped").cloned().collect::<Vec<_>>().into(),
+            groups_of
+                .iter()
+                .filter(|g| *g != "all" && *g != "ungrouped")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
         );
         let mut groups = Map::new();
         for g in inv.group_names() {
@@ -623,14 +698,23 @@ impl Executor {
         magic.insert("ansible_play_hosts".into(), alive.clone().into());
         magic.insert("play_hosts".into(), alive.into());
         magic.insert("ansible_play_name".into(), ctx.play.name.clone().into());
-        magic.insert("playbook_dir".into(), abs(&ctx.play.base).display().to_string().into());
+        magic.insert(
+            "playbook_dir".into(),
+            abs(&ctx.play.base).display().to_string().into(),
+        );
         magic.insert("ansible_check_mode".into(), self.opts.check.into());
         magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
         magic.insert("omit".into(), OMIT.into());
-        magic.insert("ansible_version".into(), json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}));
+        magic.insert(
+            "ansible_version".into(),
+            json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}),
+        );
         if let Some(r) = &t.role {
             magic.insert("role_name".into(), r.name.clone().into());
-            magic.insert("role_path".into(), abs(&r.path).display().to_string().into());
+            magic.insert(
+                "role_path".into(),
+                abs(&r.path).display().to_string().into(),
+            );
         }
         v.push(Arc::new(magic));
         let facts = h.facts.lock();
@@ -682,7 +766,11 @@ impl Executor {
                 .name
                 .iter()
                 .cloned()
-                .chain(hd.role.as_ref().and_then(|r| hd.name.as_ref().map(|n| format!("{} : {n}", r.name))))
+                .chain(
+                    hd.role
+                        .as_ref()
+                        .and_then(|r| hd.name.as_ref().map(|n| format!("{} : {n}", r.name))),
+                )
                 .chain(hd.listen.iter().cloned())
                 .collect();
             let which: Vec<Arc<HostState>> = self
@@ -710,7 +798,11 @@ impl Executor {
                 Ok(false) => {
                     let display = self.display_name(t, h, ctx);
                     self.task_start(ctx, t, &display, false);
-                    let out = skipped_outcome(t, false, &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>());
+                    let out = skipped_outcome(
+                        t,
+                        false,
+                        &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+                    );
                     self.account(ctx, t, h, &out, &display, None);
                     continue;
                 }
@@ -725,15 +817,32 @@ impl Executor {
             let display = self.display_name(t, h, ctx);
             self.task_start(ctx, t, &display, false);
             let plain = self.plain_name(t, h, ctx);
-            let args = self.templar.value(&t.args, &vars).unwrap_or_else(|_| t.args.clone());
+            let args = self
+                .templar
+                .value(&t.args, &vars)
+                .unwrap_or_else(|_| t.args.clone());
             if t.included.is_some() {
                 let mut m = Map::new();
                 m.insert("include_args".into(), args);
-                self.account(ctx, t, h, &finish_outcome(Status::Ok, m, false), &plain, None);
+                self.account(
+                    ctx,
+                    t,
+                    h,
+                    &finish_outcome(Status::Ok, m, false),
+                    &plain,
+                    None,
+                );
                 role_hosts.push(h.clone());
                 continue;
             }
-            let f = raw_param(&t.args).or_else(|| t.args.get("file").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
+            let f = raw_param(&t.args)
+                .or_else(|| {
+                    t.args
+                        .get("file")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
             match self.templar.string(&f, &vars) {
                 Ok(f) => {
                     let mut m = Map::new();
@@ -742,7 +851,14 @@ impl Executor {
                     ia.shift_remove("_raw_params");
                     ia.shift_remove("file");
                     m.insert("include_args".into(), Value::Object(ia));
-                    self.account(ctx, t, h, &finish_outcome(Status::Ok, m, false), &plain, None);
+                    self.account(
+                        ctx,
+                        t,
+                        h,
+                        &finish_outcome(Status::Ok, m, false),
+                        &plain,
+                        None,
+                    );
                     let p = playbook::resolve_task_file(t, &f);
                     match groups.iter_mut().find(|(x, _)| *x == p) {
                         Some((_, v)) => v.push(h.clone()),
@@ -783,7 +899,12 @@ impl Executor {
 
     fn when_ok(&self, t: &TaskDef, vars: &Vars) -> Result<bool, String> {
         for (c, loc) in &t.kw.when {
-            if !self.templar.cond(c, vars).map_err(|e| format!("{loc}: The conditional check '{}' failed: {e}", cond_text(c)))? {
+            if !self.templar.cond(c, vars).map_err(|e| {
+                format!(
+                    "{loc}: The conditional check '{}' failed: {e}",
+                    cond_text(c)
+                )
+            })? {
                 return Ok(false);
             }
         }
@@ -800,32 +921,50 @@ impl Executor {
     }
 
     fn ignore_errors(&self, t: &TaskDef, vars: &Vars) -> bool {
-        t.kw.ignore_errors.as_ref().is_some_and(|v| self.templar.value(v, vars).map(|x| bool_val(&x)).unwrap_or(false))
+        t.kw.ignore_errors.as_ref().is_some_and(|v| {
+            self.templar
+                .value(v, vars)
+                .map(|x| bool_val(&x))
+                .unwrap_or(false)
+        })
     }
 
     fn kw_bool(&self, v: &Option<Value>, vars: &Vars) -> Option<bool> {
-        v.as_ref().map(|v| self.templar.value(v, vars).map(|x| bool_val(&x)).unwrap_or(false))
+        v.as_ref().map(|v| {
+            self.templar
+                .value(v, vars)
+                .map(|x| bool_val(&x))
+                .unwrap_or(false)
+        })
     }
 
     /// Runs `t` on one host (loop, when, until, changed/failed_when, register).
-    fn run_on_host(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>) -> (Outcome, Option<String>) {
+    fn run_on_host(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+    ) -> (Outcome, Option<String>) {
         let vars = self.vars_for(ctx, t, h);
         let no_log = self.kw_bool(&t.kw.no_log, &vars).unwrap_or(false);
         let ignore = self.ignore_errors(t, &vars);
-        let ignore_unreachable = self.kw_bool(&t.kw.ignore_unreachable, &vars).unwrap_or(false);
-        let delegated = t
-            .kw
-            .delegate_to
-            .as_ref()
-            .and_then(|d| self.templar.value(d, &vars).ok())
-            .and_then(|d| d.as_str().map(str::to_owned));
+        let ignore_unreachable = self
+            .kw_bool(&t.kw.ignore_unreachable, &vars)
+            .unwrap_or(false);
+        let delegated =
+            t.kw.delegate_to
+                .as_ref()
+                .and_then(|d| self.templar.value(d, &vars).ok())
+                .and_then(|d| d.as_str().map(str::to_owned));
         let mut out = match &t.loop_ {
             None => match self.when_ok(t, &vars) {
                 Ok(true) => self.one(ctx, t, h, &vars, no_log, delegated.as_deref()),
                 Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &vars)]),
                 Err(e) => error_outcome(&e, no_log, ignore),
             },
-            Some((src, kind)) => self.looped(ctx, t, h, &vars, src, kind, no_log, delegated.as_deref()),
+            Some((src, kind)) => {
+                self.looped(ctx, t, h, &vars, src, kind, no_log, delegated.as_deref())
+            }
         };
         out.ignored = match out.status {
             Status::Failed => ignore,
@@ -833,7 +972,9 @@ impl Executor {
             _ => false,
         };
         if let Some(reg) = &t.register {
-            h.registered.lock().insert(reg.clone(), out.register.clone());
+            h.registered
+                .lock()
+                .insert(reg.clone(), out.register.clone());
         }
         (out, delegated)
     }
@@ -852,25 +993,50 @@ impl Executor {
     ) -> Outcome {
         let items = match self.templar.value(src, vars) {
             Ok(Value::Array(a)) => match kind {
-                "with_items" => a.into_iter().flat_map(|x| match x {
-                    Value::Array(inner) => inner,
-                    other => vec![other],
-                }).collect(),
-                "with_indexed_items" => a.into_iter().enumerate().map(|(i, x)| json!([i, x])).collect(),
+                "with_items" => a
+                    .into_iter()
+                    .flat_map(|x| match x {
+                        Value::Array(inner) => inner,
+                        other => vec![other],
+                    })
+                    .collect(),
+                "with_indexed_items" => a
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| json!([i, x]))
+                    .collect(),
                 _ => a,
             },
-            Ok(Value::Object(o)) if kind == "with_dict" => o.into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect(),
+            Ok(Value::Object(o)) if kind == "with_dict" => o
+                .into_iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect(),
             Ok(Value::String(s)) if kind == "with_items" => vec![Value::String(s)],
             Ok(other) => {
-                return error_outcome(&format!("Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."), no_log, false);
+                return error_outcome(
+                    &format!(
+                        "Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
+                    ),
+                    no_log,
+                    false,
+                );
             }
             Err(e) => return error_outcome(&e.to_string(), no_log, false),
         };
         let lc = &t.loop_control;
-        let loop_var = lc.get("loop_var").and_then(Value::as_str).unwrap_or("item").to_owned();
-        let index_var = lc.get("index_var").and_then(Value::as_str).map(str::to_owned);
+        let loop_var = lc
+            .get("loop_var")
+            .and_then(Value::as_str)
+            .unwrap_or("item")
+            .to_owned();
+        let index_var = lc
+            .get("index_var")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let pause = lc.get("pause").and_then(Value::as_f64).unwrap_or(0.0);
         let mut results = Vec::new();
+        let mut hoisted: std::collections::BTreeMap<&str, Vec<Value>> =
+            std::collections::BTreeMap::new();
         let (mut changed, mut failed, mut all_skipped) = (false, false, true);
         let n = items.len();
         for (i, item) in items.into_iter().enumerate() {
@@ -906,6 +1072,19 @@ impl Executor {
                     m.entry("failed").or_insert(false.into());
                 }
             }
+            // Items' warnings and deprecations move up to the loop's dict.
+            if let Value::Object(m) = &mut o.register {
+                for k in ["warnings", "deprecations"] {
+                    if let Some(Value::Array(w)) = m.shift_remove(k) {
+                        for x in w {
+                            let list = hoisted.entry(k).or_default();
+                            if !list.contains(&x) {
+                                list.push(x);
+                            }
+                        }
+                    }
+                }
+            }
             changed |= o.changed;
             failed |= o.status == Status::Failed;
             all_skipped &= o.status == Status::Skipped;
@@ -924,13 +1103,24 @@ impl Executor {
             reg.insert("msg".into(), "All items completed".into());
         }
         if all_skipped {
-            reg.insert("msg".into(), if n == 0 { "No items in the list" } else { "All items skipped" }.into());
+            reg.insert(
+                "msg".into(),
+                if n == 0 {
+                    "No items in the list"
+                } else {
+                    "All items skipped"
+                }
+                .into(),
+            );
             if n == 0 {
                 reg.insert("skipped_reason".into(), "No items in the list".into());
             }
         }
         reg.entry("changed").or_insert(false.into());
         reg.insert("_ansible_no_log".into(), no_log.into());
+        for (k, v) in hoisted {
+            reg.insert(k.into(), Value::Array(v));
+        }
         let status = if failed {
             Status::Failed
         } else if all_skipped {
@@ -953,10 +1143,37 @@ impl Executor {
 
     /// One execution (one item): args templated, action run, until,
     /// changed_when / failed_when.
-    fn one(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>, vars: &Vars, no_log: bool, delegated: Option<&str>) -> Outcome {
-        let retries = t.retries.as_ref().and_then(|r| self.templar.value(r, vars).ok()).and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())));
-        let delay = t.delay.as_ref().and_then(|r| self.templar.value(r, vars).ok()).and_then(|r| r.as_f64().or_else(|| r.as_str().and_then(|s| s.parse().ok()))).unwrap_or(5.0);
-        let attempts_max = if t.until.is_some() { retries.unwrap_or(3) + 1 } else { 1 };
+    fn one(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let retries = t
+            .retries
+            .as_ref()
+            .and_then(|r| self.templar.value(r, vars).ok())
+            .and_then(|r| {
+                r.as_u64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            });
+        let delay = t
+            .delay
+            .as_ref()
+            .and_then(|r| self.templar.value(r, vars).ok())
+            .and_then(|r| {
+                r.as_f64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(5.0);
+        let attempts_max = if t.until.is_some() {
+            retries.unwrap_or(3) + 1
+        } else {
+            1
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -973,7 +1190,16 @@ impl Executor {
                     Ok(c) => {
                         out.set("changed", c.into());
                     }
-                    Err(e) => return error_outcome(&format!("The conditional check '{}' failed. The error was: {e}", cond_text(cw)), no_log, false),
+                    Err(e) => {
+                        return error_outcome(
+                            &format!(
+                                "The conditional check '{}' failed. The error was: {e}",
+                                cond_text(cw)
+                            ),
+                            no_log,
+                            false,
+                        );
+                    }
                 }
             }
             if let Some(fw) = &t.failed_when {
@@ -985,7 +1211,16 @@ impl Executor {
                             out.set_default("exception", NO_TRACEBACK.into());
                         }
                     }
-                    Err(e) => return error_outcome(&format!("The conditional check '{}' failed. The error was: {e}", cond_text(fw)), no_log, false),
+                    Err(e) => {
+                        return error_outcome(
+                            &format!(
+                                "The conditional check '{}' failed. The error was: {e}",
+                                cond_text(fw)
+                            ),
+                            no_log,
+                            false,
+                        );
+                    }
                 }
             }
             if let Some(u) = &t.until {
@@ -1014,10 +1249,27 @@ impl Executor {
     }
 
     /// Templated args, then the action.
-    fn execute(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>, vars: &Vars, no_log: bool, delegated: Option<&str>) -> Outcome {
+    fn execute(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
         let args = match self.templar.value(&t.args, vars) {
             Ok(a) => strip_omit(a),
-            Err(e) => return error_outcome(&format!("Task failed: Finalization of task args for '{}' failed: {e}", t.action), no_log, false),
+            Err(e) => {
+                return error_outcome(
+                    &format!(
+                        "Task failed: Finalization of task args for '{}' failed: {e}",
+                        t.action
+                    ),
+                    no_log,
+                    false,
+                );
+            }
         };
         let a = t.short_action();
         match a {
@@ -1025,10 +1277,18 @@ impl Executor {
                 let mut m = Map::new();
                 if let Some(var) = args.get("var") {
                     let name = var.as_str().map_or_else(|| var.to_string(), str::to_owned);
-                    let v = self.templar.expr(&name, vars).unwrap_or_else(|_| Value::String("VARIABLE IS NOT DEFINED!".into()));
+                    let v = self
+                        .templar
+                        .expr(&name, vars)
+                        .unwrap_or_else(|_| Value::String("VARIABLE IS NOT DEFINED!".into()));
                     m.insert(name, v);
                 } else {
-                    m.insert("msg".into(), args.get("msg").cloned().unwrap_or_else(|| "Hello world!".into()));
+                    m.insert(
+                        "msg".into(),
+                        args.get("msg")
+                            .cloned()
+                            .unwrap_or_else(|| "Hello world!".into()),
+                    );
                 }
                 m.insert("_ansible_verbose_always".into(), true.into());
                 m.insert("changed".into(), false.into());
@@ -1040,7 +1300,11 @@ impl Executor {
                 };
                 o.shift_remove("cacheable");
                 if o.is_empty() {
-                    return error_outcome("No key/value pairs provided, at least one is required for this action to succeed", no_log, false);
+                    return error_outcome(
+                        "No key/value pairs provided, at least one is required for this action to succeed",
+                        no_log,
+                        false,
+                    );
                 }
                 h.registered.lock().extend(o.clone());
                 let mut m = Map::new();
@@ -1049,7 +1313,12 @@ impl Executor {
                 finish_outcome(Status::Ok, m, no_log)
             }
             "include_vars" => {
-                let f = args.get("_raw_params").or_else(|| args.get("file")).and_then(Value::as_str).unwrap_or("").to_owned();
+                let f = args
+                    .get("_raw_params")
+                    .or_else(|| args.get("file"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let mut p = PathBuf::from(&f);
                 if p.is_relative() {
                     let mut cands = Vec::new();
@@ -1060,7 +1329,11 @@ impl Executor {
                     cands.push(t.base.join(&f));
                     cands.push(ctx.play.base.join("vars").join(&f));
                     cands.push(ctx.play.base.join(&f));
-                    p = cands.iter().find(|c| c.is_file()).cloned().unwrap_or_else(|| t.base.join(&f));
+                    p = cands
+                        .iter()
+                        .find(|c| c.is_file())
+                        .cloned()
+                        .unwrap_or_else(|| t.base.join(&f));
                 }
                 match read_vars_file(&p) {
                     Ok(v) => {
@@ -1075,7 +1348,10 @@ impl Executor {
                         h.registered.lock().extend(v.clone());
                         let mut m = Map::new();
                         m.insert("ansible_facts".into(), Value::Object(v));
-                        m.insert("ansible_included_var_files".into(), json!([abs(&p).display().to_string()]));
+                        m.insert(
+                            "ansible_included_var_files".into(),
+                            json!([abs(&p).display().to_string()]),
+                        );
                         m.insert("changed".into(), false.into());
                         finish_outcome(Status::Ok, m, no_log)
                     }
@@ -1085,7 +1361,12 @@ impl Executor {
             "assert" => self.assert(&args, t, vars, no_log),
             "fail" => {
                 let mut m = Map::new();
-                m.insert("msg".into(), args.get("msg").cloned().unwrap_or_else(|| "Failed as requested from task".into()));
+                m.insert(
+                    "msg".into(),
+                    args.get("msg")
+                        .cloned()
+                        .unwrap_or_else(|| "Failed as requested from task".into()),
+                );
                 m.insert("changed".into(), false.into());
                 m.insert("failed".into(), true.into());
                 m.insert("exception".into(), NO_TRACEBACK.into());
@@ -1110,7 +1391,10 @@ impl Executor {
                 Ok(false) => {
                     m.insert("evaluated_to".into(), false.into());
                     m.insert("assertion".into(), c.clone());
-                    m.insert("msg".into(), fail_msg.unwrap_or_else(|| "Assertion failed".into()));
+                    m.insert(
+                        "msg".into(),
+                        fail_msg.unwrap_or_else(|| "Assertion failed".into()),
+                    );
                     m.insert("changed".into(), false.into());
                     m.insert("failed".into(), true.into());
                     m.insert("exception".into(), NO_TRACEBACK.into());
@@ -1119,33 +1403,79 @@ impl Executor {
                     }
                     return finish_outcome(Status::Failed, m, no_log);
                 }
-                Err(e) => return error_outcome(&format!("The conditional check '{}' failed. The error was: {e}", cond_text(c)), no_log, false),
+                Err(e) => {
+                    return error_outcome(
+                        &format!(
+                            "The conditional check '{}' failed. The error was: {e}",
+                            cond_text(c)
+                        ),
+                        no_log,
+                        false,
+                    );
+                }
             }
         }
         if !quiet {
             m.insert("_ansible_verbose_always".into(), true.into());
         }
         m.insert("changed".into(), false.into());
-        m.insert("msg".into(), args.get("success_msg").cloned().unwrap_or_else(|| "All assertions passed".into()));
+        m.insert(
+            "msg".into(),
+            args.get("success_msg")
+                .cloned()
+                .unwrap_or_else(|| "All assertions passed".into()),
+        );
         finish_outcome(Status::Ok, m, no_log)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn module(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>, vars: &Vars, args: Value, no_log: bool, delegated: Option<&str>) -> Outcome {
-        let check = self.kw_bool(&t.kw.check_mode, vars).unwrap_or(self.opts.check);
+    fn module(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        args: Value,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let check = self
+            .kw_bool(&t.kw.check_mode, vars)
+            .unwrap_or(self.opts.check);
         let diff = self.kw_bool(&t.kw.diff, vars).unwrap_or(self.opts.diff);
         if t.async_.is_some() {
-            let a = t.async_.as_ref().and_then(|x| self.templar.value(x, vars).ok()).and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok()))).unwrap_or(0);
+            let a = t
+                .async_
+                .as_ref()
+                .and_then(|x| self.templar.value(x, vars).ok())
+                .and_then(|x| {
+                    x.as_u64()
+                        .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+                })
+                .unwrap_or(0);
             if a > 0 {
-                return error_outcome("async: this runner has no async support yet (the runner's async/async_status work is pending)", no_log, false);
+                return error_outcome(
+                    "async: this runner has no async support yet (the runner's async/async_status work is pending)",
+                    no_log,
+                    false,
+                );
             }
         }
         let mut action = t.action.clone();
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
-        let mut task = Task::new(&action).args(args).check_mode(check).diff(diff).no_log(no_log);
-        if let Some(to) = t.timeout.as_ref().and_then(|x| self.templar.value(x, vars).ok()).and_then(|x| x.as_u64()) {
+        let mut task = Task::new(&action)
+            .args(args)
+            .check_mode(check)
+            .diff(diff)
+            .no_log(no_log);
+        if let Some(to) = t
+            .timeout
+            .as_ref()
+            .and_then(|x| self.templar.value(x, vars).ok())
+            .and_then(|x| x.as_u64())
+        {
             if to > 0 {
                 task = task.timeout(Duration::from_secs(to));
             }
@@ -1159,7 +1489,13 @@ impl Executor {
                     }
                 }
                 Ok(Value::Null) => {}
-                Ok(other) => return error_outcome(&format!("environment must be a dictionary, received {other}"), no_log, false),
+                Ok(other) => {
+                    return error_outcome(
+                        &format!("environment must be a dictionary, received {other}"),
+                        no_log,
+                        false,
+                    );
+                }
                 Err(e) => return error_outcome(&e.to_string(), no_log, false),
             }
         }
@@ -1204,8 +1540,10 @@ impl Executor {
                     duration: Duration::ZERO,
                 };
                 if let Some(d) = delegated {
-                    let get = |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
-                    let host = Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
+                    let get =
+                        |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
+                    let host =
+                        Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
                     let dv = json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": get("ansible_connection")});
                     out.set("_ansible_delegated_vars", dv.clone());
                     if let Value::Object(c) = &mut out.callback {
@@ -1236,18 +1574,35 @@ impl Executor {
         let conn = get(&["ansible_connection"]).unwrap_or_else(|| "ssh".into());
         let addr = get(&["ansible_host", "ansible_ssh_host"]).unwrap_or_else(|| h.name.clone());
         let base = self.base_context(h, &conn, &addr, &get)?;
-        let become_on = Self::var_str(vars, &["ansible_become"]).map(|s| bool_val(&Value::String(s)))
+        let become_on = Self::var_str(vars, &["ansible_become"])
+            .map(|s| bool_val(&Value::String(s)))
             .or_else(|| self.kw_bool(&t.kw.become_, vars))
             .unwrap_or(self.opts.become_.0);
-        let login_user = get(&["ansible_user", "ansible_ssh_user"]).or_else(|| self.opts.remote_user.clone()).or_else(|| Some(mitogen_core::layer::user_name()));
+        let login_user = get(&["ansible_user", "ansible_ssh_user"])
+            .or_else(|| self.opts.remote_user.clone())
+            .or_else(|| Some(mitogen_core::layer::user_name()));
         let ctx = if become_on {
             let user = get(&["ansible_become_user"])
-                .or_else(|| t.kw.become_user.as_ref().and_then(|v| self.templar.value(v, vars).ok()).and_then(|v| v.as_str().map(str::to_owned)))
+                .or_else(|| {
+                    t.kw.become_user
+                        .as_ref()
+                        .and_then(|v| self.templar.value(v, vars).ok())
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                })
                 .unwrap_or_else(|| self.opts.become_.1.clone());
             let method = get(&["ansible_become_method"])
-                .or_else(|| t.kw.become_method.as_ref().and_then(|v| self.templar.value(v, vars).ok()).and_then(|v| v.as_str().map(str::to_owned)))
+                .or_else(|| {
+                    t.kw.become_method
+                        .as_ref()
+                        .and_then(|v| self.templar.value(v, vars).ok())
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                })
                 .unwrap_or_else(|| self.opts.become_.2.clone());
-            let pw = get(&["ansible_become_password", "ansible_become_pass", "ansible_sudo_pass"]);
+            let pw = get(&[
+                "ansible_become_password",
+                "ansible_become_pass",
+                "ansible_sudo_pass",
+            ]);
             let to = self.opts.connect_timeout;
             let r = match method.as_str() {
                 "sudo" => {
@@ -1284,11 +1639,24 @@ impl Executor {
         } else {
             target.connection(Connection::Ssh { host: addr })
         };
-        let py = get(&["ansible_python_interpreter"]).or_else(|| self.opts.interpreter_python.clone());
+        // A discovered interpreter is a host fact once a task reported it
+        // (as in ansible-core): later tasks, become users and run_once
+        // siblings use it without discovering again.
+        let discovered = h
+            .facts
+            .lock()
+            .get("discovered_interpreter_python")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let py = get(&["ansible_python_interpreter"])
+            .or(discovered)
+            .or_else(|| self.opts.interpreter_python.clone());
         if let Some(p) = py {
             target = target.python_interpreter(&p);
         }
-        let pipelining = get(&["ansible_pipelining", "ansible_ssh_pipelining"]).map(|s| bool_val(&Value::String(s))).unwrap_or(self.opts.pipelining);
+        let pipelining = get(&["ansible_pipelining", "ansible_ssh_pipelining"])
+            .map(|s| bool_val(&Value::String(s)))
+            .unwrap_or(self.opts.pipelining);
         target = target.pipelining(pipelining);
         for (k, v) in vars_interpreters(vars) {
             target = target.interpreter(&k, &v);
@@ -1296,7 +1664,13 @@ impl Executor {
         Ok(target)
     }
 
-    fn base_context(&self, h: &Arc<HostState>, conn: &str, addr: &str, get: &dyn Fn(&[&str]) -> Option<String>) -> Result<Context, String> {
+    fn base_context(
+        &self,
+        h: &Arc<HostState>,
+        conn: &str,
+        addr: &str,
+        get: &dyn Fn(&[&str]) -> Option<String>,
+    ) -> Result<Context, String> {
         if let Some(r) = h.base.lock().as_ref() {
             match r {
                 Ok(c) if self.router.is_connected(c.id()) => return Ok(c.clone()),
@@ -1311,20 +1685,34 @@ impl Executor {
             }
         }
         let r = match conn {
-            "local" => self.router.connect(&Local::new()).map_err(|e| format!("Failed to start a local agent: {e}")),
+            "local" => self
+                .router
+                .connect(&Local::new())
+                .map_err(|e| format!("Failed to start a local agent: {e}")),
             "ssh" | "smart" | "paramiko" | "mitogen_ssh" => {
                 let mut s = Ssh::new(addr).connect_timeout(self.opts.connect_timeout);
                 if let Some(p) = get(&["ansible_port", "ansible_ssh_port"]) {
-                    let p: u16 = p.parse().map_err(|_| format!("invalid ansible_port '{p}'"))?;
+                    let p: u16 = p
+                        .parse()
+                        .map_err(|_| format!("invalid ansible_port '{p}'"))?;
                     s = s.port(p);
                 }
-                if let Some(u) = get(&["ansible_user", "ansible_ssh_user"]).or_else(|| self.opts.remote_user.clone()) {
+                if let Some(u) = get(&["ansible_user", "ansible_ssh_user"])
+                    .or_else(|| self.opts.remote_user.clone())
+                {
                     s = s.user(&u);
                 }
-                if let Some(k) = get(&["ansible_ssh_private_key_file", "ansible_private_key_file"]).map(PathBuf::from).or_else(|| self.opts.private_key_file.clone()) {
+                if let Some(k) = get(&["ansible_ssh_private_key_file", "ansible_private_key_file"])
+                    .map(PathBuf::from)
+                    .or_else(|| self.opts.private_key_file.clone())
+                {
                     s = s.identity_file(k);
                 }
-                if let Some(pw) = get(&["ansible_password", "ansible_ssh_pass", "ansible_ssh_password"]) {
+                if let Some(pw) = get(&[
+                    "ansible_password",
+                    "ansible_ssh_pass",
+                    "ansible_ssh_password",
+                ]) {
                     s = s.password(&pw);
                 }
                 if !self.opts.host_key_checking {
@@ -1336,13 +1724,21 @@ impl Executor {
                         extra.extend(super::util::shlex_split(&a)?);
                     }
                 }
-                for a in extra.iter().filter(|a| !a.starts_with("-oControl") && !a.contains("ControlPersist") && !a.contains("ControlMaster")) {
+                for a in extra.iter().filter(|a| {
+                    !a.starts_with("-oControl")
+                        && !a.contains("ControlPersist")
+                        && !a.contains("ControlMaster")
+                }) {
                     s = s.arg(a);
                 }
                 s = s.name(&format!("ssh.{}", h.name));
                 if self.opts.multiplex {
                     s = s.multiplex(Duration::from_secs(60));
-                    let key = format!("{:?}@{addr}:{:?}", get(&["ansible_user", "ansible_ssh_user"]), get(&["ansible_port", "ansible_ssh_port"]));
+                    let key = format!(
+                        "{:?}@{addr}:{:?}",
+                        get(&["ansible_user", "ansible_ssh_user"]),
+                        get(&["ansible_port", "ansible_ssh_port"])
+                    );
                     let gate = self.masters.lock().entry(key).or_default().clone();
                     let mut up = gate.lock();
                     if *up {
@@ -1355,10 +1751,14 @@ impl Executor {
                     }
                     .map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
                 } else {
-                    self.router.connect(&s).map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
+                    self.router
+                        .connect(&s)
+                        .map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
                 }
             }
-            other => Err(format!("unsupported connection plugin '{other}' (supported: ssh, local)")),
+            other => Err(format!(
+                "unsupported connection plugin '{other}' (supported: ssh, local)"
+            )),
         };
         *h.base.lock() = Some(r.clone());
         r
@@ -1391,7 +1791,12 @@ fn strip_omit(v: Value) -> Value {
                 .map(|(k, v)| (k, strip_omit(v)))
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.into_iter().filter(|v| v.as_str() != Some(OMIT)).map(strip_omit).collect()),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .filter(|v| v.as_str() != Some(OMIT))
+                .map(strip_omit)
+                .collect(),
+        ),
         v => v,
     }
 }
@@ -1502,7 +1907,9 @@ impl Outcome {
             Status::Ok
         };
         let mut callback = crate::result::callback_view(&m, no_log);
-        if let (Some(dv), Value::Object(c), false) = (m.get("_ansible_delegated_vars"), &mut callback, no_log) {
+        if let (Some(dv), Value::Object(c), false) =
+            (m.get("_ansible_delegated_vars"), &mut callback, no_log)
+        {
             c.insert("_ansible_delegated_vars".into(), dv.clone());
         }
         Outcome {

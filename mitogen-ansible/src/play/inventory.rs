@@ -1,7 +1,7 @@
 //! Inventories in Ansible's INI and YAML formats, and host patterns.
 
-use super::yaml::{self, Loc, Node, Y};
 use super::PlayError;
+use super::yaml::{self, Loc, Node, Y};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -114,7 +114,8 @@ impl Inventory {
                 let mut paths = Vec::new();
                 if f.is_dir() {
                     if let Ok(rd) = std::fs::read_dir(&f) {
-                        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                        let mut v: Vec<PathBuf> =
+                            rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
                         v.sort();
                         paths.extend(v);
                     }
@@ -122,7 +123,9 @@ impl Inventory {
                     paths.push(f.clone());
                 }
                 let key = if f.is_dir() {
-                    f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                    f.file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
                 } else {
                     name
                 };
@@ -244,8 +247,8 @@ impl Inventory {
             }
             match section.1 {
                 "hosts" => {
-                    let parts = crate::play::util::shlex_split(line)
-                        .map_err(|e| PlayError::at(&loc, e))?;
+                    let parts =
+                        crate::play::util::shlex_split(line).map_err(|e| PlayError::at(&loc, e))?;
                     let Some((pattern, kvs)) = parts.split_first() else {
                         continue;
                     };
@@ -276,7 +279,10 @@ impl Inventory {
                 }
                 _ => {
                     let Some((k, v)) = line.split_once('=') else {
-                        return Err(PlayError::at(&loc, format!("expected key=value, got '{line}'")));
+                        return Err(PlayError::at(
+                            &loc,
+                            format!("expected key=value, got '{line}'"),
+                        ));
                     };
                     let g = section.0.clone();
                     self.group_mut(&g)
@@ -309,7 +315,12 @@ impl Inventory {
         }
     }
 
-    fn yaml_group(&mut self, name: &str, node: &Node, file: &Arc<PathBuf>) -> Result<(), PlayError> {
+    fn yaml_group(
+        &mut self,
+        name: &str,
+        node: &Node,
+        file: &Arc<PathBuf>,
+    ) -> Result<(), PlayError> {
         self.group_mut(name);
         let Y::Map(entries) = &node.y else {
             if matches!(node.y, Y::Scalar(Value::Null)) {
@@ -337,7 +348,9 @@ impl Inventory {
                                 line: *hline,
                             };
                             let (pattern, port) = split_host_port(h);
-                            for host in expand_range(&pattern).map_err(|e| PlayError::at(&hloc, e))? {
+                            for host in
+                                expand_range(&pattern).map_err(|e| PlayError::at(&hloc, e))?
+                            {
                                 self.add_host(&host, name);
                                 if let Some(p) = port {
                                     self.set_host_var(&host, "ansible_port", p.into());
@@ -349,13 +362,23 @@ impl Inventory {
                                         }
                                     }
                                     Value::Null => {}
-                                    _ => return Err(PlayError::at(&hloc, format!("host '{h}' vars must be a mapping"))),
+                                    _ => {
+                                        return Err(PlayError::at(
+                                            &hloc,
+                                            format!("host '{h}' vars must be a mapping"),
+                                        ));
+                                    }
                                 }
                             }
                         }
                     }
                     Y::Scalar(Value::Null) => {}
-                    _ => return Err(PlayError::at(&loc, "'hosts' must be a mapping of host names")),
+                    _ => {
+                        return Err(PlayError::at(
+                            &loc,
+                            "'hosts' must be a mapping of host names",
+                        ));
+                    }
                 },
                 "vars" => match v.to_json() {
                     Value::Object(o) => {
@@ -375,12 +398,19 @@ impl Inventory {
                         }
                     }
                     Y::Scalar(Value::Null) => {}
-                    _ => return Err(PlayError::at(&loc, "'children' must be a mapping of groups")),
+                    _ => {
+                        return Err(PlayError::at(
+                            &loc,
+                            "'children' must be a mapping of groups",
+                        ));
+                    }
                 },
                 other => {
                     return Err(PlayError::at(
                         &loc,
-                        format!("unknown key '{other}' in group '{name}' (expected hosts, vars, children)"),
+                        format!(
+                            "unknown key '{other}' in group '{name}' (expected hosts, vars, children)"
+                        ),
                     ));
                 }
             }
@@ -420,7 +450,11 @@ impl Inventory {
                 stack.extend(g.children.iter().cloned());
             }
         }
-        self.hosts.iter().filter(|h| set.contains(*h)).cloned().collect()
+        self.hosts
+            .iter()
+            .filter(|h| set.contains(*h))
+            .cloned()
+            .collect()
     }
 
     /// The groups `host` is in (directly or through children), `all`
@@ -493,7 +527,12 @@ impl Inventory {
                 parts.push(p);
             }
         }
-        if parts.iter().any(|p| matches!(*p, "localhost" | "127.0.0.1")) && !self.has_host("localhost") && !self.has_host("127.0.0.1") {
+        if parts
+            .iter()
+            .any(|p| matches!(*p, "localhost" | "127.0.0.1"))
+            && !self.has_host("localhost")
+            && !self.has_host("127.0.0.1")
+        {
             self.implicit_localhost = true;
             self.hosts.push("localhost".into());
             self.host_vars.entry("localhost".into()).or_default();
@@ -520,7 +559,8 @@ impl Inventory {
         }
         set.retain(|h| !excl.contains(h));
         // Inventory order (implicit localhost is not in `all`).
-        let order: HashMap<&String, usize> = self.hosts.iter().enumerate().map(|(i, h)| (h, i)).collect();
+        let order: HashMap<&String, usize> =
+            self.hosts.iter().enumerate().map(|(i, h)| (h, i)).collect();
         set.sort_by_key(|h| order.get(h).copied().unwrap_or(usize::MAX));
         Ok(set)
     }
@@ -646,7 +686,11 @@ fn expand_range(p: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let tails = expand_range(tail)?;
     if let (Ok(lo), Ok(hi)) = (parts[0].parse::<u64>(), parts[1].parse::<u64>()) {
-        let width = if parts[0].starts_with('0') { parts[0].len() } else { 0 };
+        let width = if parts[0].starts_with('0') {
+            parts[0].len()
+        } else {
+            0
+        };
         if hi < lo || hi - lo > 100_000 {
             return Err(format!("invalid host range '{p}'"));
         }
@@ -707,7 +751,9 @@ mod tests {
         assert_eq!(i.matching("all").unwrap(), ["a", "b"]);
         assert_eq!(i.host_vars("b")["v"], 2);
         assert_eq!(i.host_vars("a")["v"], 1);
-        let e = i.add_yaml("all:\n  hostz: {}\n", Path::new("bad.yml")).unwrap_err();
+        let e = i
+            .add_yaml("all:\n  hostz: {}\n", Path::new("bad.yml"))
+            .unwrap_err();
         assert!(e.to_string().contains("bad.yml:2"), "{e}");
     }
 }

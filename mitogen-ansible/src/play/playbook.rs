@@ -1,11 +1,11 @@
 //! Playbooks, task files and roles, parsed and checked before anything
 //! runs: every keyword is known or refused with its file:line.
 
+use super::PlayError;
 use super::inventory::read_vars_file;
 use super::template::Templar;
 use super::util::parse_kv;
 use super::yaml::{self, Loc, Node, Y};
-use super::PlayError;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +62,14 @@ const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
 /// `with_<lookup>` loops supported.
 const WITH_LOOPS: &[&str] = &["with_items", "with_list", "with_dict", "with_indexed_items"];
 /// Modules taking a free-form string.
-const FREE_FORM: &[&str] = &["command", "shell", "raw", "script", "win_shell", "win_command"];
+const FREE_FORM: &[&str] = &[
+    "command",
+    "shell",
+    "raw",
+    "script",
+    "win_shell",
+    "win_command",
+];
 
 /// Keywords inherited from plays and blocks down to tasks.
 #[derive(Debug, Clone, Default)]
@@ -335,13 +342,22 @@ pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, Play
         depth: 0,
     };
     let Y::Seq(plays) = &doc.y else {
-        return Err(PlayError::at(&loc_of(&file, doc.line), "a playbook must be a list of plays"));
+        return Err(PlayError::at(
+            &loc_of(&file, doc.line),
+            "a playbook must be a list of plays",
+        ));
     };
     let mut out = Vec::new();
     for n in plays {
-        if let Some(ip) = n.get("import_playbook").or_else(|| n.get("ansible.builtin.import_playbook")) {
+        if let Some(ip) = n
+            .get("import_playbook")
+            .or_else(|| n.get("ansible.builtin.import_playbook"))
+        {
             let Some(f) = ip.as_str() else {
-                return Err(PlayError::at(&loc_of(&file, ip.line), "import_playbook needs a file name"));
+                return Err(PlayError::at(
+                    &loc_of(&file, ip.line),
+                    "import_playbook needs a file name",
+                ));
             };
             out.extend(load_playbook(&base.join(f), opts)?);
             continue;
@@ -351,19 +367,33 @@ pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, Play
     Ok(out)
 }
 
-fn as_map<'n>(n: &'n Node, file: &Arc<PathBuf>, what: &str) -> Result<&'n [(String, usize, Node)], PlayError> {
+fn as_map<'n>(
+    n: &'n Node,
+    file: &Arc<PathBuf>,
+    what: &str,
+) -> Result<&'n [(String, usize, Node)], PlayError> {
     match &n.y {
         Y::Map(m) => Ok(m),
-        _ => Err(PlayError::at(&loc_of(file, n.line), format!("{what} must be a mapping"))),
+        _ => Err(PlayError::at(
+            &loc_of(file, n.line),
+            format!("{what} must be a mapping"),
+        )),
     }
 }
 
 fn bool_of(n: &Node, file: &Arc<PathBuf>, key: &str) -> Result<bool, PlayError> {
     match n.to_json() {
         Value::Bool(b) => Ok(b),
-        Value::String(s) if matches!(s.to_lowercase().as_str(), "yes" | "true" | "on" | "1") => Ok(true),
-        Value::String(s) if matches!(s.to_lowercase().as_str(), "no" | "false" | "off" | "0") => Ok(false),
-        v => Err(PlayError::at(&loc_of(file, n.line), format!("'{key}' must be a boolean, got {v}"))),
+        Value::String(s) if matches!(s.to_lowercase().as_str(), "yes" | "true" | "on" | "1") => {
+            Ok(true)
+        }
+        Value::String(s) if matches!(s.to_lowercase().as_str(), "no" | "false" | "off" | "0") => {
+            Ok(false)
+        }
+        v => Err(PlayError::at(
+            &loc_of(file, n.line),
+            format!("'{key}' must be a boolean, got {v}"),
+        )),
     }
 }
 
@@ -374,7 +404,11 @@ fn string_list(n: &Node) -> Vec<String> {
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
             .collect(),
         Value::Null => Vec::new(),
-        Value::String(s) => s.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        Value::String(s) => s
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
         v => vec![v.to_string()],
     }
 }
@@ -404,7 +438,14 @@ impl Parser<'_> {
     }
 
     /// Common keywords of plays, blocks and tasks.
-    fn keyword(&self, kw: &mut Keywords, key: &str, n: &Node, file: &Arc<PathBuf>, kline: usize) -> Result<bool, PlayError> {
+    fn keyword(
+        &self,
+        kw: &mut Keywords,
+        key: &str,
+        n: &Node,
+        file: &Arc<PathBuf>,
+        kline: usize,
+    ) -> Result<bool, PlayError> {
         let loc = loc_of(file, kline);
         let v = n.to_json();
         match key {
@@ -420,7 +461,10 @@ impl Parser<'_> {
             "become_method" => {
                 if let Some(m) = v.as_str() {
                     if !m.contains("{{") && !matches!(m, "sudo" | "su" | "doas") {
-                        return Err(PlayError::at(&loc, format!("unsupported become_method '{m}' (supported: sudo, su, doas)")));
+                        return Err(PlayError::at(
+                            &loc,
+                            format!("unsupported become_method '{m}' (supported: sudo, su, doas)"),
+                        ));
                     }
                 }
                 kw.become_method = Some(v);
@@ -474,12 +518,16 @@ impl Parser<'_> {
             loc: loc_of(file, n.line),
         };
         let mut hosts_seen = false;
-        let (mut pre, mut roles, mut tasks, mut post, mut handlers) = (None, None, None, None, None);
+        let (mut pre, mut roles, mut tasks, mut post, mut handlers) =
+            (None, None, None, None, None);
         for (key, kline, v) in m {
             let loc = loc_of(file, *kline);
             if self.keyword(&mut play.kw, key, v, file, *kline)? {
                 if key == "delegate_to" || key == "when" || key == "run_once" {
-                    return Err(PlayError::at(&loc, format!("'{key}' is not a valid play keyword")));
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("'{key}' is not a valid play keyword"),
+                    ));
                 }
                 continue;
             }
@@ -488,8 +536,14 @@ impl Parser<'_> {
                 "hosts" => {
                     hosts_seen = true;
                     play.hosts = match v.to_json() {
-                        Value::Array(a) => a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect::<Vec<_>>().join(","),
-                        other => other.as_str().map_or_else(|| other.to_string(), str::to_owned),
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        other => other
+                            .as_str()
+                            .map_or_else(|| other.to_string(), str::to_owned),
                     };
                 }
                 "gather_facts" => play.gather_facts = bool_of(v, file, key)?,
@@ -516,7 +570,13 @@ impl Parser<'_> {
                         Some("linear") | Some("mitogen_linear") => Strategy::Linear,
                         Some("free") | Some("mitogen_free") => Strategy::Free,
                         other => {
-                            return Err(PlayError::at(&loc, format!("unsupported strategy {:?} (supported: linear, free)", other.unwrap_or_default())));
+                            return Err(PlayError::at(
+                                &loc,
+                                format!(
+                                    "unsupported strategy {:?} (supported: linear, free)",
+                                    other.unwrap_or_default()
+                                ),
+                            ));
                         }
                     }
                 }
@@ -539,10 +599,16 @@ impl Parser<'_> {
                     if key == "gather_subset" {
                         continue;
                     }
-                    return Err(PlayError::at(&loc, format!("unsupported play keyword '{key}'")));
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("unsupported play keyword '{key}'"),
+                    ));
                 }
                 k if UNSUPPORTED_KEYWORDS.contains(&k) => {
-                    return Err(PlayError::at(&loc, format!("unsupported play keyword '{k}'")));
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("unsupported play keyword '{k}'"),
+                    ));
                 }
                 k => return Err(PlayError::at(&loc, format!("unknown play keyword '{k}'"))),
             }
@@ -559,12 +625,16 @@ impl Parser<'_> {
         let base = self.play_base.clone();
         let mut hs = Vec::new();
         if let Some(p) = pre {
-            play.sections.push(self.items(p, file, &kw, None, &base, &mut hs)?);
+            play.sections
+                .push(self.items(p, file, &kw, None, &base, &mut hs)?);
         }
         let mut role_items = Vec::new();
         if let Some(r) = roles {
             let Y::Seq(list) = &r.y else {
-                return Err(PlayError::at(&loc_of(file, r.line), "'roles' must be a list"));
+                return Err(PlayError::at(
+                    &loc_of(file, r.line),
+                    "'roles' must be a list",
+                ));
             };
             let mut seen = Vec::new();
             for entry in list {
@@ -573,10 +643,12 @@ impl Parser<'_> {
         }
         play.sections.push(role_items);
         if let Some(t) = tasks {
-            play.sections.push(self.items(t, file, &kw, None, &base, &mut hs)?);
+            play.sections
+                .push(self.items(t, file, &kw, None, &base, &mut hs)?);
         }
         if let Some(p) = post {
-            play.sections.push(self.items(p, file, &kw, None, &base, &mut hs)?);
+            play.sections
+                .push(self.items(p, file, &kw, None, &base, &mut hs)?);
         }
         if let Some(h) = handlers {
             let mut own = Vec::new();
@@ -615,7 +687,12 @@ impl Parser<'_> {
                 };
                 (name, params, rkw)
             }
-            _ => return Err(PlayError::at(&loc, "a role entry must be a name or a mapping")),
+            _ => {
+                return Err(PlayError::at(
+                    &loc,
+                    "a role entry must be a name or a mapping",
+                ));
+            }
         };
         let kw = kw.inherit(&rkw);
         self.load_role(&name, params, &kw, &loc, handlers, seen, "main")
@@ -644,17 +721,27 @@ impl Parser<'_> {
         tasks_from: &str,
     ) -> Result<Vec<Item>, PlayError> {
         if self.depth > 32 {
-            return Err(PlayError::at(loc, format!("role '{name}': dependencies nest too deep (a cycle?)")));
+            return Err(PlayError::at(
+                loc,
+                format!("role '{name}': dependencies nest too deep (a cycle?)"),
+            ));
         }
         let Some(dir) = self.find_role(name, &self.play_base.clone()) else {
             return Err(PlayError::at(
                 loc,
-                format!("the role '{name}' was not found in {}/roles, the roles path, or {}", self.play_base.display(), self.play_base.display()),
+                format!(
+                    "the role '{name}' was not found in {}/roles, the roles path, or {}",
+                    self.play_base.display(),
+                    self.play_base.display()
+                ),
             ));
         };
         let mut out = Vec::new();
         // meta/main.yml dependencies first.
-        let meta = ["meta/main.yml", "meta/main.yaml"].iter().map(|f| dir.join(f)).find(|p| p.is_file());
+        let meta = ["meta/main.yml", "meta/main.yaml"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file());
         let mut allow_dup = false;
         if let Some(mp) = meta {
             let text = std::fs::read_to_string(&mp).map_err(|e| PlayError::io(&mp, e))?;
@@ -682,7 +769,11 @@ impl Parser<'_> {
         }
         seen.push(key);
         let read_main = |sub: &str| -> Result<Map<String, Value>, PlayError> {
-            match ["main.yml", "main.yaml", "main"].iter().map(|f| dir.join(sub).join(f)).find(|p| p.is_file()) {
+            match ["main.yml", "main.yaml", "main"]
+                .iter()
+                .map(|f| dir.join(sub).join(f))
+                .find(|p| p.is_file())
+            {
                 Some(p) => read_vars_file(&p),
                 None => Ok(Map::new()),
             }
@@ -701,17 +792,27 @@ impl Parser<'_> {
             let items = self.task_file(&tf, kw, Some(role.clone()), handlers)?;
             out.extend(items);
         } else if tasks_from != "main" {
-            return Err(PlayError::at(loc, format!("role '{name}' has no tasks/{tasks_from}.yml")));
+            return Err(PlayError::at(
+                loc,
+                format!("role '{name}' has no tasks/{tasks_from}.yml"),
+            ));
         }
         if let Some(hf) = task_file(&dir.join("handlers"), "main") {
             let mut nested = Vec::new();
-            let items = self.task_file(&hf, &Keywords::default(), Some(role.clone()), &mut nested)?;
+            let items =
+                self.task_file(&hf, &Keywords::default(), Some(role.clone()), &mut nested)?;
             flatten_handlers(items, handlers);
         }
         Ok(out)
     }
 
-    fn task_file(&mut self, path: &Path, kw: &Keywords, role: Option<Arc<Role>>, handlers: &mut Vec<TaskDef>) -> Result<Vec<Item>, PlayError> {
+    fn task_file(
+        &mut self,
+        path: &Path,
+        kw: &Keywords,
+        role: Option<Arc<Role>>,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
         let text = std::fs::read_to_string(path).map_err(|e| PlayError::io(path, e))?;
         let doc = yaml::parse_one(&text, path)?;
         if matches!(doc.y, Y::Scalar(Value::Null)) {
@@ -734,7 +835,12 @@ impl Parser<'_> {
         let list: &[Node] = match &n.y {
             Y::Seq(s) => s,
             Y::Scalar(Value::Null) => &[],
-            _ => return Err(PlayError::at(&loc_of(file, n.line), "a task list must be a YAML list")),
+            _ => {
+                return Err(PlayError::at(
+                    &loc_of(file, n.line),
+                    "a task list must be a YAML list",
+                ));
+            }
         };
         let mut out = Vec::new();
         for t in list {
@@ -755,7 +861,9 @@ impl Parser<'_> {
         let m = as_map(n, file, "a task")?;
         let loc = loc_of(file, n.line);
         let mut kw = Keywords::default();
-        let is_block = m.iter().any(|(k, _, _)| BLOCK_KEYWORDS.contains(&k.as_str()));
+        let is_block = m
+            .iter()
+            .any(|(k, _, _)| BLOCK_KEYWORDS.contains(&k.as_str()));
         let mut t = TaskDef {
             name: None,
             action: String::new(),
@@ -793,7 +901,10 @@ impl Parser<'_> {
                 "rescue" => block_parts[1] = Some(v),
                 "always" => block_parts[2] = Some(v),
                 _ if is_block => {
-                    return Err(PlayError::at(&kloc, format!("'{key}' is not a valid keyword for a block")));
+                    return Err(PlayError::at(
+                        &kloc,
+                        format!("'{key}' is not a valid keyword for a block"),
+                    ));
                 }
                 "register" => t.register = v.as_str(),
                 "loop" => {
@@ -802,7 +913,13 @@ impl Parser<'_> {
                 }
                 k if k.starts_with("with_") => {
                     if !WITH_LOOPS.contains(&k) {
-                        return Err(PlayError::at(&kloc, format!("unsupported loop '{k}' (supported: loop, {})", WITH_LOOPS.join(", "))));
+                        return Err(PlayError::at(
+                            &kloc,
+                            format!(
+                                "unsupported loop '{k}' (supported: loop, {})",
+                                WITH_LOOPS.join(", ")
+                            ),
+                        ));
                     }
                     self.check_templates(&v.to_json(), &kloc)?;
                     t.loop_ = Some((v.to_json(), k.to_owned()));
@@ -810,8 +927,14 @@ impl Parser<'_> {
                 "loop_control" => match v.to_json() {
                     Value::Object(o) => {
                         for k in o.keys() {
-                            if !matches!(k.as_str(), "loop_var" | "label" | "index_var" | "pause" | "extended") {
-                                return Err(PlayError::at(&kloc, format!("unsupported loop_control option '{k}'")));
+                            if !matches!(
+                                k.as_str(),
+                                "loop_var" | "label" | "index_var" | "pause" | "extended"
+                            ) {
+                                return Err(PlayError::at(
+                                    &kloc,
+                                    format!("unsupported loop_control option '{k}'"),
+                                ));
                             }
                         }
                         t.loop_control = o;
@@ -858,18 +981,34 @@ impl Parser<'_> {
                         }
                         return Err(PlayError::at(&kloc, format!("'{key}' needs 'module args'")));
                     };
-                    let (mname, rest) = s.trim().split_once(char::is_whitespace).unwrap_or((s.trim(), ""));
+                    let (mname, rest) = s
+                        .trim()
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((s.trim(), ""));
                     if key == "local_action" {
                         kw.delegate_to = Some("localhost".into());
                     }
-                    action = Some((mname.to_owned(), Node { y: Y::Scalar(Value::String(rest.trim().to_owned())), line: v.line }, *kline));
+                    action = Some((
+                        mname.to_owned(),
+                        Node {
+                            y: Y::Scalar(Value::String(rest.trim().to_owned())),
+                            line: v.line,
+                        },
+                        *kline,
+                    ));
                 }
                 k if UNSUPPORTED_KEYWORDS.contains(&k) => {
-                    return Err(PlayError::at(&kloc, format!("unsupported task keyword '{k}'")));
+                    return Err(PlayError::at(
+                        &kloc,
+                        format!("unsupported task keyword '{k}'"),
+                    ));
                 }
                 k if k.starts_with("ansible.") || !TASK_KEYWORDS.contains(&k) => {
                     if let Some((prev, _, _)) = &action {
-                        return Err(PlayError::at(&kloc, format!("conflicting action statements: {prev}, {k}")));
+                        return Err(PlayError::at(
+                            &kloc,
+                            format!("conflicting action statements: {prev}, {k}"),
+                        ));
                     }
                     action = Some((k.to_owned(), v.clone(), *kline));
                 }
@@ -909,15 +1048,30 @@ impl Parser<'_> {
                         Value::Object(parse_kv(s, true).map_err(|e| PlayError::at(&aloc, e))?)
                     }
                 }
-                (Value::String(s), "include_tasks" | "import_tasks" | "include_vars" | "include" | "meta" | "include_role" | "import_role") if !s.contains('=') || short(&t.action) == "meta" => {
+                (
+                    Value::String(s),
+                    "include_tasks" | "import_tasks" | "include_vars" | "include" | "meta"
+                    | "include_role" | "import_role",
+                ) if !s.contains('=') || short(&t.action) == "meta" => {
                     let mut o = Map::new();
                     o.insert("_raw_params".into(), raw.clone());
                     Value::Object(o)
                 }
-                (Value::String(s), _) => Value::Object(parse_kv(s, false).map_err(|e| PlayError::at(&aloc, format!("{}: {e}", t.action)))?),
+                (Value::String(s), _) => Value::Object(
+                    parse_kv(s, false)
+                        .map_err(|e| PlayError::at(&aloc, format!("{}: {e}", t.action)))?,
+                ),
                 (Value::Null, _) => Value::Object(Map::new()),
                 (Value::Object(_), _) => raw.clone(),
-                (other, _) => return Err(PlayError::at(&aloc, format!("{}: arguments must be a mapping or a k=v string, got {other}", t.action))),
+                (other, _) => {
+                    return Err(PlayError::at(
+                        &aloc,
+                        format!(
+                            "{}: arguments must be a mapping or a k=v string, got {other}",
+                            t.action
+                        ),
+                    ));
+                }
             };
             if let Some(Value::Object(extra)) = extra_args {
                 if let Value::Object(o) = &mut t.args {
@@ -935,7 +1089,10 @@ impl Parser<'_> {
         }
         if let Some(r) = &t.register {
             if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || r.is_empty() {
-                return Err(PlayError::at(&loc, format!("invalid variable name in 'register': {r:?}")));
+                return Err(PlayError::at(
+                    &loc,
+                    format!("invalid variable name in 'register': {r:?}"),
+                ));
             }
         }
         self.static_action(t, handlers)
@@ -943,20 +1100,35 @@ impl Parser<'_> {
 
     /// Expands static actions (`import_tasks`, `import_role`) and checks
     /// the others exist.
-    fn static_action(&mut self, t: TaskDef, handlers: &mut Vec<TaskDef>) -> Result<Vec<Item>, PlayError> {
+    fn static_action(
+        &mut self,
+        t: TaskDef,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
         let a = t.short_action().to_owned();
         match a.as_str() {
             "import_tasks" => {
-                let f = raw_param(&t.args).or_else(|| t.args.get("file").and_then(Value::as_str).map(str::to_owned));
+                let f = raw_param(&t.args).or_else(|| {
+                    t.args
+                        .get("file")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
                 let Some(f) = f else {
                     return Err(PlayError::at(&t.loc, "import_tasks needs a file"));
                 };
                 if f.contains("{{") {
-                    return Err(PlayError::at(&t.loc, "import_tasks cannot use a templated file name (use include_tasks)"));
+                    return Err(PlayError::at(
+                        &t.loc,
+                        "import_tasks cannot use a templated file name (use include_tasks)",
+                    ));
                 }
                 let path = resolve_task_file(&t, &f);
                 if !path.is_file() {
-                    return Err(PlayError::at(&t.loc, format!("import_tasks: file not found: {}", path.display())));
+                    return Err(PlayError::at(
+                        &t.loc,
+                        format!("import_tasks: file not found: {}", path.display()),
+                    ));
                 }
                 let mut kw = t.kw.clone();
                 kw.vars.extend(Map::new());
@@ -969,11 +1141,17 @@ impl Parser<'_> {
                 let Some(name) = t.args.get("name").and_then(Value::as_str) else {
                     return Err(PlayError::at(&t.loc, "import_role needs 'name'"));
                 };
-                let from = t.args.get("tasks_from").and_then(Value::as_str).unwrap_or("main").to_owned();
+                let from = t
+                    .args
+                    .get("tasks_from")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_owned();
                 let name = name.to_owned();
                 let mut seen = Vec::new();
                 self.depth += 1;
-                let r = self.load_role(&name, Map::new(), &t.kw, &t.loc, handlers, &mut seen, &from);
+                let r =
+                    self.load_role(&name, Map::new(), &t.kw, &t.loc, handlers, &mut seen, &from);
                 self.depth -= 1;
                 r
             }
@@ -983,41 +1161,80 @@ impl Parser<'_> {
                     return Err(PlayError::at(&t.loc, "include_role needs 'name'"));
                 };
                 if name.contains("{{") {
-                    return Err(PlayError::at(&t.loc, "include_role with a templated name is not supported"));
+                    return Err(PlayError::at(
+                        &t.loc,
+                        "include_role with a templated name is not supported",
+                    ));
                 }
-                let from = t.args.get("tasks_from").and_then(Value::as_str).unwrap_or("main").to_owned();
+                let from = t
+                    .args
+                    .get("tasks_from")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_owned();
                 let name = name.to_owned();
                 let mut seen = Vec::new();
                 let mut tkw = t.kw.clone();
                 // The include's conditions apply once, at the include.
                 tkw.when.clear();
                 self.depth += 1;
-                let items = self.load_role(&name, Map::new(), &tkw, &t.loc, handlers, &mut seen, &from);
+                let items =
+                    self.load_role(&name, Map::new(), &tkw, &t.loc, handlers, &mut seen, &from);
                 self.depth -= 1;
                 let items = items?;
                 let mut t = t;
                 t.included = Some(Arc::new(items));
                 Ok(vec![Item::Task(Box::new(t))])
             }
-            "debug" | "set_fact" | "assert" | "fail" | "meta" | "include_tasks" | "include_vars" | "gather_facts" | "setup" | "ping" => {
+            "debug" | "set_fact" | "assert" | "fail" | "meta" | "include_tasks"
+            | "include_vars" | "gather_facts" | "setup" | "ping" => {
                 if a == "meta" {
                     let m = raw_param(&t.args).unwrap_or_default();
-                    if !matches!(m.as_str(), "flush_handlers" | "noop" | "end_play" | "end_host" | "clear_host_errors" | "refresh_inventory") {
-                        return Err(PlayError::at(&t.loc, format!("unsupported meta action '{m}'")));
+                    if !matches!(
+                        m.as_str(),
+                        "flush_handlers"
+                            | "noop"
+                            | "end_play"
+                            | "end_host"
+                            | "clear_host_errors"
+                            | "refresh_inventory"
+                    ) {
+                        return Err(PlayError::at(
+                            &t.loc,
+                            format!("unsupported meta action '{m}'"),
+                        ));
                     }
                 }
-                if a == "include_tasks" && raw_param(&t.args).is_none() && t.args.get("file").is_none() {
+                if a == "include_tasks"
+                    && raw_param(&t.args).is_none()
+                    && t.args.get("file").is_none()
+                {
                     return Err(PlayError::at(&t.loc, "include_tasks needs a file"));
                 }
                 Ok(vec![Item::Task(Box::new(t))])
             }
-            "include" => Err(PlayError::at(&t.loc, "'include' was removed from ansible-core: use include_tasks or import_tasks")),
-            "add_host" | "group_by" | "pause" | "wait_for_connection" | "set_stats" | "validate_argument_spec" | "reboot" => {
-                Err(PlayError::at(&t.loc, format!("unsupported action '{}'", t.action)))
-            }
+            "include" => Err(PlayError::at(
+                &t.loc,
+                "'include' was removed from ansible-core: use include_tasks or import_tasks",
+            )),
+            "add_host"
+            | "group_by"
+            | "pause"
+            | "wait_for_connection"
+            | "set_stats"
+            | "validate_argument_spec"
+            | "reboot" => Err(PlayError::at(
+                &t.loc,
+                format!("unsupported action '{}'", t.action),
+            )),
             _ => {
                 if let Some(check) = &self.opts.module_exists {
-                    (check.0)(&t.action).map_err(|e| PlayError::at(&t.loc, format!("couldn't resolve module/action '{}': {e}", t.action)))?;
+                    (check.0)(&t.action).map_err(|e| {
+                        PlayError::at(
+                            &t.loc,
+                            format!("couldn't resolve module/action '{}': {e}", t.action),
+                        )
+                    })?;
                 }
                 Ok(vec![Item::Task(Box::new(t))])
             }
@@ -1040,14 +1257,20 @@ fn flatten_handlers(items: Vec<Item>, out: &mut Vec<TaskDef>) {
 
 /// `_raw_params` of free-form args.
 pub fn raw_param(args: &Value) -> Option<String> {
-    args.get("_raw_params").and_then(Value::as_str).map(str::to_owned)
+    args.get("_raw_params")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn task_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [format!("{name}.yml"), format!("{name}.yaml"), name.to_owned()]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
+    [
+        format!("{name}.yml"),
+        format!("{name}.yaml"),
+        name.to_owned(),
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .find(|p| p.is_file())
 }
 
 /// A task file named by a task: relative to the role's `tasks/`, then to
@@ -1070,7 +1293,13 @@ pub fn resolve_task_file(t: &TaskDef, f: &str) -> PathBuf {
 ///
 /// # Errors
 /// As [`load_playbook`].
-pub fn load_task_file(path: &Path, kw: &Keywords, role: Option<Arc<Role>>, opts: &ParseOptions, play_base: &Path) -> Result<(Vec<Item>, Vec<TaskDef>), PlayError> {
+pub fn load_task_file(
+    path: &Path,
+    kw: &Keywords,
+    role: Option<Arc<Role>>,
+    opts: &ParseOptions,
+    play_base: &Path,
+) -> Result<(Vec<Item>, Vec<TaskDef>), PlayError> {
     let mut p = Parser {
         opts,
         templar: Templar::new(),

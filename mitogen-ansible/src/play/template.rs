@@ -451,9 +451,8 @@ static FILTER_RE: LazyLock<Regex> =
 static TEST_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\bis\s+(?:not\s+)?([A-Za-z_][A-Za-z0-9_.]*)").expect("static regex")
 });
-static STR_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).expect("static regex")
-});
+static STR_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).expect("static regex"));
 
 static BLOCK_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("static regex"));
@@ -471,9 +470,7 @@ fn check_names(src: &str) -> Result<(), String> {
     let code = STR_RE.replace_all(src, "''");
     for c in FILTER_RE.captures_iter(&code) {
         let name = &c[1];
-        let short = name
-            .strip_prefix("ansible.builtin.")
-            .unwrap_or(name);
+        let short = name.strip_prefix("ansible.builtin.").unwrap_or(name);
         if !FILTERS.contains(&short) && !BUILTIN_FILTERS.contains(&short) {
             return Err(format!("unsupported filter '{name}'"));
         }
@@ -576,14 +573,20 @@ mod filters {
         env.add_filter("bool", to_bool);
         env.add_filter("int", to_int);
         env.add_filter("float", to_float);
-        env.add_filter("to_json", |v: JValue, _k: Kwargs| -> Result<String, JError> {
-            Ok(py_json(&jv_to_json(&v), None))
-        });
+        env.add_filter(
+            "to_json",
+            |v: JValue, _k: Kwargs| -> Result<String, JError> {
+                Ok(py_json(&jv_to_json(&v), None))
+            },
+        );
         env.add_filter(
             "to_nice_json",
             |v: JValue, k: Kwargs| -> Result<String, JError> {
                 let indent: Option<usize> = k.get("indent")?;
-                Ok(py_json(&sort_keys(jv_to_json(&v)), Some(indent.unwrap_or(4))))
+                Ok(py_json(
+                    &sort_keys(jv_to_json(&v)),
+                    Some(indent.unwrap_or(4)),
+                ))
             },
         );
         env.add_filter("from_json", |s: String| -> Result<JValue, JError> {
@@ -602,7 +605,9 @@ mod filters {
         env.add_filter("ternary", ternary);
         env.add_filter("mandatory", |v: JValue, msg: Option<String>| {
             if v.is_undefined() {
-                Err(jerr(msg.unwrap_or_else(|| "Mandatory variable not defined.".into())))
+                Err(jerr(msg.unwrap_or_else(|| {
+                    "Mandatory variable not defined.".into()
+                })))
             } else {
                 Ok(v)
             }
@@ -643,29 +648,38 @@ mod filters {
             }
             Ok(JValue::from(out))
         });
-        env.add_filter("intersect", |a: JValue, b: JValue| -> Result<JValue, JError> {
-            let b = unique_list(&b)?;
-            Ok(JValue::from(
-                unique_list(&a)?
-                    .into_iter()
-                    .filter(|x| b.contains(x))
-                    .collect::<Vec<_>>(),
-            ))
-        });
-        env.add_filter("difference", |a: JValue, b: JValue| -> Result<JValue, JError> {
-            let b = unique_list(&b)?;
-            Ok(JValue::from(
-                unique_list(&a)?
-                    .into_iter()
-                    .filter(|x| !b.contains(x))
-                    .collect::<Vec<_>>(),
-            ))
-        });
-        env.add_filter("flatten", |a: JValue, levels: Option<usize>| -> Result<JValue, JError> {
-            let mut out = Vec::new();
-            flatten(&a, levels, &mut out)?;
-            Ok(JValue::from(out))
-        });
+        env.add_filter(
+            "intersect",
+            |a: JValue, b: JValue| -> Result<JValue, JError> {
+                let b = unique_list(&b)?;
+                Ok(JValue::from(
+                    unique_list(&a)?
+                        .into_iter()
+                        .filter(|x| b.contains(x))
+                        .collect::<Vec<_>>(),
+                ))
+            },
+        );
+        env.add_filter(
+            "difference",
+            |a: JValue, b: JValue| -> Result<JValue, JError> {
+                let b = unique_list(&b)?;
+                Ok(JValue::from(
+                    unique_list(&a)?
+                        .into_iter()
+                        .filter(|x| !b.contains(x))
+                        .collect::<Vec<_>>(),
+                ))
+            },
+        );
+        env.add_filter(
+            "flatten",
+            |a: JValue, levels: Option<usize>| -> Result<JValue, JError> {
+                let mut out = Vec::new();
+                flatten(&a, levels, &mut out)?;
+                Ok(JValue::from(out))
+            },
+        );
         env.add_filter("type_debug", |v: JValue| {
             match v.kind() {
                 ValueKind::None => "NoneType",
@@ -684,29 +698,37 @@ mod filters {
             }
             .to_owned()
         });
-        env.add_filter("zip", |a: JValue, rest: Rest<JValue>| -> Result<JValue, JError> {
-            let mut lists = vec![a.try_iter()?.collect::<Vec<_>>()];
-            for r in rest.iter() {
-                lists.push(r.try_iter()?.collect());
-            }
-            let n = lists.iter().map(Vec::len).min().unwrap_or(0);
-            Ok(JValue::from(
-                (0..n)
-                    .map(|i| JValue::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>()))
-                    .collect::<Vec<_>>(),
-            ))
-        });
-        env.add_filter("product", |a: JValue, b: JValue| -> Result<JValue, JError> {
-            let a: Vec<JValue> = a.try_iter()?.collect();
-            let b: Vec<JValue> = b.try_iter()?.collect();
-            let mut out = Vec::new();
-            for x in &a {
-                for y in &b {
-                    out.push(JValue::from(vec![x.clone(), y.clone()]));
+        env.add_filter(
+            "zip",
+            |a: JValue, rest: Rest<JValue>| -> Result<JValue, JError> {
+                let mut lists = vec![a.try_iter()?.collect::<Vec<_>>()];
+                for r in rest.iter() {
+                    lists.push(r.try_iter()?.collect());
                 }
-            }
-            Ok(JValue::from(out))
-        });
+                let n = lists.iter().map(Vec::len).min().unwrap_or(0);
+                Ok(JValue::from(
+                    (0..n)
+                        .map(|i| {
+                            JValue::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>())
+                        })
+                        .collect::<Vec<_>>(),
+                ))
+            },
+        );
+        env.add_filter(
+            "product",
+            |a: JValue, b: JValue| -> Result<JValue, JError> {
+                let a: Vec<JValue> = a.try_iter()?.collect();
+                let b: Vec<JValue> = b.try_iter()?.collect();
+                let mut out = Vec::new();
+                for x in &a {
+                    for y in &b {
+                        out.push(JValue::from(vec![x.clone(), y.clone()]));
+                    }
+                }
+                Ok(JValue::from(out))
+            },
+        );
 
         env.add_test("failed", |v: JValue| result_flag(&v, "failed"));
         env.add_test("failure", |v: JValue| result_flag(&v, "failed"));
@@ -726,21 +748,38 @@ mod filters {
                 .map(|x| x.is_undefined() || x.is_true() || x.as_i64() == Some(1))
                 .unwrap_or(true))
         });
-        env.add_test("match", |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
-            let re = py_regex(&format!("^(?:{p})"), k.get::<Option<_>>("ignorecase")?.unwrap_or(false), k.get::<Option<_>>("multiline")?.unwrap_or(false))?;
-            Ok(re.is_match(&s))
-        });
-        for n in ["search", "regex"] {
-            env.add_test(n, |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
-                let re = py_regex(&p, k.get::<Option<_>>("ignorecase")?.unwrap_or(false), k.get::<Option<_>>("multiline")?.unwrap_or(false))?;
+        env.add_test(
+            "match",
+            |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
+                let re = py_regex(
+                    &format!("^(?:{p})"),
+                    k.get::<Option<_>>("ignorecase")?.unwrap_or(false),
+                    k.get::<Option<_>>("multiline")?.unwrap_or(false),
+                )?;
                 Ok(re.is_match(&s))
-            });
+            },
+        );
+        for n in ["search", "regex"] {
+            env.add_test(
+                n,
+                |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
+                    let re = py_regex(
+                        &p,
+                        k.get::<Option<_>>("ignorecase")?.unwrap_or(false),
+                        k.get::<Option<_>>("multiline")?.unwrap_or(false),
+                    )?;
+                    Ok(re.is_match(&s))
+                },
+            );
         }
         env.add_test("truthy", |v: JValue| v.is_true());
         env.add_test("falsy", |v: JValue| !v.is_true());
-        env.add_test("contains", |seq: JValue, x: JValue| -> Result<bool, JError> {
-            Ok(seq.try_iter()?.any(|i| i == x))
-        });
+        env.add_test(
+            "contains",
+            |seq: JValue, x: JValue| -> Result<bool, JError> {
+                Ok(seq.try_iter()?.any(|i| i == x))
+            },
+        );
         env.add_test("any", |seq: JValue| -> Result<bool, JError> {
             Ok(seq.try_iter()?.any(|i| i.is_true()))
         });
@@ -793,7 +832,9 @@ mod filters {
                 let s = v.as_str().unwrap_or("").trim();
                 let r = match base {
                     Some(b) if b != 10 => i64::from_str_radix(
-                        s.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b"),
+                        s.trim_start_matches("0x")
+                            .trim_start_matches("0o")
+                            .trim_start_matches("0b"),
                         b,
                     )
                     .ok(),
@@ -830,7 +871,12 @@ mod filters {
         Ok(re.replacen(&s, count, rep.as_str()).into_owned())
     }
 
-    fn regex_search(s: String, pattern: String, groups: Rest<String>, k: Kwargs) -> Result<JValue, JError> {
+    fn regex_search(
+        s: String,
+        pattern: String,
+        groups: Rest<String>,
+        k: Kwargs,
+    ) -> Result<JValue, JError> {
         let ignorecase: bool = k.get::<Option<_>>("ignorecase")?.unwrap_or(false);
         let multiline: bool = k.get::<Option<_>>("multiline")?.unwrap_or(false);
         let re = py_regex(&pattern, ignorecase, multiline)?;
@@ -890,7 +936,9 @@ mod filters {
                         Some(x) if recursive && x.is_object() && v.is_object() => {
                             merge(x, v, recursive, list_merge);
                         }
-                        Some(Value::Array(x)) if recursive && v.is_array() && list_merge != "replace" => {
+                        Some(Value::Array(x))
+                            if recursive && v.is_array() && list_merge != "replace" =>
+                        {
                             let Value::Array(v) = v else { continue };
                             match list_merge {
                                 "append" => x.extend(v),
@@ -904,8 +952,10 @@ mod filters {
                                     x.extend(v);
                                 }
                                 "prepend_rp" => {
-                                    let old: Vec<Value> =
-                                        std::mem::take(x).into_iter().filter(|i| !v.contains(i)).collect();
+                                    let old: Vec<Value> = std::mem::take(x)
+                                        .into_iter()
+                                        .filter(|i| !v.contains(i))
+                                        .collect();
                                     *x = v;
                                     x.extend(old);
                                 }
@@ -924,7 +974,9 @@ mod filters {
 
     fn combine(v: JValue, rest: Rest<JValue>, k: Kwargs) -> Result<JValue, JError> {
         let recursive: bool = k.get::<Option<_>>("recursive")?.unwrap_or(false);
-        let list_merge: String = k.get::<Option<String>>("list_merge")?.unwrap_or_else(|| "replace".into());
+        let list_merge: String = k
+            .get::<Option<String>>("list_merge")?
+            .unwrap_or_else(|| "replace".into());
         let mut acc = jv_to_json(&v);
         let mut others = Vec::new();
         for r in rest.iter() {
@@ -957,8 +1009,12 @@ mod filters {
     }
 
     fn dict2items(v: JValue, k: Kwargs) -> Result<JValue, JError> {
-        let kn: String = k.get::<Option<String>>("key_name")?.unwrap_or_else(|| "key".into());
-        let vn: String = k.get::<Option<String>>("value_name")?.unwrap_or_else(|| "value".into());
+        let kn: String = k
+            .get::<Option<String>>("key_name")?
+            .unwrap_or_else(|| "key".into());
+        let vn: String = k
+            .get::<Option<String>>("value_name")?
+            .unwrap_or_else(|| "value".into());
         let Value::Object(m) = jv_to_json(&v) else {
             return Err(jerr("dict2items requires a dictionary"));
         };
@@ -975,14 +1031,20 @@ mod filters {
     }
 
     fn items2dict(v: JValue, k: Kwargs) -> Result<JValue, JError> {
-        let kn: String = k.get::<Option<String>>("key_name")?.unwrap_or_else(|| "key".into());
-        let vn: String = k.get::<Option<String>>("value_name")?.unwrap_or_else(|| "value".into());
+        let kn: String = k
+            .get::<Option<String>>("key_name")?
+            .unwrap_or_else(|| "key".into());
+        let vn: String = k
+            .get::<Option<String>>("value_name")?
+            .unwrap_or_else(|| "value".into());
         let Value::Array(items) = jv_to_json(&v) else {
             return Err(jerr("items2dict requires a list"));
         };
         let mut out = Map::new();
         for i in items {
-            let key = i.get(&kn).ok_or_else(|| jerr(format!("items2dict: an item has no '{kn}'")))?;
+            let key = i
+                .get(&kn)
+                .ok_or_else(|| jerr(format!("items2dict: an item has no '{kn}'")))?;
             let key = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
             out.insert(key, i.get(&vn).cloned().unwrap_or(Value::Null));
         }
@@ -1013,7 +1075,13 @@ mod filters {
     fn version_test(a: String, b: String, op: Option<String>) -> Result<bool, JError> {
         let parse = |s: &str| -> Vec<u64> {
             s.split(['.', '-', '_'])
-                .map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0))
+                .map(|p| {
+                    p.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .unwrap_or(0)
+                })
                 .collect()
         };
         let (x, y) = (parse(&a), parse(&b));
@@ -1178,22 +1246,49 @@ mod tests {
         assert!(t.cond(&json!("a | length == 2"), &v).unwrap());
         assert!(t.cond(&json!("zz is not defined"), &v).unwrap());
         assert!(t.value(&json!("{{ zz }}"), &v).is_err());
-        assert_eq!(t.value(&json!("{{ zz | default('d') }}"), &v).unwrap(), json!("d"));
         assert_eq!(
-            t.value(&json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\\\2\\\\1') }}"), &v).unwrap(),
+            t.value(&json!("{{ zz | default('d') }}"), &v).unwrap(),
+            json!("d")
+        );
+        assert_eq!(
+            t.value(
+                &json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\\\2\\\\1') }}"),
+                &v
+            )
+            .unwrap(),
             json!("ba")
         );
-        assert_eq!(t.value(&json!("{{ {'x': 1} | to_json }}"), &v).unwrap(), json!("{\"x\": 1}"));
-        assert_eq!(t.value(&json!("{{ 'no' | bool }}"), &v).unwrap(), json!(false));
-        assert_eq!(t.value(&json!("{{ 'a,b'.split(',') }}"), &v).unwrap(), json!(["a", "b"]));
+        assert_eq!(
+            t.value(&json!("{{ {'x': 1} | to_json }}"), &v).unwrap(),
+            json!("{\"x\": 1}")
+        );
+        assert_eq!(
+            t.value(&json!("{{ 'no' | bool }}"), &v).unwrap(),
+            json!(false)
+        );
+        assert_eq!(
+            t.value(&json!("{{ 'a,b'.split(',') }}"), &v).unwrap(),
+            json!(["a", "b"])
+        );
     }
 
     #[test]
     fn static_checks() {
         let t = Templar::new();
-        assert!(t.check("{{ x | to_yaml }}", false).unwrap_err().contains("to_yaml"));
-        assert!(t.check("x is frobbed", true).unwrap_err().contains("frobbed"));
-        assert!(t.check("{{ 'a|b' | regex_replace('a|b', 'c') }}", false).is_ok());
+        assert!(
+            t.check("{{ x | to_yaml }}", false)
+                .unwrap_err()
+                .contains("to_yaml")
+        );
+        assert!(
+            t.check("x is frobbed", true)
+                .unwrap_err()
+                .contains("frobbed")
+        );
+        assert!(
+            t.check("{{ 'a|b' | regex_replace('a|b', 'c') }}", false)
+                .is_ok()
+        );
         assert!(t.check("{{ x ", false).is_err());
         assert!(t.check("echo a | tr {{ x | upper }}", false).is_ok());
         assert_eq!(b64::encode(b"hello"), "aGVsbG8=");

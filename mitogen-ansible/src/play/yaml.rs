@@ -131,14 +131,16 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
                     Some("!unsafe") | Some("tag:yaml.org,2002:str") | Some("!!str") => {
                         Value::String(v.into_owned())
                     }
-                    Some("tag:yaml.org,2002:int") | Some("tag:yaml.org,2002:float")
-                    | Some("tag:yaml.org,2002:bool") | Some("tag:yaml.org,2002:null") => {
-                        resolve_plain(&v)
-                    }
+                    Some("tag:yaml.org,2002:int")
+                    | Some("tag:yaml.org,2002:float")
+                    | Some("tag:yaml.org,2002:bool")
+                    | Some("tag:yaml.org,2002:null") => resolve_plain(&v),
                     Some(t) if t.contains("vault") => {
                         return Err(err(
                             line,
-                            format!("unsupported: the YAML tag {t} (Ansible Vault is not supported)"),
+                            format!(
+                                "unsupported: the YAML tag {t} (Ansible Vault is not supported)"
+                            ),
                         ));
                     }
                     Some(t) => {
@@ -262,7 +264,12 @@ pub fn parse_one(text: &str, file: &Path) -> Result<Node, YamlError> {
 
 enum Frame {
     Seq(Vec<Node>, usize, usize),
-    Map(Vec<(String, usize, Node)>, Option<(String, usize)>, usize, usize),
+    Map(
+        Vec<(String, usize, Node)>,
+        Option<(String, usize)>,
+        usize,
+        usize,
+    ),
 }
 
 /// PyYAML's implicit resolvers for a plain scalar.
@@ -320,7 +327,11 @@ fn parse_float(s: &str) -> Option<f64> {
     }
     // PyYAML: [-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+][0-9]+)?
     let b = s.trim_start_matches(['-', '+']);
-    if !b.contains('.') || !b.bytes().all(|c| c.is_ascii_digit() || b"._eE-+".contains(&c)) {
+    if !b.contains('.')
+        || !b
+            .bytes()
+            .all(|c| c.is_ascii_digit() || b"._eE-+".contains(&c))
+    {
         return None;
     }
     let clean: String = s.chars().filter(|&c| c != '_').collect();
