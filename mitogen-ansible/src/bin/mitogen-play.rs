@@ -402,7 +402,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.skip_tags = args.skip_tags.clone();
     opts.limit = args.limit.clone();
     opts.extra_vars = extra;
-    opts.connect_timeout = std::time::Duration::from_secs(cfg.timeout.max(1));
+    opts.connect_timeout = std::time::Duration::from_secs(cfg.timeout.max(30));
     opts.host_key_checking = cfg.host_key_checking;
     opts.multiplex = args.multiplex;
     opts.remote_user = cfg.remote_user.clone();

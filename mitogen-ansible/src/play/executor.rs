@@ -46,7 +46,9 @@ pub struct Options {
     pub limit: Option<String>,
     /// `-e` variables.
     pub extra_vars: Map<String, Value>,
-    /// Connection timeout.
+    /// Deadline for a whole connection: ssh, the agent's bootstrap and its
+    /// greeting (ansible's `timeout` covers only ssh's TCP connect, so the
+    /// CLI uses at least 30 s). Default 30 s.
     pub connect_timeout: Duration,
     /// ssh host key checking (`host_key_checking`).
     pub host_key_checking: bool,
@@ -80,7 +82,7 @@ impl Default for Options {
             skip_tags: Vec::new(),
             limit: None,
             extra_vars: Map::new(),
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
             host_key_checking: true,
             multiplex: true,
             remote_user: None,
@@ -311,8 +313,7 @@ impl Executor {
     }
 
     fn run_batch(&self, ctx: &PlayCtx<'_>, hosts: &[String]) {
-        let gather = ctx.play.gather_facts && !self.opts.gather_explicit
-            || ctx.play.gather_facts && self.opts.gather_explicit;
+        let gather = ctx.play.gather_facts.unwrap_or(!self.opts.gather_explicit);
         let gather_task = gather.then(|| gather_task(ctx.play));
         match ctx.play.strategy {
             Strategy::Linear => {
@@ -1057,7 +1058,7 @@ impl Executor {
                 Err(e) => error_outcome(&e, no_log, false),
             };
             let label = match lc.get("label") {
-                Some(l) => self.templar.value(l, &iv).unwrap_or(item.clone()),
+                Some(l) => self.templar.value(l, &iv).unwrap_or_else(|_| item.clone()),
                 None => item.clone(),
             };
             if let Value::Object(m) = &mut o.register {
@@ -1888,7 +1889,7 @@ impl Outcome {
     }
 
     /// Status and callback view recomputed from the register view.
-    fn refresh(self, no_log: bool) -> Outcome {
+    fn refresh(self, no_log: bool) -> Self {
         let Value::Object(m) = self.register else {
             return self;
         };
@@ -1912,7 +1913,7 @@ impl Outcome {
         {
             c.insert("_ansible_delegated_vars".into(), dv.clone());
         }
-        Outcome {
+        Self {
             status,
             changed,
             ignored: self.ignored,

@@ -108,7 +108,7 @@ pub struct Keywords {
 
 impl Keywords {
     /// `self` (outer) with `inner` applied on top.
-    pub fn inherit(&self, inner: &Keywords) -> Keywords {
+    pub fn inherit(&self, inner: &Self) -> Self {
         let pick = |o: &Option<Value>, i: &Option<Value>| i.clone().or_else(|| o.clone());
         let mut vars = self.vars.clone();
         for (k, v) in &inner.vars {
@@ -124,7 +124,7 @@ impl Keywords {
         when.extend(inner.when.iter().cloned());
         let mut environment = self.environment.clone();
         environment.extend(inner.environment.iter().cloned());
-        Keywords {
+        Self {
             when,
             become_: pick(&self.become_, &inner.become_),
             become_user: pick(&self.become_user, &inner.become_user),
@@ -260,8 +260,8 @@ pub struct Play {
     pub name: String,
     /// `hosts:` pattern (untemplated).
     pub hosts: String,
-    /// `gather_facts:`.
-    pub gather_facts: bool,
+    /// `gather_facts:` (`None`: not given; `gathering` decides).
+    pub gather_facts: Option<bool>,
     /// Play keywords, inherited by every task.
     pub kw: Keywords,
     /// `vars_files:` (untemplated), with locations.
@@ -294,7 +294,10 @@ pub struct ParseOptions {
 
 /// Whether a module or action exists (`Err` says why not).
 #[derive(Clone)]
-pub struct ModuleCheck(pub Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct ModuleCheck(pub Arc<CheckFn>);
+
+/// The function inside a [`ModuleCheck`].
+pub type CheckFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for ModuleCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -506,7 +509,7 @@ impl Parser<'_> {
         let mut play = Play {
             name: String::new(),
             hosts: String::new(),
-            gather_facts: true,
+            gather_facts: None,
             kw: Keywords::default(),
             vars_files: Vec::new(),
             serial: Vec::new(),
@@ -546,7 +549,7 @@ impl Parser<'_> {
                             .map_or_else(|| other.to_string(), str::to_owned),
                     };
                 }
-                "gather_facts" => play.gather_facts = bool_of(v, file, key)?,
+                "gather_facts" => play.gather_facts = Some(bool_of(v, file, key)?),
                 "vars_files" => {
                     let vf = match v.to_json() {
                         Value::Array(a) => a,
@@ -746,7 +749,7 @@ impl Parser<'_> {
         if let Some(mp) = meta {
             let text = std::fs::read_to_string(&mp).map_err(|e| PlayError::io(&mp, e))?;
             let doc = yaml::parse_one(&text, &mp)?;
-            let mfile = Arc::new(mp.clone());
+            let mfile = Arc::new(mp);
             if let Some(a) = doc.get("allow_duplicates") {
                 allow_dup = bool_of(a, &mfile, "allow_duplicates")?;
             }
@@ -799,8 +802,7 @@ impl Parser<'_> {
         }
         if let Some(hf) = task_file(&dir.join("handlers"), "main") {
             let mut nested = Vec::new();
-            let items =
-                self.task_file(&hf, &Keywords::default(), Some(role.clone()), &mut nested)?;
+            let items = self.task_file(&hf, &Keywords::default(), Some(role), &mut nested)?;
             flatten_handlers(items, handlers);
         }
         Ok(out)
@@ -984,7 +986,7 @@ impl Parser<'_> {
                     let (mname, rest) = s
                         .trim()
                         .split_once(char::is_whitespace)
-                        .unwrap_or((s.trim(), ""));
+                        .unwrap_or_else(|| (s.trim(), ""));
                     if key == "local_action" {
                         kw.delegate_to = Some("localhost".into());
                     }

@@ -375,7 +375,7 @@ impl Templar {
                 Ok(true)
             }
             Value::String(s) => {
-                let expr = single_expression(s.trim()).unwrap_or(s.trim());
+                let expr = single_expression(s.trim()).unwrap_or_else(|| s.trim());
                 if expr.is_empty() {
                     return Ok(true);
                 }
@@ -416,7 +416,7 @@ impl Templar {
     /// A message naming the problem.
     pub fn check(&self, s: &str, is_expr: bool) -> Result<(), String> {
         if is_expr {
-            let e = single_expression(s.trim()).unwrap_or(s.trim());
+            let e = single_expression(s.trim()).unwrap_or_else(|| s.trim());
             if !e.is_empty() {
                 self.env
                     .compile_expression(e)
@@ -895,7 +895,7 @@ mod filters {
             } else {
                 return Err(jerr(format!("regex_search: unknown group argument {g:?}")));
             };
-            out.push(m.map_or(JValue::from(()), |m| JValue::from(m.as_str())));
+            out.push(m.map_or_else(|| JValue::from(()), |m| JValue::from(m.as_str())));
         }
         Ok(JValue::from(out))
     }

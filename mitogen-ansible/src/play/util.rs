@@ -24,9 +24,7 @@ pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> 
             Some((k, v))
                 if !k.is_empty()
                     && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && (!free_form
-                        || FREE_FORM_KEYS.contains(&k)
-                        || raw.is_empty() && !free_form) =>
+                    && (!free_form || FREE_FORM_KEYS.contains(&k)) =>
             {
                 out.insert(k.to_owned(), Value::String(unquote(v)));
             }

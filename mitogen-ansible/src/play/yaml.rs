@@ -55,7 +55,7 @@ impl Node {
     pub fn to_json(&self) -> Value {
         match &self.y {
             Y::Scalar(v) => v.clone(),
-            Y::Seq(s) => Value::Array(s.iter().map(Node::to_json).collect()),
+            Y::Seq(s) => Value::Array(s.iter().map(Self::to_json).collect()),
             Y::Map(m) => {
                 let mut o = Map::new();
                 for (k, _, v) in m {
@@ -67,7 +67,7 @@ impl Node {
     }
 
     /// The value for `key` in a mapping.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Self> {
         match &self.y {
             Y::Map(m) => m.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
             _ => None,
