@@ -12,6 +12,7 @@
 # Must run as root (the sshd and its test users: scripts/test-hosts.sh
 # setup). Builds target/release/mitogen-play and compare_ssh (the sshd).
 # ansible-playbook runs with forks = N (so it is not held to 5).
+# TOOLS="ours mitogen" limits the tools; OURS_ARGS adds mitogen-play options.
 set -euo pipefail
 exec </dev/null
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,7 +69,7 @@ run() {
     local -a envs=(HOME="$TMP/home-$tool" ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_LOCAL_TEMP="$TMP/lt" ANSIBLE_FORKS="$n")
     local -a cmd
     case "$tool" in
-        ours) cmd=("$PLAY" --ansible-python "$py" -f "$n") ;;
+        ours) cmd=("$PLAY" --ansible-python "$py" -f "$n" ${OURS_ARGS:-}) ;;
         mitogen) envs+=(ANSIBLE_STRATEGY_PLUGINS="$mpath/plugins/strategy" ANSIBLE_STRATEGY=mitogen_linear); cmd=("$bin/ansible-playbook") ;;
         pipelined) envs+=(ANSIBLE_PIPELINING=True); cmd=("$bin/ansible-playbook") ;;
     esac
@@ -90,7 +91,7 @@ run() {
 printf '%-8s %-5s %-9s %10s %12s %10s\n' tool hosts playbook wall_s ms/task-host rss_kb
 declare -A WALL
 for n in $SIZES; do
-    for tool in ours mitogen pipelined; do
+    for tool in ${TOOLS:-ours mitogen pipelined}; do
         # Warm-up run (agent cache, ControlMaster, module caches).
         run "$tool" "$n" ping > /dev/null
         for k in empty $KINDS; do
