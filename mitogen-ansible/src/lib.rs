@@ -66,6 +66,7 @@ mod agent;
 mod args;
 mod error;
 mod forkserver;
+pub mod play;
 mod process;
 mod pycompat;
 mod result;

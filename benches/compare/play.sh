@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Play throughput: mitogen-play vs ansible-playbook with Python Mitogen
+# 0.3.54's mitogen_linear vs ansible-playbook with ssh + pipelining, on the
+# same throw-away sshd (127.0.0.1, one user), with inventories of N aliases
+# of it. Playbooks: empty (no tasks), ping, command, stat, copy; 20 tasks
+# each (copy only when the runner has the copy action). Prints wall time,
+# marginal ms per task-host ((playbook - empty) / (20 * N)), the ratios,
+# and the controller's peak RSS at the largest N.
+#
+#   benches/compare/play.sh [--sizes "1 10 100"] [--kinds "ping command stat copy"]
+#
+# Must run as root (the sshd and its test users: scripts/test-hosts.sh
+# setup). Builds target/release/mitogen-play and compare_ssh (the sshd).
+# ansible-playbook runs with forks = N (so it is not held to 5).
+# TOOLS="ours mitogen" limits the tools; OURS_ARGS adds mitogen-play options.
+set -euo pipefail
+exec </dev/null
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/lib.sh"
+
+SIZES="1 10 100"
+KINDS="ping command stat copy"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --sizes) SIZES="$2"; shift 2 ;;
+        --kinds) KINDS="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+N_TASKS=20
+require_root
+py=$("$REPO_ROOT/scripts/ansible-venv.sh")
+bin=$(dirname "$py")
+cargo build --quiet --release -p mitogen-ansible --bin mitogen-play --manifest-path "$REPO_ROOT/Cargo.toml"
+cargo build --quiet --release -p mitogen-benches --bin compare_ssh --manifest-path "$REPO_ROOT/Cargo.toml"
+PLAY="$REPO_ROOT/target/release/mitogen-play"
+init_tmp
+start_sshd "$REPO_ROOT/target/release/compare_ssh"
+mpath=$("$py" -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))')
+
+task_for() {
+    case "$1" in
+        empty) ;;
+        ping) echo '    - ping:' ;;
+        command) echo '    - command: "true"' ;;
+        stat) echo '    - stat: path=/etc/hostname' ;;
+        copy) echo '    - copy: content=x dest=/tmp/mtg-play-bench-{{ inventory_hostname }}' ;;
+    esac
+}
+for k in empty $KINDS; do
+    {
+        echo "- hosts: all"
+        echo "  gather_facts: false"
+        echo "  tasks:"
+        if [ "$k" = empty ]; then echo "    - meta: noop"; else for _ in $(seq $N_TASKS); do task_for "$k"; done; fi
+    } > "$TMP/pb-$k.yml"
+done
+for n in $SIZES; do
+    {
+        for i in $(seq "$n"); do
+            echo "h$i ansible_host=127.0.0.1 ansible_port=$PORT ansible_user=$SSH_USER ansible_ssh_private_key_file=$KEY ansible_python_interpreter=/usr/bin/python3 ansible_ssh_common_args='-o UserKnownHostsFile=$KNOWN_HOSTS -o IdentitiesOnly=yes'"
+        done
+    } > "$TMP/inv-$n"
+done
+
+# run TOOL N KIND -> "seconds peak_rss_kb" (fails loudly with the output)
+run() {
+    local tool=$1 n=$2 kind=$3 out="$TMP/out-$1-$2-$3" t0 t1 rss
+    local -a envs=(HOME="$TMP/home-$tool" ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_LOCAL_TEMP="$TMP/lt" ANSIBLE_FORKS="$n")
+    local -a cmd
+    case "$tool" in
+        ours) cmd=("$PLAY" --ansible-python "$py" -f "$n" ${OURS_ARGS:-}) ;;
+        mitogen) envs+=(ANSIBLE_STRATEGY_PLUGINS="$mpath/plugins/strategy" ANSIBLE_STRATEGY=mitogen_linear); cmd=("$bin/ansible-playbook") ;;
+        pipelined) envs+=(ANSIBLE_PIPELINING=True); cmd=("$bin/ansible-playbook") ;;
+    esac
+    mkdir -p "$TMP/home-$tool"
+    t0=$(date +%s%N)
+    if ! env "${envs[@]}" /usr/bin/time -f '%M' -o "$TMP/rss" "${cmd[@]}" -i "$TMP/inv-$n" "$TMP/pb-$kind.yml" > "$out" 2>&1 {HOLD_FD}>&-; then
+        echo "$SELF: $tool n=$n $kind failed:" >&2; tail -30 "$out" >&2; echo "fail 0"; return
+    fi
+    t1=$(date +%s%N)
+    rss=$(tail -1 "$TMP/rss")
+    if [ "$tool" = mitogen ] && ! grep -q "mitogen" "$out" && [ -z "${MITOGEN_CHECKED:-}" ]; then
+        # The strategy prints nothing by itself; check it was loaded.
+        env "${envs[@]}" "$bin/ansible-config" dump --only-changed 2>/dev/null | grep -qi "mitogen_linear" || die "mitogen_linear strategy not active"
+        MITOGEN_CHECKED=1
+    fi
+    echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $rss"
+}
+
+printf '%-8s %-5s %-9s %10s %12s %10s\n' tool hosts playbook wall_s ms/task-host rss_kb
+declare -A WALL
+for n in $SIZES; do
+    for tool in ${TOOLS:-ours mitogen pipelined}; do
+        # Warm-up run (agent cache, ControlMaster, module caches).
+        run "$tool" "$n" ping > /dev/null
+        for k in empty $KINDS; do
+            read -r s rss <<< "$(run "$tool" "$n" "$k")"
+            WALL[$tool,$n,$k]=$s
+            per=""
+            if [ "$k" != empty ] && [ "$s" != fail ] && [ "${WALL[$tool,$n,empty]}" != fail ]; then
+                per=$(echo "scale=2; ($s - ${WALL[$tool,$n,empty]}) * 1000 / ($N_TASKS * $n)" | bc)
+                WALL[$tool,$n,$k,per]=$per
+            fi
+            printf '%-8s %-5s %-9s %10s %12s %10s\n' "$tool" "$n" "$k" "$s" "$per" "$rss"
+        done
+    done
+done
+echo
+echo "ratios (marginal ms per task-host; >1 means mitogen-play is faster):"
+for n in $SIZES; do
+    for k in $KINDS; do
+        o=${WALL[ours,$n,$k,per]:-}; m=${WALL[mitogen,$n,$k,per]:-}; p=${WALL[pipelined,$n,$k,per]:-}
+        [ -n "$o" ] || continue
+        r1=n/a; r2=n/a
+        if [ -n "$m" ] && [ "$(echo "$o > 0" | bc)" = 1 ]; then r1=$(echo "scale=1; $m / $o" | bc); fi
+        if [ -n "$p" ] && [ "$(echo "$o > 0" | bc)" = 1 ]; then r2=$(echo "scale=1; $p / $o" | bc); fi
+        echo "  n=$n $k: vs ansible+mitogen ${r1}x, vs ansible pipelined ${r2}x"
+    done
+done
+stop_sshd

@@ -1,0 +1,480 @@
+//! `mitogen-play`: runs Ansible playbooks over mitogen-rs, like
+//! `ansible-playbook`.
+//!
+//! ```text
+//! mitogen-play -i INVENTORY PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
+//!              [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]...
+//!              [--json FILE] [--syntax-check] [--ansible-python PY] [-v]
+//! ```
+//!
+//! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts, 4
+//! unreachable hosts or a parse error, 5 bad options.
+
+use mitogen_ansible::play::playbook::ModuleCheck;
+use mitogen_ansible::play::{
+    Config, Event, Executor, Inventory, Options, ParseOptions, Play, load_playbook,
+};
+use mitogen_ansible::{ModuleSource, Runner, Status};
+use serde_json::{Map, Value, json};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const USAGE: &str =
+    "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
+       [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]... [--json FILE]
+       [--syntax-check] [--list-hosts] [--ansible-python PY] [--no-multiplex] [-v]";
+
+struct Args {
+    inventory: Vec<String>,
+    playbooks: Vec<PathBuf>,
+    limit: Option<String>,
+    forks: Option<usize>,
+    check: bool,
+    diff: bool,
+    extra: Vec<String>,
+    tags: Vec<String>,
+    skip_tags: Vec<String>,
+    module_path: Vec<PathBuf>,
+    json: Option<PathBuf>,
+    syntax_check: bool,
+    list_hosts: bool,
+    python: Option<PathBuf>,
+    multiplex: bool,
+    verbose: u8,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        inventory: Vec::new(),
+        playbooks: Vec::new(),
+        limit: None,
+        forks: None,
+        check: false,
+        diff: false,
+        extra: Vec::new(),
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+        module_path: Vec::new(),
+        json: None,
+        syntax_check: false,
+        list_hosts: false,
+        python: None,
+        multiplex: true,
+        verbose: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "-i" | "--inventory" | "--inventory-file" => a.inventory.push(value(&flag)?),
+            "-l" | "--limit" => a.limit = Some(value(&flag)?),
+            "-f" | "--forks" => {
+                let v = value(&flag)?;
+                a.forks = Some(
+                    v.parse()
+                        .map_err(|_| format!("--forks: not a number: {v}"))?,
+                );
+            }
+            "-C" | "--check" => a.check = true,
+            "-D" | "--diff" => a.diff = true,
+            "-e" | "--extra-vars" => a.extra.push(value(&flag)?),
+            "-t" | "--tags" => a
+                .tags
+                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
+            "--skip-tags" => a
+                .skip_tags
+                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
+            "-M" | "--module-path" => {
+                a.module_path.extend(
+                    value(&flag)?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from),
+                );
+            }
+            "--json" => a.json = Some(PathBuf::from(value(&flag)?)),
+            "--syntax-check" => a.syntax_check = true,
+            "--list-hosts" => a.list_hosts = true,
+            "--ansible-python" => a.python = Some(PathBuf::from(value(&flag)?)),
+            "--no-multiplex" => a.multiplex = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" => {
+                println!("mitogen-play {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            v if v.starts_with("-v") && v[1..].chars().all(|c| c == 'v') => {
+                a.verbose += (v.len() - 1) as u8
+            }
+            "--verbose" => a.verbose += 1,
+            v if v.starts_with('-') && v.len() > 1 => return Err(format!("unknown option {v}")),
+            _ => a.playbooks.push(PathBuf::from(arg)),
+        }
+    }
+    if a.playbooks.is_empty() {
+        return Err("no playbook given".into());
+    }
+    Ok(a)
+}
+
+/// ansible-core's python: `--ansible-python`, `$MITOGEN_ANSIBLE_PYTHON`,
+/// the interpreter of `ansible-playbook` in `PATH`, else `python3`.
+fn find_python(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(p) =
+        explicit.or_else(|| std::env::var_os("MITOGEN_ANSIBLE_PYTHON").map(PathBuf::from))
+    {
+        return p;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            let ap = d.join("ansible-playbook");
+            if let Ok(text) = std::fs::read_to_string(&ap) {
+                if let Some(first) = text.lines().next().and_then(|l| l.strip_prefix("#!")) {
+                    let py = first.split_whitespace().next().unwrap_or("");
+                    if py.ends_with("python") || py.contains("python3") {
+                        return PathBuf::from(py);
+                    }
+                }
+                let py = d.join("python");
+                if py.exists() {
+                    return py;
+                }
+            }
+        }
+    }
+    PathBuf::from("python3")
+}
+
+fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut m = Map::new();
+    for s in specs {
+        let s = s.trim();
+        if let Some(f) = s.strip_prefix('@') {
+            let vars = mitogen_ansible::play::inventory::read_vars_file(std::path::Path::new(f))
+                .map_err(|e| e.to_string())?;
+            m.extend(vars);
+        } else if s.starts_with('{') {
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(o)) => m.extend(o),
+                _ => {
+                    let n = mitogen_ansible::play::yaml::parse_one(s, std::path::Path::new("-e"))
+                        .map_err(|e| e.to_string())?;
+                    match n.to_json() {
+                        Value::Object(o) => m.extend(o),
+                        _ => return Err(format!("-e {s}: not a mapping")),
+                    }
+                }
+            }
+        } else {
+            m.extend(
+                mitogen_ansible::play::util::parse_kv(s, false).map_err(|e| format!("-e: {e}"))?,
+            );
+        }
+    }
+    Ok(m)
+}
+
+fn banner(title: &str) -> String {
+    let width = 80usize.saturating_sub(title.chars().count() + 1).max(3);
+    format!("{title} {}", "*".repeat(width))
+}
+
+struct Printer {
+    json: Option<std::io::BufWriter<std::fs::File>>,
+    verbose: u8,
+    tty: bool,
+    task_hosts: usize,
+    done: usize,
+    current_task: String,
+    progress_shown: bool,
+}
+
+impl Printer {
+    fn clear_progress(&mut self) {
+        if self.progress_shown {
+            eprint!("\r\x1b[2K");
+            self.progress_shown = false;
+        }
+    }
+
+    fn handle(&mut self, ev: &Event, play_hosts: &mut usize) {
+        let out = &mut std::io::stdout().lock();
+        match ev {
+            Event::PlayStart { name, hosts } => {
+                self.clear_progress();
+                *play_hosts = hosts.len();
+                let _ = writeln!(out, "\n{}", banner(&format!("PLAY [{name}]")));
+                if hosts.is_empty() {
+                    let _ = writeln!(out, "skipping: no hosts matched");
+                }
+            }
+            Event::TaskStart { name, handler, .. } => {
+                self.clear_progress();
+                let kind = if *handler { "RUNNING HANDLER" } else { "TASK" };
+                let _ = writeln!(out, "\n{}", banner(&format!("{kind} [{name}]")));
+                self.current_task = name.clone();
+                self.task_hosts = *play_hosts;
+                self.done = 0;
+            }
+            Event::HostResult(r) => {
+                self.clear_progress();
+                let host = match &r.delegated_to {
+                    Some(d) if *d != r.host => format!("{} -> {d}", r.host),
+                    _ => r.host.clone(),
+                };
+                let shown = {
+                    let mut v = r.result.clone();
+                    if let Value::Object(m) = &mut v {
+                        m.retain(|k, _| !k.starts_with("_ansible_"));
+                    }
+                    v
+                };
+                let verbose_always = r.result.get("_ansible_verbose_always").is_some();
+                let body = serde_json::to_string_pretty(&shown).unwrap_or_default();
+                let _ = match r.status {
+                    Status::Failed => {
+                        let line = writeln!(out, "fatal: [{host}]: FAILED! => {body}");
+                        if r.ignored {
+                            let _ = writeln!(out, "...ignoring");
+                        }
+                        line
+                    }
+                    Status::Unreachable => writeln!(out, "fatal: [{host}]: UNREACHABLE! => {body}"),
+                    Status::Skipped => writeln!(out, "skipping: [{host}]"),
+                    _ => {
+                        let word = if r.changed { "changed" } else { "ok" };
+                        if verbose_always || self.verbose > 0 {
+                            writeln!(out, "{word}: [{host}] => {body}")
+                        } else {
+                            writeln!(out, "{word}: [{host}]")
+                        }
+                    }
+                };
+                if let Some(j) = &mut self.json {
+                    let rec = json!({
+                        "host": r.host, "task": r.task, "action": r.action,
+                        "status": match r.status { Status::Ok | Status::Changed => "ok", Status::Failed => "failed", Status::Skipped => "skipped", Status::Unreachable => "unreachable", _ => "other" },
+                        "changed": r.changed, "ignored": r.ignored,
+                        "duration": r.duration.as_secs_f64(), "result": r.result,
+                    });
+                    let _ = writeln!(j, "{rec}");
+                }
+                self.done += 1;
+                if self.tty && self.task_hosts > 1 && self.done < self.task_hosts {
+                    let _ = out.flush();
+                    eprint!(
+                        "\r\x1b[2K  [{}] {}/{} hosts done",
+                        self.current_task, self.done, self.task_hosts
+                    );
+                    self.progress_shown = true;
+                }
+            }
+            Event::Warning(w) => {
+                self.clear_progress();
+                eprintln!("[WARNING]: {w}");
+            }
+            Event::Recap(stats) => {
+                self.clear_progress();
+                let _ = writeln!(out, "\n{}", banner("PLAY RECAP"));
+                for (h, s) in stats {
+                    let _ = writeln!(
+                        out,
+                        "{h:<26} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4} rescued={:<4} ignored={:<4}",
+                        s.ok, s.changed, s.unreachable, s.failed, s.skipped, s.rescued, s.ignored
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn register(reg: &mut mitogen_core::Registry) {
+    mitogen_ssh::register(reg);
+    mitogen_ansible::register(reg);
+}
+
+fn main() -> ExitCode {
+    // Same binary on both ends: as an agent this never returns.
+    let router = match mitogen_core::init(register) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ERROR! cannot start the router: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = mitogen_core::layer::raise_nofile_limit();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ERROR! {e}\n{USAGE}");
+            return ExitCode::from(5);
+        }
+    };
+    match run(router, args) {
+        Ok(code) => ExitCode::from(code),
+        Err((code, msg)) => {
+            eprintln!("ERROR! {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
+    let cfg = Config::load().map_err(|e| (5, e.to_string()))?;
+    for n in &cfg.notes {
+        eprintln!("[NOTE]: {n}");
+    }
+    let python = find_python(args.python.clone());
+    let mut source = ModuleSource::from_ansible_core(&python).map_err(|e| {
+        (
+            1,
+            format!("{e} (pass --ansible-python or set MITOGEN_ANSIBLE_PYTHON)"),
+        )
+    })?;
+    for d in args.module_path.iter().chain(&cfg.library) {
+        source = source.library_dir(d);
+    }
+    for pb in &args.playbooks {
+        if let Some(dir) = pb.parent() {
+            let lib = dir.join("library");
+            if lib.is_dir() {
+                source = source.library_dir(lib);
+            }
+        }
+    }
+    for c in &cfg.collections_path {
+        source = source.collections_path(c);
+    }
+    let check_source = source.clone();
+    let parse = ParseOptions {
+        roles_path: cfg.roles_path.clone(),
+        module_exists: Some(ModuleCheck(Arc::new(move |name: &str| {
+            check_source
+                .find(name)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))),
+    };
+    let mut plays: Vec<Play> = Vec::new();
+    for pb in &args.playbooks {
+        plays.extend(load_playbook(pb, &parse).map_err(|e| (4, e.to_string()))?);
+    }
+    let mut inv_src = args.inventory.clone();
+    if inv_src.is_empty() {
+        inv_src = cfg.inventory.clone();
+    }
+    let mut inventory = Inventory::new();
+    for s in &inv_src {
+        inventory.add_source(s).map_err(|e| (4, e.to_string()))?;
+    }
+    if inv_src.is_empty() {
+        eprintln!("[WARNING]: No inventory was parsed, only implicit localhost is available");
+    }
+    if args.syntax_check {
+        for pb in &args.playbooks {
+            println!("\nplaybook: {}", pb.display());
+        }
+        return Ok(0);
+    }
+    let extra = extra_vars(&args.extra).map_err(|e| (5, e))?;
+    let mut opts = Options::default();
+    opts.forks = args
+        .forks
+        .or(cfg.forks)
+        .unwrap_or(mitogen_ansible::play::DEFAULT_FORKS);
+    opts.check = args.check;
+    opts.diff = args.diff;
+    opts.tags = args.tags.clone();
+    opts.skip_tags = args.skip_tags.clone();
+    opts.limit = args.limit.clone();
+    opts.extra_vars = extra;
+    opts.connect_timeout = std::time::Duration::from_secs(cfg.timeout.max(30));
+    opts.host_key_checking = cfg.host_key_checking;
+    opts.multiplex = args.multiplex;
+    opts.remote_user = cfg.remote_user.clone();
+    opts.interpreter_python = cfg.interpreter_python.clone();
+    opts.private_key_file = cfg.private_key_file.clone();
+    opts.become_ = (
+        cfg.become_,
+        cfg.become_user.clone(),
+        cfg.become_method.clone(),
+    );
+    opts.pipelining = cfg.pipelining;
+    opts.ssh_args = cfg
+        .ssh_args
+        .as_deref()
+        .map(|s| mitogen_ansible::play::util::shlex_split(s).unwrap_or_default())
+        .unwrap_or_default();
+    opts.gather_explicit = cfg.gathering == "explicit";
+    if args.list_hosts {
+        for p in &plays {
+            let hosts = inventory.matching(&p.hosts).map_err(|e| (4, e))?;
+            println!(
+                "\n  play #{} ({}): {}\tTAGS: []\n    pattern: ['{}']\n    hosts ({}):",
+                1,
+                p.hosts,
+                p.name,
+                p.hosts,
+                hosts.len()
+            );
+            for h in hosts {
+                println!("      {h}");
+            }
+        }
+        return Ok(0);
+    }
+    let json = match &args.json {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| (1, format!("{}: {e}", p.display())))?,
+        )),
+        None => None,
+    };
+    let runner = Arc::new(Runner::new(source));
+    let exec = Executor::new(router, runner, inventory, opts).parse_options(parse);
+    let rx = exec.subscribe();
+    let mut printer = Printer {
+        json,
+        verbose: args.verbose,
+        tty: std::io::stderr().is_terminal(),
+        task_hosts: 0,
+        done: 0,
+        current_task: String::new(),
+        progress_shown: false,
+    };
+    let printer_thread = std::thread::spawn(move || {
+        let mut play_hosts = 0;
+        for ev in rx {
+            printer.handle(&ev, &mut play_hosts);
+        }
+        if let Some(j) = &mut printer.json {
+            let _ = j.flush();
+        }
+    });
+    let result = exec.run(&plays);
+    drop(exec);
+    let _ = printer_thread.join();
+    let recap = result.map_err(|e| (4, e.to_string()))?;
+    let unreachable = recap.iter().any(|(_, s)| s.unreachable > 0);
+    let failed = recap.iter().any(|(_, s)| s.failed > 0);
+    Ok(if unreachable {
+        4
+    } else if failed {
+        2
+    } else {
+        0
+    })
+}

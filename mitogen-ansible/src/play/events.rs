@@ -1,0 +1,87 @@
+//! What the executor reports while it runs.
+
+use crate::Status;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Per-host counters, as in Ansible's PLAY RECAP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Tasks that ran (ok, changed, or failed but ignored).
+    pub ok: u32,
+    /// Of those, changed.
+    pub changed: u32,
+    /// Unreachable results.
+    pub unreachable: u32,
+    /// Failed tasks (not ignored, not rescued).
+    pub failed: u32,
+    /// Skipped tasks.
+    pub skipped: u32,
+    /// Failures a `rescue:` handled.
+    pub rescued: u32,
+    /// Failures `ignore_errors` let through.
+    pub ignored: u32,
+}
+
+/// One task's result on one host.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HostResult {
+    /// Inventory name.
+    pub host: String,
+    /// Task name as displayed (`role : name`).
+    pub task: String,
+    /// The action.
+    pub action: String,
+    /// The callback event.
+    pub status: Status,
+    /// `changed`.
+    pub changed: bool,
+    /// A failure that `ignore_errors`/`ignore_unreachable` let through.
+    pub ignored: bool,
+    /// The dict a callback plugin would get.
+    pub result: Value,
+    /// How long the host took.
+    pub duration: Duration,
+    /// `delegate_to` target.
+    pub delegated_to: Option<String>,
+}
+
+/// An executor event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A play starts on these hosts.
+    PlayStart {
+        /// Its name.
+        name: String,
+        /// The hosts it matched.
+        hosts: Vec<String>,
+    },
+    /// A task (or handler) starts.
+    TaskStart {
+        /// Display name.
+        name: String,
+        /// A handler.
+        handler: bool,
+        /// Its file:line.
+        loc: String,
+    },
+    /// A result.
+    HostResult(HostResult),
+    /// A warning for the user.
+    Warning(String),
+    /// The run ended: stats per host.
+    Recap(Vec<(String, Stats)>),
+}
+
+/// A result inside the executor: both views.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub(crate) status: Status,
+    pub(crate) changed: bool,
+    pub(crate) ignored: bool,
+    pub(crate) register: Value,
+    pub(crate) callback: Value,
+    pub(crate) duration: Duration,
+}

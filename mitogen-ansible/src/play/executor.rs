@@ -1,0 +1,1958 @@
+//! The executor: plays over hosts with the linear and free strategies.
+
+use super::PlayError;
+use super::events::{Event, HostResult, Outcome, Stats};
+use super::inventory::{Inventory, read_vars_file};
+use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
+use super::template::{Templar, Vars, truthy};
+use crate::{Connection, Runner, Status, Target, Task};
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use mitogen_core::{Context, Local, Router};
+use mitogen_ssh::{BecomePool, Doas, HostKeyChecking, Ssh, Su, Sudo};
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default `forks`: hosts worked on at once. Ansible's is 5 because each
+/// fork is a Python process; here a fork is a thread blocked on a reply
+/// from the host's agent, so the controller's cost per fork is a stack
+/// and a few fds, and the limit is what the targets and the network take.
+pub const DEFAULT_FORKS: usize = 100;
+/// Become contexts kept per host (least recently used beyond that closed).
+pub const DEFAULT_BECOME_LIMIT: usize = 8;
+/// What `omit` renders to; arguments equal to it are dropped.
+const OMIT: &str = "__omit_place_holder__mitogen_play";
+const NO_TRACEBACK: &str = "(traceback unavailable)";
+
+/// How plays run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Hosts at once (`-f`).
+    pub forks: usize,
+    /// `-C`.
+    pub check: bool,
+    /// `-D`.
+    pub diff: bool,
+    /// `--tags` (empty: all).
+    pub tags: Vec<String>,
+    /// `--skip-tags`.
+    pub skip_tags: Vec<String>,
+    /// `-l` pattern.
+    pub limit: Option<String>,
+    /// `-e` variables.
+    pub extra_vars: Map<String, Value>,
+    /// Deadline for a whole connection: ssh, the agent's bootstrap and its
+    /// greeting (ansible's `timeout` covers only ssh's TCP connect, so the
+    /// CLI uses at least 30 s). Default 30 s.
+    pub connect_timeout: Duration,
+    /// ssh host key checking (`host_key_checking`).
+    pub host_key_checking: bool,
+    /// ssh ControlMaster/ControlPersist (as Ansible's ssh connection).
+    pub multiplex: bool,
+    /// `remote_user` default.
+    pub remote_user: Option<String>,
+    /// `interpreter_python` default.
+    pub interpreter_python: Option<String>,
+    /// `private_key_file` default.
+    pub private_key_file: Option<PathBuf>,
+    /// `[privilege_escalation]` defaults: become, user, method.
+    pub become_: (bool, String, String),
+    /// `pipelining` default.
+    pub pipelining: bool,
+    /// Extra ssh arguments (`ssh_args`).
+    pub ssh_args: Vec<String>,
+    /// `gathering = explicit`: plays gather only when they say so.
+    pub gather_explicit: bool,
+    /// Become contexts per host.
+    pub become_limit: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            forks: DEFAULT_FORKS,
+            check: false,
+            diff: false,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            limit: None,
+            extra_vars: Map::new(),
+            connect_timeout: Duration::from_secs(30),
+            host_key_checking: true,
+            multiplex: true,
+            remote_user: None,
+            interpreter_python: None,
+            private_key_file: None,
+            become_: (false, "root".into(), "sudo".into()),
+            pipelining: false,
+            ssh_args: Vec::new(),
+            gather_explicit: false,
+            become_limit: DEFAULT_BECOME_LIMIT,
+        }
+    }
+}
+
+#[derive(Default)]
+struct HostState {
+    name: String,
+    base: Mutex<Option<Result<Context, String>>>,
+    connecting: Mutex<()>,
+    facts: Mutex<Map<String, Value>>,
+    /// set_fact, register, include_vars.
+    registered: Mutex<Map<String, Value>>,
+    failed: AtomicBool,
+    unreachable: AtomicBool,
+    ended: AtomicBool,
+    stats: Mutex<Stats>,
+    notified: Mutex<Vec<String>>,
+}
+
+/// Per-play state shared by the hosts' workers.
+struct PlayCtx<'p> {
+    play: &'p Play,
+    play_vars: Arc<Map<String, Value>>,
+    hosts: Vec<String>,
+    batch: Vec<String>,
+    handlers: Mutex<Vec<TaskDef>>,
+    aborted: AtomicBool,
+    started: Mutex<HashSet<usize>>,
+    fail_pct_base: usize,
+}
+
+/// Runs plays; see the [module docs](super).
+pub struct Executor {
+    router: Router,
+    runner: Arc<Runner>,
+    inventory: Mutex<Inventory>,
+    opts: Options,
+    parse: ParseOptions,
+    templar: Templar,
+    subscribers: Mutex<Vec<Sender<Event>>>,
+    hosts: Mutex<HashMap<String, Arc<HostState>>>,
+    pool: BecomePool,
+    /// Per ssh destination: whether its ControlMaster is up. The first
+    /// connection to a destination starts the master alone; concurrent
+    /// first connections to the same `%C` would race for the socket.
+    masters: Mutex<HashMap<String, Arc<Mutex<bool>>>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bool_val(v: &Value) -> bool {
+    match v {
+        Value::String(s) => matches!(
+            s.to_lowercase().trim(),
+            "yes" | "on" | "1" | "true" | "y" | "t"
+        ),
+        other => truthy(other),
+    }
+}
+
+impl Executor {
+    /// An executor over `inventory`, running modules through `runner`.
+    pub fn new(router: Router, runner: Arc<Runner>, inventory: Inventory, opts: Options) -> Self {
+        Self {
+            router,
+            runner,
+            inventory: Mutex::new(inventory),
+            pool: BecomePool::new(opts.become_limit),
+            opts,
+            parse: ParseOptions::default(),
+            templar: Templar::new(),
+            subscribers: Mutex::new(Vec::new()),
+            hosts: Mutex::new(HashMap::new()),
+            masters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Parse options used for `include_tasks` at run time.
+    pub fn parse_options(mut self, p: ParseOptions) -> Self {
+        self.parse = p;
+        self
+    }
+
+    /// A stream of every [`Event`] from now on.
+    pub fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = unbounded();
+        self.subscribers.lock().push(tx);
+        rx
+    }
+
+    fn emit(&self, e: Event) {
+        let mut subs = self.subscribers.lock();
+        subs.retain(|s| s.send(e.clone()).is_ok());
+    }
+
+    fn host(&self, name: &str) -> Arc<HostState> {
+        self.hosts
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(HostState {
+                    name: name.to_owned(),
+                    ..HostState::default()
+                })
+            })
+            .clone()
+    }
+
+    /// Runs `plays`; returns the recap per host (also sent as
+    /// [`Event::Recap`]).
+    ///
+    /// # Errors
+    /// Host patterns or `vars_files` that cannot be resolved.
+    pub fn run(&self, plays: &[Play]) -> Result<Vec<(String, Stats)>, PlayError> {
+        let mut all_hosts: Vec<String> = Vec::new();
+        for play in plays {
+            let hosts = self.play_hosts(play)?;
+            for h in &hosts {
+                if !all_hosts.contains(h) {
+                    all_hosts.push(h.clone());
+                }
+            }
+            self.emit(Event::PlayStart {
+                name: play.name.clone(),
+                hosts: hosts.clone(),
+            });
+            if hosts.is_empty() {
+                self.emit(Event::Warning("no hosts matched".into()));
+                continue;
+            }
+            let play_vars = self.play_vars(play, &hosts)?;
+            for batch in batches(&hosts, &play.serial) {
+                let live: Vec<String> = batch
+                    .iter()
+                    .filter(|h| {
+                        let s = self.host(h);
+                        !s.failed.load(Ordering::Relaxed) && !s.unreachable.load(Ordering::Relaxed)
+                    })
+                    .cloned()
+                    .collect();
+                if live.is_empty() {
+                    continue;
+                }
+                let ctx = PlayCtx {
+                    play,
+                    play_vars: play_vars.clone(),
+                    hosts: hosts.clone(),
+                    batch: live.clone(),
+                    handlers: Mutex::new(play.handlers.clone()),
+                    aborted: AtomicBool::new(false),
+                    started: Mutex::new(HashSet::new()),
+                    fail_pct_base: live.len(),
+                };
+                for h in &live {
+                    self.host(h).ended.store(false, Ordering::Relaxed);
+                }
+                self.run_batch(&ctx, &live);
+                if ctx.aborted.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        let recap: Vec<(String, Stats)> = all_hosts
+            .iter()
+            .map(|h| (h.clone(), self.host(h).stats.lock().clone()))
+            .collect();
+        self.emit(Event::Recap(recap.clone()));
+        Ok(recap)
+    }
+
+    fn play_hosts(&self, play: &Play) -> Result<Vec<String>, PlayError> {
+        let mut vars = Vars::new();
+        vars.push(Arc::new(self.opts.extra_vars.clone()));
+        let pattern = self
+            .templar
+            .string(&play.hosts, &vars)
+            .map_err(|e| PlayError::at(&play.loc, format!("hosts: {e}")))?;
+        let mut inv = self.inventory.lock();
+        let mut hosts = inv
+            .matching(&pattern)
+            .map_err(|e| PlayError::at(&play.loc, e))?;
+        if let Some(l) = &self.opts.limit {
+            let allowed = inv.matching(l).map_err(PlayError::Other)?;
+            hosts.retain(|h| allowed.contains(h));
+        }
+        Ok(hosts)
+    }
+
+    fn play_vars(
+        &self,
+        play: &Play,
+        _hosts: &[String],
+    ) -> Result<Arc<Map<String, Value>>, PlayError> {
+        let mut m = play.kw.vars.clone();
+        for (f, loc) in &play.vars_files {
+            let mut vars = Vars::new();
+            vars.push(Arc::new(m.clone()));
+            vars.push(Arc::new(self.opts.extra_vars.clone()));
+            let name = self
+                .templar
+                .value(f, &vars)
+                .map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
+            let name = name
+                .as_str()
+                .map_or_else(|| name.to_string(), str::to_owned);
+            let p = play.base.join(&name);
+            let loaded =
+                read_vars_file(&p).map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
+            m.extend(loaded);
+        }
+        Ok(Arc::new(m))
+    }
+
+    fn run_batch(&self, ctx: &PlayCtx<'_>, hosts: &[String]) {
+        let gather = ctx.play.gather_facts.unwrap_or(!self.opts.gather_explicit);
+        let gather_task = gather.then(|| gather_task(ctx.play));
+        match ctx.play.strategy {
+            Strategy::Linear => {
+                let states: Vec<Arc<HostState>> = hosts.iter().map(|h| self.host(h)).collect();
+                if let Some(g) = &gather_task {
+                    self.linear_task(ctx, g, &states);
+                }
+                for section in &ctx.play.sections {
+                    self.linear_items(ctx, section, &states);
+                    self.flush_handlers(ctx, &states);
+                }
+            }
+            Strategy::Free => {
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let n = self.opts.forks.clamp(1, hosts.len().max(1));
+                std::thread::scope(|s| {
+                    for _ in 0..n {
+                        s.spawn(|| {
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(h) = hosts.get(i) else { break };
+                                let one = vec![self.host(h)];
+                                if let Some(g) = &gather_task {
+                                    self.linear_task(ctx, g, &one);
+                                }
+                                for section in &ctx.play.sections {
+                                    self.linear_items(ctx, section, &one);
+                                    self.flush_handlers(ctx, &one);
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        }
+    }
+
+    fn alive(&self, ctx: &PlayCtx<'_>, hosts: &[Arc<HostState>]) -> Vec<Arc<HostState>> {
+        if ctx.aborted.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        hosts
+            .iter()
+            .filter(|h| {
+                !h.failed.load(Ordering::Relaxed)
+                    && !h.unreachable.load(Ordering::Relaxed)
+                    && !h.ended.load(Ordering::Relaxed)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn linear_items(&self, ctx: &PlayCtx<'_>, items: &[Item], hosts: &[Arc<HostState>]) {
+        for item in items {
+            match item {
+                Item::Task(t) => self.linear_task(ctx, t, hosts),
+                Item::Block(b) => {
+                    let entered = self.alive(ctx, hosts);
+                    if entered.is_empty() {
+                        continue;
+                    }
+                    self.linear_items(ctx, &b.block, &entered);
+                    let failed: Vec<Arc<HostState>> = entered
+                        .iter()
+                        .filter(|h| {
+                            h.failed.load(Ordering::Relaxed)
+                                && !h.unreachable.load(Ordering::Relaxed)
+                        })
+                        .cloned()
+                        .collect();
+                    if !b.rescue.is_empty()
+                        && !failed.is_empty()
+                        && !ctx.aborted.load(Ordering::Relaxed)
+                    {
+                        for h in &failed {
+                            h.failed.store(false, Ordering::Relaxed);
+                            let mut st = h.stats.lock();
+                            st.failed = st.failed.saturating_sub(1);
+                            st.rescued += 1;
+                        }
+                        self.linear_items(ctx, &b.rescue, &failed);
+                    }
+                    // always: every host that entered and is still there,
+                    // failed or not; failures stay failures afterwards.
+                    if !b.always.is_empty() {
+                        let reach: Vec<Arc<HostState>> = entered
+                            .iter()
+                            .filter(|h| {
+                                !h.unreachable.load(Ordering::Relaxed)
+                                    && !h.ended.load(Ordering::Relaxed)
+                            })
+                            .cloned()
+                            .collect();
+                        let was: Vec<bool> = reach
+                            .iter()
+                            .map(|h| h.failed.swap(false, Ordering::Relaxed))
+                            .collect();
+                        self.linear_items(ctx, &b.always, &reach);
+                        for (h, f) in reach.iter().zip(was) {
+                            if f {
+                                h.failed.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn tags_skip(&self, t: &TaskDef) -> bool {
+        let tags = &t.kw.tags;
+        if tags.iter().any(|x| x == "never")
+            && !self
+                .opts
+                .tags
+                .iter()
+                .any(|x| tags.contains(x) || x == "never")
+        {
+            return true;
+        }
+        if !self.opts.tags.is_empty() {
+            let hit = self.opts.tags.iter().any(|x| {
+                tags.contains(x)
+                    || x == "all"
+                    || (x == "tagged" && !tags.is_empty())
+                    || (x == "untagged" && tags.is_empty())
+            }) || tags.iter().any(|x| x == "always");
+            if !hit {
+                return true;
+            }
+        }
+        if !self.opts.skip_tags.is_empty() && self.opts.skip_tags.iter().any(|x| tags.contains(x)) {
+            return true;
+        }
+        false
+    }
+
+    fn task_start(&self, ctx: &PlayCtx<'_>, t: &TaskDef, name: &str, handler: bool) {
+        let key = t as *const TaskDef as usize;
+        if ctx.started.lock().insert(key) {
+            self.emit(Event::TaskStart {
+                name: name.to_owned(),
+                handler,
+                loc: t.loc.to_string(),
+            });
+        }
+    }
+
+    /// One task over `hosts` (all at once, up to `forks`).
+    fn linear_task(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>]) {
+        self.task_on(ctx, t, hosts, false);
+    }
+
+    fn task_on(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>], handler: bool) {
+        let hosts = self.alive(ctx, hosts);
+        if hosts.is_empty() || (self.tags_skip(t) && t.short_action() != "gather_facts_implicit") {
+            return;
+        }
+        let a = t.short_action();
+        if a == "meta" {
+            self.meta(ctx, t, &hosts);
+            return;
+        }
+        if a == "include_tasks" || t.included.is_some() {
+            self.include(ctx, t, &hosts);
+            return;
+        }
+        let display = self.display_name(t, &hosts[0], ctx);
+        self.task_start(ctx, t, &display, handler);
+        let display = self.plain_name(t, &hosts[0], ctx);
+        let run_once = t.kw.run_once.as_ref().is_some_and(bool_val);
+        let targets: Vec<Arc<HostState>> = if run_once {
+            hosts[..1].to_vec()
+        } else {
+            hosts.clone()
+        };
+        let results: Mutex<Vec<(Arc<HostState>, Outcome)>> = Mutex::new(Vec::new());
+        self.parallel(&targets, |h| {
+            let started = Instant::now();
+            let (mut out, delegated) = self.run_on_host(ctx, t, h);
+            out.duration = started.elapsed();
+            self.account(ctx, t, h, &out, &display, delegated);
+            results.lock().push((h.clone(), out));
+        });
+        if run_once {
+            // The result (and register) applies to every host.
+            let first = results.lock().first().map(|(_, o)| o.clone());
+            if let Some(o) = first {
+                for h in &hosts[1..] {
+                    if let Some(reg) = &t.register {
+                        h.registered.lock().insert(reg.clone(), o.register.clone());
+                    }
+                    if matches!(o.status, Status::Ok | Status::Changed) {
+                        if let Some(Value::Object(f)) = o.register.get("ansible_facts") {
+                            let mut facts = h.facts.lock();
+                            for (k, v) in f {
+                                facts.insert(
+                                    k.strip_prefix("ansible_").unwrap_or(k).to_owned(),
+                                    v.clone(),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let res = results.into_inner();
+        let any_failed = res
+            .iter()
+            .any(|(_, o)| o.status == Status::Failed && !o.ignored);
+        let fatal = t.kw.any_errors_fatal.as_ref().is_some_and(bool_val);
+        if any_failed && fatal {
+            ctx.aborted.store(true, Ordering::Relaxed);
+            for h in &hosts {
+                h.failed.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Some(pct) = ctx.play.max_fail_percentage {
+            let failed = ctx
+                .batch
+                .iter()
+                .filter(|h| {
+                    let s = self.host(h);
+                    s.failed.load(Ordering::Relaxed) || s.unreachable.load(Ordering::Relaxed)
+                })
+                .count();
+            if ctx.fail_pct_base > 0 && (failed as f64) * 100.0 / (ctx.fail_pct_base as f64) > pct {
+                ctx.aborted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn parallel<F: Fn(&Arc<HostState>) + Sync>(&self, hosts: &[Arc<HostState>], f: F) {
+        if hosts.len() == 1 {
+            f(&hosts[0]);
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let n = self.opts.forks.clamp(1, hosts.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..n {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(h) = hosts.get(i) else { break };
+                        f(h);
+                    }
+                });
+            }
+        });
+    }
+
+    /// The name results carry (`TaskResult.task_name`: no role prefix).
+    fn plain_name(&self, t: &TaskDef, h: &Arc<HostState>, ctx: &PlayCtx<'_>) -> String {
+        match &t.name {
+            Some(n) if n.contains("{{") => {
+                let vars = self.vars_for(ctx, t, h);
+                self.templar.string(n, &vars).unwrap_or_else(|_| n.clone())
+            }
+            Some(n) => n.clone(),
+            None => t.action.clone(),
+        }
+    }
+
+    fn display_name(&self, t: &TaskDef, h: &Arc<HostState>, ctx: &PlayCtx<'_>) -> String {
+        let base = match &t.name {
+            Some(n) if n.contains("{{") => {
+                let vars = self.vars_for(ctx, t, h);
+                self.templar.string(n, &vars).unwrap_or_else(|_| n.clone())
+            }
+            Some(n) => n.clone(),
+            None => t.action.clone(),
+        };
+        match &t.role {
+            Some(r) if t.name.is_some() => format!("{} : {base}", r.name),
+            Some(r) => format!("{} : {base}", r.name),
+            None => base,
+        }
+    }
+
+    fn account(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        out: &Outcome,
+        display: &str,
+        delegated: Option<String>,
+    ) {
+        {
+            let mut st = h.stats.lock();
+            match out.status {
+                Status::Failed if out.ignored => {
+                    st.ignored += 1;
+                    st.ok += 1;
+                    if out.changed {
+                        st.changed += 1;
+                    }
+                }
+                Status::Failed => st.failed += 1,
+                Status::Unreachable => st.unreachable += 1,
+                Status::Skipped => st.skipped += 1,
+                _ => {
+                    st.ok += 1;
+                    if out.changed {
+                        st.changed += 1;
+                    }
+                }
+            }
+        }
+        match out.status {
+            Status::Failed if !out.ignored => h.failed.store(true, Ordering::Relaxed),
+            Status::Unreachable if !out.ignored => h.unreachable.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+        if out.changed && !t.notify.is_empty() && out.status != Status::Failed {
+            let vars = self.vars_for(ctx, t, h);
+            let mut n = h.notified.lock();
+            for name in &t.notify {
+                let name = self
+                    .templar
+                    .string(name, &vars)
+                    .unwrap_or_else(|_| name.clone());
+                if !n.contains(&name) {
+                    n.push(name);
+                }
+            }
+        }
+        self.emit(Event::HostResult(HostResult {
+            host: h.name.clone(),
+            task: display.to_owned(),
+            action: t.action.clone(),
+            status: out.status,
+            changed: out.changed,
+            ignored: out.ignored,
+            result: out.callback.clone(),
+            duration: out.duration,
+            delegated_to: delegated,
+        }));
+    }
+
+    /// Variables for `t` on `h`, lowest precedence first.
+    fn vars_for(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>) -> Vars {
+        let mut v = Vars::new();
+        if let Some(r) = &t.role {
+            v.push(r.defaults.clone());
+        }
+        let inv = self.inventory.lock();
+        v.push(Arc::new(inv.host_vars(&h.name)));
+        let mut magic = Map::new();
+        magic.insert("inventory_hostname".into(), h.name.clone().into());
+        magic.insert(
+            "inventory_hostname_short".into(),
+            h.name.split('.').next().unwrap_or("").into(),
+        );
+        let groups_of = inv.host_groups(&h.name);
+        magic.insert(
+            "group_names".into(),
+            groups_of
+                .iter()
+                .filter(|g| *g != "all" && *g != "ungrouped")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let mut groups = Map::new();
+        for g in inv.group_names() {
+            groups.insert(g.clone(), inv.group_hosts(&g).into());
+        }
+        drop(inv);
+        magic.insert("groups".into(), Value::Object(groups));
+        magic.insert("ansible_play_hosts_all".into(), ctx.hosts.clone().into());
+        magic.insert("ansible_play_batch".into(), ctx.batch.clone().into());
+        let alive: Vec<String> = ctx
+            .batch
+            .iter()
+            .filter(|x| {
+                let s = self.host(x);
+                !s.failed.load(Ordering::Relaxed) && !s.unreachable.load(Ordering::Relaxed)
+            })
+            .cloned()
+            .collect();
+        magic.insert("ansible_play_hosts".into(), alive.clone().into());
+        magic.insert("play_hosts".into(), alive.into());
+        magic.insert("ansible_play_name".into(), ctx.play.name.clone().into());
+        magic.insert(
+            "playbook_dir".into(),
+            abs(&ctx.play.base).display().to_string().into(),
+        );
+        magic.insert("ansible_check_mode".into(), self.opts.check.into());
+        magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
+        magic.insert("omit".into(), OMIT.into());
+        magic.insert(
+            "ansible_version".into(),
+            json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}),
+        );
+        if let Some(r) = &t.role {
+            magic.insert("role_name".into(), r.name.clone().into());
+            magic.insert(
+                "role_path".into(),
+                abs(&r.path).display().to_string().into(),
+            );
+        }
+        v.push(Arc::new(magic));
+        let facts = h.facts.lock();
+        if !facts.is_empty() {
+            let mut fm = Map::new();
+            for (k, x) in facts.iter() {
+                fm.insert(format!("ansible_{k}"), x.clone());
+            }
+            fm.insert("ansible_facts".into(), Value::Object(facts.clone()));
+            v.push(Arc::new(fm));
+        }
+        drop(facts);
+        v.push(ctx.play_vars.clone());
+        if let Some(r) = &t.role {
+            v.push(r.vars.clone());
+        }
+        v.push(Arc::new(t.kw.vars.clone()));
+        v.push(Arc::new(h.registered.lock().clone()));
+        v.push(Arc::new(self.opts.extra_vars.clone()));
+        v
+    }
+
+    fn meta(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>]) {
+        let what = raw_param(&t.args).unwrap_or_default();
+        match what.as_str() {
+            "flush_handlers" => self.flush_handlers(ctx, hosts),
+            "end_play" => ctx.aborted.store(true, Ordering::Relaxed),
+            "end_host" => {
+                for h in hosts {
+                    let vars = self.vars_for(ctx, t, h);
+                    if self.when_ok(t, &vars).unwrap_or(false) {
+                        h.ended.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            "clear_host_errors" => {
+                for h in self.hosts.lock().values() {
+                    h.failed.store(false, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_handlers(&self, ctx: &PlayCtx<'_>, hosts: &[Arc<HostState>]) {
+        let handlers = ctx.handlers.lock().clone();
+        for hd in &handlers {
+            let names: Vec<String> = hd
+                .name
+                .iter()
+                .cloned()
+                .chain(
+                    hd.role
+                        .as_ref()
+                        .and_then(|r| hd.name.as_ref().map(|n| format!("{} : {n}", r.name))),
+                )
+                .chain(hd.listen.iter().cloned())
+                .collect();
+            let which: Vec<Arc<HostState>> = self
+                .alive(ctx, hosts)
+                .into_iter()
+                .filter(|h| h.notified.lock().iter().any(|n| names.contains(n)))
+                .collect();
+            if which.is_empty() {
+                continue;
+            }
+            for h in &which {
+                h.notified.lock().retain(|n| !names.contains(n));
+            }
+            self.task_on(ctx, hd, &which, true);
+        }
+    }
+
+    fn include(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>]) {
+        let mut groups: Vec<(PathBuf, Vec<Arc<HostState>>)> = Vec::new();
+        let mut role_hosts = Vec::new();
+        for h in hosts {
+            let vars = self.vars_for(ctx, t, h);
+            match self.when_ok(t, &vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let display = self.display_name(t, h, ctx);
+                    self.task_start(ctx, t, &display, false);
+                    let out = skipped_outcome(
+                        t,
+                        false,
+                        &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+                    );
+                    self.account(ctx, t, h, &out, &display, None);
+                    continue;
+                }
+                Err(e) => {
+                    let display = self.display_name(t, h, ctx);
+                    self.task_start(ctx, t, &display, false);
+                    let out = error_outcome(&e, false, self.ignore_errors(t, &vars));
+                    self.account(ctx, t, h, &out, &display, None);
+                    continue;
+                }
+            }
+            let display = self.display_name(t, h, ctx);
+            self.task_start(ctx, t, &display, false);
+            let plain = self.plain_name(t, h, ctx);
+            let args = self
+                .templar
+                .value(&t.args, &vars)
+                .unwrap_or_else(|_| t.args.clone());
+            if t.included.is_some() {
+                let mut m = Map::new();
+                m.insert("include_args".into(), args);
+                self.account(
+                    ctx,
+                    t,
+                    h,
+                    &finish_outcome(Status::Ok, m, false),
+                    &plain,
+                    None,
+                );
+                role_hosts.push(h.clone());
+                continue;
+            }
+            let f = raw_param(&t.args)
+                .or_else(|| {
+                    t.args
+                        .get("file")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            match self.templar.string(&f, &vars) {
+                Ok(f) => {
+                    let mut m = Map::new();
+                    m.insert("include".into(), f.clone().into());
+                    let mut ia = args.as_object().cloned().unwrap_or_default();
+                    ia.shift_remove("_raw_params");
+                    ia.shift_remove("file");
+                    m.insert("include_args".into(), Value::Object(ia));
+                    self.account(
+                        ctx,
+                        t,
+                        h,
+                        &finish_outcome(Status::Ok, m, false),
+                        &plain,
+                        None,
+                    );
+                    let p = playbook::resolve_task_file(t, &f);
+                    match groups.iter_mut().find(|(x, _)| *x == p) {
+                        Some((_, v)) => v.push(h.clone()),
+                        None => groups.push((p, vec![h.clone()])),
+                    }
+                }
+                Err(e) => {
+                    let display = self.display_name(t, h, ctx);
+                    let out = error_outcome(&e.to_string(), false, false);
+                    self.account(ctx, t, h, &out, &display, None);
+                }
+            }
+        }
+        if let Some(items) = &t.included {
+            if !role_hosts.is_empty() {
+                self.linear_items(ctx, items, &role_hosts);
+            }
+        }
+        for (p, hs) in groups {
+            let mut kw = t.kw.clone();
+            kw.when.clear();
+            match playbook::load_task_file(&p, &kw, t.role.clone(), &self.parse, &ctx.play.base) {
+                Ok((items, handlers)) => {
+                    ctx.handlers.lock().extend(handlers);
+                    self.linear_items(ctx, &items, &hs);
+                }
+                Err(e) => {
+                    let display = self.display_name(t, &hs[0], ctx);
+                    self.task_start(ctx, t, &display, false);
+                    for h in &hs {
+                        let out = error_outcome(&e.to_string(), false, false);
+                        self.account(ctx, t, h, &out, &display, None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn when_ok(&self, t: &TaskDef, vars: &Vars) -> Result<bool, String> {
+        for (c, loc) in &t.kw.when {
+            if !self.templar.cond(c, vars).map_err(|e| {
+                format!(
+                    "{loc}: The conditional check '{}' failed: {e}",
+                    cond_text(c)
+                )
+            })? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn first_false(&self, t: &TaskDef, vars: &Vars) -> Value {
+        for (c, _) in &t.kw.when {
+            if !self.templar.cond(c, vars).unwrap_or(true) {
+                return c.clone();
+            }
+        }
+        Value::Null
+    }
+
+    fn ignore_errors(&self, t: &TaskDef, vars: &Vars) -> bool {
+        t.kw.ignore_errors.as_ref().is_some_and(|v| {
+            self.templar
+                .value(v, vars)
+                .map(|x| bool_val(&x))
+                .unwrap_or(false)
+        })
+    }
+
+    fn kw_bool(&self, v: &Option<Value>, vars: &Vars) -> Option<bool> {
+        v.as_ref().map(|v| {
+            self.templar
+                .value(v, vars)
+                .map(|x| bool_val(&x))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Runs `t` on one host (loop, when, until, changed/failed_when, register).
+    fn run_on_host(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+    ) -> (Outcome, Option<String>) {
+        let vars = self.vars_for(ctx, t, h);
+        let no_log = self.kw_bool(&t.kw.no_log, &vars).unwrap_or(false);
+        let ignore = self.ignore_errors(t, &vars);
+        let ignore_unreachable = self
+            .kw_bool(&t.kw.ignore_unreachable, &vars)
+            .unwrap_or(false);
+        let delegated =
+            t.kw.delegate_to
+                .as_ref()
+                .and_then(|d| self.templar.value(d, &vars).ok())
+                .and_then(|d| d.as_str().map(str::to_owned));
+        let mut out = match &t.loop_ {
+            None => match self.when_ok(t, &vars) {
+                Ok(true) => self.one(ctx, t, h, &vars, no_log, delegated.as_deref()),
+                Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &vars)]),
+                Err(e) => error_outcome(&e, no_log, ignore),
+            },
+            Some((src, kind)) => {
+                self.looped(ctx, t, h, &vars, src, kind, no_log, delegated.as_deref())
+            }
+        };
+        out.ignored = match out.status {
+            Status::Failed => ignore,
+            Status::Unreachable => ignore_unreachable,
+            _ => false,
+        };
+        if let Some(reg) = &t.register {
+            h.registered
+                .lock()
+                .insert(reg.clone(), out.register.clone());
+        }
+        (out, delegated)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn looped(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        src: &Value,
+        kind: &str,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let items = match self.templar.value(src, vars) {
+            Ok(Value::Array(a)) => match kind {
+                "with_items" => a
+                    .into_iter()
+                    .flat_map(|x| match x {
+                        Value::Array(inner) => inner,
+                        other => vec![other],
+                    })
+                    .collect(),
+                "with_indexed_items" => a
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| json!([i, x]))
+                    .collect(),
+                _ => a,
+            },
+            Ok(Value::Object(o)) if kind == "with_dict" => o
+                .into_iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect(),
+            Ok(Value::String(s)) if kind == "with_items" => vec![Value::String(s)],
+            Ok(other) => {
+                return error_outcome(
+                    &format!(
+                        "Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
+                    ),
+                    no_log,
+                    false,
+                );
+            }
+            Err(e) => return error_outcome(&e.to_string(), no_log, false),
+        };
+        let lc = &t.loop_control;
+        let loop_var = lc
+            .get("loop_var")
+            .and_then(Value::as_str)
+            .unwrap_or("item")
+            .to_owned();
+        let index_var = lc
+            .get("index_var")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let pause = lc.get("pause").and_then(Value::as_f64).unwrap_or(0.0);
+        let mut results = Vec::new();
+        let mut hoisted: std::collections::BTreeMap<&str, Vec<Value>> =
+            std::collections::BTreeMap::new();
+        let (mut changed, mut failed, mut all_skipped) = (false, false, true);
+        let n = items.len();
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 && pause > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(pause.min(3600.0)));
+            }
+            let mut iv = vars.clone();
+            iv.push_one(&loop_var, item.clone());
+            if let Some(ix) = &index_var {
+                iv.push_one(ix, i.into());
+            }
+            if lc.get("extended").is_some_and(bool_val) {
+                iv.push_one("ansible_loop", json!({"index": i + 1, "index0": i, "first": i == 0, "last": i + 1 == n, "length": n}));
+            }
+            let mut o = match self.when_ok(t, &iv) {
+                Ok(true) => self.one(ctx, t, h, &iv, no_log, delegated),
+                Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &iv)]),
+                Err(e) => error_outcome(&e, no_log, false),
+            };
+            let label = match lc.get("label") {
+                Some(l) => self.templar.value(l, &iv).unwrap_or_else(|_| item.clone()),
+                None => item.clone(),
+            };
+            if let Value::Object(m) = &mut o.register {
+                m.insert(loop_var.clone(), item.clone());
+                m.insert("ansible_loop_var".into(), loop_var.clone().into());
+                if let Some(ix) = &index_var {
+                    m.insert(ix.clone(), i.into());
+                    m.insert("ansible_index_var".into(), ix.clone().into());
+                }
+                m.insert("_ansible_item_label".into(), label);
+                if o.status != Status::Skipped {
+                    m.entry("failed").or_insert(false.into());
+                }
+            }
+            // Items' warnings and deprecations move up to the loop's dict.
+            if let Value::Object(m) = &mut o.register {
+                for k in ["warnings", "deprecations"] {
+                    if let Some(Value::Array(w)) = m.shift_remove(k) {
+                        for x in w {
+                            let list = hoisted.entry(k).or_default();
+                            if !list.contains(&x) {
+                                list.push(x);
+                            }
+                        }
+                    }
+                }
+            }
+            changed |= o.changed;
+            failed |= o.status == Status::Failed;
+            all_skipped &= o.status == Status::Skipped;
+            results.push(o.register);
+        }
+        let mut reg = Map::new();
+        reg.insert("results".into(), Value::Array(results));
+        if changed {
+            reg.insert("changed".into(), true.into());
+        }
+        reg.insert("skipped".into(), all_skipped.into());
+        if failed {
+            reg.insert("failed".into(), true.into());
+            reg.insert("msg".into(), "One or more items failed".into());
+        } else {
+            reg.insert("msg".into(), "All items completed".into());
+        }
+        if all_skipped {
+            reg.insert(
+                "msg".into(),
+                if n == 0 {
+                    "No items in the list"
+                } else {
+                    "All items skipped"
+                }
+                .into(),
+            );
+            if n == 0 {
+                reg.insert("skipped_reason".into(), "No items in the list".into());
+            }
+        }
+        reg.entry("changed").or_insert(false.into());
+        reg.insert("_ansible_no_log".into(), no_log.into());
+        for (k, v) in hoisted {
+            reg.insert(k.into(), Value::Array(v));
+        }
+        let status = if failed {
+            Status::Failed
+        } else if all_skipped {
+            Status::Skipped
+        } else if changed {
+            Status::Changed
+        } else {
+            Status::Ok
+        };
+        let mut out = finish_outcome(status, reg, no_log);
+        if !no_log {
+            // The loop's own dict carries no `_ansible_no_log` (its items do).
+            out.remove("_ansible_no_log");
+            if let Value::Object(c) = &mut out.callback {
+                c.shift_remove("_ansible_no_log");
+            }
+        }
+        out
+    }
+
+    /// One execution (one item): args templated, action run, until,
+    /// changed_when / failed_when.
+    fn one(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let retries = t
+            .retries
+            .as_ref()
+            .and_then(|r| self.templar.value(r, vars).ok())
+            .and_then(|r| {
+                r.as_u64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            });
+        let delay = t
+            .delay
+            .as_ref()
+            .and_then(|r| self.templar.value(r, vars).ok())
+            .and_then(|r| {
+                r.as_f64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(5.0);
+        let attempts_max = if t.until.is_some() {
+            retries.unwrap_or(3) + 1
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut out = self.execute(ctx, t, h, vars, no_log, delegated);
+            if out.status == Status::Unreachable {
+                return out;
+            }
+            let mut rv = vars.clone();
+            if let Some(reg) = &t.register {
+                rv.push_one(reg, out.register.clone());
+            }
+            if let Some(cw) = &t.changed_when {
+                match self.templar.cond(cw, &rv) {
+                    Ok(c) => {
+                        out.set("changed", c.into());
+                    }
+                    Err(e) => {
+                        return error_outcome(
+                            &format!(
+                                "The conditional check '{}' failed. The error was: {e}",
+                                cond_text(cw)
+                            ),
+                            no_log,
+                            false,
+                        );
+                    }
+                }
+            }
+            if let Some(fw) = &t.failed_when {
+                match self.templar.cond(fw, &rv) {
+                    Ok(f) => {
+                        out.set("failed_when_result", f.into());
+                        out.set("failed", f.into());
+                        if f {
+                            out.set_default("exception", NO_TRACEBACK.into());
+                        }
+                    }
+                    Err(e) => {
+                        return error_outcome(
+                            &format!(
+                                "The conditional check '{}' failed. The error was: {e}",
+                                cond_text(fw)
+                            ),
+                            no_log,
+                            false,
+                        );
+                    }
+                }
+            }
+            if let Some(u) = &t.until {
+                let mut uv = vars.clone();
+                if let Some(reg) = &t.register {
+                    uv.push_one(reg, out.register.clone());
+                }
+                out.set("attempts", attempt.into());
+                let done = self.templar.cond(u, &uv).unwrap_or(false);
+                if done || attempt >= attempts_max {
+                    if !done {
+                        out.set("failed", true.into());
+                        out.set_default("msg", "Task failed: Module failed: ".into());
+                        out.set_default("exception", NO_TRACEBACK.into());
+                    }
+                    if !done {
+                        out.set("retries", (attempts_max - 1).into());
+                    }
+                    return out.refresh(no_log);
+                }
+                std::thread::sleep(Duration::from_secs_f64(delay.clamp(0.0, 3600.0)));
+                continue;
+            }
+            return out.refresh(no_log);
+        }
+    }
+
+    /// Templated args, then the action.
+    fn execute(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let args = match self.templar.value(&t.args, vars) {
+            Ok(a) => strip_omit(a),
+            Err(e) => {
+                return error_outcome(
+                    &format!(
+                        "Task failed: Finalization of task args for '{}' failed: {e}",
+                        t.action
+                    ),
+                    no_log,
+                    false,
+                );
+            }
+        };
+        let a = t.short_action();
+        match a {
+            "debug" => {
+                let mut m = Map::new();
+                if let Some(var) = args.get("var") {
+                    let name = var.as_str().map_or_else(|| var.to_string(), str::to_owned);
+                    let v = self
+                        .templar
+                        .expr(&name, vars)
+                        .unwrap_or_else(|_| Value::String("VARIABLE IS NOT DEFINED!".into()));
+                    m.insert(name, v);
+                } else {
+                    m.insert(
+                        "msg".into(),
+                        args.get("msg")
+                            .cloned()
+                            .unwrap_or_else(|| "Hello world!".into()),
+                    );
+                }
+                m.insert("_ansible_verbose_always".into(), true.into());
+                m.insert("changed".into(), false.into());
+                finish_outcome(Status::Ok, m, no_log)
+            }
+            "set_fact" => {
+                let Value::Object(mut o) = args else {
+                    return error_outcome("set_fact takes key=value arguments", no_log, false);
+                };
+                o.shift_remove("cacheable");
+                if o.is_empty() {
+                    return error_outcome(
+                        "No key/value pairs provided, at least one is required for this action to succeed",
+                        no_log,
+                        false,
+                    );
+                }
+                h.registered.lock().extend(o.clone());
+                let mut m = Map::new();
+                m.insert("ansible_facts".into(), Value::Object(o));
+                m.insert("changed".into(), false.into());
+                finish_outcome(Status::Ok, m, no_log)
+            }
+            "include_vars" => {
+                let f = args
+                    .get("_raw_params")
+                    .or_else(|| args.get("file"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let mut p = PathBuf::from(&f);
+                if p.is_relative() {
+                    let mut cands = Vec::new();
+                    if let Some(r) = &t.role {
+                        cands.push(r.path.join("vars").join(&f));
+                    }
+                    cands.push(t.base.join("vars").join(&f));
+                    cands.push(t.base.join(&f));
+                    cands.push(ctx.play.base.join("vars").join(&f));
+                    cands.push(ctx.play.base.join(&f));
+                    p = cands
+                        .iter()
+                        .find(|c| c.is_file())
+                        .cloned()
+                        .unwrap_or_else(|| t.base.join(&f));
+                }
+                match read_vars_file(&p) {
+                    Ok(v) => {
+                        let v = match args.get("name").and_then(Value::as_str) {
+                            Some(n) => {
+                                let mut m = Map::new();
+                                m.insert(n.to_owned(), Value::Object(v));
+                                m
+                            }
+                            None => v,
+                        };
+                        h.registered.lock().extend(v.clone());
+                        let mut m = Map::new();
+                        m.insert("ansible_facts".into(), Value::Object(v));
+                        m.insert(
+                            "ansible_included_var_files".into(),
+                            json!([abs(&p).display().to_string()]),
+                        );
+                        m.insert("changed".into(), false.into());
+                        finish_outcome(Status::Ok, m, no_log)
+                    }
+                    Err(e) => error_outcome(&e.to_string(), no_log, false),
+                }
+            }
+            "assert" => self.assert(&args, t, vars, no_log),
+            "fail" => {
+                let mut m = Map::new();
+                m.insert(
+                    "msg".into(),
+                    args.get("msg")
+                        .cloned()
+                        .unwrap_or_else(|| "Failed as requested from task".into()),
+                );
+                m.insert("changed".into(), false.into());
+                m.insert("failed".into(), true.into());
+                m.insert("exception".into(), NO_TRACEBACK.into());
+                finish_outcome(Status::Failed, m, no_log)
+            }
+            _ => self.module(ctx, t, h, vars, args, no_log, delegated),
+        }
+    }
+
+    fn assert(&self, args: &Value, _t: &TaskDef, vars: &Vars, no_log: bool) -> Outcome {
+        let that = match args.get("that") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => vec![v.clone()],
+            None => return error_outcome("conditional required in \"that\" string", no_log, false),
+        };
+        let quiet = args.get("quiet").is_some_and(bool_val);
+        let fail_msg = args.get("fail_msg").or_else(|| args.get("msg")).cloned();
+        let mut m = Map::new();
+        for c in &that {
+            match self.templar.cond(c, vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    m.insert("evaluated_to".into(), false.into());
+                    m.insert("assertion".into(), c.clone());
+                    m.insert(
+                        "msg".into(),
+                        fail_msg.unwrap_or_else(|| "Assertion failed".into()),
+                    );
+                    m.insert("changed".into(), false.into());
+                    m.insert("failed".into(), true.into());
+                    m.insert("exception".into(), NO_TRACEBACK.into());
+                    if !quiet {
+                        m.insert("_ansible_verbose_always".into(), true.into());
+                    }
+                    return finish_outcome(Status::Failed, m, no_log);
+                }
+                Err(e) => {
+                    return error_outcome(
+                        &format!(
+                            "The conditional check '{}' failed. The error was: {e}",
+                            cond_text(c)
+                        ),
+                        no_log,
+                        false,
+                    );
+                }
+            }
+        }
+        if !quiet {
+            m.insert("_ansible_verbose_always".into(), true.into());
+        }
+        m.insert("changed".into(), false.into());
+        m.insert(
+            "msg".into(),
+            args.get("success_msg")
+                .cloned()
+                .unwrap_or_else(|| "All assertions passed".into()),
+        );
+        finish_outcome(Status::Ok, m, no_log)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn module(
+        &self,
+        ctx: &PlayCtx<'_>,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        args: Value,
+        no_log: bool,
+        delegated: Option<&str>,
+    ) -> Outcome {
+        let check = self
+            .kw_bool(&t.kw.check_mode, vars)
+            .unwrap_or(self.opts.check);
+        let diff = self.kw_bool(&t.kw.diff, vars).unwrap_or(self.opts.diff);
+        if t.async_.is_some() {
+            let a = t
+                .async_
+                .as_ref()
+                .and_then(|x| self.templar.value(x, vars).ok())
+                .and_then(|x| {
+                    x.as_u64()
+                        .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+                })
+                .unwrap_or(0);
+            if a > 0 {
+                return error_outcome(
+                    "async: this runner has no async support yet (the runner's async/async_status work is pending)",
+                    no_log,
+                    false,
+                );
+            }
+        }
+        let mut action = t.action.clone();
+        if matches!(short(&action), "gather_facts") {
+            action = "ansible.builtin.setup".into();
+        }
+        let mut task = Task::new(&action)
+            .args(args)
+            .check_mode(check)
+            .diff(diff)
+            .no_log(no_log);
+        if let Some(to) = t
+            .timeout
+            .as_ref()
+            .and_then(|x| self.templar.value(x, vars).ok())
+            .and_then(|x| x.as_u64())
+        {
+            if to > 0 {
+                task = task.timeout(Duration::from_secs(to));
+            }
+        }
+        for e in &t.kw.environment {
+            match self.templar.value(e, vars) {
+                Ok(Value::Object(o)) => {
+                    for (k, v) in o {
+                        let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                        task = task.env(&k, &v);
+                    }
+                }
+                Ok(Value::Null) => {}
+                Ok(other) => {
+                    return error_outcome(
+                        &format!("environment must be a dictionary, received {other}"),
+                        no_log,
+                        false,
+                    );
+                }
+                Err(e) => return error_outcome(&e.to_string(), no_log, false),
+            }
+        }
+        // Where it runs: the host, or the delegate's connection.
+        let (target_host, tvars) = match delegated {
+            Some(d) => {
+                let dh = self.host(d);
+                let dv = self.vars_for(ctx, t, &dh);
+                (dh, dv)
+            }
+            _ => (h.clone(), vars.clone()),
+        };
+        let target = match self.target(t, &target_host, &tvars) {
+            Ok(t) => t,
+            Err(msg) => {
+                let mut m = Map::new();
+                m.insert("unreachable".into(), true.into());
+                m.insert("msg".into(), msg.into());
+                m.insert("changed".into(), false.into());
+                return finish_outcome(Status::Unreachable, m, no_log);
+            }
+        };
+        match self.runner.run(target, &task) {
+            Ok(r) => {
+                let register = r.register.clone();
+                if matches!(r.status, Status::Ok | Status::Changed) {
+                    if let Some(Value::Object(f)) = register.get("ansible_facts") {
+                        let mut facts = target_host.facts.lock();
+                        for (k, v) in f {
+                            let k = k.strip_prefix("ansible_").unwrap_or(k);
+                            facts.insert(k.to_owned(), v.clone());
+                        }
+                    }
+                }
+                let changed = register.get("changed").is_some_and(truthy);
+                let mut out = Outcome {
+                    status: r.status,
+                    changed,
+                    ignored: false,
+                    register,
+                    callback: r.result,
+                    duration: Duration::ZERO,
+                };
+                if let Some(d) = delegated {
+                    let get =
+                        |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
+                    let host =
+                        Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
+                    let dv = json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": get("ansible_connection")});
+                    out.set("_ansible_delegated_vars", dv.clone());
+                    if let Value::Object(c) = &mut out.callback {
+                        c.insert("_ansible_delegated_vars".into(), dv);
+                    }
+                }
+                out
+            }
+            Err(e) => error_outcome(&e.to_string(), no_log, false),
+        }
+    }
+
+    fn var_str(vars: &Vars, keys: &[&str]) -> Option<String> {
+        keys.iter().find_map(|k| vars.get(k)).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        })
+    }
+
+    /// The context for `h` with this task's become, connecting on first use.
+    fn target(&self, t: &TaskDef, h: &Arc<HostState>, vars: &Vars) -> Result<Target, String> {
+        // Connection variables may be templates.
+        let get = |keys: &[&str]| -> Option<String> {
+            let raw = Self::var_str(vars, keys)?;
+            Some(self.templar.string(&raw, vars).unwrap_or(raw))
+        };
+        let conn = get(&["ansible_connection"]).unwrap_or_else(|| "ssh".into());
+        let addr = get(&["ansible_host", "ansible_ssh_host"]).unwrap_or_else(|| h.name.clone());
+        let base = self.base_context(h, &conn, &addr, &get)?;
+        let become_on = Self::var_str(vars, &["ansible_become"])
+            .map(|s| bool_val(&Value::String(s)))
+            .or_else(|| self.kw_bool(&t.kw.become_, vars))
+            .unwrap_or(self.opts.become_.0);
+        let login_user = get(&["ansible_user", "ansible_ssh_user"])
+            .or_else(|| self.opts.remote_user.clone())
+            .or_else(|| Some(mitogen_core::layer::user_name()));
+        let ctx = if become_on {
+            let user = get(&["ansible_become_user"])
+                .or_else(|| {
+                    t.kw.become_user
+                        .as_ref()
+                        .and_then(|v| self.templar.value(v, vars).ok())
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                })
+                .unwrap_or_else(|| self.opts.become_.1.clone());
+            let method = get(&["ansible_become_method"])
+                .or_else(|| {
+                    t.kw.become_method
+                        .as_ref()
+                        .and_then(|v| self.templar.value(v, vars).ok())
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                })
+                .unwrap_or_else(|| self.opts.become_.2.clone());
+            let pw = get(&[
+                "ansible_become_password",
+                "ansible_become_pass",
+                "ansible_sudo_pass",
+            ]);
+            let to = self.opts.connect_timeout;
+            let r = match method.as_str() {
+                "sudo" => {
+                    let mut m = Sudo::new(&user).connect_timeout(to);
+                    if let Some(p) = &pw {
+                        m = m.password(p);
+                    }
+                    self.pool.get(&self.router, &m, Some(&base))
+                }
+                "su" => {
+                    let mut m = Su::new(&user).connect_timeout(to);
+                    if let Some(p) = &pw {
+                        m = m.password(p);
+                    }
+                    self.pool.get(&self.router, &m, Some(&base))
+                }
+                "doas" => {
+                    let mut m = Doas::new(&user).connect_timeout(to);
+                    if let Some(p) = &pw {
+                        m = m.password(p);
+                    }
+                    self.pool.get(&self.router, &m, Some(&base))
+                }
+                other => return Err(format!("unsupported become method '{other}'")),
+            };
+            let c = r.map_err(|e| format!("Failed to become {user} via {method}: {e}"))?;
+            (c, user != "root" && Some(&user) != login_user.as_ref())
+        } else {
+            (base, false)
+        };
+        let mut target = Target::new(&ctx.0, &h.name).become_unprivileged(ctx.1);
+        target = if conn == "local" {
+            target.connection(Connection::Local)
+        } else {
+            target.connection(Connection::Ssh { host: addr })
+        };
+        // A discovered interpreter is a host fact once a task reported it
+        // (as in ansible-core): later tasks, become users and run_once
+        // siblings use it without discovering again.
+        let discovered = h
+            .facts
+            .lock()
+            .get("discovered_interpreter_python")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let py = get(&["ansible_python_interpreter"])
+            .or(discovered)
+            .or_else(|| self.opts.interpreter_python.clone());
+        if let Some(p) = py {
+            target = target.python_interpreter(&p);
+        }
+        let pipelining = get(&["ansible_pipelining", "ansible_ssh_pipelining"])
+            .map(|s| bool_val(&Value::String(s)))
+            .unwrap_or(self.opts.pipelining);
+        target = target.pipelining(pipelining);
+        for (k, v) in vars_interpreters(vars) {
+            target = target.interpreter(&k, &v);
+        }
+        Ok(target)
+    }
+
+    fn base_context(
+        &self,
+        h: &Arc<HostState>,
+        conn: &str,
+        addr: &str,
+        get: &dyn Fn(&[&str]) -> Option<String>,
+    ) -> Result<Context, String> {
+        if let Some(r) = h.base.lock().as_ref() {
+            match r {
+                Ok(c) if self.router.is_connected(c.id()) => return Ok(c.clone()),
+                Ok(_) => {}
+                Err(e) => return Err(e.clone()),
+            }
+        }
+        let _g = h.connecting.lock();
+        if let Some(Ok(c)) = h.base.lock().as_ref() {
+            if self.router.is_connected(c.id()) {
+                return Ok(c.clone());
+            }
+        }
+        let r = match conn {
+            "local" => self
+                .router
+                .connect(&Local::new())
+                .map_err(|e| format!("Failed to start a local agent: {e}")),
+            "ssh" | "smart" | "paramiko" | "mitogen_ssh" => {
+                let mut s = Ssh::new(addr).connect_timeout(self.opts.connect_timeout);
+                if let Some(p) = get(&["ansible_port", "ansible_ssh_port"]) {
+                    let p: u16 = p
+                        .parse()
+                        .map_err(|_| format!("invalid ansible_port '{p}'"))?;
+                    s = s.port(p);
+                }
+                if let Some(u) = get(&["ansible_user", "ansible_ssh_user"])
+                    .or_else(|| self.opts.remote_user.clone())
+                {
+                    s = s.user(&u);
+                }
+                if let Some(k) = get(&["ansible_ssh_private_key_file", "ansible_private_key_file"])
+                    .map(PathBuf::from)
+                    .or_else(|| self.opts.private_key_file.clone())
+                {
+                    s = s.identity_file(k);
+                }
+                if let Some(pw) = get(&[
+                    "ansible_password",
+                    "ansible_ssh_pass",
+                    "ansible_ssh_password",
+                ]) {
+                    s = s.password(&pw);
+                }
+                if !self.opts.host_key_checking {
+                    s = s.host_key_checking(HostKeyChecking::Ignore);
+                }
+                let mut extra = self.opts.ssh_args.clone();
+                for k in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+                    if let Some(a) = get(&[k]) {
+                        extra.extend(super::util::shlex_split(&a)?);
+                    }
+                }
+                for a in extra.iter().filter(|a| {
+                    !a.starts_with("-oControl")
+                        && !a.contains("ControlPersist")
+                        && !a.contains("ControlMaster")
+                }) {
+                    s = s.arg(a);
+                }
+                s = s.name(&format!("ssh.{}", h.name));
+                if self.opts.multiplex {
+                    s = s.multiplex(Duration::from_secs(60));
+                    let key = format!(
+                        "{:?}@{addr}:{:?}",
+                        get(&["ansible_user", "ansible_ssh_user"]),
+                        get(&["ansible_port", "ansible_ssh_port"])
+                    );
+                    let gate = self.masters.lock().entry(key).or_default().clone();
+                    let mut up = gate.lock();
+                    if *up {
+                        drop(up);
+                        self.router.connect(&s)
+                    } else {
+                        let r = self.router.connect(&s);
+                        *up = r.is_ok();
+                        r
+                    }
+                    .map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
+                } else {
+                    self.router
+                        .connect(&s)
+                        .map_err(|e| format!("Failed to connect to the host via ssh: {e}"))
+                }
+            }
+            other => Err(format!(
+                "unsupported connection plugin '{other}' (supported: ssh, local)"
+            )),
+        };
+        *h.base.lock() = Some(r.clone());
+        r
+    }
+}
+
+fn vars_interpreters(vars: &Vars) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in ["perl", "ruby", "bash", "sh", "node"] {
+        if let Some(Value::String(p)) = vars.get(&format!("ansible_{name}_interpreter")) {
+            out.push((name.to_owned(), p.clone()));
+        }
+    }
+    out
+}
+
+fn abs(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}
+
+fn cond_text(c: &Value) -> String {
+    c.as_str().map_or_else(|| c.to_string(), str::to_owned)
+}
+
+fn strip_omit(v: Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(_, v)| v.as_str() != Some(OMIT))
+                .map(|(k, v)| (k, strip_omit(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .filter(|v| v.as_str() != Some(OMIT))
+                .map(strip_omit)
+                .collect(),
+        ),
+        v => v,
+    }
+}
+
+fn gather_task(play: &Play) -> TaskDef {
+    TaskDef {
+        name: Some("Gathering Facts".into()),
+        action: "ansible.builtin.gather_facts".into(),
+        args: json!({}),
+        kw: play.kw.clone(),
+        register: None,
+        loop_: None,
+        loop_control: Map::new(),
+        until: None,
+        retries: None,
+        delay: None,
+        async_: None,
+        poll: None,
+        changed_when: None,
+        failed_when: None,
+        notify: Vec::new(),
+        listen: Vec::new(),
+        timeout: None,
+        role: None,
+        included: None,
+        base: play.base.clone(),
+        loc: play.loc.clone(),
+    }
+}
+
+fn finish_outcome(status: Status, mut reg: Map<String, Value>, no_log: bool) -> Outcome {
+    reg.entry("changed").or_insert(false.into());
+    reg.insert("_ansible_no_log".into(), no_log.into());
+    if status == Status::Failed {
+        reg.insert("failed".into(), true.into());
+    }
+    if status == Status::Skipped {
+        reg.insert("skipped".into(), true.into());
+    }
+    let changed = reg.get("changed").is_some_and(truthy);
+    let callback = crate::result::callback_view(&reg, no_log);
+    Outcome {
+        status,
+        changed,
+        ignored: false,
+        register: Value::Object(reg),
+        callback,
+        duration: Duration::ZERO,
+    }
+}
+
+fn skipped_outcome(_t: &TaskDef, no_log: bool, conds: &[Value]) -> Outcome {
+    let mut m = Map::new();
+    m.insert("changed".into(), false.into());
+    m.insert("skip_reason".into(), "Conditional result was False".into());
+    if let Some(c) = conds.first() {
+        if !c.is_null() {
+            m.insert("false_condition".into(), c.clone());
+        }
+    }
+    finish_outcome(Status::Skipped, m, no_log)
+}
+
+fn error_outcome(msg: &str, no_log: bool, _ignore: bool) -> Outcome {
+    let mut m = Map::new();
+    m.insert("msg".into(), msg.into());
+    m.insert("changed".into(), false.into());
+    m.insert("exception".into(), NO_TRACEBACK.into());
+    finish_outcome(Status::Failed, m, no_log)
+}
+
+impl Outcome {
+    fn set(&mut self, k: &str, v: Value) {
+        if let Value::Object(m) = &mut self.register {
+            m.insert(k.to_owned(), v);
+        }
+    }
+
+    fn set_default(&mut self, k: &str, v: Value) {
+        if let Value::Object(m) = &mut self.register {
+            m.entry(k.to_owned()).or_insert(v);
+        }
+    }
+
+    fn remove(&mut self, k: &str) {
+        if let Value::Object(m) = &mut self.register {
+            m.shift_remove(k);
+        }
+    }
+
+    /// Status and callback view recomputed from the register view.
+    fn refresh(self, no_log: bool) -> Self {
+        let Value::Object(m) = self.register else {
+            return self;
+        };
+        let failed = m.get("failed").is_some_and(truthy);
+        let skipped = m.get("skipped").is_some_and(truthy);
+        let changed = m.get("changed").is_some_and(truthy);
+        let status = if self.status == Status::Unreachable {
+            Status::Unreachable
+        } else if failed {
+            Status::Failed
+        } else if skipped {
+            Status::Skipped
+        } else if changed {
+            Status::Changed
+        } else {
+            Status::Ok
+        };
+        let mut callback = crate::result::callback_view(&m, no_log);
+        if let (Some(dv), Value::Object(c), false) =
+            (m.get("_ansible_delegated_vars"), &mut callback, no_log)
+        {
+            c.insert("_ansible_delegated_vars".into(), dv.clone());
+        }
+        Self {
+            status,
+            changed,
+            ignored: self.ignored,
+            register: Value::Object(m),
+            callback,
+            duration: self.duration,
+        }
+    }
+}
+
+/// `serial:` batches.
+fn batches(hosts: &[String], serial: &[Value]) -> Vec<Vec<String>> {
+    if serial.is_empty() {
+        return vec![hosts.to_vec()];
+    }
+    let n = hosts.len();
+    let sizes: Vec<usize> = serial
+        .iter()
+        .map(|s| {
+            let v = match s {
+                Value::Number(x) => x.as_u64().unwrap_or(0) as usize,
+                Value::String(p) if p.ends_with('%') => {
+                    let pct: f64 = p.trim_end_matches('%').parse().unwrap_or(100.0);
+                    ((n as f64) * pct / 100.0) as usize
+                }
+                Value::String(p) => p.parse().unwrap_or(0),
+                _ => 0,
+            };
+            if v == 0 { n.max(1) } else { v }
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    while i < n {
+        let s = sizes[k.min(sizes.len() - 1)].max(1);
+        out.push(hosts[i..(i + s).min(n)].to_vec());
+        i += s;
+        k += 1;
+    }
+    out
+}

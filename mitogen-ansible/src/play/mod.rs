@@ -1,0 +1,126 @@
+//! Plays: Ansible inventories and playbooks run over mitogen contexts,
+//! with ansible-core's results (the `mitogen-play` CLI is a thin shell
+//! over this module).
+//!
+//! ```text
+//!  inventory (INI/YAML) ─► Inventory ──patterns──┐
+//!  playbook.yml ─► yaml (lines) ─► playbook::load_playbook ─► [Play]   (every keyword, filter,
+//!                                   roles, import_*              │       test and module checked
+//!                                                                ▼       before anything runs)
+//!  Executor::run ── per play, per serial batch ── strategy ─┬─ linear: a task on every host
+//!     │                                                     │  (≤ forks threads), then the next
+//!     │                                                     └─ free: each host runs ahead
+//!     ├ per task and host: vars (layers) ─► Templar (minijinja) ─► when / loop / until
+//!     │     controller actions: debug set_fact assert fail include_vars meta include_*
+//!     │     everything else ─► Runner::run(Target, Task)   Target = host's context:
+//!     │                          ssh (ControlMaster) or local, become via BecomePool
+//!     ├ changed_when / failed_when / register / notify ─► handlers at flush points
+//!     └ events ─► subscribers (Event::TaskStart, HostResult, Recap)
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mitogen_ansible::play::{load_playbook, Event, Executor, Inventory, Options, ParseOptions};
+//! use mitogen_ansible::{ModuleSource, Runner};
+//! use std::sync::Arc;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let router = mitogen_core::init(|reg| {
+//!         mitogen_ssh::register(reg);
+//!         mitogen_ansible::register(reg);
+//!     })?;
+//!     let runner = Arc::new(Runner::new(ModuleSource::from_ansible_core("/venv/bin/python")?));
+//!     let plays = load_playbook("site.yml".as_ref(), &ParseOptions::default())?;
+//!     let exec = Executor::new(router, runner, Inventory::load("hosts.ini")?, Options::default());
+//!     let events = exec.subscribe();
+//!     let recap = exec.run(&plays)?;
+//!     for e in events.try_iter() {
+//!         if let Event::HostResult(r) = e {
+//!             println!("{} {}: {:?}", r.host, r.task, r.status);
+//!         }
+//!     }
+//!     println!("{recap:?}");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Choices
+//! - YAML: `saphyr-parser` (the maintained successor of `yaml-rust2`;
+//!   `serde_yaml` is archived). Its event stream carries a span for every
+//!   node, which is what file:line errors need; [`yaml`] resolves plain
+//!   scalars as PyYAML does (YAML 1.1: `yes`/`on` are booleans), since
+//!   that is what Ansible files are written for.
+//! - Templating: `minijinja` (+ `minijinja-contrib`'s Python methods such
+//!   as `.split()`), strict undefined, with Ansible's filters and tests in
+//!   [`template`] and its native-type rule.
+//! - [`DEFAULT_FORKS`] is 100: a fork here is a thread waiting on a reply.
+//!
+//! # Not supported (refused with file:line before running)
+//! Vault, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
+//! `module_defaults`, `delegate_facts`, `with_<lookup>` other than
+//! `with_items`/`with_list`/`with_dict`/`with_indexed_items`, lookups,
+//! `add_host`/`group_by`/`pause`, strategies other than linear/free.
+//! `async` fails at run time until the runner has async support.
+pub mod config;
+pub mod events;
+pub mod executor;
+pub mod inventory;
+pub mod playbook;
+pub mod template;
+pub mod util;
+pub mod yaml;
+
+pub use config::Config;
+pub use events::{Event, HostResult, Stats};
+pub use executor::{DEFAULT_FORKS, Executor, Options};
+pub use inventory::Inventory;
+pub use playbook::{ParseOptions, Play, load_playbook};
+pub use yaml::Loc;
+
+use std::path::{Path, PathBuf};
+
+/// A play-level error: bad input (with its file:line) or I/O.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlayError {
+    /// Bad input at a place in a file.
+    #[error("{loc}: {msg}")]
+    At {
+        /// Where.
+        loc: Loc,
+        /// What.
+        msg: String,
+    },
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Malformed YAML.
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
+    /// Anything else (bad options).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PlayError {
+    pub(crate) fn at(loc: &Loc, msg: impl Into<String>) -> Self {
+        Self::At {
+            loc: loc.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,1314 @@
+//! Playbooks, task files and roles, parsed and checked before anything
+//! runs: every keyword is known or refused with its file:line.
+
+use super::PlayError;
+use super::inventory::read_vars_file;
+use super::template::Templar;
+use super::util::parse_kv;
+use super::yaml::{self, Loc, Node, Y};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Task keywords understood here.
+const TASK_KEYWORDS: &[&str] = &[
+    "name",
+    "action",
+    "local_action",
+    "args",
+    "register",
+    "when",
+    "loop",
+    "loop_control",
+    "until",
+    "retries",
+    "delay",
+    "async",
+    "poll",
+    "check_mode",
+    "diff",
+    "no_log",
+    "environment",
+    "become",
+    "become_user",
+    "become_method",
+    "vars",
+    "ignore_errors",
+    "ignore_unreachable",
+    "changed_when",
+    "failed_when",
+    "notify",
+    "listen",
+    "tags",
+    "delegate_to",
+    "run_once",
+    "any_errors_fatal",
+    "timeout",
+];
+/// Ansible keywords refused with a clear error (not implemented).
+const UNSUPPORTED_KEYWORDS: &[&str] = &[
+    "collections",
+    "connection",
+    "debugger",
+    "delegate_facts",
+    "module_defaults",
+    "throttle",
+    "remote_user",
+    "port",
+    "become_exe",
+    "become_flags",
+];
+const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
+/// `with_<lookup>` loops supported.
+const WITH_LOOPS: &[&str] = &["with_items", "with_list", "with_dict", "with_indexed_items"];
+/// Modules taking a free-form string.
+const FREE_FORM: &[&str] = &[
+    "command",
+    "shell",
+    "raw",
+    "script",
+    "win_shell",
+    "win_command",
+];
+
+/// Keywords inherited from plays and blocks down to tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Keywords {
+    /// `when:` conditions, outermost first.
+    pub when: Vec<(Value, Loc)>,
+    /// `become:`.
+    pub become_: Option<Value>,
+    /// `become_user:`.
+    pub become_user: Option<Value>,
+    /// `become_method:`.
+    pub become_method: Option<Value>,
+    /// `vars:` (inner ones override).
+    pub vars: Map<String, Value>,
+    /// `ignore_errors:`.
+    pub ignore_errors: Option<Value>,
+    /// `ignore_unreachable:`.
+    pub ignore_unreachable: Option<Value>,
+    /// `check_mode:`.
+    pub check_mode: Option<Value>,
+    /// `diff:`.
+    pub diff: Option<Value>,
+    /// `no_log:`.
+    pub no_log: Option<Value>,
+    /// `environment:` (merged, inner wins).
+    pub environment: Vec<Value>,
+    /// `tags:` (union).
+    pub tags: Vec<String>,
+    /// `delegate_to:`.
+    pub delegate_to: Option<Value>,
+    /// `run_once:`.
+    pub run_once: Option<Value>,
+    /// `any_errors_fatal:`.
+    pub any_errors_fatal: Option<Value>,
+}
+
+impl Keywords {
+    /// `self` (outer) with `inner` applied on top.
+    pub fn inherit(&self, inner: &Self) -> Self {
+        let pick = |o: &Option<Value>, i: &Option<Value>| i.clone().or_else(|| o.clone());
+        let mut vars = self.vars.clone();
+        for (k, v) in &inner.vars {
+            vars.insert(k.clone(), v.clone());
+        }
+        let mut tags = self.tags.clone();
+        for t in &inner.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        let mut when = self.when.clone();
+        when.extend(inner.when.iter().cloned());
+        let mut environment = self.environment.clone();
+        environment.extend(inner.environment.iter().cloned());
+        Self {
+            when,
+            become_: pick(&self.become_, &inner.become_),
+            become_user: pick(&self.become_user, &inner.become_user),
+            become_method: pick(&self.become_method, &inner.become_method),
+            vars,
+            ignore_errors: pick(&self.ignore_errors, &inner.ignore_errors),
+            ignore_unreachable: pick(&self.ignore_unreachable, &inner.ignore_unreachable),
+            check_mode: pick(&self.check_mode, &inner.check_mode),
+            diff: pick(&self.diff, &inner.diff),
+            no_log: pick(&self.no_log, &inner.no_log),
+            environment,
+            tags,
+            delegate_to: pick(&self.delegate_to, &inner.delegate_to),
+            run_once: pick(&self.run_once, &inner.run_once),
+            any_errors_fatal: pick(&self.any_errors_fatal, &inner.any_errors_fatal),
+        }
+    }
+}
+
+/// A role as loaded: its directory, defaults, vars and handlers.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// `defaults/main.yml`.
+    pub defaults: Arc<Map<String, Value>>,
+    /// `vars/main.yml` plus role parameters.
+    pub vars: Arc<Map<String, Value>>,
+}
+
+/// One task.
+#[derive(Debug, Clone)]
+pub struct TaskDef {
+    /// `name:` (untemplated), or `None`.
+    pub name: Option<String>,
+    /// The module or action.
+    pub action: String,
+    /// Its arguments (untemplated): an object, or a string for free form.
+    pub args: Value,
+    /// Inherited keywords.
+    pub kw: Keywords,
+    /// `register:`.
+    pub register: Option<String>,
+    /// The loop source (`loop:` / `with_*:`), and which.
+    pub loop_: Option<(Value, String)>,
+    /// `loop_control:`.
+    pub loop_control: Map<String, Value>,
+    /// `until:`.
+    pub until: Option<Value>,
+    /// `retries:`.
+    pub retries: Option<Value>,
+    /// `delay:`.
+    pub delay: Option<Value>,
+    /// `async:`.
+    pub async_: Option<Value>,
+    /// `poll:`.
+    pub poll: Option<Value>,
+    /// `changed_when:`.
+    pub changed_when: Option<Value>,
+    /// `failed_when:`.
+    pub failed_when: Option<Value>,
+    /// `notify:`.
+    pub notify: Vec<String>,
+    /// `listen:` (handlers).
+    pub listen: Vec<String>,
+    /// `timeout:`.
+    pub timeout: Option<Value>,
+    /// The role this task came from.
+    pub role: Option<Arc<Role>>,
+    /// `include_role`: the role's tasks, loaded at parse time.
+    pub included: Option<Arc<Vec<Item>>>,
+    /// The directory relative paths resolve against (task file's).
+    pub base: PathBuf,
+    /// Where it is.
+    pub loc: Loc,
+}
+
+impl TaskDef {
+    /// The short action name (`ansible.builtin.` / `ansible.legacy.` removed).
+    pub fn short_action(&self) -> &str {
+        short(&self.action)
+    }
+}
+
+/// `ansible.builtin.x` → `x`.
+pub fn short(a: &str) -> &str {
+    a.strip_prefix("ansible.builtin.")
+        .or_else(|| a.strip_prefix("ansible.legacy."))
+        .unwrap_or(a)
+}
+
+/// A task or a block.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A task.
+    Task(Box<TaskDef>),
+    /// `block:` with `rescue:` and `always:`.
+    Block(Box<BlockDef>),
+}
+
+/// `block`/`rescue`/`always`; keywords are already pushed into the tasks.
+#[derive(Debug, Clone)]
+pub struct BlockDef {
+    /// The tasks.
+    pub block: Vec<Item>,
+    /// Run for hosts that failed in `block`.
+    pub rescue: Vec<Item>,
+    /// Run for every host that entered.
+    pub always: Vec<Item>,
+    /// `name:`.
+    pub name: Option<String>,
+    /// Where.
+    pub loc: Loc,
+}
+
+/// The linear or free strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Each task on every host before the next.
+    #[default]
+    Linear,
+    /// Each host runs ahead.
+    Free,
+}
+
+/// One play.
+#[derive(Debug, Clone)]
+pub struct Play {
+    /// `name:`.
+    pub name: String,
+    /// `hosts:` pattern (untemplated).
+    pub hosts: String,
+    /// `gather_facts:` (`None`: not given; `gathering` decides).
+    pub gather_facts: Option<bool>,
+    /// Play keywords, inherited by every task.
+    pub kw: Keywords,
+    /// `vars_files:` (untemplated), with locations.
+    pub vars_files: Vec<(Value, Loc)>,
+    /// `serial:` batch sizes (numbers or percentages).
+    pub serial: Vec<Value>,
+    /// `strategy:`.
+    pub strategy: Strategy,
+    /// `max_fail_percentage:`.
+    pub max_fail_percentage: Option<f64>,
+    /// pre_tasks, roles' tasks, tasks, post_tasks, in order (with the
+    /// handler flush points between sections).
+    pub sections: Vec<Vec<Item>>,
+    /// Every handler (play's and roles').
+    pub handlers: Vec<TaskDef>,
+    /// The playbook's directory.
+    pub base: PathBuf,
+    /// Where.
+    pub loc: Loc,
+}
+
+/// Where to look for roles and what the parse may refer to.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// Extra role directories (`roles_path`).
+    pub roles_path: Vec<PathBuf>,
+    /// Modules the runner can find (checked at parse time); `None`: no check.
+    pub module_exists: Option<ModuleCheck>,
+}
+
+/// Whether a module or action exists (`Err` says why not).
+#[derive(Clone)]
+pub struct ModuleCheck(pub Arc<CheckFn>);
+
+/// The function inside a [`ModuleCheck`].
+pub type CheckFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for ModuleCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModuleCheck")
+    }
+}
+
+struct Parser<'a> {
+    opts: &'a ParseOptions,
+    templar: Templar,
+    play_base: PathBuf,
+    /// Role stack, to refuse recursive imports.
+    depth: usize,
+}
+
+fn loc_of(file: &Arc<PathBuf>, line: usize) -> Loc {
+    Loc {
+        file: file.clone(),
+        line,
+    }
+}
+
+/// Reads a playbook file.
+///
+/// # Errors
+/// Syntax errors, unknown or unsupported keywords, filters and tests,
+/// unknown modules, missing roles: each with its file:line.
+pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, PlayError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlayError::io(path, e))?;
+    let doc = yaml::parse_one(&text, path)?;
+    let file = Arc::new(path.to_owned());
+    let base = path
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let mut p = Parser {
+        opts,
+        templar: Templar::new(),
+        play_base: base.clone(),
+        depth: 0,
+    };
+    let Y::Seq(plays) = &doc.y else {
+        return Err(PlayError::at(
+            &loc_of(&file, doc.line),
+            "a playbook must be a list of plays",
+        ));
+    };
+    let mut out = Vec::new();
+    for n in plays {
+        if let Some(ip) = n
+            .get("import_playbook")
+            .or_else(|| n.get("ansible.builtin.import_playbook"))
+        {
+            let Some(f) = ip.as_str() else {
+                return Err(PlayError::at(
+                    &loc_of(&file, ip.line),
+                    "import_playbook needs a file name",
+                ));
+            };
+            out.extend(load_playbook(&base.join(f), opts)?);
+            continue;
+        }
+        out.push(p.play(n, &file)?);
+    }
+    Ok(out)
+}
+
+fn as_map<'n>(
+    n: &'n Node,
+    file: &Arc<PathBuf>,
+    what: &str,
+) -> Result<&'n [(String, usize, Node)], PlayError> {
+    match &n.y {
+        Y::Map(m) => Ok(m),
+        _ => Err(PlayError::at(
+            &loc_of(file, n.line),
+            format!("{what} must be a mapping"),
+        )),
+    }
+}
+
+fn bool_of(n: &Node, file: &Arc<PathBuf>, key: &str) -> Result<bool, PlayError> {
+    match n.to_json() {
+        Value::Bool(b) => Ok(b),
+        Value::String(s) if matches!(s.to_lowercase().as_str(), "yes" | "true" | "on" | "1") => {
+            Ok(true)
+        }
+        Value::String(s) if matches!(s.to_lowercase().as_str(), "no" | "false" | "off" | "0") => {
+            Ok(false)
+        }
+        v => Err(PlayError::at(
+            &loc_of(file, n.line),
+            format!("'{key}' must be a boolean, got {v}"),
+        )),
+    }
+}
+
+fn string_list(n: &Node) -> Vec<String> {
+    match n.to_json() {
+        Value::Array(a) => a
+            .into_iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect(),
+        Value::Null => Vec::new(),
+        Value::String(s) => s
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        v => vec![v.to_string()],
+    }
+}
+
+impl Parser<'_> {
+    fn check_templates(&self, v: &Value, loc: &Loc) -> Result<(), PlayError> {
+        match v {
+            Value::String(s) => self
+                .templar
+                .check(s, false)
+                .map_err(|e| PlayError::at(loc, format!("template error in {s:?}: {e}"))),
+            Value::Array(a) => a.iter().try_for_each(|x| self.check_templates(x, loc)),
+            Value::Object(o) => o.values().try_for_each(|x| self.check_templates(x, loc)),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_cond(&self, v: &Value, loc: &Loc, key: &str) -> Result<(), PlayError> {
+        match v {
+            Value::String(s) => self
+                .templar
+                .check(s, true)
+                .map_err(|e| PlayError::at(loc, format!("in '{key}: {s}': {e}"))),
+            Value::Array(a) => a.iter().try_for_each(|x| self.check_cond(x, loc, key)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Common keywords of plays, blocks and tasks.
+    fn keyword(
+        &self,
+        kw: &mut Keywords,
+        key: &str,
+        n: &Node,
+        file: &Arc<PathBuf>,
+        kline: usize,
+    ) -> Result<bool, PlayError> {
+        let loc = loc_of(file, kline);
+        let v = n.to_json();
+        match key {
+            "when" => {
+                self.check_cond(&v, &loc, key)?;
+                match v {
+                    Value::Array(a) => kw.when.extend(a.into_iter().map(|x| (x, loc.clone()))),
+                    v => kw.when.push((v, loc)),
+                }
+            }
+            "become" => kw.become_ = Some(v),
+            "become_user" => kw.become_user = Some(v),
+            "become_method" => {
+                if let Some(m) = v.as_str() {
+                    if !m.contains("{{") && !matches!(m, "sudo" | "su" | "doas") {
+                        return Err(PlayError::at(
+                            &loc,
+                            format!("unsupported become_method '{m}' (supported: sudo, su, doas)"),
+                        ));
+                    }
+                }
+                kw.become_method = Some(v);
+            }
+            "vars" => match v {
+                Value::Object(o) => {
+                    self.check_templates(&Value::Object(o.clone()), &loc)?;
+                    kw.vars.extend(o);
+                }
+                Value::Null => {}
+                _ => return Err(PlayError::at(&loc, "'vars' must be a mapping")),
+            },
+            "ignore_errors" => kw.ignore_errors = Some(v),
+            "ignore_unreachable" => kw.ignore_unreachable = Some(v),
+            "check_mode" => kw.check_mode = Some(v),
+            "diff" => kw.diff = Some(v),
+            "no_log" => kw.no_log = Some(v),
+            "environment" => {
+                self.check_templates(&v, &loc)?;
+                kw.environment.push(v);
+            }
+            "tags" => {
+                for t in string_list(n) {
+                    if !kw.tags.contains(&t) {
+                        kw.tags.push(t);
+                    }
+                }
+            }
+            "delegate_to" => kw.delegate_to = Some(v),
+            "run_once" => kw.run_once = Some(v),
+            "any_errors_fatal" => kw.any_errors_fatal = Some(v),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn play(&mut self, n: &Node, file: &Arc<PathBuf>) -> Result<Play, PlayError> {
+        let m = as_map(n, file, "a play")?;
+        let mut play = Play {
+            name: String::new(),
+            hosts: String::new(),
+            gather_facts: None,
+            kw: Keywords::default(),
+            vars_files: Vec::new(),
+            serial: Vec::new(),
+            strategy: Strategy::Linear,
+            max_fail_percentage: None,
+            sections: Vec::new(),
+            handlers: Vec::new(),
+            base: self.play_base.clone(),
+            loc: loc_of(file, n.line),
+        };
+        let mut hosts_seen = false;
+        let (mut pre, mut roles, mut tasks, mut post, mut handlers) =
+            (None, None, None, None, None);
+        for (key, kline, v) in m {
+            let loc = loc_of(file, *kline);
+            if self.keyword(&mut play.kw, key, v, file, *kline)? {
+                if key == "delegate_to" || key == "when" || key == "run_once" {
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("'{key}' is not a valid play keyword"),
+                    ));
+                }
+                continue;
+            }
+            match key.as_str() {
+                "name" => play.name = v.as_str().unwrap_or_default(),
+                "hosts" => {
+                    hosts_seen = true;
+                    play.hosts = match v.to_json() {
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        other => other
+                            .as_str()
+                            .map_or_else(|| other.to_string(), str::to_owned),
+                    };
+                }
+                "gather_facts" => play.gather_facts = Some(bool_of(v, file, key)?),
+                "vars_files" => {
+                    let vf = match v.to_json() {
+                        Value::Array(a) => a,
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    };
+                    for f in vf {
+                        self.check_templates(&f, &loc)?;
+                        play.vars_files.push((f, loc.clone()));
+                    }
+                }
+                "serial" => {
+                    play.serial = match v.to_json() {
+                        Value::Array(a) => a,
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    }
+                }
+                "strategy" => {
+                    play.strategy = match v.as_str().as_deref() {
+                        Some("linear") | Some("mitogen_linear") => Strategy::Linear,
+                        Some("free") | Some("mitogen_free") => Strategy::Free,
+                        other => {
+                            return Err(PlayError::at(
+                                &loc,
+                                format!(
+                                    "unsupported strategy {:?} (supported: linear, free)",
+                                    other.unwrap_or_default()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                "max_fail_percentage" => {
+                    play.max_fail_percentage = match v.to_json() {
+                        Value::Number(x) => x.as_f64(),
+                        Value::String(s) => s.trim_end_matches('%').parse().ok(),
+                        _ => None,
+                    };
+                    if play.max_fail_percentage.is_none() {
+                        return Err(PlayError::at(&loc, "max_fail_percentage must be a number"));
+                    }
+                }
+                "pre_tasks" => pre = Some(v),
+                "roles" => roles = Some(v),
+                "tasks" => tasks = Some(v),
+                "post_tasks" => post = Some(v),
+                "handlers" => handlers = Some(v),
+                "force_handlers" | "order" | "fact_path" | "gather_subset" | "gather_timeout" => {
+                    if key == "gather_subset" {
+                        continue;
+                    }
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("unsupported play keyword '{key}'"),
+                    ));
+                }
+                k if UNSUPPORTED_KEYWORDS.contains(&k) => {
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("unsupported play keyword '{k}'"),
+                    ));
+                }
+                k => return Err(PlayError::at(&loc, format!("unknown play keyword '{k}'"))),
+            }
+        }
+        if !hosts_seen {
+            return Err(PlayError::at(&play.loc, "a play needs 'hosts'"));
+        }
+        if play.name.is_empty() {
+            play.name = play.hosts.clone();
+        }
+        // Play keywords reach every task; play vars are their own layer.
+        let mut kw = play.kw.clone();
+        kw.vars.clear();
+        let base = self.play_base.clone();
+        let mut hs = Vec::new();
+        if let Some(p) = pre {
+            play.sections
+                .push(self.items(p, file, &kw, None, &base, &mut hs)?);
+        }
+        let mut role_items = Vec::new();
+        if let Some(r) = roles {
+            let Y::Seq(list) = &r.y else {
+                return Err(PlayError::at(
+                    &loc_of(file, r.line),
+                    "'roles' must be a list",
+                ));
+            };
+            let mut seen = Vec::new();
+            for entry in list {
+                role_items.extend(self.role_entry(entry, file, &kw, &mut hs, &mut seen)?);
+            }
+        }
+        play.sections.push(role_items);
+        if let Some(t) = tasks {
+            play.sections
+                .push(self.items(t, file, &kw, None, &base, &mut hs)?);
+        }
+        if let Some(p) = post {
+            play.sections
+                .push(self.items(p, file, &kw, None, &base, &mut hs)?);
+        }
+        if let Some(h) = handlers {
+            let mut own = Vec::new();
+            let items = self.items(h, file, &kw, None, &base, &mut own)?;
+            flatten_handlers(items, &mut play.handlers);
+        }
+        play.handlers.extend(hs);
+        Ok(play)
+    }
+
+    /// A `roles:` entry: a name or a mapping with `role:`/`name:` and params.
+    fn role_entry(
+        &mut self,
+        entry: &Node,
+        file: &Arc<PathBuf>,
+        kw: &Keywords,
+        handlers: &mut Vec<TaskDef>,
+        seen: &mut Vec<PathBuf>,
+    ) -> Result<Vec<Item>, PlayError> {
+        let loc = loc_of(file, entry.line);
+        let (name, params, rkw) = match &entry.y {
+            Y::Scalar(Value::String(s)) => (s.clone(), Map::new(), Keywords::default()),
+            Y::Map(m) => {
+                let mut name = None;
+                let mut params = Map::new();
+                let mut rkw = Keywords::default();
+                for (k, kl, v) in m {
+                    if k == "role" || k == "name" {
+                        name = v.as_str();
+                    } else if !self.keyword(&mut rkw, k, v, file, *kl)? {
+                        params.insert(k.clone(), v.to_json());
+                    }
+                }
+                let Some(name) = name else {
+                    return Err(PlayError::at(&loc, "a role entry needs 'role:'"));
+                };
+                (name, params, rkw)
+            }
+            _ => {
+                return Err(PlayError::at(
+                    &loc,
+                    "a role entry must be a name or a mapping",
+                ));
+            }
+        };
+        let kw = kw.inherit(&rkw);
+        self.load_role(&name, params, &kw, &loc, handlers, seen, "main")
+    }
+
+    fn find_role(&self, name: &str, from: &Path) -> Option<PathBuf> {
+        let mut cands = vec![
+            self.play_base.join("roles").join(name),
+            from.join("roles").join(name),
+            from.join(name),
+        ];
+        cands.extend(self.opts.roles_path.iter().map(|p| p.join(name)));
+        cands.push(self.play_base.join(name));
+        cands.into_iter().find(|p| p.is_dir())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_role(
+        &mut self,
+        name: &str,
+        params: Map<String, Value>,
+        kw: &Keywords,
+        loc: &Loc,
+        handlers: &mut Vec<TaskDef>,
+        seen: &mut Vec<PathBuf>,
+        tasks_from: &str,
+    ) -> Result<Vec<Item>, PlayError> {
+        if self.depth > 32 {
+            return Err(PlayError::at(
+                loc,
+                format!("role '{name}': dependencies nest too deep (a cycle?)"),
+            ));
+        }
+        let Some(dir) = self.find_role(name, &self.play_base.clone()) else {
+            return Err(PlayError::at(
+                loc,
+                format!(
+                    "the role '{name}' was not found in {}/roles, the roles path, or {}",
+                    self.play_base.display(),
+                    self.play_base.display()
+                ),
+            ));
+        };
+        let mut out = Vec::new();
+        // meta/main.yml dependencies first.
+        let meta = ["meta/main.yml", "meta/main.yaml"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file());
+        let mut allow_dup = false;
+        if let Some(mp) = meta {
+            let text = std::fs::read_to_string(&mp).map_err(|e| PlayError::io(&mp, e))?;
+            let doc = yaml::parse_one(&text, &mp)?;
+            let mfile = Arc::new(mp);
+            if let Some(a) = doc.get("allow_duplicates") {
+                allow_dup = bool_of(a, &mfile, "allow_duplicates")?;
+            }
+            if let Some(deps) = doc.get("dependencies") {
+                if let Y::Seq(list) = &deps.y {
+                    self.depth += 1;
+                    for d in list {
+                        let r = self.role_entry(d, &mfile, kw, handlers, seen);
+                        self.depth -= 1;
+                        out.extend(r?);
+                        self.depth += 1;
+                    }
+                    self.depth -= 1;
+                }
+            }
+        }
+        let key = dir.join(format!("@{tasks_from}{}", Value::Object(params.clone())));
+        if !allow_dup && seen.contains(&key) {
+            return Ok(out);
+        }
+        seen.push(key);
+        let read_main = |sub: &str| -> Result<Map<String, Value>, PlayError> {
+            match ["main.yml", "main.yaml", "main"]
+                .iter()
+                .map(|f| dir.join(sub).join(f))
+                .find(|p| p.is_file())
+            {
+                Some(p) => read_vars_file(&p),
+                None => Ok(Map::new()),
+            }
+        };
+        let defaults = read_main("defaults")?;
+        let mut vars = read_main("vars")?;
+        vars.extend(params);
+        let role = Arc::new(Role {
+            name: name.to_owned(),
+            path: dir.clone(),
+            defaults: Arc::new(defaults),
+            vars: Arc::new(vars),
+        });
+        let tasks_dir = dir.join("tasks");
+        if let Some(tf) = task_file(&tasks_dir, tasks_from) {
+            let items = self.task_file(&tf, kw, Some(role.clone()), handlers)?;
+            out.extend(items);
+        } else if tasks_from != "main" {
+            return Err(PlayError::at(
+                loc,
+                format!("role '{name}' has no tasks/{tasks_from}.yml"),
+            ));
+        }
+        if let Some(hf) = task_file(&dir.join("handlers"), "main") {
+            let mut nested = Vec::new();
+            let items = self.task_file(&hf, &Keywords::default(), Some(role), &mut nested)?;
+            flatten_handlers(items, handlers);
+        }
+        Ok(out)
+    }
+
+    fn task_file(
+        &mut self,
+        path: &Path,
+        kw: &Keywords,
+        role: Option<Arc<Role>>,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PlayError::io(path, e))?;
+        let doc = yaml::parse_one(&text, path)?;
+        if matches!(doc.y, Y::Scalar(Value::Null)) {
+            return Ok(Vec::new());
+        }
+        let file = Arc::new(path.to_owned());
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        self.items(&doc, &file, kw, role, &base, handlers)
+    }
+
+    fn items(
+        &mut self,
+        n: &Node,
+        file: &Arc<PathBuf>,
+        kw: &Keywords,
+        role: Option<Arc<Role>>,
+        base: &Path,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
+        let list: &[Node] = match &n.y {
+            Y::Seq(s) => s,
+            Y::Scalar(Value::Null) => &[],
+            _ => {
+                return Err(PlayError::at(
+                    &loc_of(file, n.line),
+                    "a task list must be a YAML list",
+                ));
+            }
+        };
+        let mut out = Vec::new();
+        for t in list {
+            out.extend(self.item(t, file, kw, role.clone(), base, handlers)?);
+        }
+        Ok(out)
+    }
+
+    fn item(
+        &mut self,
+        n: &Node,
+        file: &Arc<PathBuf>,
+        outer: &Keywords,
+        role: Option<Arc<Role>>,
+        base: &Path,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
+        let m = as_map(n, file, "a task")?;
+        let loc = loc_of(file, n.line);
+        let mut kw = Keywords::default();
+        let is_block = m
+            .iter()
+            .any(|(k, _, _)| BLOCK_KEYWORDS.contains(&k.as_str()));
+        let mut t = TaskDef {
+            name: None,
+            action: String::new(),
+            args: Value::Object(Map::new()),
+            kw: Keywords::default(),
+            register: None,
+            loop_: None,
+            loop_control: Map::new(),
+            until: None,
+            retries: None,
+            delay: None,
+            async_: None,
+            poll: None,
+            changed_when: None,
+            failed_when: None,
+            notify: Vec::new(),
+            listen: Vec::new(),
+            timeout: None,
+            role: role.clone(),
+            included: None,
+            base: base.to_owned(),
+            loc: loc.clone(),
+        };
+        let mut action: Option<(String, Node, usize)> = None;
+        let mut extra_args: Option<Value> = None;
+        let mut block_parts: [Option<&Node>; 3] = [None, None, None];
+        for (key, kline, v) in m {
+            let kloc = loc_of(file, *kline);
+            if self.keyword(&mut kw, key, v, file, *kline)? {
+                continue;
+            }
+            match key.as_str() {
+                "name" => t.name = v.as_str(),
+                "block" => block_parts[0] = Some(v),
+                "rescue" => block_parts[1] = Some(v),
+                "always" => block_parts[2] = Some(v),
+                _ if is_block => {
+                    return Err(PlayError::at(
+                        &kloc,
+                        format!("'{key}' is not a valid keyword for a block"),
+                    ));
+                }
+                "register" => t.register = v.as_str(),
+                "loop" => {
+                    self.check_templates(&v.to_json(), &kloc)?;
+                    t.loop_ = Some((v.to_json(), "loop".into()));
+                }
+                k if k.starts_with("with_") => {
+                    if !WITH_LOOPS.contains(&k) {
+                        return Err(PlayError::at(
+                            &kloc,
+                            format!(
+                                "unsupported loop '{k}' (supported: loop, {})",
+                                WITH_LOOPS.join(", ")
+                            ),
+                        ));
+                    }
+                    self.check_templates(&v.to_json(), &kloc)?;
+                    t.loop_ = Some((v.to_json(), k.to_owned()));
+                }
+                "loop_control" => match v.to_json() {
+                    Value::Object(o) => {
+                        for k in o.keys() {
+                            if !matches!(
+                                k.as_str(),
+                                "loop_var" | "label" | "index_var" | "pause" | "extended"
+                            ) {
+                                return Err(PlayError::at(
+                                    &kloc,
+                                    format!("unsupported loop_control option '{k}'"),
+                                ));
+                            }
+                        }
+                        t.loop_control = o;
+                    }
+                    _ => return Err(PlayError::at(&kloc, "'loop_control' must be a mapping")),
+                },
+                "until" => {
+                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    t.until = Some(v.to_json());
+                }
+                "retries" => t.retries = Some(v.to_json()),
+                "delay" => t.delay = Some(v.to_json()),
+                "async" => t.async_ = Some(v.to_json()),
+                "poll" => t.poll = Some(v.to_json()),
+                "timeout" => t.timeout = Some(v.to_json()),
+                "changed_when" => {
+                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    t.changed_when = Some(v.to_json());
+                }
+                "failed_when" => {
+                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    t.failed_when = Some(v.to_json());
+                }
+                "notify" => t.notify = string_list(v),
+                "listen" => t.listen = string_list(v),
+                "args" => {
+                    let a = v.to_json();
+                    self.check_templates(&a, &kloc)?;
+                    extra_args = Some(a);
+                }
+                "action" | "local_action" => {
+                    let Some(s) = v.as_str() else {
+                        // `action: {module: x, args...}`
+                        if let Value::Object(mut o) = v.to_json() {
+                            if let Some(Value::String(mname)) = o.shift_remove("module") {
+                                self.check_templates(&Value::Object(o.clone()), &kloc)?;
+                                t.action = mname;
+                                t.args = Value::Object(o);
+                                if key == "local_action" {
+                                    kw.delegate_to = Some("localhost".into());
+                                }
+                                continue;
+                            }
+                        }
+                        return Err(PlayError::at(&kloc, format!("'{key}' needs 'module args'")));
+                    };
+                    let (mname, rest) = s
+                        .trim()
+                        .split_once(char::is_whitespace)
+                        .unwrap_or_else(|| (s.trim(), ""));
+                    if key == "local_action" {
+                        kw.delegate_to = Some("localhost".into());
+                    }
+                    action = Some((
+                        mname.to_owned(),
+                        Node {
+                            y: Y::Scalar(Value::String(rest.trim().to_owned())),
+                            line: v.line,
+                        },
+                        *kline,
+                    ));
+                }
+                k if UNSUPPORTED_KEYWORDS.contains(&k) => {
+                    return Err(PlayError::at(
+                        &kloc,
+                        format!("unsupported task keyword '{k}'"),
+                    ));
+                }
+                k if k.starts_with("ansible.") || !TASK_KEYWORDS.contains(&k) => {
+                    if let Some((prev, _, _)) = &action {
+                        return Err(PlayError::at(
+                            &kloc,
+                            format!("conflicting action statements: {prev}, {k}"),
+                        ));
+                    }
+                    action = Some((k.to_owned(), v.clone(), *kline));
+                }
+                k => return Err(PlayError::at(&kloc, format!("'{k}' is not valid here"))),
+            }
+        }
+        let kw_all = outer.inherit(&kw);
+        if is_block {
+            let mut parts: Vec<Vec<Item>> = Vec::new();
+            for p in block_parts {
+                parts.push(match p {
+                    Some(n) => self.items(n, file, &kw_all, role.clone(), base, handlers)?,
+                    None => Vec::new(),
+                });
+            }
+            let always = parts.pop().unwrap_or_default();
+            let rescue = parts.pop().unwrap_or_default();
+            let block = parts.pop().unwrap_or_default();
+            return Ok(vec![Item::Block(Box::new(BlockDef {
+                block,
+                rescue,
+                always,
+                name: t.name,
+                loc,
+            }))]);
+        }
+        t.kw = kw_all;
+        if let Some((mname, argnode, aline)) = action {
+            let aloc = loc_of(file, aline);
+            t.action = mname;
+            let raw = argnode.to_json();
+            t.args = match (&raw, short(&t.action)) {
+                (Value::String(s), a) if FREE_FORM.contains(&a) => {
+                    if a == "raw" {
+                        raw.clone()
+                    } else {
+                        Value::Object(parse_kv(s, true).map_err(|e| PlayError::at(&aloc, e))?)
+                    }
+                }
+                (
+                    Value::String(s),
+                    "include_tasks" | "import_tasks" | "include_vars" | "include" | "meta"
+                    | "include_role" | "import_role",
+                ) if !s.contains('=') || short(&t.action) == "meta" => {
+                    let mut o = Map::new();
+                    o.insert("_raw_params".into(), raw.clone());
+                    Value::Object(o)
+                }
+                (Value::String(s), _) => Value::Object(
+                    parse_kv(s, false)
+                        .map_err(|e| PlayError::at(&aloc, format!("{}: {e}", t.action)))?,
+                ),
+                (Value::Null, _) => Value::Object(Map::new()),
+                (Value::Object(_), _) => raw.clone(),
+                (other, _) => {
+                    return Err(PlayError::at(
+                        &aloc,
+                        format!(
+                            "{}: arguments must be a mapping or a k=v string, got {other}",
+                            t.action
+                        ),
+                    ));
+                }
+            };
+            if let Some(Value::Object(extra)) = extra_args {
+                if let Value::Object(o) = &mut t.args {
+                    for (k, v) in extra {
+                        o.entry(k).or_insert(v);
+                    }
+                }
+            }
+            self.check_templates(&t.args, &aloc)?;
+        } else if t.action.is_empty() {
+            return Err(PlayError::at(&loc, "no module/action detected in task"));
+        }
+        if let Some(n) = &t.name {
+            self.check_templates(&Value::String(n.clone()), &loc)?;
+        }
+        if let Some(r) = &t.register {
+            if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || r.is_empty() {
+                return Err(PlayError::at(
+                    &loc,
+                    format!("invalid variable name in 'register': {r:?}"),
+                ));
+            }
+        }
+        self.static_action(t, handlers)
+    }
+
+    /// Expands static actions (`import_tasks`, `import_role`) and checks
+    /// the others exist.
+    fn static_action(
+        &mut self,
+        t: TaskDef,
+        handlers: &mut Vec<TaskDef>,
+    ) -> Result<Vec<Item>, PlayError> {
+        let a = t.short_action().to_owned();
+        match a.as_str() {
+            "import_tasks" => {
+                let f = raw_param(&t.args).or_else(|| {
+                    t.args
+                        .get("file")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                let Some(f) = f else {
+                    return Err(PlayError::at(&t.loc, "import_tasks needs a file"));
+                };
+                if f.contains("{{") {
+                    return Err(PlayError::at(
+                        &t.loc,
+                        "import_tasks cannot use a templated file name (use include_tasks)",
+                    ));
+                }
+                let path = resolve_task_file(&t, &f);
+                if !path.is_file() {
+                    return Err(PlayError::at(
+                        &t.loc,
+                        format!("import_tasks: file not found: {}", path.display()),
+                    ));
+                }
+                let mut kw = t.kw.clone();
+                kw.vars.extend(Map::new());
+                self.depth += 1;
+                let r = self.task_file(&path, &kw, t.role.clone(), handlers);
+                self.depth -= 1;
+                r
+            }
+            "import_role" => {
+                let Some(name) = t.args.get("name").and_then(Value::as_str) else {
+                    return Err(PlayError::at(&t.loc, "import_role needs 'name'"));
+                };
+                let from = t
+                    .args
+                    .get("tasks_from")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_owned();
+                let name = name.to_owned();
+                let mut seen = Vec::new();
+                self.depth += 1;
+                let r =
+                    self.load_role(&name, Map::new(), &t.kw, &t.loc, handlers, &mut seen, &from);
+                self.depth -= 1;
+                r
+            }
+            "include_role" => {
+                // Loaded here too (static view), run when reached.
+                let Some(name) = t.args.get("name").and_then(Value::as_str) else {
+                    return Err(PlayError::at(&t.loc, "include_role needs 'name'"));
+                };
+                if name.contains("{{") {
+                    return Err(PlayError::at(
+                        &t.loc,
+                        "include_role with a templated name is not supported",
+                    ));
+                }
+                let from = t
+                    .args
+                    .get("tasks_from")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_owned();
+                let name = name.to_owned();
+                let mut seen = Vec::new();
+                let mut tkw = t.kw.clone();
+                // The include's conditions apply once, at the include.
+                tkw.when.clear();
+                self.depth += 1;
+                let items =
+                    self.load_role(&name, Map::new(), &tkw, &t.loc, handlers, &mut seen, &from);
+                self.depth -= 1;
+                let items = items?;
+                let mut t = t;
+                t.included = Some(Arc::new(items));
+                Ok(vec![Item::Task(Box::new(t))])
+            }
+            "debug" | "set_fact" | "assert" | "fail" | "meta" | "include_tasks"
+            | "include_vars" | "gather_facts" | "setup" | "ping" => {
+                if a == "meta" {
+                    let m = raw_param(&t.args).unwrap_or_default();
+                    if !matches!(
+                        m.as_str(),
+                        "flush_handlers"
+                            | "noop"
+                            | "end_play"
+                            | "end_host"
+                            | "clear_host_errors"
+                            | "refresh_inventory"
+                    ) {
+                        return Err(PlayError::at(
+                            &t.loc,
+                            format!("unsupported meta action '{m}'"),
+                        ));
+                    }
+                }
+                if a == "include_tasks"
+                    && raw_param(&t.args).is_none()
+                    && t.args.get("file").is_none()
+                {
+                    return Err(PlayError::at(&t.loc, "include_tasks needs a file"));
+                }
+                Ok(vec![Item::Task(Box::new(t))])
+            }
+            "include" => Err(PlayError::at(
+                &t.loc,
+                "'include' was removed from ansible-core: use include_tasks or import_tasks",
+            )),
+            "add_host"
+            | "group_by"
+            | "pause"
+            | "wait_for_connection"
+            | "set_stats"
+            | "validate_argument_spec"
+            | "reboot" => Err(PlayError::at(
+                &t.loc,
+                format!("unsupported action '{}'", t.action),
+            )),
+            _ => {
+                if let Some(check) = &self.opts.module_exists {
+                    (check.0)(&t.action).map_err(|e| {
+                        PlayError::at(
+                            &t.loc,
+                            format!("couldn't resolve module/action '{}': {e}", t.action),
+                        )
+                    })?;
+                }
+                Ok(vec![Item::Task(Box::new(t))])
+            }
+        }
+    }
+}
+
+fn flatten_handlers(items: Vec<Item>, out: &mut Vec<TaskDef>) {
+    for i in items {
+        match i {
+            Item::Task(t) => out.push(*t),
+            Item::Block(b) => {
+                flatten_handlers(b.block, out);
+                flatten_handlers(b.rescue, out);
+                flatten_handlers(b.always, out);
+            }
+        }
+    }
+}
+
+/// `_raw_params` of free-form args.
+pub fn raw_param(args: &Value) -> Option<String> {
+    args.get("_raw_params")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn task_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    [
+        format!("{name}.yml"),
+        format!("{name}.yaml"),
+        name.to_owned(),
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .find(|p| p.is_file())
+}
+
+/// A task file named by a task: relative to the role's `tasks/`, then to
+/// the including file's directory.
+pub fn resolve_task_file(t: &TaskDef, f: &str) -> PathBuf {
+    let p = Path::new(f);
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    if let Some(r) = &t.role {
+        let c = r.path.join("tasks").join(f);
+        if c.is_file() {
+            return c;
+        }
+    }
+    t.base.join(f)
+}
+
+/// Parses a task file at run time (`include_tasks`).
+///
+/// # Errors
+/// As [`load_playbook`].
+pub fn load_task_file(
+    path: &Path,
+    kw: &Keywords,
+    role: Option<Arc<Role>>,
+    opts: &ParseOptions,
+    play_base: &Path,
+) -> Result<(Vec<Item>, Vec<TaskDef>), PlayError> {
+    let mut p = Parser {
+        opts,
+        templar: Templar::new(),
+        play_base: play_base.to_owned(),
+        depth: 0,
+    };
+    let mut handlers = Vec::new();
+    let items = p.task_file(path, kw, role, &mut handlers)?;
+    Ok((items, handlers))
+}

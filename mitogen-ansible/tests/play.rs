@@ -1,0 +1,492 @@
+//! Play conformance: real `ansible-playbook` (ansible-core 2.19 from the
+//! venv, with the capture callback of `tests/fixtures`) and `mitogen-play`
+//! run the same playbooks on the same inventories and targets; the
+//! callback-level results are compared per task and host, ignoring only
+//! the volatile fields of the runner's conformance suite.
+//!
+//! A case that needs a runner action that does not exist yet (copy,
+//! template, async) is skipped with the reason printed, and starts running
+//! once the runner has it. Without the venv or the sshd test hosts the
+//! cases skip loudly; under `CI=true` they fail.
+
+use mitogen_ansible::{ModuleSource, Runner, Task};
+use mitogen_core::{Local, Registry, Router, RouterOptions};
+use mitogen_test_support::sshd::{Sshd, sshd_available};
+use mitogen_test_support::{skip, tests};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// As in `tests/conformance.rs`.
+const VOLATILE: &[&str] = &["start", "end", "delta"];
+
+fn register(reg: &mut Registry) {
+    mitogen_ssh::register(reg);
+    mitogen_ansible::register(reg);
+}
+
+fn main() {
+    mitogen_core::agent_main(register);
+    mitogen_test_support::run(tests![
+        playbooks_local,
+        playbooks_ssh,
+        become_ssh,
+        bad_input_is_refused_before_running,
+    ]);
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/play-fixtures")
+}
+
+fn venv_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("MITOGEN_ANSIBLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/ansible-venv"));
+    let py = venv.join("bin/python");
+    if py.exists() && venv.join("bin/ansible-playbook").exists() {
+        return Some(py);
+    }
+    let why = format!(
+        "no ansible-core venv at {}: run `scripts/ansible-venv.sh` first",
+        venv.display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    skip(&why);
+    None
+}
+
+fn need_sshd() -> bool {
+    if sshd_available() {
+        return true;
+    }
+    let why = "no sshd/test users: as root run `scripts/test-hosts.sh setup`";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    skip(why);
+    false
+}
+
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mtg-play-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One playbook run both ways.
+struct Case {
+    playbook: &'static str,
+    args: &'static [&'static str],
+    /// Runner actions it needs; missing ones make it pending.
+    needs: &'static [&'static str],
+    /// Extra inventory lines.
+    extra_inventory: &'static str,
+}
+
+const fn case(playbook: &'static str) -> Case {
+    Case {
+        playbook,
+        args: &[],
+        needs: &[],
+        extra_inventory: "",
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case("01_basics.yml"),
+        case("02_loops.yml"),
+        case("03_linear_fail.yml"),
+        case("04_free.yml"),
+        case("05_handlers.yml"),
+        case("06_blocks.yml"),
+        Case {
+            args: &["-C", "-D"],
+            ..case("07_check_diff.yml")
+        },
+        case("08_roles.yml"),
+        Case {
+            needs: &["async_status"],
+            ..case("09_async.yml")
+        },
+        Case {
+            needs: &["copy", "template"],
+            ..case("10_copy_template.yml")
+        },
+        Case {
+            extra_inventory: "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
+            ..case("11_delegate_once.yml")
+        },
+        case("12_gather.yml"),
+        Case {
+            args: &["--tags", "a"],
+            ..case("13_tags.yml")
+        },
+    ]
+}
+
+/// `(host, task, n-th occurrence) -> (status, result)`.
+type Results = BTreeMap<(String, String, usize), (String, Value)>;
+
+fn read_results(path: &Path) -> Results {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut out = Results::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let host = v["host"].as_str().unwrap_or("").to_owned();
+        let task = v["task"].as_str().unwrap_or("").to_owned();
+        let n = seen.entry((host.clone(), task.clone())).or_default();
+        *n += 1;
+        out.insert(
+            (host, task, *n),
+            (
+                v["status"].as_str().unwrap_or("").to_owned(),
+                v["result"].clone(),
+            ),
+        );
+    }
+    out
+}
+
+fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
+    cmd.env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                venv_bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", scratch.join("home"))
+        .env("LANG", "C.UTF-8")
+        .env("ANSIBLE_LOCAL_TEMP", scratch.join("local-tmp"))
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", scratch.join("cp"))
+        .current_dir(scratch);
+}
+
+fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String) {
+    let bin = py.parent().unwrap();
+    let capture = scratch.join(format!("ansible-{}.jsonl", c.playbook));
+    let _ = std::fs::remove_file(&capture);
+    let mut cmd = Command::new(bin.join("ansible-playbook"));
+    env_cmd(&mut cmd, scratch, bin);
+    cmd.arg("-i")
+        .arg(inv)
+        .arg(fixtures().join(c.playbook))
+        .args(c.args)
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callback_plugins"),
+        )
+        .env("ANSIBLE_CALLBACKS_ENABLED", "capture")
+        .env("CAPTURE_FILE", &capture);
+    let out = cmd.output().expect("ansible-playbook");
+    (
+        read_results(&capture),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String, Option<i32>) {
+    let bin = py.parent().unwrap();
+    let json = scratch.join(format!("ours-{}.jsonl", c.playbook));
+    let _ = std::fs::remove_file(&json);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen-play"));
+    env_cmd(&mut cmd, scratch, bin);
+    cmd.arg("-i")
+        .arg(inv)
+        .arg(fixtures().join(c.playbook))
+        .args(c.args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--ansible-python")
+        .arg(py);
+    if let Some(x) = std::env::var_os("PLAY_OURS_ARGS") {
+        cmd.args(x.to_string_lossy().split_whitespace());
+    }
+    let out = cmd.output().expect("mitogen-play");
+    (
+        read_results(&json),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        out.status.code(),
+    )
+}
+
+fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                if VOLATILE.contains(&k.as_str()) {
+                    continue;
+                }
+                match b.get(k) {
+                    Some(vb) => diff(&format!("{path}.{k}"), va, vb, out),
+                    None => out.push(format!("{path}.{k}: only ours: {va}")),
+                }
+            }
+            for (k, vb) in b {
+                if !a.contains_key(k) && !VOLATILE.contains(&k.as_str()) {
+                    out.push(format!("{path}.{k}: only ansible: {vb}"));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
+    }
+}
+
+/// Facts differ between any two gathers (time, uptime, memory): compare
+/// that facts came back, and a few stable ones.
+fn facts_view(v: &Value) -> Value {
+    let f = &v["ansible_facts"];
+    serde_json::json!({
+        "has_facts": f.as_object().is_some_and(|o| o.len() > 20),
+        "system": f["ansible_system"],
+        "user_id": f["ansible_user_id"],
+        "python": f["discovered_interpreter_python"],
+    })
+}
+
+/// Runs every case against `inventory`; returns the mismatching ones.
+fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
+    let Some(py) = venv_python() else {
+        return Vec::new();
+    };
+    let scratch = Scratch::new(label);
+    std::fs::create_dir_all(scratch.0.join("home")).unwrap();
+    let missing = missing_actions(&py);
+    let mut bad = Vec::new();
+    for c in cases {
+        let pending: Vec<&str> = c
+            .needs
+            .iter()
+            .copied()
+            .filter(|a| missing.contains(&a.to_string()))
+            .collect();
+        if !pending.is_empty() {
+            eprintln!(
+                "  PENDING   {label}/{}: the runner has no {} action yet (skipped until it lands)",
+                c.playbook,
+                pending.join("/")
+            );
+            continue;
+        }
+        let inv = scratch
+            .0
+            .join(format!("inv-{}", c.playbook.trim_end_matches(".yml")));
+        std::fs::write(&inv, format!("{inventory}{}", c.extra_inventory)).unwrap();
+        let (theirs, their_log) = run_ansible(&py, &scratch.0, &inv, c);
+        let (ours, our_log, code) = run_ours(&py, &scratch.0, &inv, c);
+        let mut d = Vec::new();
+        if theirs.is_empty() {
+            d.push(format!(
+                "ansible-playbook produced no results:\n{their_log}"
+            ));
+        }
+        for (k, (ts, tv)) in &theirs {
+            let Some((os, ov)) = ours.get(k) else {
+                d.push(format!("{k:?}: only ansible ({ts})"));
+                continue;
+            };
+            if os != ts {
+                d.push(format!("{k:?}: status ours {os} != ansible {ts}"));
+            }
+            if k.1 == "Gathering Facts" {
+                diff(
+                    &format!("{}/{}", k.0, k.1),
+                    &facts_view(ov),
+                    &facts_view(tv),
+                    &mut d,
+                );
+            } else {
+                diff(&format!("{}/{}#{}", k.0, k.1, k.2), ov, tv, &mut d);
+            }
+        }
+        for k in ours.keys() {
+            if !theirs.contains_key(k) {
+                d.push(format!("{k:?}: only ours"));
+            }
+        }
+        if d.is_empty() {
+            eprintln!(
+                "  match     {label}/{} ({} results, exit {code:?})",
+                c.playbook,
+                theirs.len()
+            );
+        } else {
+            eprintln!(
+                "  MISMATCH  {label}/{}:\n      {}",
+                c.playbook,
+                d.join("\n      ")
+            );
+            if std::env::var_os("PLAY_TEST_LOGS").is_some() {
+                eprintln!("--- ours:\n{our_log}\n--- ansible:\n{their_log}");
+            }
+            bad.push(format!("{label}/{}", c.playbook));
+        }
+    }
+    bad
+}
+
+/// Runner actions the cases need that the runner refuses today.
+fn missing_actions(py: &Path) -> Vec<String> {
+    let r = Router::new(RouterOptions::new(), Registry::new(register)).expect("router");
+    let ctx = r.connect(&Local::new()).expect("local context");
+    let runner = Runner::new(ModuleSource::from_ansible_core(py).expect("ansible-core"));
+    let mut out = Vec::new();
+    for a in ["copy", "template", "async_status", "fetch", "script"] {
+        if let Err(mitogen_ansible::Error::UnsupportedAction(_)) = runner.run(&ctx, &Task::new(a)) {
+            out.push(a.to_owned());
+        }
+    }
+    out
+}
+
+const LOCAL3: &str = "[targets]\nh1 ansible_connection=local ansible_python_interpreter=/usr/bin/python3\nh2 ansible_connection=local ansible_python_interpreter=/usr/bin/python3\nh3 ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n";
+
+fn playbooks_local() {
+    let only = std::env::var("PLAY_TEST_ONLY").unwrap_or_default();
+    let cs: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| only.is_empty() || c.playbook.contains(only.as_str()))
+        .collect();
+    let bad = compare_all("local", LOCAL3, &cs);
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
+}
+
+fn ssh_line(name: &str, sshd: &Sshd, user: &str, extra: &str) -> String {
+    format!(
+        "{name} ansible_host={} ansible_port={} ansible_user={user} ansible_ssh_private_key_file={} ansible_ssh_common_args='-o UserKnownHostsFile={} -o IdentitiesOnly=yes' {extra}\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display()
+    )
+}
+
+fn playbooks_ssh() {
+    if venv_python().is_none() || !need_sshd() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let inv = format!(
+        "[targets]\n{}{}{}",
+        ssh_line("h1", &sshd, "mtg-key", ""),
+        ssh_line("h2", &sshd, "mtg-key", ""),
+        ssh_line("h3", &sshd, "mtg-key", "")
+    );
+    let only = std::env::var("PLAY_TEST_ONLY").unwrap_or_default();
+    let cs: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| only.is_empty() || c.playbook.contains(only.as_str()))
+        .collect();
+    let bad = compare_all("ssh", &inv, &cs);
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
+}
+
+fn become_ssh() {
+    if venv_python().is_none() || !need_sshd() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let inv = format!("[targets]\n{}", ssh_line("h1", &sshd, "mtg-sudo", ""));
+    let bad = compare_all("become", &inv, &[case("14_become.yml")]);
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
+}
+
+/// Unknown keywords, filters and modules, and malformed YAML, are errors
+/// with file:line before any task runs (exit 4, no result written).
+fn bad_input_is_refused_before_running() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("bad");
+    let inv = scratch.0.join("inv");
+    std::fs::write(&inv, "localhost ansible_connection=local\n").unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "- hosts: all\n  tasks:\n    - name: t\n      command: echo hi\n      bogus_kw: 1\n",
+            ":5: conflicting action statements: command, bogus_kw",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ x | to_yaml }}\"\n",
+            ":3: template error",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - no_such_module_mtg: {}\n",
+            "couldn't resolve module/action 'no_such_module_mtg'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: [\n",
+            "YAML syntax error",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      with_nested: [[1]]\n",
+            ":4: unsupported loop 'with_nested'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n",
+            "unsupported test 'frobnicated'",
+        ),
+    ];
+    for (i, (pb, want)) in cases.iter().enumerate() {
+        let path = scratch.0.join(format!("bad{i}.yml"));
+        // A first task that would leave a marker if anything ran.
+        std::fs::write(&path, pb).unwrap();
+        let json = scratch.0.join(format!("bad{i}.jsonl"));
+        let out = Command::new(env!("CARGO_BIN_EXE_mitogen-play"))
+            .arg("-i")
+            .arg(&inv)
+            .arg(&path)
+            .arg("--json")
+            .arg(&json)
+            .arg("--ansible-python")
+            .arg(&py)
+            .current_dir(&scratch.0)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "case {i}: {err}");
+        assert!(
+            err.contains(want) && err.contains(&format!("bad{i}.yml")),
+            "case {i}: want {want:?} in {err}"
+        );
+        assert!(!json.exists(), "case {i}: something ran");
+    }
+}
