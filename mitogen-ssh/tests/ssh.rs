@@ -167,6 +167,7 @@ fn main() {
         pwfeedback_control_characters_not_in_errors,
         ssh_host_key_mismatch,
         ssh_master_is_reused_between_runs,
+        concurrent_first_connections_share_one_control_path,
         ssh_unknown_host_and_refused,
         ssh_connect_timeout,
         cache_miss_then_hit_and_corruption_replaced,
@@ -734,6 +735,35 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// Performance goal 7 (runs back to back): with `multiplex`, the second
 /// run's connection goes through the first one's OpenSSH master: the
 /// sshd sees one connection, and no handshake is repeated.
+/// Several first connections at once through one ControlPath: every one
+/// connects (one becomes the master; ssh runs the others without it or
+/// through it), and the master is cleaned up.
+fn concurrent_first_connections_share_one_control_path() {
+    if !need_hosts() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let shared = key_ssh(&sshd, "mtg-key").multiplex(Duration::from_secs(30));
+    let _ = ssh_control(&shared, ControlCommand::Exit);
+    let r = router();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let joins: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| r.connect(&shared).map(|c| whoami(&c))))
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let _ = ssh_control(&shared, ControlCommand::Exit);
+    for res in &results {
+        match res {
+            Ok(user) => assert_eq!(user, "mtg-key"),
+            Err(e) => panic!(
+                "a concurrent first connection failed: {}",
+                mitogen_core::error_chain(e)
+            ),
+        }
+    }
+}
+
 fn ssh_master_is_reused_between_runs() {
     if !need_hosts() {
         return;

@@ -351,7 +351,7 @@ pub fn connect(
 ) -> Result<Context, ConnectError> {
     let deadline = Instant::now() + timeout;
     wait_for_boot(&mut s, auth, deadline, timeout)?;
-    if let Err(e) = run_stages(&mut s, boot, deadline) {
+    if let Err(e) = run_stages(&mut s, boot, (deadline, timeout)) {
         let _ = s.abort(false);
         return Err(e);
     }
@@ -545,7 +545,13 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn run_stages(s: &mut Spawned, boot: &Bootstrap, deadline: Instant) -> Result<(), ConnectError> {
+/// `deadline` is when the connect must be done, and the whole connect
+/// timeout it came from (what a timeout error reports).
+fn run_stages(
+    s: &mut Spawned,
+    boot: &Bootstrap,
+    deadline: (Instant, Duration),
+) -> Result<(), ConnectError> {
     let name = s.name.clone();
     let io_err = |source: std::io::Error| ConnectError::Io {
         name: name.clone(),
@@ -672,7 +678,7 @@ fn pick_payload(
 fn read_line(
     rx: &File,
     buf: &mut Vec<u8>,
-    deadline: Instant,
+    (deadline, timeout): (Instant, Duration),
     name: &str,
 ) -> Result<String, ConnectError> {
     let mut noise = String::new();
@@ -693,7 +699,7 @@ fn read_line(
         if left.is_zero() || !sys::wait_readable(rx, left).unwrap_or(false) {
             return Err(ConnectError::Timeout {
                 name: name.to_owned(),
-                timeout: left,
+                timeout,
                 printed: printed(),
             });
         }
