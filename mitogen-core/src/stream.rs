@@ -21,7 +21,9 @@
 //!
 //! [`StreamOut::pending_bytes`] counts what is queued in this process. Above
 //! [`HIGH_WATER`], threads other than the broker wait in
-//! [`StreamOut::wait_room`] (with a deadline) before queueing more, and the
+//! [`StreamOut::wait_room`] (with a deadline) before queueing more (except
+//! a one-frame message whose lane is empty: a small call is not held up
+//! for a large message ahead of it to drain), and the
 //! broker stops reading the streams whose messages it routed here, until the
 //! queue is back under [`LOW_WATER`].
 
@@ -45,6 +47,8 @@ pub const HIGH_WATER: usize = 8 << 20;
 pub const LOW_WATER: usize = 4 << 20;
 /// Slices handed to one `writev`.
 const IOV_MAX: usize = 64;
+/// Bytes moved from the lanes to the wire at a time (see `refill`).
+const WIRE_BYTES: usize = FRAGMENT;
 
 pub(crate) use crate::machine::StreamId;
 
@@ -98,9 +102,14 @@ impl OutQueue {
     }
 
     /// Moves fragments from the lanes to the wire, one per lane in turn,
-    /// until the wire holds a `writev`'s worth.
+    /// until the wire holds a `writev`'s worth: [`IOV_MAX`] slices, or
+    /// [`WIRE_BYTES`]. What is on the wire has its order fixed, so a
+    /// message queued later (a small call) waits behind all of it: the byte
+    /// bound keeps that to about one fragment, where 64 slices of bulk
+    /// chunks could be megabytes.
     fn refill(&mut self) {
-        while self.wire.len() + 2 <= IOV_MAX {
+        let mut bytes: usize = self.wire.iter().map(Bytes::len).sum();
+        while self.wire.len() + 2 <= IOV_MAX && bytes < WIRE_BYTES {
             let Some(mut lane) = self.lanes.pop_front() else {
                 return;
             };
@@ -119,6 +128,7 @@ impl OutQueue {
             let mut header = codec::encode_header(&head);
             header[22..26].copy_from_slice(&((end - lane.off) as u32).to_be_bytes());
             self.wire.push_back(Bytes::copy_from_slice(&header));
+            bytes += header.len() + (end - lane.off);
             if end > lane.off {
                 self.wire.push_back(msg.data.slice(lane.off..end));
             }
@@ -191,11 +201,21 @@ impl StreamOut {
 
     /// Waits while the queue is over [`HIGH_WATER`], until it is back under
     /// [`LOW_WATER`] (or the stream closes). Returns false at the deadline.
-    pub(crate) fn wait_room(&self, deadline: Instant) -> bool {
+    ///
+    /// A message of one frame whose lane holds nothing goes at once: the
+    /// mark is there to push back on whoever fills the queue, and a small
+    /// call on a link busy with a large message is not that. Each lane so
+    /// holds at most one such message beyond the mark; a sender of many
+    /// (the same lane) waits from its second.
+    pub(crate) fn wait_room(&self, msg: &Message, deadline: Instant) -> bool {
         if !self.is_full() {
             return true;
         }
         let mut q = self.q.lock();
+        let key = (msg.dst_id, msg.src_id, msg.handle);
+        if msg.data.len() <= FRAGMENT && !q.lanes.iter().any(|l| l.key == key) {
+            return true;
+        }
         q.waiters += 1;
         let mut ok = true;
         while self.is_full() && !q.closed {
