@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
 /// Bytes per data message.
-pub const CHUNK: usize = 128 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 /// Files up to this size go inline in one call (no extra round trip).
 pub const INLINE_MAX: u64 = 64 * 1024;
 const MIN_WINDOW: u64 = 2 << 20;
