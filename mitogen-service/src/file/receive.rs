@@ -163,54 +163,6 @@ trait Out: Write {
     fn skip(&mut self, len: u64) -> std::io::Result<()>;
     /// Gives the output its final size (a trailing hole writes nothing).
     fn set_size(&mut self, size: u64) -> std::io::Result<()>;
-    /// Everything before `end` has been written.
-    fn wrote(&mut self, _end: u64) {}
-}
-
-/// Bytes written between two starts of write-back (see [`WriteBehind`]).
-const WRITE_BEHIND: u64 = 8 << 20;
-
-/// A file being received that starts write-back of what it was given
-/// every [`WRITE_BEHIND`] bytes, without waiting for it: the disk writes
-/// while the data still arrives, and the `fsync` before the rename waits
-/// for the last few MiB instead of the whole file (which scp, which does
-/// not fsync, never waits for). `POSIX_FADV_DONTNEED` is the one safe call
-/// that starts write-back of a range and returns (`WB_SYNC_NONE`, as
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`); pages still being written
-/// stay cached.
-struct WriteBehind<'a> {
-    file: &'a mut File,
-    started: u64,
-}
-
-impl Write for WriteBehind<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.file.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl Out for WriteBehind<'_> {
-    fn skip(&mut self, len: u64) -> std::io::Result<()> {
-        self.file.skip(len)
-    }
-    fn set_size(&mut self, size: u64) -> std::io::Result<()> {
-        self.file.set_size(size)
-    }
-    fn wrote(&mut self, end: u64) {
-        if end >= self.started + WRITE_BEHIND {
-            let len = std::num::NonZeroU64::new(end - self.started);
-            // Advice only: on failure the fsync at the end does it all.
-            let _ =
-                rustix::fs::fadvise(&*self.file, self.started, len, rustix::fs::Advice::DontNeed);
-            self.started = end;
-        }
-    }
 }
 
 impl Out for File {
@@ -255,11 +207,7 @@ pub fn fetch(
         return receive(router, from, path, &mut sink, opts, &here).map(|(_, stat)| stat);
     }
     let mut out = AtomicFile::create(dest).map_err(|(stage, e)| here.err(stage, e))?;
-    let mut behind = WriteBehind {
-        file: &mut out.file,
-        started: 0,
-    };
-    let (meta, stat) = receive(router, from, path, &mut behind, opts, &here)?;
+    let (meta, stat) = receive(router, from, path, &mut out.file, opts, &here)?;
     out.commit(
         opts.mode.unwrap_or(meta.mode),
         opts.owner,
@@ -325,7 +273,6 @@ fn receive(
             sum.update(&msg.data);
             got += msg.data.len() as u64;
             data += msg.data.len() as u64;
-            out.wrote(got);
             trailing_hole = false;
             // Acknowledge every ACK_EVERY bytes (and at the end): fewer
             // messages for the programs relaying them (ssh, sshd) to wake for.
