@@ -140,7 +140,8 @@ pub(crate) struct Broker {
     next_dump: Option<Instant>,
     timers: BinaryHeap<Timer>,
     timer_seq: u64,
-    /// Bytes read this turn: after bulk reads the broker does not spin.
+    /// Bytes read (and flushed from queues) this turn: after bulk the
+    /// broker does not spin.
     turn_bytes: usize,
     /// Streams not read until what they filled up is clear again.
     paused: IdMap<StreamId, Blocked>,
@@ -429,7 +430,15 @@ impl Broker {
         let Some(s) = self.streams.get(&sid) else {
             return;
         };
-        match s.out.flush() {
+        // Queued output is bulk: written bytes count like read ones, so a
+        // broker that only feeds a bulk transfer (reading small acks) does
+        // not spin after each turn, taking a CPU from the programs that
+        // carry the data (ssh).
+        let before = s.out.tx_bytes.load(Ordering::Relaxed);
+        let flushed = s.out.flush();
+        let written = s.out.tx_bytes.load(Ordering::Relaxed).wrapping_sub(before);
+        self.turn_bytes += usize::try_from(written).unwrap_or(usize::MAX);
+        match flushed {
             Ok(true) => self.want_write(sid, false),
             Ok(false) => {}
             Err(e) => {

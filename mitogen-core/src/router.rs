@@ -327,7 +327,7 @@ impl Shared {
         if from.is_none()
             && out.is_full()
             && !ON_BROKER.with(std::cell::Cell::get)
-            && !out.wait_room(deadline)
+            && !out.wait_room(&msg, deadline)
         {
             let stalled = Stalled {
                 stream: out.name.to_string(),

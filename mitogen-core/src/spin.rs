@@ -37,18 +37,40 @@ pub(crate) fn set_window(us: u64) {
 /// programs moving the data (ssh, sshd, the other end).
 pub(crate) const SMALL: usize = 16 * 1024;
 
+/// After bulk data a thread does not spin for this long, even after small
+/// messages: a bulk transfer's acknowledgements are small, and a broker
+/// that spun after each of them took a CPU from ssh/sshd (measured: spin
+/// and its `sched_yield`s were a fifth of the controller broker's CPU
+/// during a file transfer over ssh).
+const BULK_QUIET: Duration = Duration::from_millis(2);
+
 thread_local! {
     static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static LAST_BULK: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
 /// Records the size of what this thread last received.
 pub(crate) fn note_len(len: usize) {
     LAST_LEN.with(|l| l.set(len));
+    if len > SMALL {
+        LAST_BULK.with(|b| b.set(Some(Instant::now())));
+    }
 }
 
-/// Whether this thread's last receipt was small enough to spin after.
+/// Whether this thread's last receipt was small enough to spin after, and
+/// no bulk went by in the last [`BULK_QUIET`].
 pub(crate) fn interactive() -> bool {
-    LAST_LEN.with(|l| l.get()) <= SMALL
+    if LAST_LEN.with(|l| l.get()) > SMALL {
+        return false;
+    }
+    LAST_BULK.with(|b| match b.get() {
+        Some(at) if at.elapsed() < BULK_QUIET => false,
+        Some(_) => {
+            b.set(None);
+            true
+        }
+        None => true,
+    })
 }
 
 /// Polls `f` until it returns `Some` or the spin window (capped at

@@ -23,7 +23,9 @@
 //!
 //! [`StreamOut::pending_bytes`] counts what is queued in this process. Above
 //! [`HIGH_WATER`], threads other than the broker wait in
-//! [`StreamOut::wait_room`] (with a deadline) before queueing more, and the
+//! [`StreamOut::wait_room`] (with a deadline) before queueing more (except
+//! a one-frame message whose lane is empty: a small call is not held up
+//! for a large message ahead of it to drain), and the
 //! broker stops reading the streams whose messages it routed here, until the
 //! queue is back under [`LOW_WATER`].
 
@@ -202,11 +204,21 @@ impl StreamOut {
 
     /// Waits while the queue is over [`HIGH_WATER`], until it is back under
     /// [`LOW_WATER`] (or the stream closes). Returns false at the deadline.
-    pub(crate) fn wait_room(&self, deadline: Instant) -> bool {
+    ///
+    /// A message of one frame whose lane holds nothing goes at once: the
+    /// mark is there to push back on whoever fills the queue, and a small
+    /// call on a link busy with a large message is not that. Each lane so
+    /// holds at most one such message beyond the mark; a sender of many
+    /// (the same lane) waits from its second.
+    pub(crate) fn wait_room(&self, msg: &Message, deadline: Instant) -> bool {
         if !self.is_full() {
             return true;
         }
         let mut q = self.q.lock();
+        let key = (msg.dst_id, msg.src_id, msg.handle);
+        if msg.data.len() <= FRAGMENT && !q.lanes.iter().any(|l| l.key == key) {
+            return true;
+        }
         q.waiters += 1;
         let mut ok = true;
         while self.is_full() && !q.closed {

@@ -1,6 +1,6 @@
 //! The local transport: a child process on this machine over a socketpair.
 
-use super::{DEFAULT_CONNECT_TIMEOUT, Tty, allocate_id, attach, spawn};
+use super::{DEFAULT_CONNECT_TIMEOUT, Session, Tty, allocate_id, attach, spawn_in};
 use crate::error::ConnectError;
 use crate::{Context, Method, Router};
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,10 @@ impl Method for Local {
             None => cmd.arg(AGENT_ARG),
         };
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let spawned = spawn(id, name, cmd, Tty::None)?;
+        // Own process group, not session: std then uses posix_spawn instead
+        // of forking this (possibly large, many-threaded) process, which
+        // was most of a local connect's cost with many children.
+        let spawned = spawn_in(id, name, cmd, Tty::None, Session::Group)?;
         attach(router, spawned, self.connect_timeout)
     }
 }

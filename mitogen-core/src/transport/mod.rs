@@ -155,11 +155,32 @@ pub enum Tty {
 ///
 /// # Errors
 /// [`ConnectError::Spawn`] naming the program.
-pub fn spawn(
+pub fn spawn(id: ContextId, name: String, cmd: Command, tty: Tty) -> Result<Spawned, ConnectError> {
+    spawn_in(id, name, cmd, tty, Session::New)
+}
+
+/// What a spawned process is detached into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// A new session (`setsid` before exec): no controlling terminal but
+    /// the PTY it is given, so a program that prompts on `/dev/tty` (ssh,
+    /// sudo) cannot reach the user's terminal. Needs a closure between fork
+    /// and exec, so std forks the whole controller.
+    New,
+    /// A new process group in the controller's session: keyboard signals
+    /// aimed at the controller's group miss it, and std can start it with
+    /// `posix_spawn` (`CLONE_VM|CLONE_VFORK`, no copy of the controller's
+    /// page tables, no copy-on-write faults or TLB shootdowns in its other
+    /// threads). For our own agents, which never open a terminal.
+    Group,
+}
+
+pub(crate) fn spawn_in(
     id: ContextId,
     name: String,
     mut cmd: Command,
     tty: Tty,
+    session: Session,
 ) -> Result<Spawned, ConnectError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let err = |source| ConnectError::Spawn {
@@ -188,7 +209,12 @@ pub fn spawn(
     cmd.stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::piped());
-    sys::new_session(&mut cmd, pty.as_ref().map(|(_, slave)| slave));
+    match (session, &pty) {
+        (Session::Group, None) => {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        _ => sys::new_session(&mut cmd, pty.as_ref().map(|(_, slave)| slave)),
+    }
     let mut child = cmd.spawn().map_err(err)?;
     // Close our copies of the child's ends, so its exit reads as EOF.
     drop(cmd);

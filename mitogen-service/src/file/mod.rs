@@ -15,6 +15,10 @@
 //! link it in and rename it over the destination.
 //! ```
 //!
+//! Holes in a sparse source (found with `SEEK_DATA`/`SEEK_HOLE`) travel as
+//! a length, not as zeros; the receiver seeks over them, and sets the
+//! file's size at the end, so the copy is as sparse as the source.
+//!
 //! Each transfer's window (unacknowledged bytes) grows from 2 MiB toward
 //! twice the transfer's bandwidth-delay product (at most 32 MiB), so a fast
 //! link is kept full and a slow receiver only ever holds up its own window.
@@ -53,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
 /// Bytes per data message.
-pub const CHUNK: usize = 128 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 /// Files up to this size go inline in one call (no extra round trip).
 pub const INLINE_MAX: u64 = 64 * 1024;
 const MIN_WINDOW: u64 = 2 << 20;
@@ -129,6 +133,13 @@ pub(crate) struct FetchReply {
 /// mistaken for data, which is raw).
 #[derive(Debug, Serialize, Deserialize)]
 enum Control {
+    /// The next `len` bytes are a hole in the source (they read as zeros):
+    /// the receiver skips them, so a sparse file stays sparse. Holes move
+    /// no bytes and take no room in the window: acknowledgements count
+    /// data bytes only.
+    Hole {
+        len: u64,
+    },
     End {
         size: u64,
         checksum: u64,

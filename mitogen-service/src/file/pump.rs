@@ -24,6 +24,13 @@ pub(super) struct Transfer {
     path: String,
     src: Source,
     sum: Checksum,
+    /// Data bytes are counted by `window`; this is the file offset reached
+    /// (data and holes).
+    offset: u64,
+    /// Where the data region `offset` is in ends (a hole or the end).
+    data_end: u64,
+    /// Bytes of holes sent as lengths.
+    holes: u64,
     window: Window,
     end_sent: bool,
     failed: bool,
@@ -38,6 +45,9 @@ impl Transfer {
             path,
             src,
             sum: Checksum::default(),
+            offset: 0,
+            data_end: 0,
+            holes: 0,
             window: Window::new(Instant::now()),
             end_sent: false,
             failed: false,
@@ -46,14 +56,20 @@ impl Transfer {
 
     fn progress(&self) -> Progress {
         Progress {
-            done: self.window.acked(),
+            // Holes count as done once sent (they need no acknowledgement).
+            done: (self.window.acked() + self.holes).min(self.src.size),
             total: self.src.size,
             rate: self.window.rate(Instant::now()),
         }
     }
 
     fn done(&self) -> bool {
-        self.end_sent && self.window.acked() == self.src.size
+        self.end_sent && self.window.acked() == self.window.sent()
+    }
+
+    /// Whether every byte of the source has been sent (as data or holes).
+    fn all_sent(&self) -> bool {
+        self.offset == self.src.size
     }
 
     /// Sends the end (or why there is none) after the last chunk.
@@ -77,14 +93,30 @@ impl Transfer {
         self.end_sent = true;
     }
 
-    /// Sends the next chunk.
+    /// Sends the next chunk, or the hole before it.
     fn send_chunk(&mut self, router: &Router) {
-        let at = self.window.sent();
-        let len = (self.src.size - at).min(CHUNK as u64) as usize;
+        if self.offset >= self.data_end {
+            let (data, end) = data_region(&self.src.file, self.offset, self.src.size);
+            self.data_end = end;
+            if data > self.offset {
+                let len = data - self.offset;
+                if self.sink.send(router, &Control::Hole { len }).is_err() {
+                    self.failed = true;
+                    return;
+                }
+                self.sum.zeros(len);
+                self.offset = data;
+                self.holes += len;
+                return;
+            }
+        }
+        let at = self.offset;
+        let len = (self.data_end - at).min(CHUNK as u64) as usize;
         match mitogen_core::transport::read_payload_at(&self.src.file, at, len) {
             Ok(chunk) => {
                 self.sum.update(&chunk);
                 self.sink.send_bytes(router, chunk);
+                self.offset += len as u64;
                 self.window.on_sent(len as u64, Instant::now());
             }
             Err(e) => {
@@ -100,6 +132,31 @@ impl Transfer {
                 self.failed = true;
             }
         }
+    }
+}
+
+/// The data region at or after `at` in a file of `size` bytes: `(start,
+/// end)`, where `start > at` means `at..start` is a hole. A file system
+/// that cannot tell (no `SEEK_DATA`) reports everything as data. Both ends
+/// stay within `at..=size`, even if the file grew since it was opened (the
+/// check after the last read reports that).
+fn data_region(file: &std::fs::File, at: u64, size: u64) -> (u64, u64) {
+    use rustix::fs::{SeekFrom, seek};
+    match seek(file, SeekFrom::Data(at)) {
+        Ok(start) if start >= size => (size, size),
+        Ok(start) => {
+            let start = start.max(at);
+            let end = seek(file, SeekFrom::Hole(start)).map_or(size, |h| h.clamp(start, size));
+            // A region must make progress: an empty one is read as data.
+            if end > start {
+                (start, end)
+            } else {
+                (start, size)
+            }
+        }
+        // No data after `at`: the rest is a hole.
+        Err(e) if e == rustix::io::Errno::NXIO => (size, size),
+        Err(_) => (at, size),
     }
 }
 
@@ -195,7 +252,7 @@ impl Pump {
                 if t.end_sent || t.failed {
                     continue;
                 }
-                if t.window.sent() == t.src.size {
+                if t.all_sent() {
                     t.finish(router);
                     progressed = true;
                     continue;

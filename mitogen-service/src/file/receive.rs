@@ -157,6 +157,34 @@ fn temp_name(dest: &Path) -> PathBuf {
     ))
 }
 
+/// Where received bytes go: a file (holes become holes) or nowhere.
+trait Out: Write {
+    /// Skips `len` bytes that read as zeros.
+    fn skip(&mut self, len: u64) -> std::io::Result<()>;
+    /// Gives the output its final size (a trailing hole writes nothing).
+    fn set_size(&mut self, size: u64) -> std::io::Result<()>;
+}
+
+impl Out for File {
+    fn skip(&mut self, len: u64) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let len = i64::try_from(len).map_err(std::io::Error::other)?;
+        self.seek(SeekFrom::Current(len)).map(drop)
+    }
+    fn set_size(&mut self, size: u64) -> std::io::Result<()> {
+        self.set_len(size)
+    }
+}
+
+impl Out for std::io::Sink {
+    fn skip(&mut self, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_size(&mut self, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Fetches `path` from `from`'s file service into `dest` on this context,
 /// atomically. The destination is checked (not a directory; its directory
 /// exists and is writable) before any bytes move.
@@ -206,7 +234,7 @@ fn receive(
     router: &Router,
     from: &Context,
     path: &str,
-    out: &mut dyn Write,
+    out: &mut dyn Out,
     opts: &WriteOptions,
     here: &Place<'_>,
 ) -> Result<(FetchReply, FileStat), TransferError> {
@@ -216,8 +244,12 @@ fn receive(
         sink: rx.sender(),
     })??;
     let mut sum = Checksum::default();
+    // `got` is the offset reached (data and holes); acknowledgements count
+    // data bytes only (`data`), since holes take no room in the window.
     let mut got = 0u64;
+    let mut data = 0u64;
     let mut acked = 0u64;
+    let mut trailing_hole = false;
     let interrupted = |why: String| here.err(Stage::Receive, Cause::Interrupted(why));
     loop {
         if let Some(flag) = &opts.pause_until_exists {
@@ -240,13 +272,15 @@ fn receive(
                 .map_err(|e| here.err(Stage::Write, e))?;
             sum.update(&msg.data);
             got += msg.data.len() as u64;
+            data += msg.data.len() as u64;
+            trailing_hole = false;
             // Acknowledge every ACK_EVERY bytes (and at the end): fewer
             // messages for the programs relaying them (ssh, sshd) to wake for.
-            if got - acked >= ACK_EVERY || got == meta.size {
-                if meta.ack.send(router, &(meta.id, got)).is_err() {
+            if data - acked >= ACK_EVERY || got == meta.size {
+                if meta.ack.send(router, &(meta.id, data)).is_err() {
                     return Err(interrupted("cannot acknowledge".into()).into());
                 }
-                acked = got;
+                acked = data;
             }
             if opts.slow_ms_per_chunk > 0 {
                 std::thread::sleep(Duration::from_millis(opts.slow_ms_per_chunk));
@@ -258,6 +292,27 @@ fn receive(
             .map_err(|e| interrupted(format!("undecodable control message: {e}")))?
         {
             Control::Error(e) => return Err(e.into()),
+            Control::Hole { len } => {
+                if got.saturating_add(len) > meta.size {
+                    return Err(interrupted(format!(
+                        "a hole past the announced {} bytes arrived",
+                        meta.size
+                    ))
+                    .into());
+                }
+                out.skip(len).map_err(|e| here.err(Stage::Write, e))?;
+                sum.zeros(len);
+                got += len;
+                trailing_hole = true;
+                // The last data may be acknowledged yet unsent: a file that
+                // ends in a hole after less than ACK_EVERY of data.
+                if got == meta.size && data > acked {
+                    if meta.ack.send(router, &(meta.id, data)).is_err() {
+                        return Err(interrupted("cannot acknowledge".into()).into());
+                    }
+                    acked = data;
+                }
+            }
             Control::End { size, checksum } => {
                 if size != got || checksum != sum.finish() {
                     return Err(here
@@ -271,6 +326,9 @@ fn receive(
                             },
                         )
                         .into());
+                }
+                if trailing_hole {
+                    out.set_size(size).map_err(|e| here.err(Stage::Write, e))?;
                 }
                 return Ok((meta, FileStat { size, checksum }));
             }
