@@ -62,6 +62,7 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod action;
 mod agent;
 mod args;
 mod error;

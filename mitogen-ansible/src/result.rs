@@ -36,6 +36,10 @@ pub(crate) struct Shaping {
     pub(crate) warnings: Vec<String>,
     /// The message of the module's own `exception` (an `ErrorSummary`).
     pub(crate) exception_msg: Option<String>,
+    /// The task's python once resolved: `(path, Some(path) if discovered)`;
+    /// an action running several modules discovers (and warns) once, and
+    /// every module result then carries the fact.
+    pub(crate) python: Option<(String, Option<String>)>,
 }
 
 /// `_filter_non_json_lines(stdout, objects_only=True)`.

@@ -18,8 +18,92 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Fields that differ between any two runs (timings, temp names, pids).
-const VOLATILE: &[&str] = &["start", "end", "delta"];
+/// Fields that differ between any two runs (timings, pids). Temp and job
+/// names inside values are replaced by [`normalize`].
+const VOLATILE: &[&str] = &["start", "end", "delta", "child_pid"];
+
+/// A string with the names that differ between runs made alike: remote
+/// tmp dirs (`ansible-tmp-<time>-<pid>-<rand>`), controller temp files
+/// (`ansible-local-<pid><rand>/tmp<rand>`, mkstemp's `.<8 chars>`), async
+/// job ids (`j<n>.<pid>`) and backup suffixes (`.<pid>.<date>@<time>~`).
+fn normalize(s: &str) -> String {
+    fn word(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = |t: &str| {
+            t.find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(t.len())
+        };
+        if let Some(t) = rest.strip_prefix("ansible-tmp-") {
+            // <time>-<pid>-<rand>
+            let mut n = 0;
+            let mut parts = 0;
+            while parts < 3 {
+                let d = digits(&t[n..]);
+                if d == 0 {
+                    break;
+                }
+                n += d;
+                parts += 1;
+                if parts < 3 && t[n..].starts_with('-') {
+                    n += 1;
+                }
+            }
+            out.push_str("ansible-tmp-X");
+            rest = &t[n..];
+        } else if let Some(t) = rest.strip_prefix("ansible-local-") {
+            let n = t.find('/').unwrap_or(t.len());
+            out.push_str("ansible-local-X");
+            rest = &t[n..];
+            if let Some(t2) = rest.strip_prefix("/tmp") {
+                let n = t2.find('/').unwrap_or(t2.len());
+                out.push_str("/tmpX");
+                rest = &t2[n..];
+            } else if let Some(t2) = rest.strip_prefix("/.") {
+                let n = t2.find(|c: char| !word(c)).unwrap_or(t2.len());
+                out.push_str("/.X");
+                rest = &t2[n..];
+            }
+        } else if rest.starts_with('j')
+            && out.chars().last().is_none_or(|c| !word(c))
+            && rest[1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            let n = 1 + rest[1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len() - 1);
+            let t = &rest[n..];
+            if let Some(p) = t.strip_prefix('.') {
+                let m = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                if m > 0 {
+                    out.push_str("jJOB");
+                    rest = &p[m..];
+                    continue;
+                }
+            }
+            out.push_str(&rest[..n]);
+            rest = t;
+        } else if rest.ends_with('~')
+            && rest.starts_with('.')
+            && rest.contains('@')
+            && rest.len() < 40
+        {
+            out.push_str(".BACKUP~");
+            rest = "";
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    // mkstemp(prefix='.') base names alone (`_original_basename`).
+    if out.len() == 9 && out.starts_with('.') && out[1..].chars().all(word) {
+        return ".X".into();
+    }
+    out
+}
 
 fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
@@ -32,6 +116,9 @@ fn main() {
         styles_and_actions_local,
         styles_and_actions_ssh,
         become_root_and_unprivileged_ssh,
+        actions_local,
+        actions_ssh,
+        actions_become_ssh,
         unknown_module_lists_paths,
         module_utils_shipped_once_per_context,
         hung_task_killed_with_its_group,
@@ -114,6 +201,10 @@ struct Case {
     diff: bool,
     no_log: bool,
     env: Vec<(&'static str, &'static str)>,
+    vars: Option<Value>,
+    /// `async:` and `poll:`.
+    async_poll: Option<(u64, u64)>,
+    register: Option<&'static str>,
 }
 
 fn case(name: &'static str, module: &'static str, args: Value) -> Case {
@@ -125,6 +216,9 @@ fn case(name: &'static str, module: &'static str, args: Value) -> Case {
         diff: false,
         no_log: false,
         env: Vec::new(),
+        vars: None,
+        async_poll: None,
+        register: None,
     }
 }
 
@@ -145,6 +239,18 @@ impl Case {
         self.env.push((k, v));
         self
     }
+    fn vars(mut self, v: Value) -> Self {
+        self.vars = Some(v);
+        self
+    }
+    fn async_poll(mut self, limit: u64, poll: u64) -> Self {
+        self.async_poll = Some((limit, poll));
+        self
+    }
+    fn register(mut self, name: &'static str) -> Self {
+        self.register = Some(name);
+        self
+    }
 
     fn ansible_task(&self) -> Value {
         let mut t = Map::new();
@@ -160,6 +266,16 @@ impl Case {
         if self.no_log {
             t.insert("no_log".into(), true.into());
         }
+        if let Some(v) = &self.vars {
+            t.insert("vars".into(), v.clone());
+        }
+        if let Some((a, p)) = self.async_poll {
+            t.insert("async".into(), a.into());
+            t.insert("poll".into(), p.into());
+        }
+        if let Some(r) = self.register {
+            t.insert("register".into(), r.into());
+        }
         if !self.env.is_empty() {
             let e: Map<String, Value> = self
                 .env
@@ -171,15 +287,36 @@ impl Case {
         Value::Object(t)
     }
 
-    fn task(&self) -> Task {
+    /// Our task; `{{ NAME.ansible_job_id }}` in string args is taken from
+    /// the earlier results in `registered`.
+    fn task(&self, registered: &BTreeMap<String, Value>) -> Task {
+        let mut args = self.args.clone();
+        if let Value::Object(m) = &mut args {
+            for v in m.values_mut() {
+                if let Value::String(s) = v {
+                    for (name, r) in registered {
+                        let pat = format!("{{{{ {name}.ansible_job_id }}}}");
+                        if let Some(j) = r.get("ansible_job_id").and_then(Value::as_str) {
+                            *s = s.replace(&pat, j);
+                        }
+                    }
+                }
+            }
+        }
         let mut t = Task::new(self.module)
-            .args(self.args.clone())
+            .args(args)
             .check_mode(self.check)
             .diff(self.diff)
             .no_log(self.no_log)
             .timeout(Duration::from_secs(120));
         for (k, v) in &self.env {
             t = t.env(k, v);
+        }
+        if let Some(Value::Object(v)) = &self.vars {
+            t = t.vars(v.clone());
+        }
+        if let Some((a, p)) = self.async_poll {
+            t = t.async_limit(a).poll(p);
         }
         t
     }
@@ -331,6 +468,18 @@ fn run_ansible(
     inventory: &str,
     plays: &[(&str, &[Case])],
 ) -> BTreeMap<(String, String), (String, Value)> {
+    run_ansible_with(python, scratch, extra_library, inventory, plays, None)
+}
+
+/// [`run_ansible`] with `HOME` for ansible-playbook (default a scratch dir).
+fn run_ansible_with(
+    python: &Path,
+    scratch: &Path,
+    extra_library: &Path,
+    inventory: &str,
+    plays: &[(&str, &[Case])],
+    home: Option<&Path>,
+) -> BTreeMap<(String, String), (String, Value)> {
     let bin = python.parent().unwrap();
     let inv = scratch.join("inventory");
     std::fs::write(&inv, inventory).unwrap();
@@ -344,7 +493,8 @@ fn run_ansible(
     let pb_path = scratch.join("playbook.json");
     std::fs::write(&pb_path, serde_json::to_vec(&pb).unwrap()).unwrap();
     let capture = scratch.join("capture.jsonl");
-    let home = scratch.join("home");
+    let _ = std::fs::remove_file(&capture);
+    let home = home.map_or_else(|| scratch.join("home"), Path::to_owned);
     std::fs::create_dir_all(&home).unwrap();
     let lib = format!(
         "{}:{}",
@@ -431,7 +581,8 @@ fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
             }
         }
         (a, b) if a == b => {}
-        (Value::String(a), Value::String(b)) if payload_paths(a) == payload_paths(b) => {}
+        (Value::String(a), Value::String(b))
+            if payload_paths(&normalize(a)) == payload_paths(&normalize(b)) => {}
         (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
     }
 }
@@ -468,9 +619,15 @@ fn compare(
 ) {
     let mut bad = Vec::new();
     let mut matched = 0;
+    let mut registered = BTreeMap::new();
     for c in cases {
-        let ours = match runner.run(target.clone(), &c.task()) {
-            Ok(r) => (status_name(r.status).to_owned(), r.result),
+        let ours = match runner.run(target.clone(), &c.task(&registered)) {
+            Ok(r) => {
+                if let Some(name) = c.register {
+                    registered.insert(name.to_owned(), r.register.clone());
+                }
+                (status_name(r.status).to_owned(), r.result)
+            }
             Err(e) => ("error".to_owned(), json!({"msg": e.to_string()})),
         };
         let Some(t) = theirs.get(&(host.to_owned(), c.name.to_owned())) else {
@@ -491,6 +648,9 @@ fn compare(
                 c.name,
                 d.join("\n      ")
             );
+            if std::env::var_os("MTG_CONFORMANCE_VERBOSE").is_some() {
+                eprintln!("      ours:    {}\n      ansible: {}", ours.1, t.1);
+            }
             bad.push(format!("{host}/{}", c.name));
         }
     }
@@ -637,7 +797,9 @@ fn become_root_and_unprivileged_ssh() {
     };
     compare(
         &runner,
-        &Target::new(&root, "h_root").connection(ssh.clone()),
+        &Target::new(&root, "h_root")
+            .connection(ssh.clone())
+            .become_from("mtg-sudo"),
         "h_root",
         &cases,
         &theirs,
@@ -647,6 +809,7 @@ fn become_root_and_unprivileged_ssh() {
         &runner,
         &Target::new(&unpriv, "h_unpriv")
             .connection(ssh)
+            .become_from("mtg-sudo")
             .become_unprivileged(true)
             .pipelining(true),
         "h_unpriv",
@@ -775,4 +938,407 @@ fn lost_connection_is_unreachable() {
         )
         .unwrap();
     assert_eq!(r.status, Status::Unreachable, "{}", r.result);
+}
+
+// ---------------------------------------------------------------------------
+// Action plugins, async and tmp dirs
+
+/// copy, template, fetch, script, slurp, async and tmp-dir cases writing
+/// under `dest` (removed before each side runs: every case runs from the
+/// same state on both sides). `fetch_to` is a controller dir.
+fn action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
+    let f = |p: &str| fixtures().join(p).display().to_string();
+    let d = |p: &str| format!("{dest}/{p}");
+    let vars = json!({"users": [{"name": "ann", "admin": true}, {"name": "bob"}],
+                      "cfg": {"k": [1, "two"]}, "port": 8080});
+    vec![
+        case("tmp_dir", "tmpinfo", json!({})),
+        case(
+            "copy_content_new",
+            "ansible.builtin.copy",
+            json!({"content": "hello\n", "dest": d("c.txt")}),
+        ),
+        case(
+            "copy_content_same",
+            "ansible.builtin.copy",
+            json!({"content": "hello\n", "dest": d("c.txt")}),
+        ),
+        case(
+            "copy_content_check_diff",
+            "ansible.builtin.copy",
+            json!({"content": "changed\n", "dest": d("c.txt")}),
+        )
+        .check()
+        .diff(),
+        case(
+            "copy_content_diff",
+            "ansible.builtin.copy",
+            json!({"content": "new text\n", "dest": d("c.txt"), "mode": "0640"}),
+        )
+        .diff(),
+        case(
+            "copy_content_no_log",
+            "ansible.builtin.copy",
+            json!({"content": "secret\n", "dest": d("secret.txt")}),
+        )
+        .no_log()
+        .diff(),
+        case(
+            "copy_backup",
+            "ansible.builtin.copy",
+            json!({"content": "v2\n", "dest": d("c.txt"), "backup": true}),
+        ),
+        case(
+            "copy_src_file",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": d("small.txt"), "mode": "0600"}),
+        )
+        .register("copied"),
+        case(
+            "copy_src_same_mode_change",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": d("small.txt"), "mode": "0644"}),
+        ),
+        case(
+            "copy_src_into_dir",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": format!("{dest}/")}),
+        ),
+        case(
+            "copy_tree",
+            "ansible.builtin.copy",
+            json!({"src": f("files/tree"), "dest": d("treecopy")}),
+        ),
+        case(
+            "copy_tree_contents",
+            "ansible.builtin.copy",
+            json!({"src": format!("{}/", f("files/tree")), "dest": d("treecontents")}),
+        ),
+        case(
+            "copy_remote_src",
+            "ansible.builtin.copy",
+            json!({"src": d("small.txt"), "dest": d("remote_copy.txt"), "remote_src": true}),
+        ),
+        case(
+            "copy_missing_src",
+            "ansible.builtin.copy",
+            json!({"src": "/nonexistent-mtg-src", "dest": d("x")}),
+        ),
+        case(
+            "copy_no_dest",
+            "ansible.builtin.copy",
+            json!({"content": "x"}),
+        ),
+        case(
+            "copy_content_to_dir",
+            "ansible.builtin.copy",
+            json!({"content": "x", "dest": format!("{dest}/")}),
+        ),
+        case(
+            "template_new",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page.txt")}),
+        )
+        .vars(vars.clone())
+        .diff(),
+        case(
+            "template_same",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page.txt")}),
+        )
+        .vars(vars),
+        case(
+            "template_check",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page2.txt"), "mode": "0600"}),
+        )
+        .vars(json!({"users": [], "cfg": null}))
+        .check()
+        .diff(),
+        case(
+            "slurp_file",
+            "ansible.builtin.slurp",
+            json!({"src": d("small.txt")}),
+        ),
+        case(
+            "fetch_file",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": fetch_to}),
+        ),
+        case(
+            "fetch_same",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": fetch_to}),
+        ),
+        case(
+            "fetch_flat",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": format!("{fetch_to}/flat/"), "flat": true}),
+        ),
+        case(
+            "fetch_missing",
+            "ansible.builtin.fetch",
+            json!({"src": d("nope"), "dest": fetch_to}),
+        ),
+        case(
+            "script_ok",
+            "ansible.builtin.script",
+            json!(format!("{} one 'two words'", f("files/script.sh"))),
+        ),
+        case(
+            "script_rc",
+            "ansible.builtin.script",
+            json!({"cmd": f("files/script.sh"), "executable": "/bin/sh"}),
+        )
+        .env("MTG_RC", "3"),
+        case(
+            "script_creates",
+            "ansible.builtin.script",
+            json!({"cmd": f("files/script.sh"), "creates": "/"}),
+        ),
+        case(
+            "script_check",
+            "ansible.builtin.script",
+            json!(f("files/script.sh")),
+        )
+        .check(),
+        case(
+            "async_poll",
+            "ansible.builtin.command",
+            json!({"cmd": "echo async-out"}),
+        )
+        .async_poll(20, 1),
+        case(
+            "async_poll_module",
+            "ansible.builtin.ping",
+            json!({"data": "async"}),
+        )
+        .async_poll(20, 1),
+        case(
+            "async_timeout",
+            "ansible.builtin.command",
+            json!({"cmd": "sleep 20"}),
+        )
+        .async_poll(2, 5),
+        case(
+            "async_fire",
+            "ansible.builtin.shell",
+            json!("echo fired; echo err >&2"),
+        )
+        .async_poll(30, 0)
+        .register("job"),
+        case("async_wait", "ansible.builtin.command", json!("sleep 2")),
+        case(
+            "async_status_done",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        ),
+        case(
+            "async_status_cleanup",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}", "mode": "cleanup"}),
+        ),
+        case(
+            "async_status_gone",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        ),
+        case(
+            "async_unsupported",
+            "ansible.builtin.copy",
+            json!({"content": "x", "dest": d("async.txt")}),
+        )
+        .async_poll(10, 1),
+    ]
+}
+
+/// Removes and remakes `dir` (world-writable: the test users write there).
+fn fresh_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+/// Runs the action cases on one host with both sides and compares.
+#[allow(clippy::too_many_arguments)]
+fn compare_actions(
+    py: &Path,
+    scratch: &Path,
+    inventory: &str,
+    host: &str,
+    runner: &Runner,
+    target: &Target,
+    cases: &[Case],
+    home: Option<&Path>,
+) {
+    let dest = scratch.join("dest");
+    let fetched = scratch.join("fetched");
+    fresh_dir(&dest);
+    fresh_dir(&fetched);
+    let theirs = run_ansible_with(py, scratch, scratch, inventory, &[(host, cases)], home);
+    fresh_dir(&dest);
+    fresh_dir(&fetched);
+    compare(runner, target, host, cases, &theirs);
+}
+
+fn actions_local() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("act-local");
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = action_cases(&dest, &fetched);
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let target = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // Local: ansible's async_wrapper finds jobs through $HOME, async_status
+    // through `echo ~user`: give ansible the real home so they agree.
+    let home = agent_home();
+    compare_actions(
+        &py,
+        &scratch.0,
+        "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
+        "localhost",
+        &runner,
+        &target,
+        &cases,
+        Some(&home),
+    );
+}
+
+fn agent_home() -> PathBuf {
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let pw = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    pw.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2] == uid.to_string())
+        .map_or_else(|| PathBuf::from("/root"), |f| PathBuf::from(f[5]))
+}
+
+fn actions_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("act-ssh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = action_cases(&dest, &fetched);
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let ctx = r.connect(&ssh_target(&sshd, "mtg-key")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let target = Target::new(&ctx, "h_key").connection(Connection::Ssh {
+        host: sshd.host().to_owned(),
+    });
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line("h_key", &sshd, "mtg-key", ""),
+        "h_key",
+        &runner,
+        &target,
+        &cases,
+        None,
+    );
+}
+
+/// The become subset: transfers and async as root and as an unprivileged user.
+fn become_action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
+    let keep = [
+        "tmp_dir",
+        "copy_content_new",
+        "copy_content_same",
+        "copy_src_file",
+        "template_new",
+        "fetch_file",
+        "script_ok",
+        "async_poll",
+        "async_fire",
+        "async_wait",
+        "async_status_done",
+    ];
+    action_cases(dest, fetch_to)
+        .into_iter()
+        .filter(|c| keep.contains(&c.name))
+        .collect()
+}
+
+fn actions_become_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("act-become");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = become_action_cases(&dest, &fetched);
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let via = r.connect(&ssh_target(&sshd, "mtg-sudo")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let ssh = Connection::Ssh {
+        host: sshd.host().to_owned(),
+    };
+    let root = r.connect_via(&Sudo::new("root"), &via).unwrap();
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line(
+            "h_root",
+            &sshd,
+            "mtg-sudo",
+            "ansible_become=true ansible_become_user=root",
+        ),
+        "h_root",
+        &runner,
+        &Target::new(&root, "h_root")
+            .connection(ssh.clone())
+            .become_from("mtg-sudo"),
+        &cases,
+        None,
+    );
+    // ansible-core gives an unprivileged become user its tmp files with
+    // setfacl; without it every transfer fails there (by design).
+    if !Path::new("/usr/bin/setfacl").exists() && !Path::new("/bin/setfacl").exists() {
+        let why = "no setfacl for ansible-core's unprivileged become: apt-get install acl";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{why}");
+        }
+        skip(why);
+        return;
+    }
+    let unpriv = r.connect_via(&Sudo::new("mtg-target"), &via).unwrap();
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line(
+            "h_unpriv",
+            &sshd,
+            "mtg-sudo",
+            "ansible_become=true ansible_become_user=mtg-target",
+        ),
+        "h_unpriv",
+        &runner,
+        &Target::new(&unpriv, "h_unpriv")
+            .connection(ssh)
+            .become_from("mtg-sudo")
+            .become_unprivileged(true),
+        &cases,
+        None,
+    );
 }
