@@ -35,6 +35,15 @@ pub(crate) struct RawRun {
     pub(crate) timed_out: bool,
     /// Killed because its output passed the size limit.
     pub(crate) too_large: bool,
+    /// Where the target's time went (µs), for [`crate::Timings`].
+    #[serde(default)]
+    pub(crate) agent_us: u64,
+    /// The module process's life (fork to exit), µs.
+    #[serde(default)]
+    pub(crate) child_us: u64,
+    /// The tmp dir a [`TmpMode::Fresh`] call made and kept (`keep`).
+    #[serde(default)]
+    pub(crate) tmp: Option<String>,
 }
 
 /// Runs interpreter discovery's one command (`echo FOUND; command -v ...;
@@ -108,18 +117,18 @@ pub(crate) struct TmpSpec {
 pub(crate) enum TmpMode {
     /// A fresh one for this call, removed after it unless `keep`.
     Fresh(TmpSpec),
-    /// One an action made earlier with [`MakeTmp`] (path with its `/`):
-    /// used and left for the action to remove.
-    Shared(String),
+    /// One an action made earlier (path with its `/`): used, and removed
+    /// after the call when `remove` (the action's last use of it).
+    Shared { path: String, remove: bool },
 }
 
 impl TmpMode {
     fn open(&self) -> std::io::Result<TmpDir> {
         match self {
             Self::Fresh(spec) => TmpDir::create(spec),
-            Self::Shared(p) => Ok(TmpDir {
-                path: PathBuf::from(p.trim_end_matches('/')),
-                owned: false,
+            Self::Shared { path, remove } => Ok(TmpDir {
+                path: PathBuf::from(path.trim_end_matches('/')),
+                owned: *remove,
             }),
         }
     }
@@ -229,10 +238,55 @@ impl Function for RunPython {
     type Args = PyTask;
     type Output = PyOutcome;
     fn call(cx: &CallCx<'_>, task: PyTask) -> Result<PyOutcome, FnError> {
-        let cache = Cache::open()?;
-        let (tree, replaced) = match cache.stage(&task.tree, &task.files, &task.blobs)? {
-            Err(missing) => return Ok(PyOutcome::NeedBlobs(missing)),
-            Ok(t) => t,
+        let t0 = std::time::Instant::now();
+        let mut r = Self::run(cx, task)?;
+        if let PyOutcome::Ran(run) = &mut r {
+            run.agent_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        }
+        Ok(r)
+    }
+}
+
+/// Payloads this agent has linked into a tree (by [`payload_key`]): the
+/// next task of the same module skips the ~3 stats per file of
+/// [`Cache::stage`] while the tree dir is still there.
+#[derive(Default)]
+struct Staged(parking_lot::Mutex<std::collections::HashMap<u64, PathBuf>>);
+
+/// FNV-1a over a payload's tree id and files.
+fn payload_key(tree: &str, files: &[FileRef]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(tree.as_bytes());
+    for f in files {
+        eat(f.rel.as_bytes());
+        eat(f.sha256.as_bytes());
+    }
+    h
+}
+
+impl RunPython {
+    fn run(cx: &CallCx<'_>, task: PyTask) -> Result<PyOutcome, FnError> {
+        let staged = cx.router().extension(Staged::default);
+        let key = payload_key(&task.tree, &task.files);
+        let known = staged.0.lock().get(&key).cloned().filter(|t| t.is_dir());
+        let (tree, replaced) = match known {
+            Some(tree) if task.blobs.is_empty() => (tree, false),
+            _ => {
+                let cache = Cache::open()?;
+                match cache.stage(&task.tree, &task.files, &task.blobs)? {
+                    Err(missing) => return Ok(PyOutcome::NeedBlobs(missing)),
+                    Ok((tree, replaced)) => {
+                        staged.0.lock().insert(key, tree.clone());
+                        (tree, replaced)
+                    }
+                }
+            }
         };
         let tmp = task.tmp.open()?;
         let params = task.params.replace(TMPDIR_TOKEN, &tmp.path_slash());
@@ -246,9 +300,15 @@ impl Function for RunPython {
             timeout: Duration::from_millis(task.timeout_ms),
         };
         let run = servers.run(&task.interpreter, &tree, replaced, &req);
+        let kept = (!tmp.owned).then(|| tmp.path_slash());
         tmp.remove();
         match run {
-            Ok(run) => Ok(PyOutcome::Ran(run)),
+            Ok(mut run) => {
+                if matches!(task.tmp, TmpMode::Fresh(_)) {
+                    run.tmp = kept;
+                }
+                Ok(PyOutcome::Ran(run))
+            }
             Err(crate::forkserver::ServerError::Spawn(e))
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -312,6 +372,15 @@ impl Function for RunProcess {
     type Args = ProcTask;
     type Output = RawRun;
     fn call(_: &CallCx<'_>, task: ProcTask) -> Result<RawRun, FnError> {
+        let t0 = std::time::Instant::now();
+        let mut run = Self::run(&task)?;
+        run.agent_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok(run)
+    }
+}
+
+impl RunProcess {
+    fn run(task: &ProcTask) -> Result<RawRun, FnError> {
         let tmp = match &task.tmp {
             Some(mode) => Some((mode.open()?, mode)),
             None => None,
@@ -335,17 +404,24 @@ impl Function for RunProcess {
                 }
                 command = command.replace(TMPDIR_TOKEN, &dir);
             }
-            process::run(&ProcSpec {
+            let t = std::time::Instant::now();
+            let mut run = process::run(&ProcSpec {
                 command,
                 env: task.env.clone(),
                 cwd: task.cwd.clone(),
                 timeout: Duration::from_millis(task.timeout_ms),
-            })
+            })?;
+            run.child_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Ok::<_, std::io::Error>(run)
         })();
-        if let Some((tmp, _)) = tmp {
+        let mut result = result?;
+        if let Some((tmp, mode)) = tmp {
+            if matches!(mode, TmpMode::Fresh(_)) && !tmp.owned {
+                result.tmp = Some(tmp.path_slash());
+            }
             tmp.remove();
         }
-        Ok(result?)
+        Ok(result)
     }
 }
 

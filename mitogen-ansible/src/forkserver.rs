@@ -195,6 +195,12 @@ impl Server {
                         stderr,
                         timed_out: flag("timed_out"),
                         too_large: flag("too_large"),
+                        agent_us: 0,
+                        child_us: h
+                            .get("child_us")
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or(0),
+                        tmp: None,
                     });
                 }
                 Err(RecvTimeoutError::Timeout) => {

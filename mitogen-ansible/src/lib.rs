@@ -76,5 +76,5 @@ mod source;
 pub use agent::register;
 pub use error::Error;
 pub use result::Status;
-pub use runner::{Connection, Runner, Target, Task, TaskResult};
+pub use runner::{Connection, Runner, Target, Task, TaskResult, Timings};
 pub use source::{Module, ModuleSource, Style};

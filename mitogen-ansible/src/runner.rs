@@ -272,6 +272,24 @@ pub struct TaskResult {
     pub result: Value,
     /// The dict `register:` stores.
     pub register: Value,
+    /// Where the task's time went (diagnostics: benchmarks, slow tasks).
+    pub timings: Timings,
+}
+
+/// Where a task's time went, summed over the module runs of its action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timings {
+    /// The whole [`Runner::run`].
+    pub total: Duration,
+    /// Calls to the target, from send to reply (includes the next three).
+    pub calls: Duration,
+    /// Number of calls to the target.
+    pub round_trips: u32,
+    /// Inside the agent's functions (cache, tmp dir, fork server wait).
+    pub agent: Duration,
+    /// Module processes from fork to exit (the module's own run).
+    pub module: Duration,
 }
 
 struct Prepared {
@@ -294,6 +312,8 @@ pub struct Runner {
     pub(crate) local_tmp: std::path::PathBuf,
     pub(crate) base_dir: Option<std::path::PathBuf>,
     tree: String,
+    /// Modules found by name, with the file's (mtime, size) when found.
+    modules: Mutex<HashMap<String, (Module, Option<FileStamp>)>>,
     payloads: Mutex<HashMap<String, Arc<Prepared>>>,
     contexts: Mutex<HashMap<ContextId, ContextState>>,
 }
@@ -318,6 +338,7 @@ impl Runner {
             local_tmp: crate::action::default_local_tmp(),
             base_dir: None,
             source,
+            modules: Mutex::new(HashMap::new()),
             payloads: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
         }
@@ -336,6 +357,26 @@ impl Runner {
     pub fn base_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.base_dir = Some(dir.into());
         self
+    }
+
+    /// [`ModuleSource::find`], remembered per name while the file's mtime
+    /// and size stay the same (one `stat` instead of a search and a read).
+    pub(crate) fn find(&self, name: &str) -> Result<Module, Error> {
+        let stamp = |m: &Module| {
+            m.path
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|md| Some((md.modified().ok()?, md.len())))
+        };
+        if let Some((m, st)) = self.modules.lock().get(name) {
+            if m.path.is_none() || stamp(m) == *st {
+                return Ok(m.clone());
+            }
+        }
+        let m = self.source.find(name)?;
+        let st = stamp(&m);
+        self.modules.lock().insert(name.to_owned(), (m.clone(), st));
+        Ok(m)
     }
 
     /// Links `module`'s payload into this runner's tree on `target` and
@@ -397,6 +438,7 @@ impl Runner {
     /// Unknown modules, missing module_utils, and calls that failed on the
     /// target other than by disconnection.
     pub fn run(&self, target: impl Into<Target>, task: &Task) -> Result<TaskResult, Error> {
+        let started = std::time::Instant::now();
         let target = target.into();
         let mut act = Act::new(self, &target, task);
         let outcome = crate::action::run(&mut act);
@@ -406,6 +448,7 @@ impl Runner {
             Err(Error::Call(e)) if e.kind.is_disconnected() => return Ok(unreachable(&e)),
             Err(e) => return Err(e),
         }
+        let mut timings = act.timings;
         let s = act.s;
         let reported = s
             .data
@@ -418,10 +461,12 @@ impl Runner {
                 c.python_fact_saved = true;
             }
         }
+        timings.total = started.elapsed();
         Ok(TaskResult {
             status,
             result,
             register,
+            timings,
         })
     }
 
@@ -453,7 +498,7 @@ impl Runner {
             Some(e) => format!("{e} -c {}", shlex_quote(&cmd)),
             None => cmd,
         };
-        let run = target.context.call_timeout::<RunProcess>(
+        let run = act.call::<RunProcess>(
             &ProcTask {
                 files: Vec::new(),
                 command,
@@ -516,7 +561,7 @@ impl Runner {
         opts: &Exec,
     ) -> Result<(), Error> {
         let (target, task) = (act.target, act.task);
-        let module = self.source.find(name)?;
+        let module = self.find(name)?;
         if opts.wrap_async {
             return crate::action::async_job::start(self, act, &module, name, user_args);
         }
@@ -538,7 +583,12 @@ impl Runner {
         match module.style {
             Style::NewPython => {
                 let (python, discovered) = self.python(target, &mut act.s)?;
+                let t = std::time::Instant::now();
                 let run = self.run_python(target, task, &module, &python, &margs, tmp_mode)?;
+                act.timings.calls += t.elapsed();
+                act.timings.round_trips += 1;
+                act.ran(&run);
+                act.adopt_tmp(&run);
                 let run = self.module_transport_view(target, run);
                 result::parse(&run, Some(&python), &mut act.s);
                 result::after_module(&mut act.s, discovered.as_deref());
@@ -559,7 +609,7 @@ impl Runner {
                 if !env_string.is_empty() {
                     cmd = format!("{env_string} {cmd}");
                 }
-                let run = target.context.call_timeout::<RunProcess>(
+                let run = act.call::<RunProcess>(
                     &ProcTask {
                         files,
                         command: format!("{cmd} && sleep 0"),
@@ -570,6 +620,8 @@ impl Runner {
                     },
                     task.timeout + CALL_SLACK,
                 )?;
+                act.ran(&run);
+                act.adopt_tmp(&run);
                 let run = self.transport_view(target, run);
                 result::parse(&run, interp.as_deref(), &mut act.s);
                 result::after_module(&mut act.s, discovered.as_deref());
@@ -887,6 +939,9 @@ fn read_source(src: &PayloadFile) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// A module file's (mtime, size) when it was read.
+type FileStamp = (std::time::SystemTime, u64);
+
 /// How [`Runner::exec_module`] runs a module.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Exec {
@@ -971,5 +1026,6 @@ fn unreachable(e: &CallError) -> TaskResult {
         status: Status::Unreachable,
         result: v.clone(),
         register: v,
+        timings: Timings::default(),
     }
 }

@@ -128,7 +128,7 @@ pub(crate) fn start(
             (files, module.remote_name(), args)
         }
     };
-    let wrapper = r.source.find("ansible.legacy.async_wrapper")?;
+    let wrapper = r.find("ansible.legacy.async_wrapper")?;
     let tree = r.stage(target, &wrapper)?;
     files.push((
         "async_wrapper.py".into(),
@@ -157,11 +157,14 @@ pub(crate) fn start(
     if task.keep_remote_files {
         cmd.push("-preserve_tmp".into());
     }
-    let run = target.context.call_timeout::<RunProcess>(
+    let run = act.call::<RunProcess>(
         &ProcTask {
             files,
             command: format!("{} && sleep 0", cmd.join(" ")),
-            tmp: Some(TmpMode::Shared(tmp)),
+            tmp: Some(TmpMode::Shared {
+                path: tmp,
+                remove: false,
+            }),
             env: Vec::new(),
             cwd: r.cwd(target),
             timeout_ms: millis(task.timeout),
@@ -194,10 +197,7 @@ fn merge_hash(a: &mut Map<String, Value>, b: Map<String, Value>) {
 /// `jid`, `mode` `status` or `cleanup`.
 fn status(act: &mut Act<'_>, jid: &str, mode: &str) -> Result<Map<String, Value>, Error> {
     let r = act.runner;
-    let async_dir = act
-        .target
-        .context
-        .call_timeout::<ExpandUser>(&ASYNC_DIR.to_owned(), Duration::from_secs(60))?;
+    let async_dir = act.call::<ExpandUser>(&ASYNC_DIR.to_owned(), Duration::from_secs(60))?;
     let mut results = Map::new();
     results.insert("started".into(), false.into());
     results.insert("finished".into(), false.into());

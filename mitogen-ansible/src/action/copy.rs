@@ -51,6 +51,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
 }
 
 pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(), Error> {
+    act.want_tmp = true;
     for internal in ["_original_basename", "_diff_peek"] {
         if args.get(internal).is_some_and(|v| !v.is_null()) {
             act.s.data = action_failure(&format!("Invalid parameter specified: \"{internal}\""));
@@ -165,7 +166,8 @@ pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(
         } else {
             false
         };
-        let Some(ret) = copy_file(act, args, f, content.is_some(), &dest, follow)? else {
+        let single = files.len() == 1 && dirs.is_empty() && links.is_empty();
+        let Some(ret) = copy_file(act, args, f, content.is_some(), &dest, follow, single)? else {
             continue;
         };
         if ret.get("failed").and_then(Value::as_bool) == Some(true) {
@@ -373,6 +375,7 @@ fn copy_file(
     is_content: bool,
     dest: &str,
     follow: bool,
+    last: bool,
 ) -> Result<Option<Map<String, Value>>, Error> {
     let force = boolean(args.get("force"), true);
     let raw = boolean(args.get("raw"), false);
@@ -475,6 +478,7 @@ fn copy_file(
         if let Some(l) = &lmode {
             m.insert("mode".into(), l.clone().into());
         }
+        act.last_tmp_use = last;
         module_return = act
             .runner
             .exec_module(act, "ansible.legacy.copy", m, &Exec::default())?;
@@ -501,6 +505,7 @@ fn copy_file(
         if let Some(l) = &lmode {
             m.insert("mode".into(), l.clone().into());
         }
+        act.last_tmp_use = last;
         module_return = act
             .runner
             .exec_module(act, "ansible.legacy.file", m, &Exec::default())?;
@@ -517,18 +522,22 @@ fn copy_file(
 }
 
 /// `_transfer_file`: `put_file` over the context's router.
-fn transfer(act: &Act<'_>, local: &Path, remote: &str) -> Result<(), Error> {
+fn transfer(act: &mut Act<'_>, local: &Path, remote: &str) -> Result<(), Error> {
+    let t = std::time::Instant::now();
+    act.timings.round_trips += 1;
     let ctx = &act.target.context;
     let opts = mitogen_service::WriteOptions {
         mode: Some(0o600),
         ..Default::default()
     };
-    mitogen_service::put_file(ctx.router(), ctx, local, remote, &opts, |_| {})
+    let r = mitogen_service::put_file(ctx.router(), ctx, local, remote, &opts, |_| {})
         .map(|_| ())
         .map_err(|e| Error::Transfer {
             path: remote.to_owned(),
             source: Box::new(e),
-        })
+        });
+    act.timings.calls += t.elapsed();
+    r
 }
 
 /// `_get_diff_data`.

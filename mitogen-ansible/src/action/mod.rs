@@ -34,6 +34,13 @@ pub(crate) struct Act<'a> {
     /// A module result asked to leave the tmp dir (async_wrapper's
     /// `_ansible_suppress_tmpdir_delete`).
     pub(crate) keep_tmp: bool,
+    /// `TRANSFERS_FILES`: the first module call makes the action's tmp
+    /// dir and keeps it (no round trip of its own).
+    pub(crate) want_tmp: bool,
+    /// The next module call is the action's last use of its tmp dir: it
+    /// removes it afterwards (no round trip of its own).
+    pub(crate) last_tmp_use: bool,
+    pub(crate) timings: crate::runner::Timings,
 }
 
 impl<'a> Act<'a> {
@@ -45,15 +52,57 @@ impl<'a> Act<'a> {
             s: Shaping::default(),
             tmp: None,
             keep_tmp: false,
+            want_tmp: false,
+            last_tmp_use: false,
+            timings: crate::runner::Timings::default(),
         }
+    }
+
+    /// A call to the target, counted in the task's [`Timings`](crate::Timings).
+    pub(crate) fn call<F: mitogen_core::Function>(
+        &mut self,
+        args: &F::Args,
+        timeout: Duration,
+    ) -> Result<F::Output, mitogen_core::CallError> {
+        let t = std::time::Instant::now();
+        let r = self.target.context.call_timeout::<F>(args, timeout);
+        self.timings.calls += t.elapsed();
+        self.timings.round_trips += 1;
+        r
+    }
+
+    /// Adds a module run's target-side times.
+    pub(crate) fn ran(&mut self, run: &crate::agent::RawRun) {
+        self.timings.agent += Duration::from_micros(run.agent_us);
+        self.timings.module += Duration::from_micros(run.child_us);
     }
 
     /// Where a module call's files go: the action's dir if it made one,
     /// else a fresh dir for the call.
-    pub(crate) fn tmp_mode(&self) -> TmpMode {
+    pub(crate) fn tmp_mode(&mut self) -> TmpMode {
         match &self.tmp {
-            Some(p) => TmpMode::Shared(p.clone()),
-            None => TmpMode::Fresh(self.tmp_spec()),
+            Some(p) => {
+                let remove = std::mem::take(&mut self.last_tmp_use)
+                    && !self.keep_tmp
+                    && !self.task.keep_remote_files;
+                let path = p.clone();
+                if remove {
+                    self.tmp = None;
+                }
+                TmpMode::Shared { path, remove }
+            }
+            None => {
+                let mut spec = self.tmp_spec();
+                spec.keep |= self.want_tmp;
+                TmpMode::Fresh(spec)
+            }
+        }
+    }
+
+    /// Takes the tmp dir a module call made and kept (see `want_tmp`).
+    pub(crate) fn adopt_tmp(&mut self, run: &crate::agent::RawRun) {
+        if self.tmp.is_none() && self.want_tmp {
+            self.tmp.clone_from(&run.tmp);
         }
     }
 
@@ -71,10 +120,8 @@ impl<'a> Act<'a> {
         if let Some(t) = &self.tmp {
             return Ok(t.clone());
         }
-        let t = self
-            .target
-            .context
-            .call_timeout::<MakeTmp>(&self.tmp_spec(), TMP_CALL)?;
+        let spec = self.tmp_spec();
+        let t = self.call::<MakeTmp>(&spec, TMP_CALL)?;
         self.tmp = Some(t.clone());
         Ok(t)
     }
@@ -87,7 +134,7 @@ impl<'a> Act<'a> {
         if self.keep_tmp || self.task.keep_remote_files {
             return Ok(());
         }
-        match self.target.context.call_timeout::<RemoveTmp>(&t, TMP_CALL) {
+        match self.call::<RemoveTmp>(&t, TMP_CALL) {
             Ok(()) => Ok(()),
             Err(e) if e.kind.is_disconnected() => Err(e.into()),
             Err(e) => {

@@ -17,14 +17,15 @@ fn skip(act: &mut Act<'_>, msg: &str) {
 }
 
 /// `test -e PATH` on the target as the become user.
-fn remote_exists(act: &Act<'_>, path: &str) -> Result<bool, Error> {
-    let run = act.target.context.call_timeout::<RunProcess>(
+fn remote_exists(act: &mut Act<'_>, path: &str) -> Result<bool, Error> {
+    let cwd = act.runner.cwd(act.target);
+    let run = act.call::<RunProcess>(
         &ProcTask {
             files: Vec::new(),
             command: format!("test -e {}", shlex_quote(path)),
             tmp: None,
             env: Vec::new(),
-            cwd: act.runner.cwd(act.target),
+            cwd,
             timeout_ms: 60_000,
         },
         std::time::Duration::from_secs(60) + CALL_SLACK,
@@ -101,6 +102,9 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         source: e,
     })?;
     let tmp = act.make_tmp()?;
+    // The script's run is the dir's last use: removed after it.
+    let remove = !act.task.keep_remote_files;
+    act.tmp = None;
     let base = source
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -116,11 +120,11 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         script_cmd = format!("cd {c} && {script_cmd}");
     }
     let (target, task, runner) = (act.target, act.task, act.runner);
-    let run = target.context.call_timeout::<RunProcess>(
+    let run = act.call::<RunProcess>(
         &ProcTask {
             files: vec![(base, data, FileKind::Plain)],
             command: format!("{script_cmd} && sleep 0"),
-            tmp: Some(TmpMode::Shared(tmp)),
+            tmp: Some(TmpMode::Shared { path: tmp, remove }),
             env: Vec::new(),
             cwd: runner.cwd(target),
             timeout_ms: millis(task.timeout),

@@ -10,6 +10,7 @@
 #   {"rc": R, "out": N, "err": M, "timed_out": b}  then N + M bytes
 # --oneshot: no fork, no frames; run the one request read from stdin in this
 # process (used when the warm server cannot start).
+import gc
 import json
 import os
 import select
@@ -35,6 +36,47 @@ try:
 except Exception:  # pragma: no cover - reported to the agent
     import traceback
     PRELOAD_ERROR = traceback.format_exc()
+
+
+PRELOADED = set()
+_PRELOAD_PREFIXES = ('ansible.module_utils.', 'ansible_collections.')
+
+
+def preload(fqn):
+    """Imports what module `fqn` imports, once, so each task's child finds
+    it in sys.modules: its module_utils (the payload's, libraries meant to
+    be imported) and the standard library modules it names. The module
+    itself is not imported (its body runs as __main__ in the child, as
+    under AnsiballZ). Then gc.freeze(): children's collections skip the
+    preloaded objects instead of touching (and copying) their pages."""
+    if fqn in PRELOADED or LOADER is None:
+        return
+    PRELOADED.add(fqn)
+    try:
+        import ast
+        import importlib
+        path = os.path.join(TREE, *fqn.split('.')) + '.py'
+        with open(path, 'rb') as f:
+            tree = ast.parse(f.read())
+        names = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+        stdlib = getattr(sys, 'stdlib_module_names', ())
+        for name in names:
+            if name.startswith(_PRELOAD_PREFIXES) or name.split('.')[0] in stdlib:
+                if name in sys.modules or name == '__future__':
+                    continue
+                try:
+                    importlib.import_module(name)
+                except BaseException:
+                    pass
+    except BaseException:
+        pass
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_code(e):
@@ -97,7 +139,7 @@ if ONESHOT:
     os._exit(run_task(json.loads(line)))
 
 # Move the control channel off 0/1; children get fresh stdio.
-CTL_IN = os.fdopen(os.dup(0), 'rb', buffering=0)
+CTL_IN = os.fdopen(os.dup(0), 'rb')
 CTL_OUT = os.fdopen(os.dup(1), 'wb', buffering=0)
 _null = os.open(os.devnull, os.O_RDWR)
 os.dup2(_null, 0)
@@ -114,44 +156,111 @@ def send(header, payload=b''):
 
 
 def read_line():
-    buf = bytearray()
-    while True:
-        c = CTL_IN.read(1)
-        if not c:
-            return None
-        if c == b'\n':
-            return bytes(buf)
-        buf += c
+    # Buffered: only this process reads the control channel (children
+    # close it before running anything).
+    line = CTL_IN.readline()
+    if not line.endswith(b'\n'):
+        return None
+    return line[:-1]
+
+
+class Spare:
+    """A child forked ahead of its task: it has its own session and stdio
+    pipes and waits for the request on `req_w`, so a task's critical path
+    has no fork in it. Made after each task's reply is sent."""
+
+    def __init__(self):
+        for s in (sys.stdout, sys.stderr):
+            try:
+                s.flush()
+            except Exception:
+                pass
+        in_r, self.in_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        req_r, self.req_w = os.pipe()
+        self.born = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                for fd in (in_r, self.in_w, self.out_r, out_w, self.err_r, err_w, self.req_w,
+                           CTL_IN.fileno(), CTL_OUT.fileno()):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                data = b''
+                while True:
+                    chunk = os.read(req_r, 65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                os.close(req_r)
+                if not data:
+                    os._exit(0)  # the server went away
+                code = run_task(json.loads(data))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        self.pid = pid
+        for fd in (in_r, out_w, err_w, req_r):
+            os.close(fd)
+
+    def start(self, req):
+        """Hands the spare its task; False if it is gone."""
+        data = json.dumps(req).encode()
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.req_w, view)
+                view = view[n:]
+            os.close(self.req_w)
+            return True
+        except OSError:
+            self.discard()
+            return False
+
+    def discard(self):
+        for fd in (self.req_w, self.in_w, self.out_r, self.err_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+SPARE = None
 
 
 def serve_one(req):
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    for s in (sys.stdout, sys.stderr):
-        try:
-            s.flush()
-        except Exception:
-            pass
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            os.dup2(in_r, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            for fd in (in_r, in_w, out_r, out_w, err_r, err_w, CTL_IN.fileno(), CTL_OUT.fileno()):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            code = run_task(req)
-        except BaseException:
-            code = 1
-        os._exit(code)
-    for fd in (in_r, out_w, err_w):
-        os.close(fd)
+    global SPARE
+    before = len(sys.modules)
+    preload(req['fqn'])
+    spare = SPARE
+    SPARE = None
+    if spare is not None and len(sys.modules) != before:
+        # Forked before this module's imports were preloaded: a fresh one
+        # has them.
+        spare.discard()
+        spare = None
+    if spare is None or not spare.start(req):
+        spare = Spare()
+        spare.start(req)
+    t0 = time.monotonic()
+    pid, in_w, out_r, err_r = spare.pid, spare.in_w, spare.out_r, spare.err_r
     send({'started': True, 'pid': pid})
     data = req.get('stdin')
     if data:
@@ -191,15 +300,20 @@ def serve_one(req):
         for fd in open_fds:
             os.close(fd)
     _, status = os.waitpid(pid, 0)
+    child_us = int((time.monotonic() - t0) * 1e6)
     if os.WIFSIGNALED(status):
         rc = -os.WTERMSIG(status)
     else:
         rc = os.WEXITSTATUS(status)
     out, err = bytes(bufs[out_r]), bytes(bufs[err_r])
     send({'rc': rc, 'out': len(out), 'err': len(err), 'timed_out': timed_out,
-          'too_large': too_large}, out + err)
+          'too_large': too_large, 'child_us': child_us}, out + err)
+    SPARE = Spare()
 
 
+gc.collect()
+gc.freeze()
+SPARE = Spare()
 send({'ready': True, 'pid': os.getpid(), 'preload_error': PRELOAD_ERROR,
       'python': sys.version.split()[0]})
 while True:
