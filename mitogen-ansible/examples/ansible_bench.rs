@@ -263,8 +263,8 @@ fn main() -> Result<(), BoxError> {
             o,
             p,
             p / o,
-            mi.map_or("n/a".into(), |v| format!("{v:.2}")),
-            mi.map_or("n/a".into(), |v| format!("{:.1}x", v / o)),
+            mi.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
+            mi.map_or_else(|| "n/a".into(), |v| format!("{:.1}x", v / o)),
         );
         splits.push((m.to_string(), o, t));
     }
