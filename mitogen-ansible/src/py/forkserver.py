@@ -6,7 +6,9 @@
 # start so children get fresh ones): each request is one JSON line; for each
 # the server writes frames, a JSON header line then `len` raw bytes:
 #   {"ready": true, "pid": P}               once, after the preload
-#   {"started": true, "pid": C}             a task's child is running
+#   {"spare": C}                            the next task will run in pid C
+#   {"started": true, "pid": C}             a task's child is running (when
+#                                           not the announced one)
 #   {"rc": R, "out": N, "err": M, "timed_out": b}  then N + M bytes
 # --oneshot: no fork, no frames; run the one request read from stdin in this
 # process (used when the warm server cannot start).
@@ -33,6 +35,14 @@ LOADER = None
 PRELOAD_ERROR = None
 try:
     from ansible.module_utils._internal._ansiballz import _loader as LOADER  # noqa: E402
+    # Every module's result is encoded (and its args decoded) with the
+    # legacy profile, which basic imports lazily: once here, not per task.
+    import importlib as _importlib  # noqa: E402
+    for _name in ('_module_legacy_c2m', '_module_legacy_m2c'):
+        try:
+            _importlib.import_module('ansible.module_utils._internal._json._profiles.' + _name)
+        except ImportError:
+            pass
 except Exception:  # pragma: no cover - reported to the agent
     import traceback
     PRELOAD_ERROR = traceback.format_exc()
@@ -65,8 +75,11 @@ def preload(fqn):
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.append(node.module)
         stdlib = getattr(sys, 'stdlib_module_names', ())
+        # runpy imports the module's package first: its __init__ chain.
+        names.insert(0, fqn.rsplit('.', 1)[0])
         for name in names:
-            if name.startswith(_PRELOAD_PREFIXES) or name.split('.')[0] in stdlib:
+            if (name.startswith(_PRELOAD_PREFIXES) or name.split('.')[0] in stdlib
+                    or name == fqn.rsplit('.', 1)[0]):
                 if name in sys.modules or name == '__future__':
                     continue
                 try:
@@ -261,7 +274,8 @@ def serve_one(req):
         spare.start(req)
     t0 = time.monotonic()
     pid, in_w, out_r, err_r = spare.pid, spare.in_w, spare.out_r, spare.err_r
-    send({'started': True, 'pid': pid})
+    if pid != ANNOUNCED:
+        send({'started': True, 'pid': pid})
     data = req.get('stdin')
     if data:
         try:
@@ -309,6 +323,18 @@ def serve_one(req):
     send({'rc': rc, 'out': len(out), 'err': len(err), 'timed_out': timed_out,
           'too_large': too_large, 'child_us': child_us}, out + err)
     SPARE = Spare()
+    announce()
+
+
+ANNOUNCED = None
+
+
+def announce():
+    """Tells the agent which pid will run the next task (off the next
+    task's path: it is then killed at its deadline with no 'started')."""
+    global ANNOUNCED
+    ANNOUNCED = SPARE.pid
+    send({'spare': SPARE.pid})
 
 
 gc.collect()
@@ -316,6 +342,7 @@ gc.freeze()
 SPARE = Spare()
 send({'ready': True, 'pid': os.getpid(), 'preload_error': PRELOAD_ERROR,
       'python': sys.version.split()[0]})
+announce()
 while True:
     line = read_line()
     if line is None:
