@@ -270,7 +270,8 @@ pub struct TaskResult {
     pub status: Status,
     /// The dict a callback plugin gets (`v2_runner_on_*`'s `result._result`).
     pub result: Value,
-    /// The dict `register:` stores.
+    /// The dict `register:` stores (internal keys and `invocation` gone,
+    /// as ansible-core's strategy stores it).
     pub register: Value,
     /// Where the task's time went (diagnostics: benchmarks, slow tasks).
     pub timings: Timings,

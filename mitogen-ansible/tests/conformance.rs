@@ -486,8 +486,19 @@ fn run_ansible_with(
     let pb: Vec<Value> = plays
         .iter()
         .map(|(hosts, cases)| {
-            json!({"hosts": hosts, "gather_facts": false,
-                   "tasks": cases.iter().map(Case::ansible_task).collect::<Vec<_>>()})
+            // A registered case is followed by `debug: var=<name>`: its
+            // result shows what `register:` stored.
+            let tasks: Vec<Value> = cases
+                .iter()
+                .flat_map(|c| {
+                    let mut t = vec![c.ansible_task()];
+                    if let Some(r) = c.register {
+                        t.push(json!({"name": format!("{}__register", c.name), "debug": {"var": r}}));
+                    }
+                    t
+                })
+                .collect();
+            json!({"hosts": hosts, "gather_facts": false, "tasks": tasks})
         })
         .collect();
     let pb_path = scratch.join("playbook.json");
@@ -621,10 +632,20 @@ fn compare(
     let mut matched = 0;
     let mut registered = BTreeMap::new();
     for c in cases {
+        let mut register_diff = Vec::new();
         let ours = match runner.run(target.clone(), &c.task(&registered)) {
             Ok(r) => {
                 if let Some(name) = c.register {
                     registered.insert(name.to_owned(), r.register.clone());
+                    match theirs.get(&(host.to_owned(), format!("{}__register", c.name))) {
+                        Some((_, t)) => diff(
+                            "register",
+                            &r.register,
+                            &t[name],
+                            &mut register_diff,
+                        ),
+                        None => register_diff.push("register: ansible's debug missing".into()),
+                    }
                 }
                 (status_name(r.status).to_owned(), r.result)
             }
@@ -639,6 +660,7 @@ fn compare(
             d.push(format!("status: ours {} != ansible {}", ours.0, t.0));
         }
         diff("", &ours.1, &t.1, &mut d);
+        d.extend(register_diff);
         if d.is_empty() {
             matched += 1;
             eprintln!("  match     {host}/{}", c.name);
@@ -952,7 +974,7 @@ fn action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
     let vars = json!({"users": [{"name": "ann", "admin": true}, {"name": "bob"}],
                       "cfg": {"k": [1, "two"]}, "port": 8080});
     vec![
-        case("tmp_dir", "tmpinfo", json!({})),
+        case("tmp_dir", "tmpinfo", json!({})).register("tmpd"),
         case(
             "copy_content_new",
             "ansible.builtin.copy",
@@ -1090,7 +1112,8 @@ fn action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
             "ansible.builtin.script",
             json!({"cmd": f("files/script.sh"), "executable": "/bin/sh"}),
         )
-        .env("MTG_RC", "3"),
+        .env("MTG_RC", "3")
+        .register("script_failed"),
         case(
             "script_creates",
             "ansible.builtin.script",
@@ -1132,7 +1155,8 @@ fn action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
             "async_status_done",
             "ansible.builtin.async_status",
             json!({"jid": "{{ job.ansible_job_id }}"}),
-        ),
+        )
+        .register("job_done"),
         case(
             "async_status_cleanup",
             "ansible.builtin.async_status",
