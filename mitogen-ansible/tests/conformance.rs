@@ -119,6 +119,8 @@ fn main() {
         actions_local,
         actions_ssh,
         actions_become_ssh,
+        async_jobs_read_across_runners,
+        tmp_dir_removed_unless_kept,
         unknown_module_lists_paths,
         module_utils_shipped_once_per_context,
         hung_task_killed_with_its_group,
@@ -205,6 +207,8 @@ struct Case {
     /// `async:` and `poll:`.
     async_poll: Option<(u64, u64)>,
     register: Option<&'static str>,
+    /// More ansible-only task keywords (`until`, ...).
+    ansible_extra: Option<Value>,
 }
 
 fn case(name: &'static str, module: &'static str, args: Value) -> Case {
@@ -219,6 +223,7 @@ fn case(name: &'static str, module: &'static str, args: Value) -> Case {
         vars: None,
         async_poll: None,
         register: None,
+        ansible_extra: None,
     }
 }
 
@@ -275,6 +280,9 @@ impl Case {
         }
         if let Some(r) = self.register {
             t.insert("register".into(), r.into());
+        }
+        if let Some(Value::Object(x)) = &self.ansible_extra {
+            t.extend(x.clone());
         }
         if !self.env.is_empty() {
             let e: Map<String, Value> = self
@@ -493,7 +501,9 @@ fn run_ansible_with(
                 .flat_map(|c| {
                     let mut t = vec![c.ansible_task()];
                     if let Some(r) = c.register {
-                        t.push(json!({"name": format!("{}__register", c.name), "debug": {"var": r}}));
+                        t.push(
+                            json!({"name": format!("{}__register", c.name), "debug": {"var": r}}),
+                        );
                     }
                     t
                 })
@@ -638,12 +648,7 @@ fn compare(
                 if let Some(name) = c.register {
                     registered.insert(name.to_owned(), r.register.clone());
                     match theirs.get(&(host.to_owned(), format!("{}__register", c.name))) {
-                        Some((_, t)) => diff(
-                            "register",
-                            &r.register,
-                            &t[name],
-                            &mut register_diff,
-                        ),
+                        Some((_, t)) => diff("register", &r.register, &t[name], &mut register_diff),
                         None => register_diff.push("register: ansible's debug missing".into()),
                     }
                 }
@@ -1365,4 +1370,160 @@ fn actions_become_ssh() {
         &cases,
         None,
     );
+}
+
+/// ansible-core's async_status reads jobs this runner started, and this
+/// runner's reads ansible-core's, with the same results.
+fn async_jobs_read_across_runners() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("async-x");
+    let home = agent_home();
+    let inv = "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n";
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0));
+    let target = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let status = |jid: &str| Task::new("ansible.builtin.async_status").args(json!({ "jid": jid }));
+    // Theirs, read by ours.
+    let theirs_cases = vec![
+        case(
+            "theirs_start",
+            "ansible.builtin.shell",
+            json!("echo theirs; echo e >&2"),
+        )
+        .async_poll(30, 0)
+        .register("job"),
+        Case {
+            register: Some("w"),
+            ansible_extra: Some(json!({"until": "w.finished", "retries": 30, "delay": 1})),
+            ..case(
+                "theirs_wait",
+                "ansible.builtin.async_status",
+                json!({"jid": "{{ job.ansible_job_id }}"}),
+            )
+        },
+        case(
+            "theirs_status",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        ),
+    ];
+    let theirs = run_ansible_with(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        inv,
+        &[("localhost", &theirs_cases)],
+        Some(&home),
+    );
+    let jid = theirs[&("localhost".to_owned(), "theirs_start".to_owned())].1["ansible_job_id"]
+        .as_str()
+        .expect("ansible's job id")
+        .to_owned();
+    let ours = runner.run(target.clone(), &status(&jid)).unwrap();
+    let want = &theirs[&("localhost".to_owned(), "theirs_status".to_owned())];
+    let mut d = Vec::new();
+    diff("", &ours.result, &want.1, &mut d);
+    assert!(
+        d.is_empty(),
+        "our async_status of ansible's job differs: {d:?}"
+    );
+    assert_eq!(ours.result["finished"], true, "{}", ours.result);
+    // Ours, read by theirs.
+    let started = runner
+        .run(
+            target.clone(),
+            &Task::new("ansible.builtin.shell")
+                .args(json!("echo ours; echo e >&2"))
+                .async_limit(30)
+                .poll(0),
+        )
+        .unwrap();
+    let jid = started.result["ansible_job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(30), || {
+            runner.run(target.clone(), &status(&jid)).unwrap().result["finished"] == true
+        }),
+        "our job {jid} did not finish"
+    );
+    let ours = runner.run(target.clone(), &status(&jid)).unwrap();
+    let read = [case(
+        "read_ours",
+        "ansible.builtin.async_status",
+        json!({ "jid": jid }),
+    )];
+    let theirs = run_ansible_with(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        inv,
+        &[("localhost", &read)],
+        Some(&home),
+    );
+    let mut d = Vec::new();
+    diff(
+        "",
+        &ours.result,
+        &theirs[&("localhost".to_owned(), "read_ours".to_owned())].1,
+        &mut d,
+    );
+    assert!(
+        d.is_empty(),
+        "ansible's async_status of our job differs: {d:?}"
+    );
+    assert_eq!(ours.result["stdout"], "ours", "{}", ours.result);
+    for j in [&jid] {
+        let _ = runner.run(
+            target.clone(),
+            &Task::new("async_status").args(json!({"jid": j, "mode": "cleanup"})),
+        );
+    }
+}
+
+/// A task's tmp dir is gone after it, and kept (with
+/// `_ansible_keep_remote_files`) under `keep_remote_files`.
+fn tmp_dir_removed_unless_kept() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let path_of = |r: &mitogen_ansible::TaskResult| {
+        PathBuf::from(
+            r.result["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}", r.result)),
+        )
+    };
+    let r = runner.run(t.clone(), &Task::new("tmpinfo")).unwrap();
+    assert_eq!(r.result["mode"], "0700", "{}", r.result);
+    assert_eq!(r.result["name_shape"], true, "{}", r.result);
+    assert_eq!(r.result["keep_remote_files"], false, "{}", r.result);
+    let p = path_of(&r);
+    assert!(!p.exists(), "{} left behind", p.display());
+    let r = runner
+        .run(t.clone(), &Task::new("tmpinfo").keep_remote_files(true))
+        .unwrap();
+    let p = path_of(&r);
+    assert_eq!(r.result["keep_remote_files"], true, "{}", r.result);
+    assert!(p.is_dir(), "{} not kept", p.display());
+    std::fs::remove_dir_all(&p).unwrap();
+    // An action's own dir (copy's .source) goes too.
+    let scratch = Scratch::new("tmp-copy");
+    let r = runner
+        .run(
+            t,
+            &Task::new("copy").args(json!({"content": "x", "dest": scratch.0.join("f")})),
+        )
+        .unwrap();
+    let src = PathBuf::from(r.result["src"].as_str().unwrap());
+    let dir = src.parent().unwrap();
+    assert!(
+        dir.display().to_string().contains("ansible-tmp-"),
+        "{}",
+        r.result
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
