@@ -1420,6 +1420,7 @@ fn async_jobs_read_across_runners() {
         .as_str()
         .expect("ansible's job id")
         .to_owned();
+    let theirs_jid = jid.clone();
     let ours = runner.run(target.clone(), &status(&jid)).unwrap();
     let want = &theirs[&("localhost".to_owned(), "theirs_status".to_owned())];
     let mut d = Vec::new();
@@ -1475,11 +1476,10 @@ fn async_jobs_read_across_runners() {
         "ansible's async_status of our job differs: {d:?}"
     );
     assert_eq!(ours.result["stdout"], "ours", "{}", ours.result);
-    for j in [&jid] {
-        let _ = runner.run(
-            target.clone(),
-            &Task::new("async_status").args(json!({"jid": j, "mode": "cleanup"})),
-        );
+    for j in [&jid, &theirs_jid] {
+        let cleanup = Task::new("async_status").args(json!({"jid": j, "mode": "cleanup"}));
+        let r = runner.run(target.clone(), &cleanup).unwrap();
+        assert_eq!(r.status, Status::Ok, "{}", r.result);
     }
 }
 
