@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Registers the runner's functions; call it in `mitogen_core::init`'s
-/// registration function (both ends run the same registration).
+/// Registers the runner's functions, and `mitogen-service` (its file
+/// transfers; do not register that again); call it in
+/// `mitogen_core::init`'s registration function (both ends run the same
+/// registration).
 pub fn register(reg: &mut Registry) {
     mitogen_service::register(reg);
     reg.add::<Discover>()
