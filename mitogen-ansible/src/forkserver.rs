@@ -125,7 +125,14 @@ impl Server {
             next_pid: None,
         };
         match me.frames.recv_timeout(START_TIMEOUT) {
-            Ok(f) if f.header.get("ready").is_some() => Ok(me),
+            Ok(f) if f.header.get("ready").is_some() => {
+                me.next_pid = f
+                    .header
+                    .get("spare")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|p| u32::try_from(p).ok());
+                Ok(me)
+            }
             other => {
                 me.kill(None);
                 Err(ServerError::Start {
@@ -183,10 +190,8 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 Ok(f) if f.header.get("spare").is_some() => {
-                    // Sent before this request was read: this task's child.
-                    if task_pid.is_none() {
-                        task_pid = frame_pid(&f, "spare");
-                    }
+                    // Forked while this task runs: the next task's child.
+                    self.next_pid = frame_pid(&f, "spare");
                 }
                 Ok(f) if f.header.get("started").is_some() => {
                     task_pid = f

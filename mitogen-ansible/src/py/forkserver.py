@@ -7,6 +7,8 @@
 # the server writes frames, a JSON header line then `len` raw bytes:
 #   {"ready": true, "pid": P}               once, after the preload
 #   {"spare": C}                            the next task will run in pid C
+#                                           (also in "ready"; sent while a task
+#                                           runs, before its result)
 #   {"started": true, "pid": C}             a task's child is running (when
 #                                           not the announced one)
 #   {"rc": R, "out": N, "err": M, "timed_out": b}  then N + M bytes
@@ -201,12 +203,11 @@ class Spare:
                 os.dup2(in_r, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                for fd in (in_r, self.in_w, self.out_r, out_w, self.err_r, err_w, self.req_w,
-                           CTL_IN.fileno(), CTL_OUT.fileno()):
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                # Nothing else of the server's: not its control channel,
+                # not the pipes of a task running beside this spare.
+                top = min(os.sysconf('SC_OPEN_MAX'), 1 << 16)
+                os.closerange(3, req_r)
+                os.closerange(req_r + 1, top)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 data = b''
                 while True:
@@ -283,6 +284,9 @@ def serve_one(req):
         except OSError:
             pass
     os.close(in_w)
+    # The next task's child forks while this one runs (off both paths).
+    SPARE = Spare()
+    announce()
     deadline = time.monotonic() + float(req.get('timeout') or 3600)
     bufs = {out_r: bytearray(), err_r: bytearray()}
     limit = int(req.get('max_output') or (64 << 20))
@@ -322,8 +326,6 @@ def serve_one(req):
     out, err = bytes(bufs[out_r]), bytes(bufs[err_r])
     send({'rc': rc, 'out': len(out), 'err': len(err), 'timed_out': timed_out,
           'too_large': too_large, 'child_us': child_us}, out + err)
-    SPARE = Spare()
-    announce()
 
 
 ANNOUNCED = None
@@ -340,9 +342,9 @@ def announce():
 gc.collect()
 gc.freeze()
 SPARE = Spare()
+ANNOUNCED = SPARE.pid
 send({'ready': True, 'pid': os.getpid(), 'preload_error': PRELOAD_ERROR,
-      'python': sys.version.split()[0]})
-announce()
+      'python': sys.version.split()[0], 'spare': SPARE.pid})
 while True:
     line = read_line()
     if line is None:
