@@ -12,10 +12,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Registers the runner's functions; call it in `mitogen_core::init`'s
-/// registration function (both ends run the same registration).
+/// Registers the runner's functions, and `mitogen-service` (its file
+/// transfers; do not register that again); call it in
+/// `mitogen_core::init`'s registration function (both ends run the same
+/// registration).
 pub fn register(reg: &mut Registry) {
-    reg.add::<Discover>().add::<RunPython>().add::<RunProcess>();
+    mitogen_service::register(reg);
+    reg.add::<Discover>()
+        .add::<RunPython>()
+        .add::<RunProcess>()
+        .add::<MakeTmp>()
+        .add::<RemoveTmp>()
+        .add::<Stage>()
+        .add::<ExpandUser>();
 }
 
 /// What a module process produced, before any parsing.
@@ -28,6 +37,15 @@ pub(crate) struct RawRun {
     pub(crate) timed_out: bool,
     /// Killed because its output passed the size limit.
     pub(crate) too_large: bool,
+    /// Where the target's time went (µs), for [`crate::Timings`].
+    #[serde(default)]
+    pub(crate) agent_us: u64,
+    /// The module process's life (fork to exit), µs.
+    #[serde(default)]
+    pub(crate) child_us: u64,
+    /// The tmp dir a [`TmpMode::Fresh`] call made and kept (`keep`).
+    #[serde(default)]
+    pub(crate) tmp: Option<String>,
 }
 
 /// Runs interpreter discovery's one command (`echo FOUND; command -v ...;
@@ -73,17 +91,137 @@ pub(crate) struct PyTask {
     pub(crate) remote_name: String,
     /// `{"ANSIBLE_MODULE_ARGS": {...}}`, [`TMPDIR_TOKEN`] for the tmp dir.
     pub(crate) params: String,
-    pub(crate) tmp: TmpSpec,
+    pub(crate) tmp: TmpMode,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<String>,
     pub(crate) timeout_ms: u64,
 }
 
-/// How the task's remote tmp dir is made.
+/// How a task's remote tmp dir is made (§2.1 of ANSIBLE-PROTOCOL.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TmpSpec {
     /// `remote_tmp`, unexpanded (`~/.ansible/tmp`).
     pub(crate) remote_tmp: String,
+    /// Become to an unprivileged user: under a system tmp dir
+    /// (`remote_tmp` if it is `/var/tmp` or `/tmp`, else `/var/tmp`).
+    pub(crate) system: bool,
+    /// `keep_remote_files`: left in place after the call.
+    pub(crate) keep: bool,
+    /// Become from this login user (not to an unprivileged user): as
+    /// ansible-core expands `remote_tmp` with `~<login user>` and makes the
+    /// dir as that user, the dir goes under the login user's home and is
+    /// given to them (where this context may chown).
+    pub(crate) login_user: Option<String>,
+}
+
+/// Which tmp dir a call uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum TmpMode {
+    /// A fresh one for this call, removed after it unless `keep`.
+    Fresh(TmpSpec),
+    /// One an action made earlier (path with its `/`): used, and removed
+    /// after the call when `remove` (the action's last use of it).
+    Shared { path: String, remove: bool },
+}
+
+impl TmpMode {
+    fn open(&self) -> std::io::Result<TmpDir> {
+        match self {
+            Self::Fresh(spec) => TmpDir::create(spec),
+            Self::Shared { path, remove } => Ok(TmpDir {
+                path: PathBuf::from(path.trim_end_matches('/')),
+                owned: *remove,
+            }),
+        }
+    }
+}
+
+/// Makes an action's tmp dir; returns its path with a trailing `/`.
+pub(crate) struct MakeTmp;
+impl Function for MakeTmp {
+    const NAME: &'static str = "mitogen-ansible::make-tmp";
+    type Args = TmpSpec;
+    type Output = String;
+    fn call(_: &CallCx<'_>, spec: TmpSpec) -> Result<String, FnError> {
+        let mut t = TmpDir::create(&spec)?;
+        t.owned = false;
+        Ok(t.path_slash())
+    }
+}
+
+/// `rm -f -r <T>/`: removes an action's tmp dir (only names with `-tmp-`,
+/// as `_remove_tmp_path`).
+pub(crate) struct RemoveTmp;
+impl Function for RemoveTmp {
+    const NAME: &'static str = "mitogen-ansible::remove-tmp";
+    type Args = String;
+    type Output = ();
+    fn call(_: &CallCx<'_>, path: String) -> Result<(), FnError> {
+        if path.contains("-tmp-") {
+            match std::fs::remove_dir_all(path.trim_end_matches('/')) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `_remote_expand_user`: `~` and `~/x` with this user's home.
+pub(crate) struct ExpandUser;
+impl Function for ExpandUser {
+    const NAME: &'static str = "mitogen-ansible::expand-user";
+    type Args = String;
+    type Output = String;
+    fn call(_: &CallCx<'_>, path: String) -> Result<String, FnError> {
+        let home = || {
+            home_dir()
+                .or_else(|| std::env::current_dir().ok())
+                .map(|h| h.display().to_string())
+                .unwrap_or_default()
+        };
+        Ok(if path == "~" {
+            home()
+        } else if let Some(rest) = path.strip_prefix("~/") {
+            format!("{}/{rest}", home().trim_end_matches('/'))
+        } else {
+            path
+        })
+    }
+}
+
+/// Payload files to have in a tree of the cache (for modules run as
+/// their own processes: async jobs, `keep_remote_files`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StageReq {
+    pub(crate) tree: String,
+    pub(crate) files: Vec<FileRef>,
+    pub(crate) blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// The answer to a [`StageReq`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum StageOutcome {
+    /// These hashes are missing: send them and ask again.
+    NeedBlobs(Vec<String>),
+    /// The tree's path on the target.
+    Ready(String),
+}
+
+/// Links payload files into a cache tree.
+pub(crate) struct Stage;
+impl Function for Stage {
+    const NAME: &'static str = "mitogen-ansible::stage";
+    type Args = StageReq;
+    type Output = StageOutcome;
+    fn call(_: &CallCx<'_>, req: StageReq) -> Result<StageOutcome, FnError> {
+        let cache = Cache::open()?;
+        match cache.stage(&req.tree, &req.files, &req.blobs)? {
+            Err(missing) => Ok(StageOutcome::NeedBlobs(missing)),
+            Ok((tree, _)) => Ok(StageOutcome::Ready(tree.display().to_string())),
+        }
+    }
 }
 
 /// The answer to a [`PyTask`].
@@ -102,25 +240,57 @@ impl Function for RunPython {
     type Args = PyTask;
     type Output = PyOutcome;
     fn call(cx: &CallCx<'_>, task: PyTask) -> Result<PyOutcome, FnError> {
-        let cache = Cache::open()?;
-        for (sha, data) in &task.blobs {
-            cache.put_blob(sha, data)?;
+        let t0 = std::time::Instant::now();
+        let mut r = Self::run(cx, task)?;
+        if let PyOutcome::Ran(run) = &mut r {
+            run.agent_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         }
-        let missing: Vec<String> = task
-            .files
-            .iter()
-            .filter(|f| !cache.blob(&f.sha256).exists())
-            .map(|f| f.sha256.clone())
-            .collect();
-        if !missing.is_empty() {
-            return Ok(PyOutcome::NeedBlobs(missing));
+        Ok(r)
+    }
+}
+
+/// Payloads this agent has linked into a tree (by [`payload_key`]): the
+/// next task of the same module skips the ~3 stats per file of
+/// [`Cache::stage`] while the tree dir is still there.
+#[derive(Default)]
+struct Staged(parking_lot::Mutex<std::collections::HashMap<u64, PathBuf>>);
+
+/// FNV-1a over a payload's tree id and files.
+fn payload_key(tree: &str, files: &[FileRef]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
         }
-        let tree = cache.tree(&task.tree);
-        let mut replaced = false;
-        for f in &task.files {
-            replaced |= cache.link(&tree, f)?;
-        }
-        let tmp = TmpDir::create(&task.tmp.remote_tmp)?;
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(tree.as_bytes());
+    for f in files {
+        eat(f.rel.as_bytes());
+        eat(f.sha256.as_bytes());
+    }
+    h
+}
+
+impl RunPython {
+    fn run(cx: &CallCx<'_>, task: PyTask) -> Result<PyOutcome, FnError> {
+        let staged = cx.router().extension(Staged::default);
+        let key = payload_key(&task.tree, &task.files);
+        let known = staged.0.lock().get(&key).cloned().filter(|t| t.is_dir());
+        let (tree, replaced) = match known {
+            Some(tree) if task.blobs.is_empty() => (tree, false),
+            _ => {
+                let cache = Cache::open()?;
+                match cache.stage(&task.tree, &task.files, &task.blobs)? {
+                    Err(missing) => return Ok(PyOutcome::NeedBlobs(missing)),
+                    Ok((tree, replaced)) => {
+                        staged.0.lock().insert(key, tree.clone());
+                        (tree, replaced)
+                    }
+                }
+            }
+        };
+        let tmp = task.tmp.open()?;
         let params = task.params.replace(TMPDIR_TOKEN, &tmp.path_slash());
         let servers = cx.router().extension(Servers::default);
         let req = PyRequest {
@@ -132,15 +302,21 @@ impl Function for RunPython {
             timeout: Duration::from_millis(task.timeout_ms),
         };
         let run = servers.run(&task.interpreter, &tree, replaced, &req);
+        let kept = (!tmp.owned).then(|| tmp.path_slash());
         tmp.remove();
         match run {
-            Ok(run) => Ok(PyOutcome::Ran(run)),
+            Ok(mut run) => {
+                if matches!(task.tmp, TmpMode::Fresh(_)) {
+                    run.tmp = kept;
+                }
+                Ok(PyOutcome::Ran(run))
+            }
             Err(crate::forkserver::ServerError::Spawn(e))
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 // Let the shell say it, as it does under ansible-core.
-                let tmp = TmpDir::create(&task.tmp.remote_tmp)?;
+                let tmp = task.tmp.open()?;
                 let cmd = format!(
                     "{} && sleep 0",
                     crate::pycompat::shlex_join(&[
@@ -170,8 +346,8 @@ pub(crate) struct ProcTask {
     pub(crate) files: Vec<(String, Vec<u8>, FileKind)>,
     /// The shell command (`/bin/sh -c` runs it); [`TMPDIR_TOKEN`] stands for the tmp dir.
     pub(crate) command: String,
-    /// Make a tmp dir for the files (`None`: no files, e.g. `raw`).
-    pub(crate) tmp: Option<TmpSpec>,
+    /// The tmp dir for the files (`None`: no files, e.g. `raw`).
+    pub(crate) tmp: Option<TmpMode>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<String>,
     pub(crate) timeout_ms: u64,
@@ -198,8 +374,17 @@ impl Function for RunProcess {
     type Args = ProcTask;
     type Output = RawRun;
     fn call(_: &CallCx<'_>, task: ProcTask) -> Result<RawRun, FnError> {
+        let t0 = std::time::Instant::now();
+        let mut run = Self::run(&task)?;
+        run.agent_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok(run)
+    }
+}
+
+impl RunProcess {
+    fn run(task: &ProcTask) -> Result<RawRun, FnError> {
         let tmp = match &task.tmp {
-            Some(spec) => Some((TmpDir::create(&spec.remote_tmp)?, spec)),
+            Some(mode) => Some((mode.open()?, mode)),
             None => None,
         };
         let result = (|| {
@@ -221,17 +406,24 @@ impl Function for RunProcess {
                 }
                 command = command.replace(TMPDIR_TOKEN, &dir);
             }
-            process::run(&ProcSpec {
+            let t = std::time::Instant::now();
+            let mut run = process::run(&ProcSpec {
                 command,
                 env: task.env.clone(),
                 cwd: task.cwd.clone(),
                 timeout: Duration::from_millis(task.timeout_ms),
-            })
+            })?;
+            run.child_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Ok::<_, std::io::Error>(run)
         })();
-        if let Some((tmp, _)) = tmp {
+        let mut result = result?;
+        if let Some((tmp, mode)) = tmp {
+            if matches!(mode, TmpMode::Fresh(_)) && !tmp.owned {
+                result.tmp = Some(tmp.path_slash());
+            }
             tmp.remove();
         }
-        Ok(result?)
+        Ok(result)
     }
 }
 
@@ -258,6 +450,33 @@ struct Cache {
 }
 
 impl Cache {
+    /// Stores `blobs`, then links `files` into tree `id`: `Err` lists the
+    /// hashes still missing; `Ok` has the tree and whether a file changed.
+    fn stage(
+        &self,
+        id: &str,
+        files: &[FileRef],
+        blobs: &[(String, Vec<u8>)],
+    ) -> std::io::Result<Result<(PathBuf, bool), Vec<String>>> {
+        for (sha, data) in blobs {
+            self.put_blob(sha, data)?;
+        }
+        let missing: Vec<String> = files
+            .iter()
+            .filter(|f| !self.blob(&f.sha256).exists())
+            .map(|f| f.sha256.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let tree = self.tree(id);
+        let mut replaced = false;
+        for f in files {
+            replaced |= self.link(&tree, f)?;
+        }
+        Ok(Ok((tree, replaced)))
+    }
+
     fn open() -> std::io::Result<Self> {
         let uid = rustix::process::getuid().as_raw();
         let mut candidates = Vec::new();
@@ -353,6 +572,44 @@ fn unique() -> u64 {
         ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
+/// `mkdir -p` under `umask 77`, new dirs given to `owner`.
+fn mkdir_p(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        mkdir_p(parent, owner)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// A user's `/etc/passwd` entry.
+struct Passwd {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+fn passwd_by_name(name: &str) -> Option<Passwd> {
+    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
+    pw.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 6 && f[0] == name).then(|| Passwd {
+            uid: f[2].parse().unwrap_or(u32::MAX),
+            gid: f[3].parse().unwrap_or(u32::MAX),
+            home: PathBuf::from(f[5]),
+        })
+    })
+}
+
 /// The agent user's home: `/etc/passwd` for its uid, else `$HOME`.
 pub(crate) fn home_dir() -> Option<PathBuf> {
     let uid = rustix::process::getuid().as_raw().to_string();
@@ -367,36 +624,71 @@ pub(crate) fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
 
-/// A task's remote tmp dir, `ansible-tmp-<time>-<pid>-<rand>` under the
-/// expanded `remote_tmp`, mode 0700 (ansible-core's `mkdtemp` under `umask 77`).
+/// A task's remote tmp dir, `ansible-tmp-<time.time()>-<pid>-<rand>`
+/// under the expanded `remote_tmp` (or a system tmp dir, see [`TmpSpec`]),
+/// mode 0700 (ansible-core's `mkdtemp` under `umask 77`).
 struct TmpDir {
     path: PathBuf,
+    /// Removed by [`TmpDir::remove`] (a fresh dir without `keep`).
+    owned: bool,
 }
 
+/// ansible-core's `system_tmpdirs`.
+const SYSTEM_TMPDIRS: [&str; 2] = ["/var/tmp", "/tmp"];
+
 impl TmpDir {
-    fn create(remote_tmp: &str) -> std::io::Result<Self> {
-        let base = match remote_tmp.strip_prefix("~/") {
-            Some(rest) => home_dir().unwrap_or_else(|| PathBuf::from("/")).join(rest),
-            None if remote_tmp == "~" => home_dir().unwrap_or_else(|| PathBuf::from("/")),
+    fn create(spec: &TmpSpec) -> std::io::Result<Self> {
+        let remote_tmp = spec.remote_tmp.as_str();
+        let me = rustix::process::getuid().as_raw();
+        // (uid, gid) to give new dirs to: the login user's, when this
+        // context is root acting for them.
+        let login = spec
+            .login_user
+            .as_deref()
+            .filter(|_| !spec.system && me == 0)
+            .and_then(passwd_by_name)
+            .filter(|p| p.uid != me);
+        let home = match &login {
+            Some(p) => Some(p.home.clone()),
+            None => home_dir(),
+        };
+        let expanded = match remote_tmp.strip_prefix("~/") {
+            Some(rest) => home.unwrap_or_else(|| PathBuf::from("/")).join(rest),
+            None if remote_tmp == "~" => home.unwrap_or_else(|| PathBuf::from("/")),
             None => PathBuf::from(remote_tmp),
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&base)?;
+        let base = if spec.system {
+            let t = remote_tmp.trim_end_matches('/');
+            PathBuf::from(
+                SYSTEM_TMPDIRS
+                    .iter()
+                    .find(|d| **d == t)
+                    .unwrap_or(&SYSTEM_TMPDIRS[0]),
+            )
+        } else {
+            expanded
+        };
+        let owner = login.as_ref().map(|p| (p.uid, p.gid));
+        mkdir_p(&base, owner)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        // Python's repr of time.time() is the shortest round-trip form, as Rust's Display.
         let name = format!(
-            "ansible-tmp-{}.{:07}-{}-{}",
-            now.as_secs(),
-            now.subsec_nanos() / 100,
+            "ansible-tmp-{}-{}-{}",
+            now.as_secs_f64(),
             std::process::id(),
             unique() % (1 << 48)
         );
         let path = base.join(name);
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self { path })
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        Ok(Self {
+            path,
+            owned: !spec.keep,
+        })
     }
 
     fn path_slash(&self) -> String {
@@ -404,6 +696,8 @@ impl TmpDir {
     }
 
     fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

@@ -16,6 +16,9 @@ pub(crate) struct Internal<'a> {
     /// `None`: pipelined or become-unprivileged (`null` sent).
     pub(crate) tmpdir: Option<&'a str>,
     pub(crate) remote_tmp: &'a str,
+    pub(crate) keep_remote_files: bool,
+    /// Internal calls (`_execute_remote_stat`): unknown options no error.
+    pub(crate) ignore_unknown_opts: bool,
 }
 
 /// `args` plus the `_ansible_*` keys, in ansible-core 2.19's order.
@@ -38,14 +41,14 @@ pub(crate) fn with_internal(args: &Map<String, Value>, i: &Internal<'_>) -> Map<
     );
     put("_ansible_socket", Value::Null);
     put("_ansible_shell_executable", "/bin/sh".into());
-    put("_ansible_keep_remote_files", false.into());
+    put("_ansible_keep_remote_files", i.keep_remote_files.into());
     put(
         "_ansible_tmpdir",
         i.tmpdir
             .map_or(Value::Null, |t| Value::String(t.to_owned())),
     );
     put("_ansible_remote_tmp", i.remote_tmp.into());
-    put("_ansible_ignore_unknown_opts", false.into());
+    put("_ansible_ignore_unknown_opts", i.ignore_unknown_opts.into());
     put("_ansible_target_log_info", Value::Null);
     put("_ansible_tracebacks_for", Value::Array(Vec::new()));
     m
@@ -101,6 +104,8 @@ mod tests {
                 module_name: "m",
                 tmpdir: Some("/h/.ansible/tmp/ansible-tmp-X/"),
                 remote_tmp: "~/.ansible/tmp",
+                keep_remote_files: false,
+                ignore_unknown_opts: false,
             },
         );
         let s = old_style_file(&m);

@@ -49,6 +49,25 @@ pub enum Error {
     /// reimplement yet (running its module bare would give another result).
     #[error("action plugin {0} is not supported by mitogen-ansible yet")]
     UnsupportedAction(String),
+    /// A file transfer to or from the target failed.
+    #[error("transferring {path}: {source}")]
+    Transfer {
+        /// The remote path.
+        path: String,
+        /// What `mitogen-service` said.
+        #[source]
+        source: Box<mitogen_service::TransferError>,
+    },
+    /// A controller-side file (a rendered template, fetched data) could
+    /// not be read or written.
+    #[error("{}: {source}", path.display())]
+    LocalFile {
+        /// Its path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The task's arguments are not a JSON object.
     #[error("module arguments must be a JSON object, not {0}")]
     BadArgs(String),

@@ -66,6 +66,8 @@ struct Server {
     stdin: ChildStdin,
     frames: Receiver<Frame>,
     tree: PathBuf,
+    /// The pid the server said will run the next task.
+    next_pid: Option<u32>,
 }
 
 impl Server {
@@ -120,9 +122,17 @@ impl Server {
             stdin,
             frames,
             tree: tree.to_owned(),
+            next_pid: None,
         };
         match me.frames.recv_timeout(START_TIMEOUT) {
-            Ok(f) if f.header.get("ready").is_some() => Ok(me),
+            Ok(f) if f.header.get("ready").is_some() => {
+                me.next_pid = f
+                    .header
+                    .get("spare")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|p| u32::try_from(p).ok());
+                Ok(me)
+            }
             other => {
                 me.kill(None);
                 Err(ServerError::Start {
@@ -161,12 +171,28 @@ impl Server {
             interpreter: interpreter.to_owned(),
         })?;
         let deadline = Instant::now() + req.timeout + HANG_SLACK;
-        let mut task_pid = None;
+        let frame_pid = |f: &Frame, k: &str| {
+            f.header
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok())
+        };
+        // Announcements queued since the last task.
+        while let Ok(f) = self.frames.try_recv() {
+            if let Some(p) = frame_pid(&f, "spare") {
+                self.next_pid = Some(p);
+            }
+        }
+        let mut task_pid = self.next_pid.take();
         loop {
             match self
                 .frames
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
+                Ok(f) if f.header.get("spare").is_some() => {
+                    // Forked while this task runs: the next task's child.
+                    self.next_pid = frame_pid(&f, "spare");
+                }
                 Ok(f) if f.header.get("started").is_some() => {
                     task_pid = f
                         .header
@@ -195,6 +221,12 @@ impl Server {
                         stderr,
                         timed_out: flag("timed_out"),
                         too_large: flag("too_large"),
+                        agent_us: 0,
+                        child_us: h
+                            .get("child_us")
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or(0),
+                        tmp: None,
                     });
                 }
                 Err(RecvTimeoutError::Timeout) => {

@@ -7,20 +7,28 @@
 //!  controller                                   target context (the agent: this same binary)
 //!  ──────────                                   ─────────────────────────────────────────────
 //!  Runner::run(Target, Task)
-//!   ├ action: normal | command/shell | raw      (runner.rs: ansible-core's action plugins)
-//!   ├ ModuleSource::find  FQCN/legacy/short →   (source.rs: ansible-core dir, collections,
+//!   ├ action (action/: ansible-core's plugins)  normal | command/shell | raw | copy | template
+//!   │   Act: result being shaped, the action's    | fetch | script | async_status; async:/poll:
+//!   │   tmp dir, the task's interpreter, timings
+//!   ├ ModuleSource::find (remembered per name)  (source.rs: ansible-core dir, collections,
 //!   │   Style::detect (markers, in order)        library/ dirs, raw bytes)
 //!   ├ interpreter discovery (once per context) ──Discover──► sh: echo FOUND; command -v ...
 //!   ├ _ansible_* args (args.rs)
 //!   ├ new-style: payload = module + module_utils (py/finder.py, AST closure, sha256)
 //!   │   ──RunPython{files, missing blobs, args}──► cache ~/.cache/mitogen-ansible/blobs/<sha>
 //!   │                                              tree trees/<id>/ansible/module_utils/...
-//!   │                                              fork server (python -c forkserver.py TREE,
-//!   │                                                basic + AnsiballZ loader imported once)
-//!   │                                                └ fork → child: setsid, pipes on 0/1/2,
+//!   │                                              tmp dir ansible-tmp-<time>-<pid>-<rand> (§2)
+//!   │                                              fork server (python -c forkserver.py TREE):
+//!   │                                                basic, loader, legacy profiles imported;
+//!   │                                                per module its imports preloaded, gc.freeze
+//!   │                                                └ spare child forked ahead: setsid, pipes,
+//!   │                                                   waits for its task, then
 //!   │                                                   _loader.run_module(_ANSIBLE_ARGS, ...)
 //!   │   ◄──────────── RawRun{rc, stdout, stderr} ──  waitpid, killpg at the deadline
 //!   ├ other styles / raw ──RunProcess{files, cmd}──► tmp dir, args file, /bin/sh -c 'CMD && sleep 0'
+//!   ├ copy/template/script: files ──put_file────► mitogen-service (fetch: fetch_file back)
+//!   ├ async: module + async_wrapper launchers ───► ansible-core's async_wrapper, job files in
+//!   │                                              ~/.ansible_async (async_status reads them)
 //!   └ result shaping (result.rs): junk filter, deserialization failures, internal keys,
 //!       *_lines, failed/changed defaults, warnings → TaskResult{status, result, register}
 //! ```
@@ -49,8 +57,39 @@
 //! # What matches ansible-core, and how that is checked
 //! `tests/conformance.rs` runs real ansible-core 2.19 (from the venv
 //! `scripts/ansible-venv.sh` makes) and this runner on the same tasks and
-//! compares the callback-level results field by field, ignoring only the
-//! volatile fields listed there.
+//! compares the callback-level results field by field (and, for registered
+//! cases, the `register:` view through `debug: var=`), ignoring only the
+//! volatile fields listed there and the temp, job and backup names its
+//! `normalize` makes alike: local, over ssh, and under become to root and
+//! to an unprivileged user. It also checks that ansible-core's
+//! `async_status` reads this runner's jobs and the reverse.
+//!
+//! # Semantics kept, and where they differ
+//! - Action plugins reimplemented: `copy` (content, src file or tree,
+//!   `remote_src`, checksum short-circuit, backup, mode/owner, check and
+//!   diff mode, no_log), `template` (rendered on the controller with
+//!   `minijinja`, then `copy`), `fetch`, `script`, `async_status`, `raw`,
+//!   `command`/`shell` and the normal action. `async:`/`poll:` run under
+//!   ansible-core's own `async_wrapper`. Others (`debug`, `set_fact`,
+//!   `assert`, `uri`, `unarchive`, `reboot`, `package`, `service`, ...)
+//!   are refused with [`Error::UnsupportedAction`].
+//! - Remote tmp dirs are named, permissioned and placed as ansible-core
+//!   makes them (under the login user's home for a become to root, set
+//!   with [`Target::become_from`]; in `/var/tmp` for an unprivileged
+//!   become) but by the context itself, so there is no `setfacl`/`chmod`
+//!   step: an unprivileged become user owns its dir outright.
+//! - Templates: Jinja2 semantics as `minijinja` implements them (ansible's
+//!   `trim_blocks`, kept trailing newline, strict undefined, custom
+//!   delimiters, None renders empty, Python-style bools/lists/dicts) and the
+//!   filters `d`, `to_json`, `to_nice_json`, `bool`, `basename`, `dirname`,
+//!   `quote`, `b64encode`, `b64decode`, `mandatory`, `ternary` besides
+//!   Jinja's builtins. Missing: lookups, tests and filters beyond those
+//!   (`regex_*`, `to_yaml`, `combine`, ...), `{% include %}` outside the
+//!   template's own dir, and variables other than [`Task::vars`] plus
+//!   `inventory_hostname` and ansible-core's `template_*`.
+//! - Not done: `until`/`retries`, `changed_when`/`failed_when`, loops,
+//!   `delegate_to` (the play executor's), Windows targets, `decrypt`
+//!   (vault) in `copy`.
 //!
 //! # Dependencies
 //! `serde_json` (module arguments and results are JSON; `preserve_order`
@@ -58,10 +97,17 @@
 //! args files and results show), `serde` + `thiserror` (typed payloads and
 //! errors), `parking_lot` + `crossbeam-channel` (locks, and waits with
 //! deadlines on fork-server and process pipes), `rustix` (killing a task's
-//! process group, the agent's uid: safe syscalls), `log`.
+//! process group, the agent's uid: safe syscalls), `log`;
+//! `mitogen-service` (file transfers for `copy`, `template`, `script`,
+//! `fetch`: [`register`] registers it, so do not register it again),
+//! `minijinja` (`template` renders on the controller with Jinja
+//! semantics, as ansible-core's templar does), `sha1` and `md-5`
+//! (ansible-core's checksums: `copy` and `fetch` compare `sha1` with the
+//! remote `stat`, `fetch` reports `md5sum`).
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod action;
 mod agent;
 mod args;
 mod error;
@@ -76,5 +122,5 @@ mod source;
 pub use agent::register;
 pub use error::Error;
 pub use result::Status;
-pub use runner::{Connection, Runner, Target, Task, TaskResult};
+pub use runner::{Connection, Runner, Target, Task, TaskResult, Timings};
 pub use source::{Module, ModuleSource, Style};

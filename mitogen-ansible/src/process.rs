@@ -137,6 +137,9 @@ pub(crate) fn run(spec: &ProcSpec) -> std::io::Result<RawRun> {
         stderr,
         timed_out,
         too_large,
+        agent_us: 0,
+        child_us: 0,
+        tmp: None,
     })
 }
 

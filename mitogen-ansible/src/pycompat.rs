@@ -257,6 +257,32 @@ pub(crate) fn splitlines(s: &str) -> Vec<&str> {
 
 /// Bytes to text as ansible-core's `surrogate_then_replace` ends up showing
 /// them: invalid UTF-8 becomes U+FFFD.
+/// `base64.b64decode` (standard alphabet, padding optional, whitespace
+/// ignored); `None` on other bytes.
+pub(crate) fn b64decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' | b' ' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 pub(crate) fn decode(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -36,6 +36,10 @@ pub(crate) struct Shaping {
     pub(crate) warnings: Vec<String>,
     /// The message of the module's own `exception` (an `ErrorSummary`).
     pub(crate) exception_msg: Option<String>,
+    /// The task's python once resolved: `(path, Some(path) if discovered)`;
+    /// an action running several modules discovers (and warns) once, and
+    /// every module result then carries the fact.
+    pub(crate) python: Option<(String, Option<String>)>,
 }
 
 /// `_filter_non_json_lines(stdout, objects_only=True)`.
@@ -321,7 +325,13 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
     } else {
         Status::Ok
     };
-    let register = Value::Object(s.data.clone());
+    // What the strategy stores for `register:`: internal keys stripped at
+    // every level, `invocation` dropped.
+    let mut register = Value::Object(s.data.clone());
+    strip_all_internal(&mut register);
+    if let Value::Object(m) = &mut register {
+        m.shift_remove("invocation");
+    }
     let callback = callback_view(&s.data, no_log);
     (status, register, callback)
 }
@@ -374,6 +384,18 @@ pub(crate) fn callback_view(d: &Map<String, Value>, no_log: bool) -> Value {
     );
     strip_internal(&mut v, true);
     v
+}
+
+/// `strip_internal_keys(v)`: every `_ansible_*` key, at every level.
+fn strip_all_internal(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with("_ansible_"));
+            m.values_mut().for_each(strip_all_internal);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_all_internal),
+        _ => {}
+    }
 }
 
 fn strip_internal(v: &mut Value, top: bool) {

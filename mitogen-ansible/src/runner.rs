@@ -1,9 +1,10 @@
 //! The controller side: [`Runner`], [`Task`], [`Target`], the action
 //! layer (normal, command, shell, raw) and interpreter discovery.
 
+use crate::action::Act;
 use crate::agent::{
-    Discover, FileKind, FileRef, ProcTask, PyOutcome, PyTask, RawRun, RunProcess, RunPython,
-    TMPDIR_TOKEN, TmpSpec,
+    Discover, FileKind, FileRef, ProcTask, PyOutcome, PyTask, RawRun, RunProcess, RunPython, Stage,
+    StageOutcome, StageReq, TMPDIR_TOKEN, TmpMode,
 };
 use crate::args::{self, Internal};
 use crate::error::Error;
@@ -28,48 +29,47 @@ const PYTHON_FALLBACK: [&str; 8] = [
     "/usr/bin/python3",
     "python3",
 ];
-const REMOTE_TMP: &str = "~/.ansible/tmp";
+pub(crate) const REMOTE_TMP: &str = "~/.ansible/tmp";
 /// ansible-core action plugins not reimplemented yet: running their module
 /// bare would not give ansible-core's result, so they are refused.
-const UNSUPPORTED_ACTIONS: &[&str] = &[
+pub(crate) const UNSUPPORTED_ACTIONS: &[&str] = &[
     "add_host",
     "assemble",
     "assert",
-    "async_status",
-    "copy",
     "debug",
     "dnf",
     "fail",
-    "fetch",
     "gather_facts",
     "group_by",
     "include_vars",
     "package",
     "pause",
     "reboot",
-    "script",
     "service",
     "set_fact",
     "set_stats",
-    "template",
     "unarchive",
     "uri",
     "validate_argument_spec",
     "wait_for_connection",
 ];
 /// Slack on top of a task's timeout for the call carrying it.
-const CALL_SLACK: Duration = Duration::from_secs(30);
+pub(crate) const CALL_SLACK: Duration = Duration::from_secs(30);
 
 /// One task: a module (or action) name, its arguments and task keywords.
 #[derive(Debug, Clone)]
 pub struct Task {
-    name: String,
-    args: Value,
-    check_mode: bool,
-    diff: bool,
-    no_log: bool,
-    environment: Vec<(String, String)>,
-    timeout: Duration,
+    pub(crate) name: String,
+    pub(crate) args: Value,
+    pub(crate) check_mode: bool,
+    pub(crate) diff: bool,
+    pub(crate) no_log: bool,
+    pub(crate) environment: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+    pub(crate) async_limit: u64,
+    pub(crate) poll: u64,
+    pub(crate) keep_remote_files: bool,
+    pub(crate) vars: Map<String, Value>,
 }
 
 impl Task {
@@ -83,7 +83,40 @@ impl Task {
             no_log: false,
             environment: Vec::new(),
             timeout: Duration::from_secs(3600),
+            async_limit: 0,
+            poll: 15,
+            keep_remote_files: false,
+            vars: Map::new(),
         }
+    }
+
+    /// `async:`: run as a background job with this time limit in seconds
+    /// (ansible-core's async_wrapper and job files; 0: not async).
+    pub fn async_limit(mut self, seconds: u64) -> Self {
+        self.async_limit = seconds;
+        self
+    }
+
+    /// `poll:` for async tasks (default 15): poll the job every this many
+    /// seconds until it ends; 0: fire and forget (the result carries
+    /// `ansible_job_id` for a later `async_status`).
+    pub fn poll(mut self, seconds: u64) -> Self {
+        self.poll = seconds;
+        self
+    }
+
+    /// `ANSIBLE_KEEP_REMOTE_FILES`: leave the task's remote tmp dir (and
+    /// the module file in it) in place.
+    pub fn keep_remote_files(mut self, on: bool) -> Self {
+        self.keep_remote_files = on;
+        self
+    }
+
+    /// Variables a `template` task renders with (host vars, facts, ...:
+    /// whatever the play would have in scope).
+    pub fn vars(mut self, vars: Map<String, Value>) -> Self {
+        self.vars = vars;
+        self
     }
 
     /// The module arguments: a JSON object, or a string for free-form
@@ -144,13 +177,15 @@ pub enum Connection {
 /// connection kind and the interpreter variables.
 #[derive(Debug, Clone)]
 pub struct Target {
-    context: Context,
-    inventory_name: String,
-    connection: Connection,
-    python: String,
-    interpreters: HashMap<String, String>,
-    become_unprivileged: bool,
-    pipelining: bool,
+    pub(crate) context: Context,
+    pub(crate) inventory_name: String,
+    pub(crate) connection: Connection,
+    pub(crate) python: String,
+    pub(crate) interpreters: HashMap<String, String>,
+    pub(crate) become_unprivileged: bool,
+    pub(crate) escalated: bool,
+    pub(crate) login_user: Option<String>,
+    pub(crate) pipelining: bool,
 }
 
 impl Target {
@@ -164,6 +199,8 @@ impl Target {
             python: "auto".into(),
             interpreters: HashMap::new(),
             become_unprivileged: false,
+            escalated: false,
+            login_user: None,
             pipelining: false,
         }
     }
@@ -197,6 +234,18 @@ impl Target {
     /// user (`_ansible_tmpdir` is then `null`, as ansible-core sends it).
     pub fn become_unprivileged(mut self, on: bool) -> Self {
         self.become_unprivileged = on;
+        self.escalated |= on;
+        self
+    }
+
+    /// The context is a become (sudo, su) from `login_user` (the ssh
+    /// user): as under ansible-core, the task's remote tmp dir then goes
+    /// under the login user's `~/.ansible/tmp` and belongs to them (become
+    /// to root; see [`Target::become_unprivileged`] for other users), and
+    /// `fetch` reads files with `slurp` instead of a remote `stat`.
+    pub fn become_from(mut self, login_user: &str) -> Self {
+        self.escalated = true;
+        self.login_user = Some(login_user.to_owned());
         self
     }
 }
@@ -221,8 +270,27 @@ pub struct TaskResult {
     pub status: Status,
     /// The dict a callback plugin gets (`v2_runner_on_*`'s `result._result`).
     pub result: Value,
-    /// The dict `register:` stores.
+    /// The dict `register:` stores (internal keys and `invocation` gone,
+    /// as ansible-core's strategy stores it).
     pub register: Value,
+    /// Where the task's time went (diagnostics: benchmarks, slow tasks).
+    pub timings: Timings,
+}
+
+/// Where a task's time went, summed over the module runs of its action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timings {
+    /// The whole [`Runner::run`].
+    pub total: Duration,
+    /// Calls to the target, from send to reply (includes the next three).
+    pub calls: Duration,
+    /// Number of calls to the target.
+    pub round_trips: u32,
+    /// Inside the agent's functions (cache, tmp dir, fork server wait).
+    pub agent: Duration,
+    /// Module processes from fork to exit (the module's own run).
+    pub module: Duration,
 }
 
 struct Prepared {
@@ -241,8 +309,12 @@ struct ContextState {
 
 /// Runs tasks on targets with ansible-core's semantics.
 pub struct Runner {
-    source: ModuleSource,
+    pub(crate) source: ModuleSource,
+    pub(crate) local_tmp: std::path::PathBuf,
+    pub(crate) base_dir: Option<std::path::PathBuf>,
     tree: String,
+    /// Modules found by name, with the file's (mtime, size) when found.
+    modules: Mutex<HashMap<String, (Module, Option<FileStamp>)>>,
     payloads: Mutex<HashMap<String, Arc<Prepared>>>,
     contexts: Mutex<HashMap<ContextId, ContextState>>,
 }
@@ -264,10 +336,98 @@ impl Runner {
         }
         Self {
             tree: format!("{}-{h:016x}", source.version()),
+            local_tmp: crate::action::default_local_tmp(),
+            base_dir: None,
             source,
+            modules: Mutex::new(HashMap::new()),
             payloads: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `ANSIBLE_LOCAL_TEMP` (default `~/.ansible/tmp`): where `copy
+    /// content=` and `template` put the files they render.
+    pub fn local_tmp(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.local_tmp = dir.into();
+        self
+    }
+
+    /// The playbook dir: relative `src` of `copy`, `template` and `script`
+    /// is looked up in its `files/` or `templates/` and in it (the search
+    /// path of `_find_needle`); default the current dir.
+    pub fn base_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// [`ModuleSource::find`], remembered per name while the file's mtime
+    /// and size stay the same (one `stat` instead of a search and a read).
+    pub(crate) fn find(&self, name: &str) -> Result<Module, Error> {
+        let stamp = |m: &Module| {
+            m.path
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|md| Some((md.modified().ok()?, md.len())))
+        };
+        if let Some((m, st)) = self.modules.lock().get(name) {
+            if m.path.is_none() || stamp(m) == *st {
+                return Ok(m.clone());
+            }
+        }
+        let m = self.source.find(name)?;
+        let st = stamp(&m);
+        self.modules.lock().insert(name.to_owned(), (m.clone(), st));
+        Ok(m)
+    }
+
+    /// Links `module`'s payload into this runner's tree on `target` and
+    /// returns the tree's path there (for modules run as processes).
+    pub(crate) fn stage(&self, target: &Target, module: &Module) -> Result<String, Error> {
+        let prepared = self.prepared(module)?;
+        let id = target.context.id();
+        let known: HashSet<String> = self
+            .contexts
+            .lock()
+            .get(&id)
+            .map(|c| c.blobs.clone())
+            .unwrap_or_default();
+        let mut want: Vec<String> = prepared
+            .files
+            .iter()
+            .map(|f| f.sha256.clone())
+            .filter(|h| !known.contains(h))
+            .collect();
+        for _attempt in 0..2 {
+            let mut blobs = Vec::new();
+            for h in &want {
+                if let Some(src) = prepared.sources.get(h) {
+                    blobs.push((h.clone(), read_source(src)?));
+                }
+            }
+            let req = StageReq {
+                tree: self.tree.clone(),
+                files: prepared.files.clone(),
+                blobs,
+            };
+            match target
+                .context
+                .call_timeout::<Stage>(&req, Duration::from_secs(300))?
+            {
+                StageOutcome::Ready(tree) => {
+                    let mut ctx = self.contexts.lock();
+                    ctx.entry(id)
+                        .or_default()
+                        .blobs
+                        .extend(prepared.files.iter().map(|f| f.sha256.clone()));
+                    return Ok(tree);
+                }
+                StageOutcome::NeedBlobs(missing) => want = missing,
+            }
+        }
+        Err(Error::ModuleUtils {
+            module: module.name.clone(),
+            message: "the target kept asking for payload files it was sent".into(),
+        })
     }
 
     /// Runs `task` on `target` and shapes the result as ansible-core does.
@@ -279,28 +439,18 @@ impl Runner {
     /// Unknown modules, missing module_utils, and calls that failed on the
     /// target other than by disconnection.
     pub fn run(&self, target: impl Into<Target>, task: &Task) -> Result<TaskResult, Error> {
+        let started = std::time::Instant::now();
         let target = target.into();
-        let mut s = Shaping::default();
-        let outcome = match short_action(&task.name) {
-            "raw" => self.raw(&target, task, &mut s),
-            "command" | "shell" => self.command(&target, task, &mut s),
-            a if UNSUPPORTED_ACTIONS.contains(&a) => {
-                return Err(Error::UnsupportedAction(task.name.clone()));
-            }
-            a => {
-                let r = self.normal(&target, task, &task.name, task_args(task)?, &mut s);
-                if a == "setup" {
-                    s.data
-                        .insert("_ansible_verbose_override".into(), true.into());
-                }
-                r
-            }
-        };
-        match outcome {
+        let mut act = Act::new(self, &target, task);
+        let outcome = crate::action::run(&mut act);
+        let cleanup = act.cleanup();
+        match outcome.and(cleanup) {
             Ok(()) => {}
             Err(Error::Call(e)) if e.kind.is_disconnected() => return Ok(unreachable(&e)),
             Err(e) => return Err(e),
         }
+        let mut timings = act.timings;
+        let s = act.s;
         let reported = s
             .data
             .get("ansible_facts")
@@ -312,16 +462,20 @@ impl Runner {
                 c.python_fact_saved = true;
             }
         }
+        timings.total = started.elapsed();
         Ok(TaskResult {
             status,
             result,
             register,
+            timings,
         })
     }
 
-    fn raw(&self, target: &Target, task: &Task, s: &mut Shaping) -> Result<(), Error> {
+    pub(crate) fn raw(&self, act: &mut Act<'_>) -> Result<(), Error> {
+        let (target, task) = (act.target, act.task);
         if !task.environment.is_empty() {
-            s.warnings
+            act.s
+                .warnings
                 .push("raw module does not support the environment keyword".into());
         }
         let (cmd, executable) = match &task.args {
@@ -338,14 +492,14 @@ impl Runner {
             other => (other.to_string(), None),
         };
         if task.check_mode {
-            s.data.insert("skipped".into(), true.into());
+            act.s.data.insert("skipped".into(), true.into());
             return Ok(());
         }
         let command = match executable {
             Some(e) => format!("{e} -c {}", shlex_quote(&cmd)),
             None => cmd,
         };
-        let run = target.context.call_timeout::<RunProcess>(
+        let run = act.call::<RunProcess>(
             &ProcTask {
                 files: Vec::new(),
                 command,
@@ -357,40 +511,61 @@ impl Runner {
             task.timeout + CALL_SLACK,
         )?;
         let run = self.transport_view(target, run);
-        let failed = run.rc != 0;
-        let stdout = crate::pycompat::decode(&run.stdout);
-        let stderr = crate::pycompat::decode(&run.stderr);
-        let mut d = Map::new();
-        d.insert("rc".into(), run.rc.into());
-        d.insert("stdout".into(), stdout.into());
-        d.insert("stderr".into(), stderr.into());
-        result::add_lines(&mut d);
-        d.insert("changed".into(), true.into());
-        if failed {
-            d.insert("failed".into(), true.into());
-            d.insert("msg".into(), "non-zero return code".into());
-        }
-        s.data = d;
+        act.s.data = raw_result(&run);
         Ok(())
     }
 
-    fn command(&self, target: &Target, task: &Task, s: &mut Shaping) -> Result<(), Error> {
-        let mut a = task_args(task)?;
-        if short_action(&task.name) == "shell" {
+    pub(crate) fn command(&self, act: &mut Act<'_>) -> Result<(), Error> {
+        let mut a = task_args(act.task)?;
+        if short_action(&act.task.name) == "shell" {
             a.insert("_uses_shell".into(), true.into());
         }
-        self.normal(target, task, "ansible.legacy.command", a, s)
+        self.normal(act, "ansible.legacy.command", a)
     }
 
-    fn normal(
+    /// The normal action: one module, its result is the task's.
+    pub(crate) fn normal(
         &self,
-        target: &Target,
-        task: &Task,
+        act: &mut Act<'_>,
         name: &str,
         user_args: Map<String, Value>,
-        s: &mut Shaping,
     ) -> Result<(), Error> {
-        let module = self.source.find(name)?;
+        let opts = Exec {
+            wrap_async: act.task.async_limit > 0,
+            ..Exec::default()
+        };
+        act.s.data = self.exec_module(act, name, user_args, &opts)?;
+        Ok(())
+    }
+
+    /// `ActionBase._execute_module`: runs module `name` with `user_args`
+    /// in the action's tmp dir (or a fresh one per call) and returns its
+    /// parsed, post-processed data. Warnings go to the action's list.
+    pub(crate) fn exec_module(
+        &self,
+        act: &mut Act<'_>,
+        name: &str,
+        user_args: Map<String, Value>,
+        opts: &Exec,
+    ) -> Result<Map<String, Value>, Error> {
+        let saved = std::mem::take(&mut act.s.data);
+        let r = self.exec_module_into(act, name, user_args, opts);
+        let data = std::mem::replace(&mut act.s.data, saved);
+        r.map(|()| data)
+    }
+
+    fn exec_module_into(
+        &self,
+        act: &mut Act<'_>,
+        name: &str,
+        user_args: Map<String, Value>,
+        opts: &Exec,
+    ) -> Result<(), Error> {
+        let (target, task) = (act.target, act.task);
+        let module = self.find(name)?;
+        if opts.wrap_async {
+            return crate::action::async_job::start(self, act, &module, name, user_args);
+        }
         let tmpdir = (!target.become_unprivileged).then_some(TMPDIR_TOKEN);
         let internal = Internal {
             check_mode: task.check_mode,
@@ -400,114 +575,150 @@ impl Runner {
             module_name: name,
             tmpdir,
             remote_tmp: REMOTE_TMP,
+            keep_remote_files: task.keep_remote_files,
+            ignore_unknown_opts: opts.ignore_unknown_opts,
         };
         let margs = args::with_internal(&user_args, &internal);
-        let env_string: String = task
-            .environment
-            .iter()
-            .map(|(k, v)| format!("{k}={}", shlex_quote(v)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let env_string = env_string(task);
+        let tmp_mode = act.tmp_mode();
         match module.style {
             Style::NewPython => {
-                let (python, discovered) = self.python(target, s)?;
-                let run = self.run_python(target, task, &module, &python, &margs)?;
+                let (python, discovered) = self.python(target, &mut act.s)?;
+                let t = std::time::Instant::now();
+                let run = self.run_python(target, task, &module, &python, &margs, tmp_mode)?;
+                act.timings.calls += t.elapsed();
+                act.timings.round_trips += 1;
+                act.ran(&run);
+                act.adopt_tmp(&run);
                 let run = self.module_transport_view(target, run);
-                result::parse(&run, Some(&python), s);
-                result::after_module(s, discovered.as_deref());
+                result::parse(&run, Some(&python), &mut act.s);
+                result::after_module(&mut act.s, discovered.as_deref());
             }
             Style::PowerShell => {
-                s.data = failure(&format!(
+                act.s.data = failure(&format!(
                     "module ({}) is a PowerShell module: Windows targets are not supported",
                     module.name
                 ));
             }
             style => {
-                let remote = module.remote_name();
-                let (mut data, shebang, discovered) = if style == Style::Binary {
-                    ((*module.data).clone(), None, None)
-                } else {
-                    let Some((interp, iargs)) = extract_interpreter(&module.data) else {
-                        s.data = failure(&format!(
-                            "module ({}) is missing interpreter line",
-                            module.name
-                        ));
-                        return Ok(());
-                    };
-                    let (new, discovered) = self.shebang_interpreter(target, &interp, s)?;
-                    let mut shebang = format!("#!{new}");
-                    if !iargs.is_empty() {
-                        shebang = format!("{shebang} {}", iargs.join(" "));
-                    }
-                    let mut data = (*module.data).clone();
-                    if new != interp {
-                        let rest = data
-                            .iter()
-                            .position(|&b| b == b'\n')
-                            .map_or(Vec::new(), |i| data[i..].to_vec());
-                        data = shebang.clone().into_bytes();
-                        data.extend_from_slice(&rest);
-                    }
-                    (data, Some(shebang), discovered)
+                let Some((files, cmd, interp, discovered)) =
+                    self.process_module(act, &module, style, &margs)?
+                else {
+                    return Ok(());
                 };
-                let mut files = Vec::new();
-                let mut arg_path = None;
-                match style {
-                    Style::JsonArgs => {
-                        data = args::jsonargs_source(&data, &margs, self.source.version());
-                        files.push((remote.clone(), data, FileKind::Templated));
-                    }
-                    _ => {
-                        files.push((remote.clone(), data, FileKind::Plain));
-                        let text = if style == Style::Old {
-                            args::old_style_file(&margs)
-                        } else {
-                            args::json_file(&margs)
-                        };
-                        files.push(("args".into(), text.into_bytes(), FileKind::Templated));
-                        arg_path = Some(format!("{TMPDIR_TOKEN}args"));
-                    }
-                }
-                let mut parts: Vec<String> = Vec::new();
-                if let Some(sb) = &shebang {
-                    parts.push(sb.trim_start_matches("#!").trim().to_owned());
-                }
-                parts.push(format!("{TMPDIR_TOKEN}{remote}"));
-                parts.extend(arg_path);
-                let mut cmd = shlex_join(&parts);
+                let mut cmd = cmd;
                 if !env_string.is_empty() {
                     cmd = format!("{env_string} {cmd}");
                 }
-                let run = target.context.call_timeout::<RunProcess>(
+                let run = act.call::<RunProcess>(
                     &ProcTask {
                         files,
                         command: format!("{cmd} && sleep 0"),
-                        tmp: Some(TmpSpec {
-                            remote_tmp: REMOTE_TMP.into(),
-                        }),
+                        tmp: Some(tmp_mode),
                         env: Vec::new(),
                         cwd: self.cwd(target),
                         timeout_ms: millis(task.timeout),
                     },
                     task.timeout + CALL_SLACK,
                 )?;
+                act.ran(&run);
+                act.adopt_tmp(&run);
                 let run = self.transport_view(target, run);
-                let interp = shebang
-                    .as_deref()
-                    .map(|s| s.trim_start_matches("#!").trim().to_owned());
-                result::parse(&run, interp.as_deref(), s);
-                result::after_module(s, discovered.as_deref());
+                result::parse(&run, interp.as_deref(), &mut act.s);
+                result::after_module(&mut act.s, discovered.as_deref());
             }
         }
-        if task.timeout_hit(s) {
-            s.data.insert("msg".into(), "The module timed out".into());
+        if act
+            .s
+            .data
+            .shift_remove("_ansible_suppress_tmpdir_delete")
+            .is_some()
+        {
+            act.keep_tmp = true;
         }
         Ok(())
     }
 
+    /// The files and command of a module run as its own process
+    /// (`None`: the action failed, `act.s.data` says why). Commands are
+    /// built as `build_module_command`: `shlex.join([interp, module, args])`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn process_module(
+        &self,
+        act: &mut Act<'_>,
+        module: &Module,
+        style: Style,
+        margs: &Map<String, Value>,
+    ) -> Result<
+        Option<(
+            Vec<(String, Vec<u8>, FileKind)>,
+            String,
+            Option<String>,
+            Option<String>,
+        )>,
+        Error,
+    > {
+        let target = act.target;
+        let remote = module.remote_name();
+        let (mut data, shebang, discovered) = if style == Style::Binary {
+            ((*module.data).clone(), None, None)
+        } else {
+            let Some((interp, iargs)) = extract_interpreter(&module.data) else {
+                act.s.data = failure(&format!(
+                    "module ({}) is missing interpreter line",
+                    module.name
+                ));
+                return Ok(None);
+            };
+            let (new, discovered) = self.shebang_interpreter(target, &interp, &mut act.s)?;
+            let mut shebang = format!("#!{new}");
+            if !iargs.is_empty() {
+                shebang = format!("{shebang} {}", iargs.join(" "));
+            }
+            let mut data = (*module.data).clone();
+            if new != interp {
+                let rest = data
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(Vec::new(), |i| data[i..].to_vec());
+                data = shebang.clone().into_bytes();
+                data.extend_from_slice(&rest);
+            }
+            (data, Some(shebang), discovered)
+        };
+        let mut files = Vec::new();
+        let mut arg_path = None;
+        match style {
+            Style::JsonArgs => {
+                data = args::jsonargs_source(&data, margs, self.source.version());
+                files.push((remote.clone(), data, FileKind::Templated));
+            }
+            _ => {
+                files.push((remote.clone(), data, FileKind::Plain));
+                let text = if style == Style::Old {
+                    args::old_style_file(margs)
+                } else {
+                    args::json_file(margs)
+                };
+                files.push(("args".into(), text.into_bytes(), FileKind::Templated));
+                arg_path = Some(format!("{TMPDIR_TOKEN}args"));
+            }
+        }
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(sb) = &shebang {
+            parts.push(sb.trim_start_matches("#!").trim().to_owned());
+        }
+        parts.push(format!("{TMPDIR_TOKEN}{remote}"));
+        parts.extend(arg_path);
+        let interp = shebang
+            .as_deref()
+            .map(|s| s.trim_start_matches("#!").trim().to_owned());
+        Ok(Some((files, shlex_join(&parts), interp, discovered)))
+    }
+
     /// The interpreter for a `#!` interpreter: python via discovery or
     /// `ansible_python_interpreter`, others via `ansible_<x>_interpreter`.
-    fn shebang_interpreter(
+    pub(crate) fn shebang_interpreter(
         &self,
         target: &Target,
         interp: &str,
@@ -529,7 +740,24 @@ impl Runner {
 
     /// The python interpreter for `target`, discovering it once per context;
     /// the second value is set when it was discovered (for the fact).
-    fn python(&self, target: &Target, s: &mut Shaping) -> Result<(String, Option<String>), Error> {
+    pub(crate) fn python(
+        &self,
+        target: &Target,
+        s: &mut Shaping,
+    ) -> Result<(String, Option<String>), Error> {
+        if let Some(p) = &s.python {
+            return Ok(p.clone());
+        }
+        let p = self.resolve_python(target, s)?;
+        s.python = Some(p.clone());
+        Ok(p)
+    }
+
+    fn resolve_python(
+        &self,
+        target: &Target,
+        s: &mut Shaping,
+    ) -> Result<(String, Option<String>), Error> {
         let mode = target.python.as_str();
         if !matches!(
             mode,
@@ -602,6 +830,7 @@ impl Runner {
         module: &Module,
         python: &str,
         margs: &Map<String, Value>,
+        tmp: TmpMode,
     ) -> Result<RawRun, Error> {
         let prepared = self.prepared(module)?;
         let id = target.context.id();
@@ -634,9 +863,7 @@ impl Runner {
                 fqn: module.fqn.clone(),
                 remote_name: format!("{}.py", module.remote_name().trim_end_matches(".py")),
                 params: params.clone(),
-                tmp: TmpSpec {
-                    remote_tmp: REMOTE_TMP.into(),
-                },
+                tmp: tmp.clone(),
                 env: env.clone(),
                 cwd: self.cwd(target),
                 timeout_ms: millis(task.timeout),
@@ -661,7 +888,7 @@ impl Runner {
         })
     }
 
-    fn cwd(&self, target: &Target) -> Option<String> {
+    pub(crate) fn cwd(&self, target: &Target) -> Option<String> {
         match target.connection {
             // ansible-core's local connection runs in the controller's cwd.
             Connection::Local => std::env::current_dir()
@@ -673,7 +900,7 @@ impl Runner {
     }
 
     /// A new-style module's output: through the tty unless pipelined.
-    fn module_transport_view(&self, target: &Target, run: RawRun) -> RawRun {
+    pub(crate) fn module_transport_view(&self, target: &Target, run: RawRun) -> RawRun {
         if target.pipelining {
             run
         } else {
@@ -683,7 +910,7 @@ impl Runner {
 
     /// Output as the connection plugin would show it: over ssh (`-tt`),
     /// stderr merged into stdout with `\r\n`, and ssh's closing message.
-    fn transport_view(&self, target: &Target, mut run: RawRun) -> RawRun {
+    pub(crate) fn transport_view(&self, target: &Target, mut run: RawRun) -> RawRun {
         if let Connection::Ssh { host } = &target.connection {
             let mut out = run.stdout;
             out.extend_from_slice(&run.stderr);
@@ -702,12 +929,6 @@ impl Runner {
     }
 }
 
-impl Task {
-    fn timeout_hit(&self, _s: &Shaping) -> bool {
-        false
-    }
-}
-
 fn read_source(src: &PayloadFile) -> Result<Vec<u8>, Error> {
     match (&src.text, &src.path) {
         (Some(t), _) => Ok(t.clone().into_bytes()),
@@ -719,17 +940,54 @@ fn read_source(src: &PayloadFile) -> Result<Vec<u8>, Error> {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+/// A module file's (mtime, size) when it was read.
+type FileStamp = (std::time::SystemTime, u64);
+
+/// How [`Runner::exec_module`] runs a module.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Exec {
+    /// `_ansible_ignore_unknown_opts` (internal calls such as the remote stat).
+    pub(crate) ignore_unknown_opts: bool,
+    /// Run under async_wrapper (the task's `async:`).
+    pub(crate) wrap_async: bool,
+}
+
+/// `ShellBase.env_prefix()` of the task's `environment:`.
+pub(crate) fn env_string(task: &Task) -> String {
+    task.environment
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shlex_quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The raw (and script) action's result from the command's output.
+pub(crate) fn raw_result(run: &RawRun) -> Map<String, Value> {
+    let failed = run.rc != 0;
+    let mut d = Map::new();
+    d.insert("rc".into(), run.rc.into());
+    d.insert("stdout".into(), crate::pycompat::decode(&run.stdout).into());
+    d.insert("stderr".into(), crate::pycompat::decode(&run.stderr).into());
+    result::add_lines(&mut d);
+    d.insert("changed".into(), true.into());
+    if failed {
+        d.insert("failed".into(), true.into());
+        d.insert("msg".into(), "non-zero return code".into());
+    }
+    d
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn short_action(name: &str) -> &str {
+pub(crate) fn short_action(name: &str) -> &str {
     name.strip_prefix("ansible.builtin.")
         .or_else(|| name.strip_prefix("ansible.legacy."))
         .unwrap_or(name)
 }
 
-fn task_args(task: &Task) -> Result<Map<String, Value>, Error> {
+pub(crate) fn task_args(task: &Task) -> Result<Map<String, Value>, Error> {
     match &task.args {
         Value::Object(o) => Ok(o.clone()),
         Value::String(s) => {
@@ -743,7 +1001,7 @@ fn task_args(task: &Task) -> Result<Map<String, Value>, Error> {
 }
 
 /// An error the action raised (`AnsibleError`): the executor's shape.
-fn failure(msg: &str) -> Map<String, Value> {
+pub(crate) fn failure(msg: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("failed".into(), true.into());
     m.insert("msg".into(), format!("Task failed: {msg}").into());
@@ -769,5 +1027,6 @@ fn unreachable(e: &CallError) -> TaskResult {
         status: Status::Unreachable,
         result: v.clone(),
         register: v,
+        timings: Timings::default(),
     }
 }

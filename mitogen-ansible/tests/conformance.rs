@@ -18,8 +18,92 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Fields that differ between any two runs (timings, temp names, pids).
-const VOLATILE: &[&str] = &["start", "end", "delta"];
+/// Fields that differ between any two runs (timings, pids). Temp and job
+/// names inside values are replaced by [`normalize`].
+const VOLATILE: &[&str] = &["start", "end", "delta", "child_pid"];
+
+/// A string with the names that differ between runs made alike: remote
+/// tmp dirs (`ansible-tmp-<time>-<pid>-<rand>`), controller temp files
+/// (`ansible-local-<pid><rand>/tmp<rand>`, mkstemp's `.<8 chars>`), async
+/// job ids (`j<n>.<pid>`) and backup suffixes (`.<pid>.<date>@<time>~`).
+fn normalize(s: &str) -> String {
+    fn word(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = |t: &str| {
+            t.find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(t.len())
+        };
+        if let Some(t) = rest.strip_prefix("ansible-tmp-") {
+            // <time>-<pid>-<rand>
+            let mut n = 0;
+            let mut parts = 0;
+            while parts < 3 {
+                let d = digits(&t[n..]);
+                if d == 0 {
+                    break;
+                }
+                n += d;
+                parts += 1;
+                if parts < 3 && t[n..].starts_with('-') {
+                    n += 1;
+                }
+            }
+            out.push_str("ansible-tmp-X");
+            rest = &t[n..];
+        } else if let Some(t) = rest.strip_prefix("ansible-local-") {
+            let n = t.find('/').unwrap_or(t.len());
+            out.push_str("ansible-local-X");
+            rest = &t[n..];
+            if let Some(t2) = rest.strip_prefix("/tmp") {
+                let n = t2.find('/').unwrap_or(t2.len());
+                out.push_str("/tmpX");
+                rest = &t2[n..];
+            } else if let Some(t2) = rest.strip_prefix("/.") {
+                let n = t2.find(|c: char| !word(c)).unwrap_or(t2.len());
+                out.push_str("/.X");
+                rest = &t2[n..];
+            }
+        } else if rest.starts_with('j')
+            && out.chars().last().is_none_or(|c| !word(c))
+            && rest[1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            let n = 1 + rest[1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len() - 1);
+            let t = &rest[n..];
+            if let Some(p) = t.strip_prefix('.') {
+                let m = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                if m > 0 {
+                    out.push_str("jJOB");
+                    rest = &p[m..];
+                    continue;
+                }
+            }
+            out.push_str(&rest[..n]);
+            rest = t;
+        } else if rest.ends_with('~')
+            && rest.starts_with('.')
+            && rest.contains('@')
+            && rest.len() < 40
+        {
+            out.push_str(".BACKUP~");
+            rest = "";
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    // mkstemp(prefix='.') base names alone (`_original_basename`).
+    if out.len() == 9 && out.starts_with('.') && out[1..].chars().all(word) {
+        return ".X".into();
+    }
+    out
+}
 
 fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
@@ -32,6 +116,11 @@ fn main() {
         styles_and_actions_local,
         styles_and_actions_ssh,
         become_root_and_unprivileged_ssh,
+        actions_local,
+        actions_ssh,
+        actions_become_ssh,
+        async_jobs_read_across_runners,
+        tmp_dir_removed_unless_kept,
         unknown_module_lists_paths,
         module_utils_shipped_once_per_context,
         hung_task_killed_with_its_group,
@@ -114,6 +203,12 @@ struct Case {
     diff: bool,
     no_log: bool,
     env: Vec<(&'static str, &'static str)>,
+    vars: Option<Value>,
+    /// `async:` and `poll:`.
+    async_poll: Option<(u64, u64)>,
+    register: Option<&'static str>,
+    /// More ansible-only task keywords (`until`, ...).
+    ansible_extra: Option<Value>,
 }
 
 fn case(name: &'static str, module: &'static str, args: Value) -> Case {
@@ -125,6 +220,10 @@ fn case(name: &'static str, module: &'static str, args: Value) -> Case {
         diff: false,
         no_log: false,
         env: Vec::new(),
+        vars: None,
+        async_poll: None,
+        register: None,
+        ansible_extra: None,
     }
 }
 
@@ -145,6 +244,18 @@ impl Case {
         self.env.push((k, v));
         self
     }
+    fn vars(mut self, v: Value) -> Self {
+        self.vars = Some(v);
+        self
+    }
+    fn async_poll(mut self, limit: u64, poll: u64) -> Self {
+        self.async_poll = Some((limit, poll));
+        self
+    }
+    fn register(mut self, name: &'static str) -> Self {
+        self.register = Some(name);
+        self
+    }
 
     fn ansible_task(&self) -> Value {
         let mut t = Map::new();
@@ -160,6 +271,19 @@ impl Case {
         if self.no_log {
             t.insert("no_log".into(), true.into());
         }
+        if let Some(v) = &self.vars {
+            t.insert("vars".into(), v.clone());
+        }
+        if let Some((a, p)) = self.async_poll {
+            t.insert("async".into(), a.into());
+            t.insert("poll".into(), p.into());
+        }
+        if let Some(r) = self.register {
+            t.insert("register".into(), r.into());
+        }
+        if let Some(Value::Object(x)) = &self.ansible_extra {
+            t.extend(x.clone());
+        }
         if !self.env.is_empty() {
             let e: Map<String, Value> = self
                 .env
@@ -171,15 +295,36 @@ impl Case {
         Value::Object(t)
     }
 
-    fn task(&self) -> Task {
+    /// Our task; `{{ NAME.ansible_job_id }}` in string args is taken from
+    /// the earlier results in `registered`.
+    fn task(&self, registered: &BTreeMap<String, Value>) -> Task {
+        let mut args = self.args.clone();
+        if let Value::Object(m) = &mut args {
+            for v in m.values_mut() {
+                if let Value::String(s) = v {
+                    for (name, r) in registered {
+                        let pat = format!("{{{{ {name}.ansible_job_id }}}}");
+                        if let Some(j) = r.get("ansible_job_id").and_then(Value::as_str) {
+                            *s = s.replace(&pat, j);
+                        }
+                    }
+                }
+            }
+        }
         let mut t = Task::new(self.module)
-            .args(self.args.clone())
+            .args(args)
             .check_mode(self.check)
             .diff(self.diff)
             .no_log(self.no_log)
             .timeout(Duration::from_secs(120));
         for (k, v) in &self.env {
             t = t.env(k, v);
+        }
+        if let Some(Value::Object(v)) = &self.vars {
+            t = t.vars(v.clone());
+        }
+        if let Some((a, p)) = self.async_poll {
+            t = t.async_limit(a).poll(p);
         }
         t
     }
@@ -331,20 +476,46 @@ fn run_ansible(
     inventory: &str,
     plays: &[(&str, &[Case])],
 ) -> BTreeMap<(String, String), (String, Value)> {
+    run_ansible_with(python, scratch, extra_library, inventory, plays, None)
+}
+
+/// [`run_ansible`] with `HOME` for ansible-playbook (default a scratch dir).
+fn run_ansible_with(
+    python: &Path,
+    scratch: &Path,
+    extra_library: &Path,
+    inventory: &str,
+    plays: &[(&str, &[Case])],
+    home: Option<&Path>,
+) -> BTreeMap<(String, String), (String, Value)> {
     let bin = python.parent().unwrap();
     let inv = scratch.join("inventory");
     std::fs::write(&inv, inventory).unwrap();
     let pb: Vec<Value> = plays
         .iter()
         .map(|(hosts, cases)| {
-            json!({"hosts": hosts, "gather_facts": false,
-                   "tasks": cases.iter().map(Case::ansible_task).collect::<Vec<_>>()})
+            // A registered case is followed by `debug: var=<name>`: its
+            // result shows what `register:` stored.
+            let tasks: Vec<Value> = cases
+                .iter()
+                .flat_map(|c| {
+                    let mut t = vec![c.ansible_task()];
+                    if let Some(r) = c.register {
+                        t.push(
+                            json!({"name": format!("{}__register", c.name), "debug": {"var": r}}),
+                        );
+                    }
+                    t
+                })
+                .collect();
+            json!({"hosts": hosts, "gather_facts": false, "tasks": tasks})
         })
         .collect();
     let pb_path = scratch.join("playbook.json");
     std::fs::write(&pb_path, serde_json::to_vec(&pb).unwrap()).unwrap();
     let capture = scratch.join("capture.jsonl");
-    let home = scratch.join("home");
+    let _ = std::fs::remove_file(&capture);
+    let home = home.map_or_else(|| scratch.join("home"), Path::to_owned);
     std::fs::create_dir_all(&home).unwrap();
     let lib = format!(
         "{}:{}",
@@ -431,7 +602,8 @@ fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
             }
         }
         (a, b) if a == b => {}
-        (Value::String(a), Value::String(b)) if payload_paths(a) == payload_paths(b) => {}
+        (Value::String(a), Value::String(b))
+            if payload_paths(&normalize(a)) == payload_paths(&normalize(b)) => {}
         (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
     }
 }
@@ -468,9 +640,20 @@ fn compare(
 ) {
     let mut bad = Vec::new();
     let mut matched = 0;
+    let mut registered = BTreeMap::new();
     for c in cases {
-        let ours = match runner.run(target.clone(), &c.task()) {
-            Ok(r) => (status_name(r.status).to_owned(), r.result),
+        let mut register_diff = Vec::new();
+        let ours = match runner.run(target.clone(), &c.task(&registered)) {
+            Ok(r) => {
+                if let Some(name) = c.register {
+                    registered.insert(name.to_owned(), r.register.clone());
+                    match theirs.get(&(host.to_owned(), format!("{}__register", c.name))) {
+                        Some((_, t)) => diff("register", &r.register, &t[name], &mut register_diff),
+                        None => register_diff.push("register: ansible's debug missing".into()),
+                    }
+                }
+                (status_name(r.status).to_owned(), r.result)
+            }
             Err(e) => ("error".to_owned(), json!({"msg": e.to_string()})),
         };
         let Some(t) = theirs.get(&(host.to_owned(), c.name.to_owned())) else {
@@ -482,6 +665,7 @@ fn compare(
             d.push(format!("status: ours {} != ansible {}", ours.0, t.0));
         }
         diff("", &ours.1, &t.1, &mut d);
+        d.extend(register_diff);
         if d.is_empty() {
             matched += 1;
             eprintln!("  match     {host}/{}", c.name);
@@ -491,6 +675,9 @@ fn compare(
                 c.name,
                 d.join("\n      ")
             );
+            if std::env::var_os("MTG_CONFORMANCE_VERBOSE").is_some() {
+                eprintln!("      ours:    {}\n      ansible: {}", ours.1, t.1);
+            }
             bad.push(format!("{host}/{}", c.name));
         }
     }
@@ -637,7 +824,9 @@ fn become_root_and_unprivileged_ssh() {
     };
     compare(
         &runner,
-        &Target::new(&root, "h_root").connection(ssh.clone()),
+        &Target::new(&root, "h_root")
+            .connection(ssh.clone())
+            .become_from("mtg-sudo"),
         "h_root",
         &cases,
         &theirs,
@@ -647,6 +836,7 @@ fn become_root_and_unprivileged_ssh() {
         &runner,
         &Target::new(&unpriv, "h_unpriv")
             .connection(ssh)
+            .become_from("mtg-sudo")
             .become_unprivileged(true)
             .pipelining(true),
         "h_unpriv",
@@ -775,4 +965,565 @@ fn lost_connection_is_unreachable() {
         )
         .unwrap();
     assert_eq!(r.status, Status::Unreachable, "{}", r.result);
+}
+
+// ---------------------------------------------------------------------------
+// Action plugins, async and tmp dirs
+
+/// copy, template, fetch, script, slurp, async and tmp-dir cases writing
+/// under `dest` (removed before each side runs: every case runs from the
+/// same state on both sides). `fetch_to` is a controller dir.
+fn action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
+    let f = |p: &str| fixtures().join(p).display().to_string();
+    let d = |p: &str| format!("{dest}/{p}");
+    let vars = json!({"users": [{"name": "ann", "admin": true}, {"name": "bob"}],
+                      "cfg": {"k": [1, "two"]}, "port": 8080});
+    vec![
+        case("tmp_dir", "tmpinfo", json!({})).register("tmpd"),
+        case(
+            "copy_content_new",
+            "ansible.builtin.copy",
+            json!({"content": "hello\n", "dest": d("c.txt")}),
+        ),
+        case(
+            "copy_content_same",
+            "ansible.builtin.copy",
+            json!({"content": "hello\n", "dest": d("c.txt")}),
+        ),
+        case(
+            "copy_content_check_diff",
+            "ansible.builtin.copy",
+            json!({"content": "changed\n", "dest": d("c.txt")}),
+        )
+        .check()
+        .diff(),
+        case(
+            "copy_content_diff",
+            "ansible.builtin.copy",
+            json!({"content": "new text\n", "dest": d("c.txt"), "mode": "0640"}),
+        )
+        .diff(),
+        case(
+            "copy_content_no_log",
+            "ansible.builtin.copy",
+            json!({"content": "secret\n", "dest": d("secret.txt")}),
+        )
+        .no_log()
+        .diff(),
+        case(
+            "copy_backup",
+            "ansible.builtin.copy",
+            json!({"content": "v2\n", "dest": d("c.txt"), "backup": true}),
+        ),
+        case(
+            "copy_src_file",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": d("small.txt"), "mode": "0600"}),
+        )
+        .register("copied"),
+        case(
+            "copy_src_same_mode_change",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": d("small.txt"), "mode": "0644"}),
+        ),
+        case(
+            "copy_src_into_dir",
+            "ansible.builtin.copy",
+            json!({"src": f("files/small.txt"), "dest": format!("{dest}/")}),
+        ),
+        case(
+            "copy_tree",
+            "ansible.builtin.copy",
+            json!({"src": f("files/tree"), "dest": d("treecopy")}),
+        ),
+        case(
+            "copy_tree_contents",
+            "ansible.builtin.copy",
+            json!({"src": format!("{}/", f("files/tree")), "dest": d("treecontents")}),
+        ),
+        case(
+            "copy_remote_src",
+            "ansible.builtin.copy",
+            json!({"src": d("small.txt"), "dest": d("remote_copy.txt"), "remote_src": true}),
+        ),
+        case(
+            "copy_missing_src",
+            "ansible.builtin.copy",
+            json!({"src": "/nonexistent-mtg-src", "dest": d("x")}),
+        ),
+        case(
+            "copy_no_dest",
+            "ansible.builtin.copy",
+            json!({"content": "x"}),
+        ),
+        case(
+            "copy_content_to_dir",
+            "ansible.builtin.copy",
+            json!({"content": "x", "dest": format!("{dest}/")}),
+        ),
+        case(
+            "template_new",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page.txt")}),
+        )
+        .vars(vars.clone())
+        .diff(),
+        case(
+            "template_same",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page.txt")}),
+        )
+        .vars(vars),
+        case(
+            "template_check",
+            "ansible.builtin.template",
+            json!({"src": f("templates/page.j2"), "dest": d("page2.txt"), "mode": "0600"}),
+        )
+        .vars(json!({"users": [], "cfg": null}))
+        .check()
+        .diff(),
+        case(
+            "slurp_file",
+            "ansible.builtin.slurp",
+            json!({"src": d("small.txt")}),
+        ),
+        case(
+            "fetch_file",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": fetch_to}),
+        ),
+        case(
+            "fetch_same",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": fetch_to}),
+        ),
+        case(
+            "fetch_flat",
+            "ansible.builtin.fetch",
+            json!({"src": d("small.txt"), "dest": format!("{fetch_to}/flat/"), "flat": true}),
+        ),
+        case(
+            "fetch_missing",
+            "ansible.builtin.fetch",
+            json!({"src": d("nope"), "dest": fetch_to}),
+        ),
+        case(
+            "script_ok",
+            "ansible.builtin.script",
+            json!(format!("{} one 'two words'", f("files/script.sh"))),
+        ),
+        case(
+            "script_rc",
+            "ansible.builtin.script",
+            json!({"cmd": f("files/script.sh"), "executable": "/bin/sh"}),
+        )
+        .env("MTG_RC", "3")
+        .register("script_failed"),
+        case(
+            "script_creates",
+            "ansible.builtin.script",
+            json!({"cmd": f("files/script.sh"), "creates": "/"}),
+        ),
+        case(
+            "script_check",
+            "ansible.builtin.script",
+            json!(f("files/script.sh")),
+        )
+        .check(),
+        case(
+            "async_poll",
+            "ansible.builtin.command",
+            json!({"cmd": "echo async-out"}),
+        )
+        .async_poll(20, 1),
+        case(
+            "async_poll_module",
+            "ansible.builtin.ping",
+            json!({"data": "async"}),
+        )
+        .async_poll(20, 1),
+        case(
+            "async_timeout",
+            "ansible.builtin.command",
+            json!({"cmd": "sleep 20"}),
+        )
+        .async_poll(2, 5),
+        case(
+            "async_fire",
+            "ansible.builtin.shell",
+            json!("echo fired; echo err >&2"),
+        )
+        .async_poll(30, 0)
+        .register("job"),
+        case("async_wait", "ansible.builtin.command", json!("sleep 2")),
+        case(
+            "async_status_done",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        )
+        .register("job_done"),
+        case(
+            "async_status_cleanup",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}", "mode": "cleanup"}),
+        ),
+        case(
+            "async_status_gone",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        ),
+        case(
+            "async_unsupported",
+            "ansible.builtin.copy",
+            json!({"content": "x", "dest": d("async.txt")}),
+        )
+        .async_poll(10, 1),
+    ]
+}
+
+/// Removes and remakes `dir` (world-writable: the test users write there).
+fn fresh_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+/// Runs the action cases on one host with both sides and compares.
+#[allow(clippy::too_many_arguments)]
+fn compare_actions(
+    py: &Path,
+    scratch: &Path,
+    inventory: &str,
+    host: &str,
+    runner: &Runner,
+    target: &Target,
+    cases: &[Case],
+    home: Option<&Path>,
+) {
+    let dest = scratch.join("dest");
+    let fetched = scratch.join("fetched");
+    fresh_dir(&dest);
+    fresh_dir(&fetched);
+    let theirs = run_ansible_with(py, scratch, scratch, inventory, &[(host, cases)], home);
+    fresh_dir(&dest);
+    fresh_dir(&fetched);
+    compare(runner, target, host, cases, &theirs);
+}
+
+fn actions_local() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("act-local");
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = action_cases(&dest, &fetched);
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let target = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    // Local: ansible's async_wrapper finds jobs through $HOME, async_status
+    // through `echo ~user`: give ansible the real home so they agree.
+    let home = agent_home();
+    compare_actions(
+        &py,
+        &scratch.0,
+        "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
+        "localhost",
+        &runner,
+        &target,
+        &cases,
+        Some(&home),
+    );
+}
+
+fn agent_home() -> PathBuf {
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let pw = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    pw.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2] == uid.to_string())
+        .map_or_else(|| PathBuf::from("/root"), |f| PathBuf::from(f[5]))
+}
+
+fn actions_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("act-ssh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = action_cases(&dest, &fetched);
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let ctx = r.connect(&ssh_target(&sshd, "mtg-key")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let target = Target::new(&ctx, "h_key").connection(Connection::Ssh {
+        host: sshd.host().to_owned(),
+    });
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line("h_key", &sshd, "mtg-key", ""),
+        "h_key",
+        &runner,
+        &target,
+        &cases,
+        None,
+    );
+}
+
+/// The become subset: transfers and async as root and as an unprivileged user.
+fn become_action_cases(dest: &str, fetch_to: &str) -> Vec<Case> {
+    let keep = [
+        "tmp_dir",
+        "copy_content_new",
+        "copy_content_same",
+        "copy_src_file",
+        "template_new",
+        "fetch_file",
+        "script_ok",
+        "async_poll",
+        "async_fire",
+        "async_wait",
+        "async_status_done",
+    ];
+    action_cases(dest, fetch_to)
+        .into_iter()
+        .filter(|c| keep.contains(&c.name))
+        .collect()
+}
+
+fn actions_become_ssh() {
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    let scratch = Scratch::new("act-become");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = scratch.0.join("dest").display().to_string();
+    let fetched = scratch.0.join("fetched").display().to_string();
+    let cases = become_action_cases(&dest, &fetched);
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let r = router();
+    let via = r.connect(&ssh_target(&sshd, "mtg-sudo")).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0))
+        .local_tmp(scratch.0.join("local-tmp"))
+        .base_dir(&scratch.0);
+    let ssh = Connection::Ssh {
+        host: sshd.host().to_owned(),
+    };
+    let root = r.connect_via(&Sudo::new("root"), &via).unwrap();
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line(
+            "h_root",
+            &sshd,
+            "mtg-sudo",
+            "ansible_become=true ansible_become_user=root",
+        ),
+        "h_root",
+        &runner,
+        &Target::new(&root, "h_root")
+            .connection(ssh.clone())
+            .become_from("mtg-sudo"),
+        &cases,
+        None,
+    );
+    // ansible-core gives an unprivileged become user its tmp files with
+    // setfacl; without it every transfer fails there (by design).
+    if !Path::new("/usr/bin/setfacl").exists() && !Path::new("/bin/setfacl").exists() {
+        let why = "no setfacl for ansible-core's unprivileged become: apt-get install acl";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{why}");
+        }
+        skip(why);
+        return;
+    }
+    let unpriv = r.connect_via(&Sudo::new("mtg-target"), &via).unwrap();
+    compare_actions(
+        &py,
+        &scratch.0,
+        &ssh_inventory_line(
+            "h_unpriv",
+            &sshd,
+            "mtg-sudo",
+            "ansible_become=true ansible_become_user=mtg-target",
+        ),
+        "h_unpriv",
+        &runner,
+        &Target::new(&unpriv, "h_unpriv")
+            .connection(ssh)
+            .become_from("mtg-sudo")
+            .become_unprivileged(true),
+        &cases,
+        None,
+    );
+}
+
+/// ansible-core's async_status reads jobs this runner started, and this
+/// runner's reads ansible-core's, with the same results.
+fn async_jobs_read_across_runners() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("async-x");
+    let home = agent_home();
+    let inv = "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n";
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let runner = Runner::new(source(&py, &scratch.0));
+    let target = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let status = |jid: &str| Task::new("ansible.builtin.async_status").args(json!({ "jid": jid }));
+    // Theirs, read by ours.
+    let theirs_cases = vec![
+        case(
+            "theirs_start",
+            "ansible.builtin.shell",
+            json!("echo theirs; echo e >&2"),
+        )
+        .async_poll(30, 0)
+        .register("job"),
+        Case {
+            register: Some("w"),
+            ansible_extra: Some(json!({"until": "w.finished", "retries": 30, "delay": 1})),
+            ..case(
+                "theirs_wait",
+                "ansible.builtin.async_status",
+                json!({"jid": "{{ job.ansible_job_id }}"}),
+            )
+        },
+        case(
+            "theirs_status",
+            "ansible.builtin.async_status",
+            json!({"jid": "{{ job.ansible_job_id }}"}),
+        ),
+    ];
+    let theirs = run_ansible_with(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        inv,
+        &[("localhost", &theirs_cases)],
+        Some(&home),
+    );
+    let jid = theirs[&("localhost".to_owned(), "theirs_start".to_owned())].1["ansible_job_id"]
+        .as_str()
+        .expect("ansible's job id")
+        .to_owned();
+    let theirs_jid = jid.clone();
+    let ours = runner.run(target.clone(), &status(&jid)).unwrap();
+    let want = &theirs[&("localhost".to_owned(), "theirs_status".to_owned())];
+    let mut d = Vec::new();
+    diff("", &ours.result, &want.1, &mut d);
+    assert!(
+        d.is_empty(),
+        "our async_status of ansible's job differs: {d:?}"
+    );
+    assert_eq!(ours.result["finished"], true, "{}", ours.result);
+    // Ours, read by theirs.
+    let started = runner
+        .run(
+            target.clone(),
+            &Task::new("ansible.builtin.shell")
+                .args(json!("echo ours; echo e >&2"))
+                .async_limit(30)
+                .poll(0),
+        )
+        .unwrap();
+    let jid = started.result["ansible_job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(30), || {
+            runner.run(target.clone(), &status(&jid)).unwrap().result["finished"] == true
+        }),
+        "our job {jid} did not finish"
+    );
+    let ours = runner.run(target.clone(), &status(&jid)).unwrap();
+    let read = [case(
+        "read_ours",
+        "ansible.builtin.async_status",
+        json!({ "jid": jid }),
+    )];
+    let theirs = run_ansible_with(
+        &py,
+        &scratch.0,
+        &scratch.0,
+        inv,
+        &[("localhost", &read)],
+        Some(&home),
+    );
+    let mut d = Vec::new();
+    diff(
+        "",
+        &ours.result,
+        &theirs[&("localhost".to_owned(), "read_ours".to_owned())].1,
+        &mut d,
+    );
+    assert!(
+        d.is_empty(),
+        "ansible's async_status of our job differs: {d:?}"
+    );
+    assert_eq!(ours.result["stdout"], "ours", "{}", ours.result);
+    for j in [&jid, &theirs_jid] {
+        let cleanup = Task::new("async_status").args(json!({"jid": j, "mode": "cleanup"}));
+        let r = runner.run(target.clone(), &cleanup).unwrap();
+        assert_eq!(r.status, Status::Ok, "{}", r.result);
+    }
+}
+
+/// A task's tmp dir is gone after it, and kept (with
+/// `_ansible_keep_remote_files`) under `keep_remote_files`.
+fn tmp_dir_removed_unless_kept() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let path_of = |r: &mitogen_ansible::TaskResult| {
+        PathBuf::from(
+            r.result["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}", r.result)),
+        )
+    };
+    let r = runner.run(t.clone(), &Task::new("tmpinfo")).unwrap();
+    assert_eq!(r.result["mode"], "0700", "{}", r.result);
+    assert_eq!(r.result["name_shape"], true, "{}", r.result);
+    assert_eq!(r.result["keep_remote_files"], false, "{}", r.result);
+    let p = path_of(&r);
+    assert!(!p.exists(), "{} left behind", p.display());
+    let r = runner
+        .run(t.clone(), &Task::new("tmpinfo").keep_remote_files(true))
+        .unwrap();
+    let p = path_of(&r);
+    assert_eq!(r.result["keep_remote_files"], true, "{}", r.result);
+    assert!(p.is_dir(), "{} not kept", p.display());
+    std::fs::remove_dir_all(&p).unwrap();
+    // An action's own dir (copy's .source) goes too.
+    let scratch = Scratch::new("tmp-copy");
+    let r = runner
+        .run(
+            t,
+            &Task::new("copy").args(json!({"content": "x", "dest": scratch.0.join("f")})),
+        )
+        .unwrap();
+    let src = PathBuf::from(r.result["src"].as_str().unwrap());
+    let dir = src.parent().unwrap();
+    assert!(
+        dir.display().to_string().contains("ansible-tmp-"),
+        "{}",
+        r.result
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
