@@ -25,7 +25,7 @@
 set -euo pipefail
 exec </dev/null
 
-PACKAGES=(openssh-server openssh-client sudo opendoas iputils-ping iproute2 procps python3 python3-venv perl binutils zstd xz-utils)
+PACKAGES=(openssh-server openssh-client sudo opendoas iputils-ping iproute2 procps python3 python3-venv perl binutils zstd xz-utils acl)
 USERS=(
     "mtg-key:mtg-key-unused-9f3"
     "mtg-pw:mtg-pw-secret"
