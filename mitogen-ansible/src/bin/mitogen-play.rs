@@ -443,7 +443,19 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         )),
         None => None,
     };
-    let runner = Arc::new(Runner::new(source));
+    // Relative `src=` of copy/template/script is looked up from the
+    // playbook's directory, as ansible-playbook does (the first playbook's,
+    // when several are given).
+    let mut runner = Runner::new(source);
+    if let Some(dir) = args
+        .playbooks
+        .first()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    {
+        runner = runner.base_dir(dir);
+    }
+    let runner = Arc::new(runner);
     let exec = Executor::new(router, runner, inventory, opts).parse_options(parse);
     let rx = exec.subscribe();
     let mut printer = Printer {

@@ -1089,6 +1089,15 @@ impl Executor {
             changed |= o.changed;
             failed |= o.status == Status::Failed;
             all_skipped &= o.status == Status::Skipped;
+            // An item in `results` is what the callback saw of it: the
+            // module's `invocation` and `_ansible_no_log` included.
+            if let (Value::Object(m), Value::Object(c)) = (&mut o.register, &o.callback) {
+                for (k, v) in c {
+                    if (k == "invocation" || k == "_ansible_no_log") && !m.contains_key(k) {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+            }
             results.push(o.register);
         }
         let mut reg = Map::new();
@@ -1444,24 +1453,19 @@ impl Executor {
             .kw_bool(&t.kw.check_mode, vars)
             .unwrap_or(self.opts.check);
         let diff = self.kw_bool(&t.kw.diff, vars).unwrap_or(self.opts.diff);
-        if t.async_.is_some() {
-            let a = t
-                .async_
-                .as_ref()
+        // `async:`/`poll:` go to the runner, which runs the module under
+        // ansible-core's own async_wrapper and polls as the executor does.
+        let seconds = |x: &Option<Value>| {
+            x.as_ref()
                 .and_then(|x| self.templar.value(x, vars).ok())
                 .and_then(|x| {
                     x.as_u64()
-                        .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+                        .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
                 })
-                .unwrap_or(0);
-            if a > 0 {
-                return error_outcome(
-                    "async: this runner has no async support yet (the runner's async/async_status work is pending)",
-                    no_log,
-                    false,
-                );
-            }
-        }
+        };
+        let async_limit = seconds(&t.async_).unwrap_or(0);
+        // ansible-playbook's default poll interval is 10 s.
+        let poll = seconds(&t.poll).unwrap_or(10);
         let mut action = t.action.clone();
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
@@ -1471,6 +1475,19 @@ impl Executor {
             .check_mode(check)
             .diff(diff)
             .no_log(no_log);
+        if async_limit > 0 {
+            task = task.async_limit(async_limit).poll(poll);
+        }
+        if matches!(short(&action), "template") {
+            // The template is rendered with the task's variables, templated.
+            let mut resolved = Map::new();
+            for (k, v) in vars.flatten() {
+                if let Ok(v) = self.templar.value(&v, vars) {
+                    resolved.insert(k, v);
+                }
+            }
+            task = task.vars(resolved);
+        }
         if let Some(to) = t
             .timeout
             .as_ref()
@@ -1912,6 +1929,16 @@ impl Outcome {
             (m.get("_ansible_delegated_vars"), &mut callback, no_log)
         {
             c.insert("_ansible_delegated_vars".into(), dv.clone());
+        }
+        // What the callback saw that `register:` does not keep (the
+        // module's `invocation`, `_ansible_no_log`): carried over, since the
+        // register view is what changed here.
+        if let (Value::Object(old), Value::Object(new)) = (&self.callback, &mut callback) {
+            for (k, v) in old {
+                if (k == "invocation" || k.starts_with("_ansible_")) && !new.contains_key(k) {
+                    new.insert(k.clone(), v.clone());
+                }
+            }
         }
         Self {
             status,

@@ -172,6 +172,17 @@ impl Vars {
         Self::default()
     }
 
+    /// Every variable, upper layers winning (values not yet templated).
+    pub fn flatten(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for layer in &self.layers {
+            for (k, v) in layer.iter() {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+
     /// Adds a layer above the others.
     pub fn push(&mut self, layer: Arc<Map<String, Value>>) {
         if !layer.is_empty() {

@@ -20,7 +20,10 @@ pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> 
     let mut out = Map::new();
     let mut raw: Vec<String> = Vec::new();
     for tok in split_args(s)? {
-        match tok.split_once('=') {
+        // ansible-core decodes backslash escapes in a `k=v` token (not in
+        // free-form words), then unquotes the value.
+        let decoded = decode_escapes(&tok);
+        match decoded.split_once('=') {
             Some((k, v))
                 if !k.is_empty()
                     && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -36,6 +39,77 @@ pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> 
         out.insert("_raw_params".into(), Value::String(raw.join(" ")));
     }
     Ok(out)
+}
+
+/// ansible-core's `_decode_escapes`: Python's unicode-escape sequences
+/// (`\\`, `\'`, `\"`, `\a\b\f\n\r\t\v`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`,
+/// octal `\NNN`) become the characters; anything else is kept as is.
+fn decode_escapes(s: &str) -> String {
+    let cs: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let hex = |from: usize, n: usize| -> Option<char> {
+        let t: String = cs.get(from..from + n)?.iter().collect();
+        if t.len() != n || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(&t, 16).ok().and_then(char::from_u32)
+    };
+    while i < cs.len() {
+        let c = cs[i];
+        if c != '\\' || i + 1 >= cs.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let n = cs[i + 1];
+        let simple = match n {
+            '\\' => Some('\\'),
+            '\'' => Some('\''),
+            '"' => Some('"'),
+            'a' => Some('\u{7}'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            'n' => Some('\n'),
+            'r' => Some('\r'),
+            't' => Some('\t'),
+            'v' => Some('\u{b}'),
+            _ => None,
+        };
+        if let Some(ch) = simple {
+            out.push(ch);
+            i += 2;
+            continue;
+        }
+        let (width, skip) = match n {
+            'x' => (2, 2),
+            'u' => (4, 2),
+            'U' => (8, 2),
+            _ => (0, 0),
+        };
+        if width > 0 {
+            if let Some(ch) = hex(i + skip, width) {
+                out.push(ch);
+                i += skip + width;
+                continue;
+            }
+        } else if n.is_digit(8) {
+            let len = cs[i + 1..]
+                .iter()
+                .take(3)
+                .take_while(|c| c.is_digit(8))
+                .count();
+            let t: String = cs[i + 1..i + 1 + len].iter().collect();
+            if let Some(ch) = u32::from_str_radix(&t, 8).ok().and_then(char::from_u32) {
+                out.push(ch);
+                i += 1 + len;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 /// Keys `command`/`shell` take out of their free form.
@@ -117,6 +191,16 @@ fn unquote(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_decoded_in_kv_values() {
+        let m = parse_kv(r#"content="hello\n" x=a\tb"#, false).unwrap();
+        assert_eq!(m["content"], "hello\n");
+        assert_eq!(m["x"], "a\tb");
+        // Free-form words keep their backslashes.
+        let m = parse_kv(r"echo a\nb", true).unwrap();
+        assert_eq!(m["_raw_params"], r"echo a\nb");
+    }
 
     #[test]
     fn kv() {
