@@ -223,3 +223,17 @@ fn fuzz_body_smoke() {
         mitogen_test_support::mesh::fuzz_ops(data);
     });
 }
+
+/// Inputs the fuzz target found, kept as regressions.
+#[test]
+fn fuzz_regressions() {
+    // A claim, from the controller, of an id whose route was still on its
+    // way up: allowed by the reverse-path rule (from above), and once
+    // flagged by a too strict invariant.
+    let route_in_flight: &[u8] = &[
+        0, 0, 0, 47, 0, 0, 0, 41, 0, 63, 0, 41, 0, 63, 228, 222, 63, 55, 228, 2, 72, 228, 0, 63, 0,
+        41, 0, 63, 228, 222, 63, 54, 228, 2, 72, 228, 200, 200, 178, 178, 178, 178, 178, 178, 178,
+        200, 200, 200, 210, 227,
+    ];
+    mitogen_test_support::mesh::fuzz_ops(route_in_flight);
+}

@@ -451,7 +451,8 @@ impl Mesh {
 /// (spawn, kill, listen, send with any ids, call-like requests, drive) on a
 /// mesh and checks, after each, that:
 /// - every message delivered to a listener came from a node on the tree
-///   path to its `src_id` and to its `auth_id` (no forged source passes);
+///   path to its `src_id` and to its `auth_id`, or from above the receiver
+///   (whose ids it reaches through its parent): no forged source passes;
 /// - nothing reached a listener its policy refuses (checked against the
 ///   mesh's own topology, not the core's tables);
 /// - after driving, no live node still waits on a dead one;
@@ -546,12 +547,16 @@ fn check_deliveries(
             };
             if o != r {
                 for claimed in [d.msg.src_id, d.msg.auth_id] {
-                    // An id the receiver does not know (never spawned, or
-                    // dead) is, by the routing rule, up through the parent.
-                    let toward = if mesh.is_alive(claimed) {
-                        claimed
-                    } else {
+                    // The reverse-path rule: an id a router does not know
+                    // (never spawned, dead, or spawned so recently that its
+                    // route is still on its way up) is reached through the
+                    // parent, so whatever is above the receiver may claim
+                    // it. Below and beside the receiver, only the path to
+                    // the claimed context can.
+                    let toward = if mesh.path(r, ContextId(0)).contains(&o) {
                         ContextId(0)
+                    } else {
+                        claimed
                     };
                     assert!(
                         mesh.path(r, toward).contains(&o),
