@@ -148,3 +148,19 @@ pub fn log_from_env() {
         log::set_max_level(level);
     }
 }
+
+/// The word after `name` on the command line (`--mib 64`).
+pub fn arg_str(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// The value after `name` on the command line, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg_str(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

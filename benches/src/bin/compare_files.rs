@@ -6,6 +6,7 @@
 //!
 //! Usage: `compare_files [--mib N] [--use-sshd PORT --key K --known-hosts F]`
 
+use mitogen_benches::arg_str as arg;
 use mitogen_benches::{Noop, median_p99, round_trips};
 use mitogen_core::{Context, Local, Router};
 use mitogen_service::{WriteOptions, push_file, put_file};
@@ -16,14 +17,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "mtg-key";
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn ssh_opts(port: u16, key: &Path, kh: &Path) -> Vec<String> {
     vec![

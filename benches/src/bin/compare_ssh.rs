@@ -9,6 +9,7 @@
 //! start the sshd, print its port, key and known_hosts, and wait for stdin
 //! to close, so another program can use it).
 
+use mitogen_benches::arg;
 use mitogen_benches::{Noop, median_p99, round_trips};
 use mitogen_core::transport::bootstrap::Bootstrap;
 use mitogen_ssh::Ssh;
@@ -18,15 +19,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "mtg-key";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The sshd under test: our own, or one named on the command line.
 struct Target {

@@ -16,20 +16,12 @@
 //!
 //! Prints one JSON line per measurement.
 
+use mitogen_benches::arg;
 use mitogen_benches::{Pid, register};
 use mitogen_core::{Context, Local, Router};
 use mitogen_ssh::{Ssh, connect_all};
 use mitogen_test_support::sshd::{NETNS_A, NETNS_A_ADDR, Sshd, netns_available, sshd_available};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn str_arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

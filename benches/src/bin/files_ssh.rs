@@ -13,6 +13,7 @@
 //! Usage: `files_ssh [--mib N] [--rounds R] [--only discard|disk]`
 //! (`--only` runs just that mitogen-rs transfer, R times: for profiling).
 
+use mitogen_benches::arg_str as arg;
 use mitogen_core::{Context, Router};
 use mitogen_service::{WriteOptions, put_file};
 use mitogen_ssh::Ssh;
@@ -22,14 +23,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "mtg-key";
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn mib_s(bytes: u64, d: Duration) -> f64 {
     (bytes as f64 / (1 << 20) as f64 / d.as_secs_f64() * 10.0).round() / 10.0

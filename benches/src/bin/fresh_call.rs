@@ -11,16 +11,9 @@
 //! `--verbose`.
 
 use mitogen_benches::Noop;
+use mitogen_benches::arg_str as arg;
 use mitogen_core::transport::bootstrap::Bootstrap;
 use mitogen_ssh::Ssh;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = mitogen_core::init(mitogen_benches::register)?;

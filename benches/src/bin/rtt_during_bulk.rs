@@ -10,6 +10,7 @@
 //! Prints one JSON line per case: p50, p99 and max in µs, sample count, and
 //! the bulk rate achieved meanwhile.
 
+use mitogen_benches::arg;
 use mitogen_benches::{EchoLen, Noop, register, round_trips};
 use mitogen_core::{Blob, Context, Local, Router};
 use mitogen_service::{WriteOptions, put_file};
@@ -17,15 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Dist {
     p50: Duration,

@@ -22,13 +22,7 @@ fn fds() -> usize {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = mitogen_core::init(register)?;
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--children")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let n: usize = mitogen_benches::arg("--children", 1000);
     let (rss0, fds0) = (rss_kib(), fds());
     let t0 = Instant::now();
     let mut pids = Vec::with_capacity(n);

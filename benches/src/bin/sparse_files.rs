@@ -7,6 +7,7 @@
 //!
 //! Usage: `sparse_files [--gib N]`
 
+use mitogen_benches::arg;
 use mitogen_core::{Local, Router};
 use mitogen_service::{WriteOptions, put_file};
 use mitogen_ssh::Ssh;
@@ -15,15 +16,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn blocks(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.blocks())
