@@ -11,6 +11,9 @@ use mitogen_ansible::{Connection, ModuleSource, Runner, Status, Target, Task};
 use mitogen_core::{Context, Local, Registry, Router, RouterOptions};
 use mitogen_ssh::{Ssh, Sudo};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
+mod common;
+
+use common::venv_python;
 use mitogen_test_support::{skip, tests};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -133,35 +136,8 @@ fn router() -> Router {
     Router::new(RouterOptions::new(), Registry::new(register)).expect("router")
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// The venv's python, or `None` after `skip()` (a panic under CI).
-fn venv_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("MITOGEN_ANSIBLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/ansible-venv"));
-    let py = venv.join("bin/python");
-    if py.exists() && venv.join("bin/ansible-playbook").exists() {
-        return Some(py);
-    }
-    let why = format!(
-        "no ansible-core venv at {}: run `scripts/ansible-venv.sh` first",
-        venv.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}");
-    }
-    skip(&why);
-    None
 }
 
 /// A scratch dir removed on drop.

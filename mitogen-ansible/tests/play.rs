@@ -12,6 +12,9 @@
 use mitogen_ansible::{ModuleSource, Runner, Task};
 use mitogen_core::{Local, Registry, Router, RouterOptions};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
+mod common;
+
+use common::venv_python;
 use mitogen_test_support::{skip, tests};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,34 +39,8 @@ fn main() {
     ]);
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/play-fixtures")
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("MITOGEN_ANSIBLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/ansible-venv"));
-    let py = venv.join("bin/python");
-    if py.exists() && venv.join("bin/ansible-playbook").exists() {
-        return Some(py);
-    }
-    let why = format!(
-        "no ansible-core venv at {}: run `scripts/ansible-venv.sh` first",
-        venv.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}");
-    }
-    skip(&why);
-    None
 }
 
 fn need_sshd() -> bool {
