@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 pub struct Receiver {
     shared: Arc<Shared>,
     handle: Handle,
-    gauge: Arc<Gauge>,
+    /// The queue's size, for backpressure; `None` for a one-shot reply
+    /// receiver, which holds at most one message.
+    gauge: Option<Arc<Gauge>>,
     rx: crossbeam_channel::Receiver<Message>,
     abandoned: std::sync::atomic::AtomicBool,
 }
@@ -45,12 +47,12 @@ impl Receiver {
     ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = shared.alloc_handle();
-        let gauge = Gauge::new(shared.broker.clone());
+        let gauge = persist.then(|| Gauge::new(shared.broker.clone()));
         shared.add_handler(
             handle,
             HandlerEntry {
                 policy,
-                sink: Sink::Chan(tx, Some(gauge.clone())),
+                sink: Sink::Chan(tx, gauge.clone()),
                 persist,
                 respondent,
                 label,
@@ -85,7 +87,7 @@ impl Receiver {
     /// that feeds it stops being read until the queue is under
     /// [`crate::limits::RECV_LOW_WATER`]: drain the receivers you open.
     pub fn queued_bytes(&self) -> usize {
-        self.gauge.queued()
+        self.gauge.as_ref().map_or(0, |g| g.queued())
     }
 
     /// The handle messages must be addressed to.
@@ -162,7 +164,9 @@ impl Receiver {
 
     /// Accounts for a message taken off the queue, then checks for death.
     fn took(&self, msg: Message) -> Result<Message, RecvError> {
-        self.gauge.take(&msg);
+        if let Some(g) = &self.gauge {
+            g.take(&msg);
+        }
         check_dead(msg)
     }
 

@@ -400,6 +400,11 @@ impl<S: Clone, T: Clone> RouterCore<S, T> {
         self.links.get(&sid).map(|l| (sid, l))
     }
 
+    /// The link of stream `sid`.
+    pub fn link(&self, sid: StreamId) -> Option<&Link<T>> {
+        self.links.get(&sid)
+    }
+
     /// Every stream, with its link.
     pub fn links(&self) -> impl Iterator<Item = (StreamId, &Link<T>)> {
         self.links.iter().map(|(s, l)| (*s, l))

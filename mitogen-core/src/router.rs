@@ -428,7 +428,7 @@ impl Shared {
         let mut actions = Actions::new();
         let lost = {
             let mut core = self.core.lock();
-            if let Some((_, link)) = core.links().find(|(s, _)| *s == sid) {
+            if let Some(link) = core.link(sid) {
                 link.out.close();
             }
             core.stream_closed(sid, reason, &mut actions)
