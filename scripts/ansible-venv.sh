@@ -6,6 +6,11 @@
 #   scripts/ansible-venv.sh            # venv at $MITOGEN_ANSIBLE_VENV or target/ansible-venv
 #   MITOGEN_ANSIBLE_VENV=/x scripts/ansible-venv.sh
 #
+# Another ansible-core for the same suites (the runner must not depend on
+# one release): MITOGEN_ANSIBLE_CORE=2.20 with a Python it supports, e.g.
+#   MITOGEN_ANSIBLE_CORE=2.20 MITOGEN_ANSIBLE_BASE_PYTHON=~/.pyenv/versions/3.12.1/bin/python3 \
+#   MITOGEN_ANSIBLE_VENV=target/ansible-venv-2.20 scripts/ansible-venv.sh
+#
 # Prints the venv's python path on stdout when done.
 set -euo pipefail
 exec </dev/null
@@ -16,7 +21,8 @@ venv=${MITOGEN_ANSIBLE_VENV:-$here/target/ansible-venv}
 # version-manager shim in PATH must not decide which Python the venv gets.
 base=${MITOGEN_ANSIBLE_BASE_PYTHON:-/usr/bin/python3}
 stamp=$venv/.mitogen-ansible-ok
-want="ansible-core==2.19.* mitogen==0.3.54"
+core=${MITOGEN_ANSIBLE_CORE:-2.19}
+want="ansible-core==$core.* mitogen==0.3.54"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import ansible' 2>/dev/null; then
     echo "$venv/bin/python"
@@ -25,6 +31,6 @@ fi
 [ -x "$venv/bin/python" ] || "$base" -m venv "$venv" >&2
 # shellcheck disable=SC2086
 "$venv/bin/python" -m pip install --quiet $want >&2
-"$venv/bin/python" -c 'import ansible.release; assert ansible.release.__version__.startswith("2.19."), ansible.release.__version__' >&2
+"$venv/bin/python" -c 'import ansible.release; import sys; assert ansible.release.__version__.startswith(sys.argv[1] + "."), ansible.release.__version__' "$core" >&2
 echo "$want" > "$stamp"
 echo "$venv/bin/python"

@@ -24,7 +24,8 @@ pub fn register(reg: &mut Registry) {
         .add::<MakeTmp>()
         .add::<RemoveTmp>()
         .add::<Stage>()
-        .add::<ExpandUser>();
+        .add::<ExpandUser>()
+        .add::<QuickStat>();
 }
 
 /// What a module process produced, before any parsing.
@@ -189,6 +190,101 @@ impl Function for ExpandUser {
             path
         })
     }
+}
+
+/// What `_execute_remote_stat` asks the `stat` module for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StatReq {
+    pub(crate) path: String,
+    pub(crate) follow: bool,
+    pub(crate) checksum: bool,
+}
+
+/// The fields of the `stat` module's answer the actions read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct QuickStatOut {
+    pub(crate) exists: bool,
+    pub(crate) isdir: bool,
+    /// The sha1 of a readable regular file, when asked.
+    pub(crate) checksum: Option<String>,
+}
+
+/// The `stat` module's answer for the plain cases (an absolute path that
+/// is missing, a directory or a regular file, without `~` or `$`), computed
+/// as the module does (`lstat`/`stat`, `access(R_OK)`, sha1 of the bytes);
+/// `None` for everything else (symlinks kept as such, special files, any
+/// error but ENOENT), which the caller then asks the module for, so its
+/// exact answer and failure messages stay the module's.
+pub(crate) struct QuickStat;
+impl Function for QuickStat {
+    const NAME: &'static str = "mitogen-ansible::quick-stat";
+    type Args = StatReq;
+    type Output = Option<QuickStatOut>;
+    fn call(_: &CallCx<'_>, r: StatReq) -> Result<Option<QuickStatOut>, FnError> {
+        // `type='path'` expands `~` and `$VAR`; a relative path is the
+        // module's cwd's: leave those to the module.
+        if !r.path.starts_with('/') || r.path.contains('$') {
+            return Ok(None);
+        }
+        let meta = if r.follow {
+            std::fs::metadata(&r.path)
+        } else {
+            std::fs::symlink_metadata(&r.path)
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
+                return Ok(Some(QuickStatOut {
+                    exists: false,
+                    isdir: false,
+                    checksum: None,
+                }));
+            }
+            Err(_) => return Ok(None),
+        };
+        if meta.is_dir() {
+            return Ok(Some(QuickStatOut {
+                exists: true,
+                isdir: true,
+                checksum: None,
+            }));
+        }
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let readable = rustix::fs::access(&r.path, rustix::fs::Access::READ_OK).is_ok();
+        let checksum = if r.checksum && readable {
+            match sha1_file(Path::new(&r.path)) {
+                Ok(h) => Some(h),
+                Err(_) => return Ok(None),
+            }
+        } else {
+            None
+        };
+        Ok(Some(QuickStatOut {
+            exists: true,
+            isdir: false,
+            checksum,
+        }))
+    }
+}
+
+/// `ansible.utils.hashing.checksum`: the sha1 hex of a file's bytes.
+pub(crate) fn sha1_file(path: &Path) -> std::io::Result<String> {
+    use sha1::{Digest, Sha1};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha1::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Payload files to have in a tree of the cache (for modules run as

@@ -304,6 +304,8 @@ struct ContextState {
     /// A task that reported the discovered interpreter ended ok: ansible-core
     /// then has it as a host fact and stops re-reporting it.
     python_fact_saved: bool,
+    /// Interpreters a module ran under here (its output was JSON).
+    python_ran: HashSet<String>,
     blobs: HashSet<String>,
 }
 
@@ -592,6 +594,13 @@ impl Runner {
                 act.adopt_tmp(&run);
                 let run = self.module_transport_view(target, run);
                 result::parse(&run, Some(&python), &mut act.s);
+                if act.s.data.get("_ansible_parsed") == Some(&Value::Bool(true)) {
+                    let mut c = self.contexts.lock();
+                    let c = c.entry(target.context.id()).or_default();
+                    if !c.python_ran.contains(&python) {
+                        c.python_ran.insert(python.clone());
+                    }
+                }
                 result::after_module(&mut act.s, discovered.as_deref());
             }
             Style::PowerShell => {
@@ -738,6 +747,56 @@ impl Runner {
         ))
     }
 
+    /// `_execute_remote_stat`'s answer computed by the agent instead of a
+    /// run of the `stat` module (one round trip, no fork, no `file` or
+    /// `lsattr` processes), when that cannot change the task's result: the
+    /// module is ansible-core's own (not a `library/stat.py`), and the
+    /// interpreter it would run under is settled (no discovery to run or
+    /// report in this task) and has run a module on this context. `None`:
+    /// run the module (also for whatever [`crate::agent::QuickStat`] leaves
+    /// to it).
+    pub(crate) fn quick_stat(
+        &self,
+        act: &mut Act<'_>,
+        path: &str,
+        follow: bool,
+        checksum: bool,
+    ) -> Result<Option<crate::agent::QuickStatOut>, Error> {
+        let target = act.target;
+        if self.find("ansible.legacy.stat")?.fqn != "ansible.modules.stat" {
+            return Ok(None);
+        }
+        let settled = {
+            let contexts = self.contexts.lock();
+            let Some(c) = contexts.get(&target.context.id()) else {
+                return Ok(None);
+            };
+            let python = match &act.s.python {
+                Some((p, _)) => Some(p.as_str()),
+                None if is_auto(&target.python) => {
+                    c.python.as_deref().filter(|_| c.python_fact_saved)
+                }
+                None => Some(target.python.as_str()),
+            };
+            python.is_some_and(|p| c.python_ran.contains(p))
+        };
+        if !settled {
+            return Ok(None);
+        }
+        let req = crate::agent::StatReq {
+            path: path.to_owned(),
+            follow,
+            checksum,
+        };
+        let t = std::time::Instant::now();
+        let out = target
+            .context
+            .call_timeout::<crate::agent::QuickStat>(&req, Duration::from_secs(90))?;
+        act.timings.calls += t.elapsed();
+        act.timings.round_trips += 1;
+        Ok(out)
+    }
+
     /// The python interpreter for `target`, discovering it once per context;
     /// the second value is set when it was discovered (for the fact).
     pub(crate) fn python(
@@ -759,10 +818,7 @@ impl Runner {
         s: &mut Shaping,
     ) -> Result<(String, Option<String>), Error> {
         let mode = target.python.as_str();
-        if !matches!(
-            mode,
-            "auto" | "auto_silent" | "auto_legacy" | "auto_legacy_silent" | ""
-        ) {
+        if !is_auto(mode) {
             return Ok((mode.to_owned(), None));
         }
         let id = target.context.id();
@@ -1007,6 +1063,14 @@ pub(crate) fn failure(msg: &str) -> Map<String, Value> {
     m.insert("msg".into(), format!("Task failed: {msg}").into());
     m.insert("exception".into(), result::NO_TRACEBACK.into());
     m
+}
+
+/// `interpreter_python` values that discover.
+fn is_auto(mode: &str) -> bool {
+    matches!(
+        mode,
+        "auto" | "auto_silent" | "auto_legacy" | "auto_legacy_silent" | ""
+    )
 }
 
 /// The discovery command's answer: the first line starting with `/`

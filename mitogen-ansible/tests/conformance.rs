@@ -127,6 +127,7 @@ fn main() {
         unknown_module_lists_paths,
         module_utils_shipped_once_per_context,
         hung_task_killed_with_its_group,
+        module_leaving_a_daemon_ends_with_its_process,
         dead_fork_server_replaced,
         lost_connection_is_unreachable,
     ]);
@@ -903,6 +904,44 @@ fn hung_task_killed_with_its_group() {
     // The fork server still works afterwards.
     let ok = runner.run(t, &Task::new("ping")).unwrap();
     assert_eq!(ok.status, Status::Ok);
+}
+
+fn module_leaving_a_daemon_ends_with_its_process() {
+    let Some((runner, _r, ctx)) = local_runner() else {
+        return;
+    };
+    let marker = std::env::temp_dir().join(format!("mtg-ans-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let r = runner
+        .run(
+            t,
+            &Task::new("daemon_exit")
+                .args(json!({"marker": marker, "linger": 30}))
+                .timeout(Duration::from_secs(10)),
+        )
+        .unwrap();
+    let daemon = mitogen_test_support::wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&marker).is_ok_and(|s| !s.is_empty())
+    })
+    .then(|| std::fs::read_to_string(&marker).unwrap());
+    let _ = std::fs::remove_file(&marker);
+    if let Some(pid) = daemon.as_deref().and_then(|p| p.trim().parse::<i32>().ok()) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert_eq!(r.status, Status::Ok, "{}", r.result);
+    // Not a speed check: a runner waiting on the daemon takes the whole
+    // 10 s deadline (and a correct one well under a second).
+    assert!(
+        r.timings.total < Duration::from_secs(8),
+        "the task waited for the module's daemon: {:?}",
+        r.timings.total
+    );
+    assert_eq!(r.result["daemon"], json!(true), "{}", r.result);
+    assert!(daemon.is_some(), "the module's daemon never started");
 }
 
 fn dead_fork_server_replaced() {

@@ -9,7 +9,6 @@ use crate::error::Error;
 use crate::pycompat::{b64decode, decode, json_dumps};
 use crate::runner::Exec;
 use serde_json::{Map, Value};
-use sha1::{Digest, Sha1};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -309,12 +308,6 @@ pub(super) fn expand_user(act: &Act<'_>, path: &str) -> Result<String, Error> {
         )?)
 }
 
-/// `ansible.utils.hashing.checksum`: sha1 hex of a local file.
-fn checksum(path: &Path) -> std::io::Result<String> {
-    let data = std::fs::read(path)?;
-    Ok(format!("{:x}", Sha1::digest(&data)))
-}
-
 /// `_execute_remote_stat`; `Err` holds the action's failure message.
 pub(super) fn remote_stat(
     act: &mut Act<'_>,
@@ -322,6 +315,21 @@ pub(super) fn remote_stat(
     follow: bool,
     get_checksum: bool,
 ) -> Result<Result<Map<String, Value>, String>, Error> {
+    if let Some(q) = act.runner.quick_stat(act, path, follow, get_checksum)? {
+        let mut st = Map::new();
+        st.insert("exists".into(), q.exists.into());
+        if q.exists {
+            st.insert("isdir".into(), q.isdir.into());
+            st.insert("islnk".into(), false.into());
+        }
+        let sum = match q.checksum {
+            Some(c) => c,
+            None if !q.exists => "1".to_owned(),
+            None => String::new(),
+        };
+        st.insert("checksum".into(), sum.into());
+        return Ok(Ok(st));
+    }
     let mut m = Map::new();
     m.insert("path".into(), path.into());
     m.insert("follow".into(), follow.into());
@@ -423,7 +431,7 @@ fn copy_file(
     if flag(&st, "exists") && !force {
         return Ok(None);
     }
-    let local = checksum(&src.full).map_err(|e| Error::ReadModule {
+    let local = crate::agent::sha1_file(&src.full).map_err(|e| Error::ReadModule {
         path: src.full.clone(),
         source: e,
     })?;
