@@ -119,6 +119,7 @@ fn cases() -> Vec<Case> {
             args: &["--tags", "a"],
             ..case("13_tags.yml")
         },
+        case("15_lookups.yml"),
     ]
 }
 
@@ -484,8 +485,12 @@ fn bad_input_is_refused_before_running() {
             "YAML syntax error",
         ),
         (
-            "- hosts: all\n  tasks:\n    - command: echo\n      with_nested: [[1]]\n",
-            ":4: unsupported loop 'with_nested'",
+            "- hosts: all\n  tasks:\n    - command: echo\n      with_frobnicate: [[1]]\n",
+            ":4: unsupported loop 'with_frobnicate'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ lookup('frobnicate', 'x') }}\"\n",
+            "unsupported lookup 'frobnicate'",
         ),
         (
             "- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n",

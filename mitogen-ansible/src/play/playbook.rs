@@ -59,8 +59,6 @@ const UNSUPPORTED_KEYWORDS: &[&str] = &[
     "become_flags",
 ];
 const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
-/// `with_<lookup>` loops supported.
-const WITH_LOOPS: &[&str] = &["with_items", "with_list", "with_dict", "with_indexed_items"];
 /// Modules taking a free-form string.
 const FREE_FORM: &[&str] = &[
     "command",
@@ -914,12 +912,13 @@ impl Parser<'_> {
                     t.loop_ = Some((v.to_json(), "loop".into()));
                 }
                 k if k.starts_with("with_") => {
-                    if !WITH_LOOPS.contains(&k) {
+                    let name = &k["with_".len()..];
+                    if !super::lookup::exists(name) {
                         return Err(PlayError::at(
                             &kloc,
                             format!(
-                                "unsupported loop '{k}' (supported: loop, {})",
-                                WITH_LOOPS.join(", ")
+                                "unsupported loop '{k}' (supported: loop, with_{})",
+                                super::lookup::LOOKUPS.join(", with_")
                             ),
                         ));
                     }
