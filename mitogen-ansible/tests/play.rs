@@ -120,6 +120,11 @@ fn cases() -> Vec<Case> {
             ..case("13_tags.yml")
         },
         case("15_lookups.yml"),
+        Case {
+            extra_inventory: "[targets:vars]\nhv_color=blue\nhv_tpl=\"{{ inventory_hostname }}-tpl\"\n[special]\nh2 hv_color=red hv_own=h2only\n",
+            needs: &["copy", "template"],
+            ..case("16_hostvars.yml")
+        },
     ]
 }
 

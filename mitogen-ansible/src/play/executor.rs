@@ -1529,6 +1529,7 @@ impl Executor {
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
+        let src = args.get("src").and_then(Value::as_str).map(str::to_owned);
         let mut task = Task::new(&action)
             .args(args)
             .check_mode(check)
@@ -1544,6 +1545,19 @@ impl Executor {
                 if let Ok(v) = self.templar.value(&v, vars) {
                     resolved.insert(k, v);
                 }
+            }
+            // `hostvars` goes whole (every host's variables, templated) to
+            // a template that names it: only there is it worth the copy.
+            let names_hostvars = src
+                .and_then(|s| super::lookup::find_in_search_path(vars, "templates", &s))
+                .and_then(|p| std::fs::read(p).ok())
+                .is_some_and(|text| text.windows(8).any(|w| w == b"hostvars"));
+            if names_hostvars && !resolved.contains_key("hostvars") {
+                let hv = minijinja::value::Value::from_object(HostVars(ctx.src.clone()));
+                resolved.insert(
+                    "hostvars".into(),
+                    serde_json::to_value(&hv).unwrap_or(Value::Null),
+                );
             }
             task = task.vars(resolved);
         }

@@ -324,7 +324,7 @@ fn file(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<Va
     for t in terms {
         let t = term_str(t);
         let outer = format!("Unable to access the file {}.", quoted(&t));
-        let Some(p) = find_file(cx, Some("files"), &t, true) else {
+        let Some(p) = find_file(cx.vars, Some("files"), &t, true) else {
             return Err(Failure::caused(
                 outer,
                 "File not found. Use -vvvvv to see paths searched.",
@@ -391,7 +391,7 @@ fn template(
     let mut out = Vec::new();
     for t in terms {
         let t = term_str(t);
-        let Some(p) = find_file(cx, Some("templates"), &t, false) else {
+        let Some(p) = find_file(cx.vars, Some("templates"), &t, false) else {
             return Err(Failure::new(format!(
                 "the template file {t} could not be found for the lookup"
             )));
@@ -452,7 +452,7 @@ fn vars(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<JV
 /// `pipe` (`lines`: every output line a result), in the playbook's
 /// directory, with `/bin/sh` as Python's `shell=True`.
 fn shell(terms: &[Value], cx: &Ctx<'_>, lines: bool) -> Result<Vec<Value>, Failure> {
-    let dir = basedir(cx);
+    let dir = basedir(cx.vars);
     let mut out = Vec::new();
     for t in terms {
         let t = term_str(t);
@@ -963,9 +963,9 @@ fn fileglob(terms: &[Value], cx: &Ctx<'_>) -> Result<Vec<Value>, Failure> {
         let term_file = py_basename(&term).to_owned();
         let mut dirs: Vec<String> = Vec::new();
         if term_file != term {
-            dirs.extend(find_file(cx, Some("files"), py_dirname(&term), false));
+            dirs.extend(find_file(cx.vars, Some("files"), py_dirname(&term), false));
         } else {
-            for p in search_path(cx) {
+            for p in search_path(cx.vars) {
                 dirs.push(py_join(&p, "files"));
                 dirs.push(p);
             }
@@ -1155,7 +1155,7 @@ fn first_found(
     let mut search = Vec::new();
     opts.process(terms, &mut search)?;
     for f in &search {
-        if let Some(p) = find_file(cx, subdir.as_deref(), f, true) {
+        if let Some(p) = find_file(cx.vars, subdir.as_deref(), f, true) {
             return Ok(vec![Value::String(unfrack(&p))]);
         }
     }
@@ -1166,45 +1166,49 @@ fn first_found(
 }
 
 /// The loader's base directory: the playbook's.
-fn basedir(cx: &Ctx<'_>) -> String {
-    cx.vars
-        .get("playbook_dir")
+fn basedir(vars: &Vars) -> String {
+    vars.get("playbook_dir")
         .and_then(Value::as_str)
         .map_or_else(|| ".".into(), str::to_owned)
 }
 
 /// `ansible_search_path`, or `[role_path or the playbook's directory]`.
-fn search_path(cx: &Ctx<'_>) -> Vec<String> {
-    match cx.vars.get("ansible_search_path") {
+fn search_path(vars: &Vars) -> Vec<String> {
+    match vars.get("ansible_search_path") {
         Some(Value::Array(a)) => a.iter().map(py_str).collect(),
         _ => vec![
-            cx.vars
-                .get("role_path")
+            vars.get("role_path")
                 .and_then(Value::as_str)
-                .map_or_else(|| basedir(cx), str::to_owned),
+                .map_or_else(|| basedir(vars), str::to_owned),
         ],
     }
+}
+
+/// Where `needle` is for the task whose variables are `vars`, as a lookup
+/// with `subdir` searches (the executor checks a `template` task's source).
+pub(crate) fn find_in_search_path(vars: &Vars, subdir: &str, needle: &str) -> Option<String> {
+    find_file(vars, Some(subdir), needle, true)
 }
 
 /// `LookupBase.find_file_in_search_path` (`subdir` `None` searches as
 /// Python does: under a directory literally named `None`, then the path).
 fn find_file(
-    cx: &Ctx<'_>,
+    vars: &Vars,
     subdir: Option<&str>,
     needle: &str,
     ignore_missing: bool,
 ) -> Option<String> {
-    let paths = search_path(cx);
-    let is_role = cx.vars.get("role_path").is_some();
+    let paths = search_path(vars);
+    let is_role = vars.get("role_path").is_some();
     let r = dwim_stack(
         &paths,
         subdir.unwrap_or("None"),
         needle,
         is_role,
-        &basedir(cx),
+        &basedir(vars),
     );
     if r.is_none() && !ignore_missing {
-        cx.vars.warn(format!(
+        vars.warn(format!(
             "Unable to find {} in expected paths (use -vvvvv to see paths)",
             quoted(needle)
         ));
