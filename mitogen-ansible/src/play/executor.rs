@@ -315,8 +315,13 @@ impl Executor {
                 .as_str()
                 .map_or_else(|| name.to_string(), str::to_owned);
             let p = play.base.join(&name);
-            let loaded =
-                read_vars_file(&p).map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
+            let loaded = read_vars_file(&p).map_err(|e| match e {
+                PlayError::Vault { path, msg } => PlayError::at(
+                    loc,
+                    format!("Invalid vars_files file '{}': {msg}", path.display()),
+                ),
+                e => PlayError::at(loc, format!("vars_files: {e}")),
+            })?;
             m.extend(loaded);
         }
         Ok(Arc::new(m))
@@ -1422,7 +1427,10 @@ impl Executor {
                             json!([abs(&p).display().to_string()]),
                         );
                         m.insert("changed".into(), false.into());
-                        finish_outcome(Status::Ok, m, no_log)
+                        // What a vault held is not shown (ansible-core
+                        // sets no_log for a vaulted file).
+                        let vaulted = crate::vault::is_encrypted_file(&p);
+                        finish_outcome(Status::Ok, m, no_log || vaulted)
                     }
                     Err(e) => error_outcome(&e.to_string(), no_log, false),
                 }

@@ -49,6 +49,7 @@ pub const LOOKUPS: &[&str] = &[
     "fileglob",
     "first_found",
     "lines",
+    "unvault",
 ];
 
 /// Whether `name` is a lookup plugin here.
@@ -226,6 +227,7 @@ fn run(
         "template" => return template(terms, kw, cx),
         "env" => values(env(terms, kw)?),
         "file" => values(file(terms, kw, cx)?),
+        "unvault" => values(unvault(terms, cx)?),
         "pipe" => values(shell(terms, cx, false)?),
         "lines" => values(shell(terms, cx, true)?),
         "items" => values(flatten(terms)),
@@ -330,7 +332,7 @@ fn file(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<Va
                 "File not found. Use -vvvvv to see paths searched.",
             ));
         };
-        let bytes = std::fs::read(&p).map_err(|e| Failure::caused(outer, e.to_string()))?;
+        let bytes = read_file(&p).map_err(|e| Failure::caused(outer, e))?;
         let mut s = String::from_utf8_lossy(&bytes).into_owned();
         if lstrip {
             s = s.trim_start().to_owned();
@@ -339,6 +341,29 @@ fn file(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<Va
             s = s.trim_end().to_owned();
         }
         out.push(Value::String(s));
+    }
+    Ok(out)
+}
+
+/// A file's content, decrypted if it is a vault (the loader's
+/// `get_text_file_contents`).
+fn read_file(p: &str) -> Result<Vec<u8>, String> {
+    let data = std::fs::read(p).map_err(|e| e.to_string())?;
+    crate::vault::decrypt_if_vault(data).map_err(|e| e.0)
+}
+
+/// `unvault`: a file's content, decrypted if it is a vault (not stripped).
+fn unvault(terms: &[Value], cx: &Ctx<'_>) -> Result<Vec<Value>, Failure> {
+    let mut out = Vec::new();
+    for t in terms {
+        let t = term_str(t);
+        let Some(p) = find_file(cx.vars, Some("files"), &t, false) else {
+            return Err(Failure::new(format!(
+                "Unable to find file matching \"{t}\" "
+            )));
+        };
+        let bytes = read_file(&p).map_err(Failure::new)?;
+        out.push(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     }
     Ok(out)
 }
@@ -396,7 +421,7 @@ fn template(
                 "the template file {t} could not be found for the lookup"
             )));
         };
-        let bytes = std::fs::read(&p).map_err(|e| Failure::new(e.to_string()))?;
+        let bytes = read_file(&p).map_err(Failure::new)?;
         let text = String::from_utf8_lossy(&bytes);
         let mut vars = cx.vars.clone();
         let managed = cx.vars.get("ansible_managed").is_none();

@@ -64,12 +64,18 @@
 //! - Lookups ([`lookup`]): `lookup()`, `query()`/`q()` (`wantlist=`,
 //!   `errors=strict|warn|ignore`) and `with_<lookup>` loops, for
 //!   `env file template pipe vars items list dict indexed_items together
-//!   nested sequence subelements fileglob first_found lines`, run on the
+//!   nested sequence subelements fileglob first_found lines unvault`, run on the
 //!   controller with ansible-core's search paths, results and messages.
 //! - [`DEFAULT_FORKS`] is 100: a fork here is a thread waiting on a reply.
 //!
+//! - Vault ([`crate::vault`]): `--vault-id`, `--vault-password-file`,
+//!   `ANSIBLE_VAULT_PASSWORD_FILE`; vaulted vars files, `include_vars`,
+//!   `group_vars`/`host_vars`, task files, inline `!vault` values (an
+//!   undecryptable one fails where it is used), `copy src=` (`decrypt`),
+//!   the `file` and `unvault` lookups.
+//!
 //! # Not supported (refused with file:line before running)
-//! Vault, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
+//! `--ask-vault-pass`, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
 //! `module_defaults`, `delegate_facts`, lookup plugins other than those
 //! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
 //! `pause`, strategies other than linear/free.
@@ -113,6 +119,14 @@ pub enum PlayError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A vault file no secret decrypts.
+    #[error("{}: {msg}", path.display())]
+    Vault {
+        /// The file (absolute).
+        path: PathBuf,
+        /// ansible-core's message.
+        msg: String,
     },
     /// Malformed YAML.
     #[error(transparent)]

@@ -319,6 +319,12 @@ impl Object for Scope {
                 _ => self.vars.object(k),
             };
         };
+        if let Some(e) = v.as_str().and_then(crate::vault::undecryptable) {
+            self.vars.note_undefined(format!(
+                "Error rendering template: Attempt to use undecryptable variable: {e}"
+            ));
+            return Some(JValue::UNDEFINED);
+        }
         if self.depth < MAX_DEPTH && has_template(v) {
             if let Ok(t) = self.templar.value_at(v, &self.vars, self.depth + 1) {
                 return Some(JValue::from_serialize(&t));
