@@ -707,8 +707,9 @@ impl Executor {
         }
         let (inventory, own) = ctx.src.inventory_layers(&h.name);
         v.push(Arc::new(inventory));
-        let mut magic = (*ctx.src.magic).clone();
-        magic.extend(own);
+        // The play's common magic is shared, not copied (`groups` is big).
+        v.push(ctx.src.magic.clone());
+        let mut magic = own;
         magic.insert("ansible_play_hosts_all".into(), ctx.hosts.clone().into());
         magic.insert("ansible_play_batch".into(), ctx.batch.clone().into());
         let alive: Vec<String> = ctx

@@ -79,9 +79,8 @@ impl Source {
         let (inv, own) = self.inventory_layers(name);
         let mut v = Vars::new();
         v.push(Arc::new(inv));
-        let mut magic = (*self.magic).clone();
-        magic.extend(own);
-        v.push(Arc::new(magic));
+        v.push(self.magic.clone());
+        v.push(Arc::new(own));
         let state = self.hosts.lock().get(name).cloned();
         if let Some(h) = state {
             if let Some(f) = Self::facts_layer(&h) {

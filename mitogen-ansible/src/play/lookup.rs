@@ -659,6 +659,8 @@ fn sequence(terms: &[Value], kw: &Map<String, Value>) -> Result<Vec<Value>, Fail
         let count = int("count")?;
         let stride = int("stride")?.unwrap_or(1);
         let format = o.get("format").map_or_else(|| "%d".into(), py_str);
+        // Python's ints do not overflow: i128 holds every i64 sum here.
+        let (start, stride) = (i128::from(start), i128::from(stride));
         let end = match (count, end.take()) {
             (None, None) => return Err(Failure::new("must specify count or end in with_sequence")),
             (Some(_), Some(_)) => {
@@ -667,8 +669,8 @@ fn sequence(terms: &[Value], kw: &Map<String, Value>) -> Result<Vec<Value>, Fail
                 ));
             }
             (Some(0), None) => continue,
-            (Some(c), None) => start + c * stride - 1,
-            (None, Some(e)) => e,
+            (Some(c), None) => start + i128::from(c) * stride - 1,
+            (None, Some(e)) => i128::from(e),
         };
         if stride > 0 && end < start {
             return Err(Failure::new("to count backwards make stride negative"));
@@ -685,9 +687,12 @@ fn sequence(terms: &[Value], kw: &Map<String, Value>) -> Result<Vec<Value>, Fail
         let mut i = start;
         let stop = if stride > 0 { end + 1 } else { end - 1 };
         while (stride > 0 && i < stop) || (stride < 0 && i > stop) {
-            let s = py_format_int(&format, i).ok_or_else(|| {
-                Failure::new(format!("problem formatting {i} with {}", quoted(&format)))
-            })?;
+            let s = i64::try_from(i)
+                .ok()
+                .and_then(|n| py_format_int(&format, n))
+                .ok_or_else(|| {
+                    Failure::new(format!("problem formatting {i} with {}", quoted(&format)))
+                })?;
             out.push(Value::String(s));
             i += stride;
         }
@@ -723,10 +728,15 @@ pub(crate) fn py_format_int(fmt: &str, n: i64) -> Option<String> {
         v
     };
     let width = num(&mut chars).unwrap_or(0);
+    // A field wider than any sane one is refused, not allocated.
+    const MAX_FIELD: usize = 1 << 20;
     let mut precision = None;
     if let Some(&(_, '.')) = chars.peek() {
         chars.next();
         precision = Some(num(&mut chars).unwrap_or(0));
+    }
+    if width > MAX_FIELD || precision.is_some_and(|p| p > MAX_FIELD) {
+        return None;
     }
     while let Some(&(_, c)) = chars.peek() {
         if !matches!(c, 'h' | 'l' | 'L') {
@@ -1391,6 +1401,10 @@ mod tests {
             "to count backwards make stride negative"
         );
         assert!(s("end=3 bogus=1").unwrap_err().contains("['bogus']"));
+        // Past i64: an error, not an overflow.
+        let big = format!("start={} count=3", i64::MAX);
+        assert!(s(&big).unwrap_err().starts_with("problem formatting"));
+        assert_eq!(py_format_int("%99999999d", 1), None);
     }
 
     #[test]
