@@ -103,7 +103,10 @@
 //! `minijinja` (`template` renders on the controller with Jinja
 //! semantics, as ansible-core's templar does), `sha1` and `md-5`
 //! (ansible-core's checksums: `copy` and `fetch` compare `sha1` with the
-//! remote `stat`, `fetch` reports `md5sum`).
+//! remote `stat`, `fetch` reports `md5sum`); for [`vault`], RustCrypto's
+//! maintained primitives, default features off: `pbkdf2` (the key
+//! derivation, PBKDF2-HMAC-SHA256), `hmac` (the vault's HMAC-SHA256,
+//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -118,6 +121,7 @@ mod pycompat;
 mod result;
 mod runner;
 mod source;
+pub mod vault;
 
 pub use agent::register;
 pub use error::Error;

@@ -36,6 +36,7 @@ fn main() {
         playbooks_ssh,
         become_ssh,
         bad_input_is_refused_before_running,
+        vault_failures_say_what_ansible_says,
     ]);
 }
 
@@ -68,6 +69,15 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `args` with `{fixtures}` standing for the fixtures directory.
+fn case_args(c: &Case) -> Vec<String> {
+    let dir = fixtures().display().to_string();
+    c.args
+        .iter()
+        .map(|a| a.replace("{fixtures}", &dir))
+        .collect()
 }
 
 /// One playbook run both ways.
@@ -118,6 +128,28 @@ fn cases() -> Vec<Case> {
         Case {
             args: &["--tags", "a"],
             ..case("13_tags.yml")
+        },
+        case("15_lookups.yml"),
+        Case {
+            extra_inventory: "[targets:vars]\nhv_color=blue\nhv_tpl=\"{{ inventory_hostname }}-tpl\"\n[special]\nh2 hv_color=red hv_own=h2only\n",
+            needs: &["copy", "template"],
+            ..case("16_hostvars.yml")
+        },
+        Case {
+            args: &[
+                "--vault-id",
+                "{fixtures}/vault/pass.txt",
+                "--vault-id",
+                "prod@{fixtures}/vault/prod-pass.txt",
+            ],
+            needs: &["copy"],
+            ..case("17_vault.yml")
+        },
+        // Without the `prod` secret: the inline value fails where it is
+        // used, the vars file still decrypts.
+        Case {
+            args: &["--vault-password-file", "{fixtures}/vault/pass.txt"],
+            ..case("17_vault.yml")
         },
     ]
 }
@@ -175,7 +207,7 @@ fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, Str
     cmd.arg("-i")
         .arg(inv)
         .arg(fixtures().join(c.playbook))
-        .args(c.args)
+        .args(case_args(c))
         .env(
             "ANSIBLE_CALLBACK_PLUGINS",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callback_plugins"),
@@ -202,7 +234,7 @@ fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String
     cmd.arg("-i")
         .arg(inv)
         .arg(fixtures().join(c.playbook))
-        .args(c.args)
+        .args(case_args(c))
         .arg("--json")
         .arg(&json)
         .arg("--ansible-python")
@@ -484,8 +516,12 @@ fn bad_input_is_refused_before_running() {
             "YAML syntax error",
         ),
         (
-            "- hosts: all\n  tasks:\n    - command: echo\n      with_nested: [[1]]\n",
-            ":4: unsupported loop 'with_nested'",
+            "- hosts: all\n  tasks:\n    - command: echo\n      with_frobnicate: [[1]]\n",
+            ":4: unsupported loop 'with_frobnicate'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ lookup('frobnicate', 'x') }}\"\n",
+            "unsupported lookup 'frobnicate'",
         ),
         (
             "- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n",
@@ -515,5 +551,71 @@ fn bad_input_is_refused_before_running() {
             "case {i}: want {want:?} in {err}"
         );
         assert!(!json.exists(), "case {i}: something ran");
+    }
+}
+
+/// A vaulted vars file with a wrong password (from the command line or
+/// `ANSIBLE_VAULT_PASSWORD_FILE`), or with no vault secret at all, stops
+/// the run before any task, with ansible-core's message (taken from
+/// ansible-playbook's own output, not written here).
+fn vault_failures_say_what_ansible_says() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("vault");
+    std::fs::create_dir_all(scratch.0.join("home")).unwrap();
+    let inv = scratch.0.join("inv");
+    std::fs::write(&inv, LOCAL3).unwrap();
+    let wrong = scratch.0.join("wrong-pass");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let wrong = wrong.display().to_string();
+    let runs: [(&[&str], Option<&str>); 3] = [
+        (&["--vault-password-file", &wrong], None),
+        (&[], Some(&wrong)),
+        (&[], None),
+    ];
+    let bin = py.parent().unwrap();
+    let json = scratch.0.join("vault.jsonl");
+    for (args, env_file) in runs {
+        let run = |prog: &Path, extra: &[&std::ffi::OsStr]| {
+            let mut c = Command::new(prog);
+            env_cmd(&mut c, &scratch.0, bin);
+            if let Some(f) = env_file {
+                c.env("ANSIBLE_VAULT_PASSWORD_FILE", f);
+            }
+            c.arg("-i")
+                .arg(&inv)
+                .arg(fixtures().join("17_vault.yml"))
+                .args(args)
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let theirs = run(&bin.join("ansible-playbook"), &[]);
+        let their_err = String::from_utf8_lossy(&theirs.stderr).into_owned()
+            + &String::from_utf8_lossy(&theirs.stdout);
+        let want = their_err
+            .lines()
+            .find_map(|l| l.strip_prefix("[ERROR]: "))
+            .unwrap_or_else(|| panic!("ansible-playbook {args:?} did not fail: {their_err}"))
+            .to_owned();
+        assert!(want.contains("vault"), "{want}");
+        let ours = run(
+            Path::new(env!("CARGO_BIN_EXE_mitogen-play")),
+            &[
+                "--json".as_ref(),
+                json.as_os_str(),
+                "--ansible-python".as_ref(),
+                py.as_os_str(),
+            ],
+        );
+        let our_err = String::from_utf8_lossy(&ours.stderr);
+        assert!(!ours.status.success(), "{args:?}: {our_err}");
+        assert!(
+            our_err.contains(&want),
+            "{args:?}: want {want:?} in {our_err}"
+        );
+        assert!(
+            read_results(&json).is_empty(),
+            "{args:?}: a task ran before the vars file was decrypted"
+        );
     }
 }

@@ -404,6 +404,32 @@ fn copy_file(
     };
     let lmode = (args.get("mode").and_then(Value::as_str) == Some("preserve"))
         .then(|| format!("0{:03o}", meta.permissions().mode() & 0o7777));
+    // A vaulted source goes decrypted (`decrypt`, default on), from a
+    // local temp file, as ansible-core's `get_real_file`.
+    let plain;
+    let _plain_dir;
+    let src = if boolean(args.get("decrypt"), true) && crate::vault::is_encrypted_file(&src.full) {
+        let data = std::fs::read(&src.full)
+            .map_err(|e| e.to_string())
+            .and_then(|d| crate::vault::decrypt(&d).map_err(|e| e.0));
+        let data = match data {
+            Ok(d) => d,
+            Err(msg) => {
+                result.insert("failed".into(), true.into());
+                result.insert("msg".into(), msg.into());
+                return Ok(Some(result));
+            }
+        };
+        let root = super::template::local_dir(&act.runner.local_tmp)?;
+        _plain_dir = TempFile(root.clone());
+        plain = Source {
+            rel: src.rel.clone(),
+            full: local_tempfile(&root, &data)?,
+        };
+        &plain
+    } else {
+        src
+    };
     let mut dest_file = if dest.ends_with('/') {
         join(dest, &src.rel)
     } else {
@@ -642,11 +668,20 @@ impl Drop for TempFile {
 
 /// `_create_content_tempfile`: `mkstemp(dir=DEFAULT_LOCAL_TMP, prefix='.')`.
 fn local_tempfile(dir: &Path, data: &[u8]) -> Result<PathBuf, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(format!(".{}", super::template::rand_name(8)));
-    std::fs::write(&path, data).map_err(|e| Error::LocalFile {
-        path: path.clone(),
-        source: e,
-    })?;
+    // Owner-only, as `mkstemp`: it may hold a decrypted vault.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| Error::LocalFile {
+            path: path.clone(),
+            source: e,
+        })?;
     Ok(path)
 }
 

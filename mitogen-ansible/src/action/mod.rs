@@ -11,6 +11,7 @@ mod copy;
 mod fetch;
 mod script;
 mod template;
+pub(crate) use template::template_vars;
 
 use crate::agent::{MakeTmp, RemoveTmp, TmpMode, TmpSpec};
 use crate::error::Error;

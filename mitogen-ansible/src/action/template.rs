@@ -85,7 +85,12 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
             vars.insert(k.into(), v.into());
         }
     }
-    for (k, v) in template_vars(&source, &full, &dest, !vars.contains_key("ansible_managed")) {
+    for (k, v) in template_vars(
+        &source,
+        &full,
+        Some(&dest),
+        !vars.contains_key("ansible_managed"),
+    ) {
         vars.insert(k, v);
     }
     let syntax = Syntax {
@@ -142,8 +147,14 @@ struct Syntax {
     comment: (String, String),
 }
 
-/// `generate_ansible_template_vars`.
-fn template_vars(path: &str, full: &Path, dest: &str, managed: bool) -> Map<String, Value> {
+/// `generate_ansible_template_vars` (`dest`: `None` for the `template`
+/// lookup).
+pub(crate) fn template_vars(
+    path: &str,
+    full: &Path,
+    dest: Option<&str>,
+    managed: bool,
+) -> Map<String, Value> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(full).ok();
     let uid = meta.as_ref().map_or(0, MetadataExt::uid);
@@ -158,7 +169,10 @@ fn template_vars(path: &str, full: &Path, dest: &str, managed: bool) -> Map<Stri
         "template_uid".into(),
         user_name(uid).map_or_else(|| uid.into(), Value::from),
     );
-    m.insert("template_destpath".into(), dest.into());
+    m.insert(
+        "template_destpath".into(),
+        dest.map_or(Value::Null, Value::from),
+    );
     m.insert(
         "template_fullpath".into(),
         full.display().to_string().into(),

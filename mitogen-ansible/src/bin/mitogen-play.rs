@@ -24,6 +24,7 @@ use std::sync::Arc;
 const USAGE: &str =
     "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
        [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]... [--json FILE]
+       [--vault-id [ID@]FILE]... [--vault-password-file FILE]...
        [--syntax-check] [--list-hosts] [--ansible-python PY] [--no-multiplex] [-v]";
 
 struct Args {
@@ -43,6 +44,8 @@ struct Args {
     python: Option<PathBuf>,
     multiplex: bool,
     verbose: u8,
+    /// `--vault-id` / `--vault-password-file`: `[id@]FILE`.
+    vault: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         python: None,
         multiplex: true,
         verbose: 0,
+        vault: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -104,6 +108,11 @@ fn parse_args() -> Result<Args, String> {
                 );
             }
             "--json" => a.json = Some(PathBuf::from(value(&flag)?)),
+            "--vault-id" => a.vault.push(value(&flag)?),
+            "--vault-password-file" | "--vault-pass-file" => {
+                // A file, never `id@file`: the id is `default`.
+                a.vault.push(format!("@{}", value(&flag)?));
+            }
             "--syntax-check" => a.syntax_check = true,
             "--list-hosts" => a.list_hosts = true,
             "--ansible-python" => a.python = Some(PathBuf::from(value(&flag)?)),
@@ -369,6 +378,18 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
                 .map_err(|e| e.to_string())
         }))),
     };
+    // Vault secrets, as ansible-core collects them: --vault-id and
+    // --vault-password-file in order, then $ANSIBLE_VAULT_PASSWORD_FILE.
+    let mut specs = args.vault.clone();
+    if let Some(f) = std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE").filter(|f| !f.is_empty()) {
+        specs.push(format!("@{}", f.to_string_lossy()));
+    }
+    let secrets = specs
+        .iter()
+        .map(|s| mitogen_ansible::vault::Secret::from_spec(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (1, e.to_string()))?;
+    mitogen_ansible::vault::set_secrets(secrets);
     let mut plays: Vec<Play> = Vec::new();
     for pb in &args.playbooks {
         plays.extend(load_playbook(pb, &parse).map_err(|e| (4, e.to_string()))?);

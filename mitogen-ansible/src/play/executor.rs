@@ -2,6 +2,7 @@
 
 use super::PlayError;
 use super::events::{Event, HostResult, Outcome, Stats};
+use super::hostvars::{HostVars, Source};
 use super::inventory::{Inventory, read_vars_file};
 use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
 use super::template::{Templar, Vars, truthy};
@@ -97,14 +98,16 @@ impl Default for Options {
     }
 }
 
+/// What the executor keeps per host.
 #[derive(Default)]
-struct HostState {
+pub(crate) struct HostState {
     name: String,
     base: Mutex<Option<Result<Context, String>>>,
     connecting: Mutex<()>,
-    facts: Mutex<Map<String, Value>>,
+    /// Facts, without their `ansible_` prefix.
+    pub(crate) facts: Mutex<Map<String, Value>>,
     /// set_fact, register, include_vars.
-    registered: Mutex<Map<String, Value>>,
+    pub(crate) registered: Mutex<Map<String, Value>>,
     failed: AtomicBool,
     unreachable: AtomicBool,
     ended: AtomicBool,
@@ -115,6 +118,8 @@ struct HostState {
 /// Per-play state shared by the hosts' workers.
 struct PlayCtx<'p> {
     play: &'p Play,
+    /// Every host's variables (`hostvars`) and the play's common magic.
+    src: Arc<Source>,
     play_vars: Arc<Map<String, Value>>,
     hosts: Vec<String>,
     batch: Vec<String>,
@@ -128,12 +133,14 @@ struct PlayCtx<'p> {
 pub struct Executor {
     router: Router,
     runner: Arc<Runner>,
-    inventory: Mutex<Inventory>,
+    inventory: Arc<Mutex<Inventory>>,
+    /// `opts.extra_vars`, shared by every task's variables.
+    extra_vars: Arc<Map<String, Value>>,
     opts: Options,
     parse: ParseOptions,
     templar: Templar,
     subscribers: Mutex<Vec<Sender<Event>>>,
-    hosts: Mutex<HashMap<String, Arc<HostState>>>,
+    hosts: Arc<Mutex<HashMap<String, Arc<HostState>>>>,
     pool: BecomePool,
     /// Per ssh destination: whether its ControlMaster is up. The first
     /// connection to a destination starts the master alone; concurrent
@@ -165,13 +172,14 @@ impl Executor {
         Self {
             router,
             runner,
-            inventory: Mutex::new(inventory),
+            inventory: Arc::new(Mutex::new(inventory)),
+            extra_vars: Arc::new(opts.extra_vars.clone()),
             pool: BecomePool::new(opts.become_limit),
             opts,
             parse: ParseOptions::default(),
             templar: Templar::new(),
             subscribers: Mutex::new(Vec::new()),
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Arc::new(Mutex::new(HashMap::new())),
             masters: Mutex::new(HashMap::new()),
         }
     }
@@ -230,6 +238,7 @@ impl Executor {
                 continue;
             }
             let play_vars = self.play_vars(play, &hosts)?;
+            let src = Arc::new(self.var_source(play));
             for batch in batches(&hosts, &play.serial) {
                 let live: Vec<String> = batch
                     .iter()
@@ -244,6 +253,7 @@ impl Executor {
                 }
                 let ctx = PlayCtx {
                     play,
+                    src: src.clone(),
                     play_vars: play_vars.clone(),
                     hosts: hosts.clone(),
                     batch: live.clone(),
@@ -271,7 +281,7 @@ impl Executor {
 
     fn play_hosts(&self, play: &Play) -> Result<Vec<String>, PlayError> {
         let mut vars = Vars::new();
-        vars.push(Arc::new(self.opts.extra_vars.clone()));
+        vars.push(self.extra_vars.clone());
         let pattern = self
             .templar
             .string(&play.hosts, &vars)
@@ -296,7 +306,7 @@ impl Executor {
         for (f, loc) in &play.vars_files {
             let mut vars = Vars::new();
             vars.push(Arc::new(m.clone()));
-            vars.push(Arc::new(self.opts.extra_vars.clone()));
+            vars.push(self.extra_vars.clone());
             let name = self
                 .templar
                 .value(f, &vars)
@@ -305,8 +315,13 @@ impl Executor {
                 .as_str()
                 .map_or_else(|| name.to_string(), str::to_owned);
             let p = play.base.join(&name);
-            let loaded =
-                read_vars_file(&p).map_err(|e| PlayError::at(loc, format!("vars_files: {e}")))?;
+            let loaded = read_vars_file(&p).map_err(|e| match e {
+                PlayError::Vault { path, msg } => PlayError::at(
+                    loc,
+                    format!("Invalid vars_files file '{}': {msg}", path.display()),
+                ),
+                e => PlayError::at(loc, format!("vars_files: {e}")),
+            })?;
             m.extend(loaded);
         }
         Ok(Arc::new(m))
@@ -655,36 +670,46 @@ impl Executor {
         }));
     }
 
-    /// Variables for `t` on `h`, lowest precedence first.
-    fn vars_for(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>) -> Vars {
-        let mut v = Vars::new();
-        if let Some(r) = &t.role {
-            v.push(r.defaults.clone());
-        }
-        let inv = self.inventory.lock();
-        v.push(Arc::new(inv.host_vars(&h.name)));
+    /// What `hostvars` and every task of `play` build host variables from.
+    fn var_source(&self, play: &Play) -> Source {
         let mut magic = Map::new();
-        magic.insert("inventory_hostname".into(), h.name.clone().into());
-        magic.insert(
-            "inventory_hostname_short".into(),
-            h.name.split('.').next().unwrap_or("").into(),
-        );
-        let groups_of = inv.host_groups(&h.name);
-        magic.insert(
-            "group_names".into(),
-            groups_of
-                .iter()
-                .filter(|g| *g != "all" && *g != "ungrouped")
-                .cloned()
-                .collect::<Vec<_>>()
-                .into(),
-        );
+        let inv = self.inventory.lock();
         let mut groups = Map::new();
         for g in inv.group_names() {
             groups.insert(g.clone(), inv.group_hosts(&g).into());
         }
         drop(inv);
         magic.insert("groups".into(), Value::Object(groups));
+        magic.insert(
+            "playbook_dir".into(),
+            abs(&play.base).display().to_string().into(),
+        );
+        magic.insert("ansible_check_mode".into(), self.opts.check.into());
+        magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
+        magic.insert(
+            "ansible_version".into(),
+            json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}),
+        );
+        Source {
+            inventory: self.inventory.clone(),
+            hosts: self.hosts.clone(),
+            extra_vars: self.extra_vars.clone(),
+            magic: Arc::new(magic),
+            templar: self.templar.clone(),
+        }
+    }
+
+    /// Variables for `t` on `h`, lowest precedence first.
+    fn vars_for(&self, ctx: &PlayCtx<'_>, t: &TaskDef, h: &Arc<HostState>) -> Vars {
+        let mut v = Vars::new();
+        if let Some(r) = &t.role {
+            v.push(r.defaults.clone());
+        }
+        let (inventory, own) = ctx.src.inventory_layers(&h.name);
+        v.push(Arc::new(inventory));
+        // The play's common magic is shared, not copied (`groups` is big).
+        v.push(ctx.src.magic.clone());
+        let mut magic = own;
         magic.insert("ansible_play_hosts_all".into(), ctx.hosts.clone().into());
         magic.insert("ansible_play_batch".into(), ctx.batch.clone().into());
         let alive: Vec<String> = ctx
@@ -699,42 +724,38 @@ impl Executor {
         magic.insert("ansible_play_hosts".into(), alive.clone().into());
         magic.insert("play_hosts".into(), alive.into());
         magic.insert("ansible_play_name".into(), ctx.play.name.clone().into());
-        magic.insert(
-            "playbook_dir".into(),
-            abs(&ctx.play.base).display().to_string().into(),
-        );
-        magic.insert("ansible_check_mode".into(), self.opts.check.into());
-        magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
         magic.insert("omit".into(), OMIT.into());
-        magic.insert(
-            "ansible_version".into(),
-            json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}),
-        );
+        // Where lookups find files: the role, the task file's directory,
+        // the playbook's (ansible-core's `Task.get_search_path`).
+        let mut search: Vec<String> = Vec::new();
         if let Some(r) = &t.role {
             magic.insert("role_name".into(), r.name.clone().into());
-            magic.insert(
-                "role_path".into(),
-                abs(&r.path).display().to_string().into(),
-            );
+            let rp = abs(&r.path).display().to_string();
+            magic.insert("role_path".into(), rp.clone().into());
+            search.push(rp);
         }
-        v.push(Arc::new(magic));
-        let facts = h.facts.lock();
-        if !facts.is_empty() {
-            let mut fm = Map::new();
-            for (k, x) in facts.iter() {
-                fm.insert(format!("ansible_{k}"), x.clone());
+        for d in [abs(&t.base), abs(&ctx.play.base)] {
+            let d = d.display().to_string();
+            if !search.contains(&d) {
+                search.push(d);
             }
-            fm.insert("ansible_facts".into(), Value::Object(facts.clone()));
-            v.push(Arc::new(fm));
         }
-        drop(facts);
+        magic.insert("ansible_search_path".into(), search.into());
+        v.push(Arc::new(magic));
+        if let Some(f) = Source::facts_layer(h) {
+            v.push(Arc::new(f));
+        }
         v.push(ctx.play_vars.clone());
         if let Some(r) = &t.role {
             v.push(r.vars.clone());
         }
         v.push(Arc::new(t.kw.vars.clone()));
         v.push(Arc::new(h.registered.lock().clone()));
-        v.push(Arc::new(self.opts.extra_vars.clone()));
+        v.push(self.extra_vars.clone());
+        v.push_object(
+            "hostvars",
+            minijinja::value::Value::from_object(HostVars(ctx.src.clone())),
+        );
         v
     }
 
@@ -992,37 +1013,47 @@ impl Executor {
         no_log: bool,
         delegated: Option<&str>,
     ) -> Outcome {
-        let items = match self.templar.value(src, vars) {
-            Ok(Value::Array(a)) => match kind {
-                "with_items" => a
-                    .into_iter()
-                    .flat_map(|x| match x {
-                        Value::Array(inner) => inner,
-                        other => vec![other],
-                    })
-                    .collect(),
-                "with_indexed_items" => a
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, x)| json!([i, x]))
-                    .collect(),
-                _ => a,
-            },
-            Ok(Value::Object(o)) if kind == "with_dict" => o
-                .into_iter()
-                .map(|(k, v)| json!({"key": k, "value": v}))
-                .collect(),
-            Ok(Value::String(s)) if kind == "with_items" => vec![Value::String(s)],
-            Ok(other) => {
-                return error_outcome(
-                    &format!(
-                        "Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
-                    ),
-                    no_log,
-                    false,
-                );
+        let items = if let Some(name) = kind.strip_prefix("with_") {
+            // `with_<lookup>`: the lookup's list, run as ansible-core's
+            // `_get_loop_items` does (terms templated, one term a list).
+            let cx = super::lookup::Ctx {
+                templar: &self.templar,
+                vars,
+                depth: 0,
+                with_action: Some(&t.action),
+            };
+            match self
+                .templar
+                .value(src, vars)
+                .map_err(|e| e.to_string())
+                .and_then(|terms| super::lookup::run_with(name, terms, &cx))
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    // ansible-core's result for a loop that has no items
+                    // to run: no `changed`.
+                    let mut out = error_outcome(&e, no_log, false);
+                    out.remove("changed");
+                    if let Value::Object(c) = &mut out.callback {
+                        c.shift_remove("changed");
+                    }
+                    return out;
+                }
             }
-            Err(e) => return error_outcome(&e.to_string(), no_log, false),
+        } else {
+            match self.templar.value(src, vars) {
+                Ok(Value::Array(a)) => a,
+                Ok(other) => {
+                    return error_outcome(
+                        &format!(
+                            "Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
+                        ),
+                        no_log,
+                        false,
+                    );
+                }
+                Err(e) => return error_outcome(&e.to_string(), no_log, false),
+            }
         };
         let lc = &t.loop_control;
         let loop_var = lc
@@ -1188,6 +1219,7 @@ impl Executor {
         loop {
             attempt += 1;
             let mut out = self.execute(ctx, t, h, vars, no_log, delegated);
+            Self::add_warnings(&mut out, vars);
             if out.status == Status::Unreachable {
                 return out;
             }
@@ -1258,6 +1290,48 @@ impl Executor {
         }
     }
 
+    /// Adds the warnings templating recorded (a lookup's `errors='warn'`)
+    /// to the result.
+    fn add_warnings(out: &mut Outcome, vars: &Vars) {
+        let warnings = vars.take_warnings();
+        if warnings.is_empty() {
+            return;
+        }
+        for view in [&mut out.register, &mut out.callback] {
+            if let Value::Object(m) = view {
+                let w = m.entry("warnings").or_insert_with(|| json!([]));
+                if let Value::Array(list) = w {
+                    list.extend(warnings.iter().cloned().map(Value::from));
+                }
+            }
+        }
+    }
+
+    /// The task's arguments templated, a failure as ansible-core words it
+    /// (`Error while resolving value for '<argument>'`).
+    fn task_args(&self, t: &TaskDef, vars: &Vars) -> Result<Value, String> {
+        let action = match t.action.contains('.') {
+            true => t.action.clone(),
+            false => format!("ansible.builtin.{}", t.action),
+        };
+        let head = format!("Task failed: Finalization of task args for '{action}' failed");
+        let Value::Object(o) = &t.args else {
+            return self
+                .templar
+                .value(&t.args, vars)
+                .map_err(|e| format!("{head}: {e}"));
+        };
+        let mut m = Map::new();
+        for (k, v) in o {
+            let x = self
+                .templar
+                .value(v, vars)
+                .map_err(|e| format!("{head}: Error while resolving value for '{k}': {e}"))?;
+            m.insert(k.clone(), x);
+        }
+        Ok(Value::Object(m))
+    }
+
     /// Templated args, then the action.
     fn execute(
         &self,
@@ -1268,18 +1342,9 @@ impl Executor {
         no_log: bool,
         delegated: Option<&str>,
     ) -> Outcome {
-        let args = match self.templar.value(&t.args, vars) {
+        let args = match self.task_args(t, vars) {
             Ok(a) => strip_omit(a),
-            Err(e) => {
-                return error_outcome(
-                    &format!(
-                        "Task failed: Finalization of task args for '{}' failed: {e}",
-                        t.action
-                    ),
-                    no_log,
-                    false,
-                );
-            }
+            Err(e) => return error_outcome(&e, no_log, false),
         };
         let a = t.short_action();
         match a {
@@ -1363,7 +1428,10 @@ impl Executor {
                             json!([abs(&p).display().to_string()]),
                         );
                         m.insert("changed".into(), false.into());
-                        finish_outcome(Status::Ok, m, no_log)
+                        // What a vault held is not shown (ansible-core
+                        // sets no_log for a vaulted file).
+                        let vaulted = crate::vault::is_encrypted_file(&p);
+                        finish_outcome(Status::Ok, m, no_log || vaulted)
                     }
                     Err(e) => error_outcome(&e.to_string(), no_log, false),
                 }
@@ -1470,6 +1538,7 @@ impl Executor {
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
+        let src = args.get("src").and_then(Value::as_str).map(str::to_owned);
         let mut task = Task::new(&action)
             .args(args)
             .check_mode(check)
@@ -1485,6 +1554,19 @@ impl Executor {
                 if let Ok(v) = self.templar.value(&v, vars) {
                     resolved.insert(k, v);
                 }
+            }
+            // `hostvars` goes whole (every host's variables, templated) to
+            // a template that names it: only there is it worth the copy.
+            let names_hostvars = src
+                .and_then(|s| super::lookup::find_in_search_path(vars, "templates", &s))
+                .and_then(|p| std::fs::read(p).ok())
+                .is_some_and(|text| text.windows(8).any(|w| w == b"hostvars"));
+            if names_hostvars && !resolved.contains_key("hostvars") {
+                let hv = minijinja::value::Value::from_object(HostVars(ctx.src.clone()));
+                resolved.insert(
+                    "hostvars".into(),
+                    serde_json::to_value(&hv).unwrap_or(Value::Null),
+                );
             }
             task = task.vars(resolved);
         }

@@ -614,7 +614,7 @@ impl Inventory {
 /// # Errors
 /// Unreadable, invalid, or not a mapping.
 pub fn read_vars_file(p: &Path) -> Result<Map<String, Value>, PlayError> {
-    let text = std::fs::read_to_string(p).map_err(|e| PlayError::io(p, e))?;
+    let text = read_text(p)?;
     let n = yaml::parse_one(&text, p)?;
     match n.to_json() {
         Value::Object(o) => Ok(o),
@@ -627,6 +627,26 @@ pub fn read_vars_file(p: &Path) -> Result<Map<String, Value>, PlayError> {
             "a vars file must be a mapping",
         )),
     }
+}
+
+/// A file's text, decrypted if it is a vault (vars files, `include_vars`,
+/// `group_vars`/`host_vars`, task files).
+///
+/// # Errors
+/// Unreadable files; vault data no secret decrypts (ansible-core's
+/// message, with the file).
+pub fn read_text(p: &Path) -> Result<String, PlayError> {
+    let data = std::fs::read(p).map_err(|e| PlayError::io(p, e))?;
+    let data = crate::vault::decrypt_if_vault(data).map_err(|e| PlayError::Vault {
+        path: std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()),
+        msg: e.0,
+    })?;
+    String::from_utf8(data).map_err(|e| {
+        PlayError::io(
+            p,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        )
+    })
 }
 
 /// An INI value as Ansible reads it (`ast.literal_eval`, else a string).

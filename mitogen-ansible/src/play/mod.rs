@@ -52,20 +52,39 @@
 //!   scalars as PyYAML does (YAML 1.1: `yes`/`on` are booleans), since
 //!   that is what Ansible files are written for.
 //! - Templating: `minijinja` (+ `minijinja-contrib`'s Python methods such
-//!   as `.split()`), strict undefined, with Ansible's filters and tests in
-//!   [`template`] and its native-type rule.
+//!   as `.split()`), strict undefined, `trim_blocks`, with Ansible's
+//!   filters and tests in [`template`], its native-type rule and its
+//!   finalize (`None` prints as nothing, lists and dicts as Python's
+//!   `str()`).
+//! - `hostvars` (and `vars`) are objects resolved on access, not copies:
+//!   a task's variables hold one `hostvars` per play, which builds a
+//!   host's variables (inventory, facts, `set_fact`/`register`, magic and
+//!   extra vars, as ansible-core's `HostVars`) only when a template names
+//!   the host.
+//! - Lookups ([`lookup`]): `lookup()`, `query()`/`q()` (`wantlist=`,
+//!   `errors=strict|warn|ignore`) and `with_<lookup>` loops, for
+//!   `env file template pipe vars items list dict indexed_items together
+//!   nested sequence subelements fileglob first_found lines unvault`, run on the
+//!   controller with ansible-core's search paths, results and messages.
 //! - [`DEFAULT_FORKS`] is 100: a fork here is a thread waiting on a reply.
 //!
+//! - Vault ([`crate::vault`]): `--vault-id`, `--vault-password-file`,
+//!   `ANSIBLE_VAULT_PASSWORD_FILE`; vaulted vars files, `include_vars`,
+//!   `group_vars`/`host_vars`, task files, inline `!vault` values (an
+//!   undecryptable one fails where it is used), `copy src=` (`decrypt`),
+//!   the `file` and `unvault` lookups.
+//!
 //! # Not supported (refused with file:line before running)
-//! Vault, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
-//! `module_defaults`, `delegate_facts`, `with_<lookup>` other than
-//! `with_items`/`with_list`/`with_dict`/`with_indexed_items`, lookups,
-//! `add_host`/`group_by`/`pause`, strategies other than linear/free.
-//! `async` fails at run time until the runner has async support.
+//! `--ask-vault-pass`, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
+//! `module_defaults`, `delegate_facts`, lookup plugins other than those
+//! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
+//! `pause`, strategies other than linear/free.
 pub mod config;
 pub mod events;
 pub mod executor;
+mod hostvars;
 pub mod inventory;
+pub mod lookup;
 pub mod playbook;
 pub mod template;
 pub mod util;
@@ -100,6 +119,14 @@ pub enum PlayError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A vault file no secret decrypts.
+    #[error("{}: {msg}", path.display())]
+    Vault {
+        /// The file (absolute).
+        path: PathBuf,
+        /// ansible-core's message.
+        msg: String,
     },
     /// Malformed YAML.
     #[error(transparent)]

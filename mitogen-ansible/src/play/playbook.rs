@@ -2,7 +2,7 @@
 //! runs: every keyword is known or refused with its file:line.
 
 use super::PlayError;
-use super::inventory::read_vars_file;
+use super::inventory::{read_text, read_vars_file};
 use super::template::Templar;
 use super::util::parse_kv;
 use super::yaml::{self, Loc, Node, Y};
@@ -59,8 +59,6 @@ const UNSUPPORTED_KEYWORDS: &[&str] = &[
     "become_flags",
 ];
 const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
-/// `with_<lookup>` loops supported.
-const WITH_LOOPS: &[&str] = &["with_items", "with_list", "with_dict", "with_indexed_items"];
 /// Modules taking a free-form string.
 const FREE_FORM: &[&str] = &[
     "command",
@@ -326,7 +324,7 @@ fn loc_of(file: &Arc<PathBuf>, line: usize) -> Loc {
 /// Syntax errors, unknown or unsupported keywords, filters and tests,
 /// unknown modules, missing roles: each with its file:line.
 pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, PlayError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlayError::io(path, e))?;
+    let text = read_text(path)?;
     let doc = yaml::parse_one(&text, path)?;
     let file = Arc::new(path.to_owned());
     let base = path
@@ -747,7 +745,7 @@ impl Parser<'_> {
             .find(|p| p.is_file());
         let mut allow_dup = false;
         if let Some(mp) = meta {
-            let text = std::fs::read_to_string(&mp).map_err(|e| PlayError::io(&mp, e))?;
+            let text = read_text(&mp)?;
             let doc = yaml::parse_one(&text, &mp)?;
             let mfile = Arc::new(mp);
             if let Some(a) = doc.get("allow_duplicates") {
@@ -815,7 +813,7 @@ impl Parser<'_> {
         role: Option<Arc<Role>>,
         handlers: &mut Vec<TaskDef>,
     ) -> Result<Vec<Item>, PlayError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PlayError::io(path, e))?;
+        let text = read_text(path)?;
         let doc = yaml::parse_one(&text, path)?;
         if matches!(doc.y, Y::Scalar(Value::Null)) {
             return Ok(Vec::new());
@@ -914,12 +912,13 @@ impl Parser<'_> {
                     t.loop_ = Some((v.to_json(), "loop".into()));
                 }
                 k if k.starts_with("with_") => {
-                    if !WITH_LOOPS.contains(&k) {
+                    let name = &k["with_".len()..];
+                    if !super::lookup::exists(name) {
                         return Err(PlayError::at(
                             &kloc,
                             format!(
-                                "unsupported loop '{k}' (supported: loop, {})",
-                                WITH_LOOPS.join(", ")
+                                "unsupported loop '{k}' (supported: loop, with_{})",
+                                super::lookup::LOOKUPS.join(", with_")
                             ),
                         ));
                     }

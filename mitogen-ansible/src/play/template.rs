@@ -8,7 +8,7 @@
 //! templated when it is used, as Ansible does.
 
 use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue, ValueKind};
-use minijinja::{Environment, Error as JError, ErrorKind, UndefinedBehavior};
+use minijinja::{Environment, Error as JError, ErrorKind, State, UndefinedBehavior};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::{Arc, LazyLock};
@@ -51,6 +51,7 @@ pub const FILTERS: &[&str] = &[
     "type_debug",
     "zip",
     "product",
+    "extract",
 ];
 
 /// minijinja's builtin filters Ansible users rely on (checked statically).
@@ -160,10 +161,22 @@ const TESTS: &[&str] = &[
     "version_compare",
 ];
 
-/// Variable layers, lowest precedence first.
+/// Variable layers, lowest precedence first, and named objects resolved
+/// on access (`hostvars`).
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     layers: Vec<Arc<Map<String, Value>>>,
+    objects: Vec<(Arc<str>, JValue)>,
+    sink: Arc<Sink>,
+}
+
+/// What templating reports besides its value: warnings (a lookup's
+/// `errors='warn'`) and why the last undefined value is undefined (a
+/// lookup's "No variable named ..."), for the error message.
+#[derive(Debug, Default)]
+struct Sink {
+    warnings: parking_lot::Mutex<Vec<String>>,
+    undefined: parking_lot::Mutex<Option<String>>,
 }
 
 impl Vars {
@@ -200,6 +213,44 @@ impl Vars {
     /// The raw (untemplated) value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.layers.iter().rev().find_map(|l| l.get(key))
+    }
+
+    /// Adds a variable whose value is an object resolved on access (below
+    /// every layer: a layer's variable of the same name wins).
+    pub(crate) fn push_object(&mut self, key: &str, v: JValue) {
+        self.objects.push((Arc::from(key), v));
+    }
+
+    fn object(&self, key: &str) -> Option<JValue> {
+        self.objects
+            .iter()
+            .rev()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Records a warning for the task's result.
+    pub(crate) fn warn(&self, msg: String) {
+        let mut w = self.sink.warnings.lock();
+        if !w.contains(&msg) {
+            w.push(msg);
+        }
+    }
+
+    /// Takes the warnings templating recorded (these variables and every
+    /// clone of them share one list).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.sink.warnings.lock())
+    }
+
+    /// Takes why the last undefined value is undefined, if a lookup said.
+    pub(crate) fn take_undefined(&self) -> Option<String> {
+        self.sink.undefined.lock().take()
+    }
+
+    /// Records why a value about to be returned undefined is undefined.
+    pub(crate) fn note_undefined(&self, why: String) {
+        *self.sink.undefined.lock() = Some(why);
     }
 
     fn keys(&self) -> Vec<String> {
@@ -253,10 +304,27 @@ struct Scope {
     depth: usize,
 }
 
+/// The name under which a template's own [`Scope`] is found (by lookups,
+/// which need the variables and the engine); not a variable users see.
+const SCOPE_KEY: &str = "__mitogen_scope__";
+
 impl Object for Scope {
     fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
         let k = key.as_str()?;
-        let v = self.vars.get(k)?;
+        let Some(v) = self.vars.get(k) else {
+            return match k {
+                SCOPE_KEY => Some(JValue::from_dyn_object(self.clone())),
+                // `vars`: every variable, templated on access.
+                "vars" => Some(JValue::from_dyn_object(self.clone())),
+                _ => self.vars.object(k),
+            };
+        };
+        if let Some(e) = v.as_str().and_then(crate::vault::undecryptable) {
+            self.vars.note_undefined(format!(
+                "Error rendering template: Attempt to use undecryptable variable: {e}"
+            ));
+            return Some(JValue::UNDEFINED);
+        }
         if self.depth < MAX_DEPTH && has_template(v) {
             if let Ok(t) = self.templar.value_at(v, &self.vars, self.depth + 1) {
                 return Some(JValue::from_serialize(&t));
@@ -301,15 +369,106 @@ fn to_json(v: &JValue) -> Result<Value, TemplateError> {
 }
 
 impl Templar {
-    /// An engine with Ansible's filters and tests, strict undefined.
+    /// An engine with Ansible's filters, tests and lookups, strict
+    /// undefined, `trim_blocks` (as ansible-core's environment).
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
+        // Jinja drops the source's last newline; string results get the
+        // source's trailing newlines back ([`Templar::value`]).
+        env.set_keep_trailing_newline(false);
+        env.set_trim_blocks(true);
         env.set_fuel(Some(FUEL));
+        // What `{{ x }}` writes inside a string: Python's `str(x)`, with
+        // `None` as nothing (ansible-core's finalize).
+        env.set_formatter(|out, _state, v| {
+            let text = match v.kind() {
+                ValueKind::None => String::new(),
+                ValueKind::String => v.as_str().unwrap_or_default().to_owned(),
+                ValueKind::Bool => (if v.is_true() { "True" } else { "False" }).to_owned(),
+                ValueKind::Number => v.to_string(),
+                _ => crate::pycompat::py_str(&jv_to_json(v)),
+            };
+            out.write_str(&text)
+                .map_err(|e| JError::new(ErrorKind::WriteFailure, e.to_string()))
+        });
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         filters::add(&mut env);
+        env.add_function("lookup", |st: &State<'_, '_>, args: Rest<JValue>| {
+            call_lookup(st, &args, false)
+        });
+        for q in ["query", "q"] {
+            env.add_function(q, |st: &State<'_, '_>, args: Rest<JValue>| {
+                call_lookup(st, &args, true)
+            });
+        }
         Self { env: Arc::new(env) }
+    }
+
+    /// `vars` as a mapping object whose values are templated on access
+    /// (`hostvars[host]`).
+    pub(crate) fn lazy(&self, vars: Vars) -> JValue {
+        self.lazy_at(vars, 0)
+    }
+
+    /// As [`Templar::lazy`], `depth` templatings deep already.
+    pub(crate) fn lazy_at(&self, vars: Vars, depth: usize) -> JValue {
+        JValue::from_object(Scope {
+            vars,
+            templar: self.clone(),
+            depth,
+        })
+    }
+
+    /// The engine with other template options (the `template` lookup's):
+    /// variable and comment delimiters, `trim_blocks`.
+    pub(crate) fn with_options(
+        &self,
+        variable: (&str, &str),
+        comment: (&str, &str),
+        trim_blocks: bool,
+    ) -> Result<Environment<'static>, TemplateError> {
+        let mut env = (*self.env).clone();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .variable_delimiters(variable.0.to_owned(), variable.1.to_owned())
+            .comment_delimiters(comment.0.to_owned(), comment.1.to_owned())
+            .build()?;
+        env.set_syntax(syntax);
+        env.set_trim_blocks(trim_blocks);
+        Ok(env)
+    }
+
+    /// Renders `text` (a template file's content) with `vars` in `env`
+    /// (this engine's, or one from [`Templar::with_options`] with
+    /// `{{ }}` delimiters or not): native types and trailing newlines as
+    /// for any value.
+    pub(crate) fn render_text(
+        &self,
+        env: Option<(&Environment<'static>, bool)>,
+        text: &str,
+        vars: &Vars,
+        depth: usize,
+    ) -> Result<Value, TemplateError> {
+        let (env, plain) = env.unwrap_or((&self.env, true));
+        self.render_in(env, plain, text, vars, depth)
+    }
+
+    /// The error for a failed render: a lookup's own message where a
+    /// lookup failed or returned the undefined value.
+    fn fail(&self, e: JError, vars: &Vars) -> TemplateError {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(x) = src {
+            if let Some(p) = x.downcast_ref::<PluginFailure>() {
+                return TemplateError(p.0.clone());
+            }
+            src = x.source();
+        }
+        if e.kind() == ErrorKind::UndefinedError {
+            if let Some(why) = vars.sink.undefined.lock().take() {
+                return TemplateError(why);
+            }
+        }
+        TemplateError::from(e)
     }
 
     fn ctx(&self, vars: &Vars, depth: usize) -> JValue {
@@ -325,6 +484,7 @@ impl Templar {
     /// # Errors
     /// Undefined variables, syntax errors, filter failures.
     pub fn value(&self, v: &Value, vars: &Vars) -> Result<Value, TemplateError> {
+        vars.sink.undefined.lock().take();
         self.value_at(v, vars, 0)
     }
 
@@ -344,16 +504,58 @@ impl Templar {
     }
 
     fn string_at(&self, s: &str, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
-        let out = match single_expression(s) {
-            Some(expr) => {
-                let e = self.env.compile_expression(expr)?;
-                to_json(&e.eval(self.ctx(vars, depth))?)?
-            }
-            None => Value::String(self.env.render_str(s, self.ctx(vars, depth))?),
+        self.render_in(&self.env, true, s, vars, depth)
+    }
+
+    fn render_in(
+        &self,
+        env: &Environment<'static>,
+        plain_syntax: bool,
+        s: &str,
+        vars: &Vars,
+        depth: usize,
+    ) -> Result<Value, TemplateError> {
+        // One expression alone (but for the newline Jinja drops) is its value.
+        let body = s
+            .strip_suffix("\r\n")
+            .or_else(|| s.strip_suffix('\n'))
+            .unwrap_or(s);
+        let native = if plain_syntax {
+            single_expression(body)
+        } else {
+            None
         };
-        if depth < MAX_DEPTH && has_template(&out) && out.as_str() != Some(s) {
-            return self.value_at(&out, vars, depth + 1);
-        }
+        let out = match native {
+            Some(expr) => {
+                let e = env
+                    .compile_expression(expr)
+                    .map_err(|e| self.fail(e, vars))?;
+                let v = e
+                    .eval(self.ctx(vars, depth))
+                    .map_err(|e| self.fail(e, vars))?;
+                if v.is_undefined() {
+                    if let Some(why) = vars.take_undefined() {
+                        return Err(TemplateError(why));
+                    }
+                }
+                to_json(&v)?
+            }
+            None => {
+                let r = env
+                    .render_str(s, self.ctx(vars, depth))
+                    .map_err(|e| self.fail(e, vars))?;
+                // ansible-core's `_post_render_mutation`: the source's
+                // trailing newlines the result lost come back.
+                let (want, have) = (trailing_newlines(s), trailing_newlines(&r));
+                Value::String(if want > have {
+                    r + &"\n".repeat(want - have)
+                } else {
+                    r
+                })
+            }
+        };
+        // Only a variable's value is a template (templated when it is
+        // read); what a template produced is not templated again.
         Ok(out)
     }
 
@@ -390,8 +592,12 @@ impl Templar {
                 if expr.is_empty() {
                     return Ok(true);
                 }
-                let e = self.env.compile_expression(expr)?;
-                let v = e.eval(self.ctx(vars, 0))?;
+                vars.sink.undefined.lock().take();
+                let e = self
+                    .env
+                    .compile_expression(expr)
+                    .map_err(|e| self.fail(e, vars))?;
+                let v = e.eval(self.ctx(vars, 0)).map_err(|e| self.fail(e, vars))?;
                 if v.is_undefined() {
                     return Err(TemplateError(format!(
                         "the conditional '{expr}' is undefined"
@@ -416,8 +622,12 @@ impl Templar {
     /// # Errors
     /// As [`Templar::value`].
     pub fn expr(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
-        let e = self.env.compile_expression(expr)?;
-        to_json(&e.eval(self.ctx(vars, 0))?)
+        vars.sink.undefined.lock().take();
+        let e = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| self.fail(e, vars))?;
+        to_json(&e.eval(self.ctx(vars, 0)).map_err(|e| self.fail(e, vars))?)
     }
 
     /// Checks a template's syntax and that every filter and test it names
@@ -445,6 +655,55 @@ impl Templar {
     }
 }
 
+/// `\n`s at the end of `s` (ansible-core's `_count_newlines_from_end`).
+fn trailing_newlines(s: &str) -> usize {
+    s.bytes().rev().take_while(|&b| b == b'\n').count()
+}
+
+/// A lookup plugin's failure, carried through minijinja as an error's
+/// source so that its message reaches the task unchanged.
+#[derive(Debug)]
+pub(crate) struct PluginFailure(pub(crate) String);
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginFailure {}
+
+/// `lookup(name, *terms, **kwargs)` and `query`/`q` (`force_list`).
+fn call_lookup(st: &State<'_, '_>, args: &[JValue], force_list: bool) -> Result<JValue, JError> {
+    let (pos, kwargs): (&[JValue], Kwargs) = minijinja::value::from_args(args)?;
+    let Some((name, terms)) = pos.split_first() else {
+        return Err(jerr("lookup() needs the name of a lookup plugin"));
+    };
+    let Some(name) = name.as_str() else {
+        return Err(jerr(format!(
+            "a lookup plugin's name must be a string, not {name}"
+        )));
+    };
+    let scope = st
+        .lookup(SCOPE_KEY)
+        .and_then(|s| s.downcast_object::<Scope>())
+        .ok_or_else(|| jerr("lookups need the task's variables"))?;
+    let mut kw: Vec<(String, JValue)> = Vec::new();
+    for k in kwargs.args() {
+        kw.push((k.to_owned(), kwargs.get::<JValue>(k)?));
+    }
+    let cx = super::lookup::Ctx {
+        templar: &scope.templar,
+        vars: &scope.vars,
+        depth: scope.depth + 1,
+        with_action: None,
+    };
+    super::lookup::invoke(name, terms, kw, force_list, &cx).map_err(|f| {
+        let msg = f.to_string();
+        jerr(msg).with_source(f)
+    })
+}
+
 /// Python truthiness of a JSON value.
 pub fn truthy(v: &Value) -> bool {
     match v {
@@ -465,6 +724,12 @@ static TEST_RE: LazyLock<Regex> = LazyLock::new(|| {
 static STR_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).expect("static regex"));
 
+/// `lookup('name'`, `query("name"`, `q('name'`: the plugin's name.
+static LOOKUP_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?:^|[^\w.])(?:lookup|query|q)\s*\(\s*(?:'([^']*)'|"([^"]*)")"#)
+        .expect("static regex")
+});
+
 static BLOCK_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("static regex"));
 
@@ -478,6 +743,12 @@ fn check_template_names(src: &str) -> Result<(), String> {
 }
 
 fn check_names(src: &str) -> Result<(), String> {
+    for c in LOOKUP_RE.captures_iter(src) {
+        let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        if !super::lookup::exists(name) {
+            return Err(format!("unsupported lookup '{name}'"));
+        }
+    }
     let code = STR_RE.replace_all(src, "''");
     for c in FILTER_RE.captures_iter(&code) {
         let name = &c[1];
@@ -724,6 +995,27 @@ mod filters {
                         })
                         .collect::<Vec<_>>(),
                 ))
+            },
+        );
+        // `extract(item, container, morekeys)`: container[item][k]...;
+        // what is missing is undefined (`map('extract', hostvars, 'x')`).
+        env.add_filter(
+            "extract",
+            |item: JValue, container: JValue, more: Option<JValue>| -> Result<JValue, JError> {
+                let mut keys = vec![item];
+                match more {
+                    Some(m) if m.kind() == ValueKind::Seq => keys.extend(m.try_iter()?),
+                    Some(m) if !m.is_undefined() && !m.is_none() => keys.push(m),
+                    _ => {}
+                }
+                let mut v = container;
+                for k in &keys {
+                    if v.is_undefined() {
+                        break;
+                    }
+                    v = v.get_item(k).unwrap_or(JValue::UNDEFINED);
+                }
+                Ok(v)
             },
         );
         env.add_filter(

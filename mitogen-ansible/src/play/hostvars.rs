@@ -1,0 +1,115 @@
+//! `hostvars`: any host's variables, as ansible-core's `HostVars` gives
+//! them (`VariableManager.get_vars(host=h, include_hostvars=False)`):
+//! inventory group and host vars, the host's magic variables
+//! (`inventory_hostname`, `group_names`, `groups`, `playbook_dir`, ...),
+//! its facts (`ansible_facts` and the `ansible_*` names), what
+//! `set_fact`/`register`/`include_vars` set for it, and extra vars. Not
+//! play, role or task vars: there is no play or task in that call.
+//!
+//! Nothing is copied into a task's variables: `hostvars` is one object
+//! per play that builds a host's layers when a template names the host,
+//! and each value is templated when it is read, with that host's
+//! variables (ansible-core's `HostVarsVars`).
+
+use super::executor::HostState;
+use super::inventory::Inventory;
+use super::template::{Templar, Vars};
+use minijinja::value::{Enumerator, Object, Value as JValue};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where every host's variables come from (shared with the executor).
+pub(crate) struct Source {
+    pub(crate) inventory: Arc<Mutex<Inventory>>,
+    pub(crate) hosts: Arc<Mutex<HashMap<String, Arc<HostState>>>>,
+    pub(crate) extra_vars: Arc<Map<String, Value>>,
+    /// Magic variables every host has in this play (`groups`,
+    /// `playbook_dir`, `ansible_check_mode`, ...).
+    pub(crate) magic: Arc<Map<String, Value>>,
+    pub(crate) templar: Templar,
+}
+
+impl Source {
+    /// `name`'s inventory vars and its own magic variables
+    /// (`inventory_hostname`, `inventory_hostname_short`, `group_names`).
+    pub(crate) fn inventory_layers(&self, name: &str) -> (Map<String, Value>, Map<String, Value>) {
+        let inv = self.inventory.lock();
+        let vars = inv.host_vars(name);
+        let mut magic = Map::new();
+        magic.insert("inventory_hostname".into(), name.into());
+        magic.insert(
+            "inventory_hostname_short".into(),
+            name.split('.').next().unwrap_or("").into(),
+        );
+        let groups: Vec<String> = inv
+            .host_groups(name)
+            .into_iter()
+            .filter(|g| g != "all" && g != "ungrouped")
+            .collect();
+        magic.insert("group_names".into(), groups.into());
+        (vars, magic)
+    }
+
+    /// A host's facts as variables: `ansible_facts` and `ansible_<fact>`.
+    pub(crate) fn facts_layer(h: &HostState) -> Option<Map<String, Value>> {
+        let facts = h.facts.lock();
+        if facts.is_empty() {
+            return None;
+        }
+        let mut fm = Map::new();
+        for (k, x) in facts.iter() {
+            fm.insert(format!("ansible_{k}"), x.clone());
+        }
+        fm.insert("ansible_facts".into(), Value::Object(facts.clone()));
+        Some(fm)
+    }
+
+    fn known(&self, name: &str) -> bool {
+        name == "localhost" || self.inventory.lock().has_host(name)
+    }
+
+    /// `hostvars[name]`'s layers, lowest precedence first; `None` for a
+    /// host the inventory does not have.
+    pub(crate) fn host_vars(&self, name: &str) -> Option<Vars> {
+        if !self.known(name) {
+            return None;
+        }
+        let (inv, own) = self.inventory_layers(name);
+        let mut v = Vars::new();
+        v.push(Arc::new(inv));
+        v.push(self.magic.clone());
+        v.push(Arc::new(own));
+        let state = self.hosts.lock().get(name).cloned();
+        if let Some(h) = state {
+            if let Some(f) = Self::facts_layer(&h) {
+                v.push(Arc::new(f));
+            }
+            v.push(Arc::new(h.registered.lock().clone()));
+        }
+        v.push(self.extra_vars.clone());
+        Some(v)
+    }
+}
+
+/// The `hostvars` object: a mapping of host names to their variables.
+pub(crate) struct HostVars(pub(crate) Arc<Source>);
+
+impl std::fmt::Debug for HostVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostVars")
+    }
+}
+
+impl Object for HostVars {
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let vars = self.0.host_vars(key.as_str()?)?;
+        Some(self.0.templar.lazy(vars))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let hosts = self.0.inventory.lock().hosts().to_vec();
+        Enumerator::Values(hosts.into_iter().map(JValue::from).collect())
+    }
+}
