@@ -280,6 +280,13 @@ pub(crate) fn poll(act: &mut Act<'_>) -> Result<(), Error> {
     let step = task.poll;
     let mut time_left = i64::try_from(task.async_limit).unwrap_or(i64::MAX);
     let mut last = Map::new();
+    // The polled result replaces the launch's, which carried the discovered
+    // interpreter: ansible-core's final result has the discovery warning but
+    // not the fact (so it is not saved, and the host's next task reports it
+    // again). The polls must not add it back.
+    if let Some((_, discovered)) = &mut act.s.python {
+        *discovered = None;
+    }
     while time_left > 0 {
         std::thread::sleep(Duration::from_secs(step));
         let res = status(act, &jid, "status")?;
