@@ -12,7 +12,8 @@
 # Must run as root (the sshd and its test users: scripts/test-hosts.sh
 # setup). Builds target/release/mitogen-play and compare_ssh (the sshd).
 # ansible-playbook runs with forks = N (so it is not held to 5).
-# TOOLS="ours mitogen" limits the tools; OURS_ARGS adds mitogen-play options.
+# TOOLS="ours mitogen" limits the tools; OURS_ARGS adds mitogen-play options;
+# PROFILE=debug builds and runs debug binaries (the test command's smoke run).
 set -euo pipefail
 exec </dev/null
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,11 +32,12 @@ N_TASKS=20
 require_root
 py=$("$REPO_ROOT/scripts/ansible-venv.sh")
 bin=$(dirname "$py")
-cargo build --quiet --release -p mitogen-ansible --bin mitogen-play --manifest-path "$REPO_ROOT/Cargo.toml"
-cargo build --quiet --release -p mitogen-benches --bin compare_ssh --manifest-path "$REPO_ROOT/Cargo.toml"
-PLAY="$REPO_ROOT/target/release/mitogen-play"
+PROFILE="${PROFILE:-release}"
+cargo build --quiet --profile "${PROFILE/debug/dev}" -p mitogen-ansible --bin mitogen-play --manifest-path "$REPO_ROOT/Cargo.toml"
+cargo build --quiet --profile "${PROFILE/debug/dev}" -p mitogen-benches --bin compare_ssh --manifest-path "$REPO_ROOT/Cargo.toml"
+PLAY="$REPO_ROOT/target/$PROFILE/mitogen-play"
 init_tmp
-start_sshd "$REPO_ROOT/target/release/compare_ssh"
+start_sshd "$REPO_ROOT/target/$PROFILE/compare_ssh"
 mpath=$("$py" -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))')
 
 task_for() {

@@ -3,7 +3,9 @@
 //! process, as a user's command would run).
 //!
 //! Usage: `fresh_call --port P --key K --known-hosts F [--user U]
-//! [--cache-dir DIR] [--controller-cache DIR]` (`--cache-dir`: only this
+//! [--cache-dir DIR] [--controller-cache DIR] [--control-path P]`
+//! (`--control-path`: share an OpenSSH master there, kept 60 s after its
+//! last session, as `Ssh::multiplex` and Ansible do; `--cache-dir`: only this
 //! cache directory on the target, e.g. an emptied one for a cold start;
 //! `--controller-cache`: where the controller keeps the agent's hash and
 //! compressed forms, default `~/.cache/mitogen-rs/controller`).
@@ -31,6 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .identity_file(arg("--key").ok_or("--key")?)
         .known_hosts_file(arg("--known-hosts").ok_or("--known-hosts")?)
         .bootstrap(boot);
+    let ssh = match arg("--control-path") {
+        Some(p) => ssh
+            .multiplex(std::time::Duration::from_secs(60))
+            .control_path(p),
+        None => ssh,
+    };
     let ctx = router.connect(&ssh)?;
     ctx.call::<Noop>(&())?;
     if std::env::args().any(|a| a == "--verbose") {
