@@ -279,6 +279,30 @@ impl ModuleSource {
         &self.version
     }
 
+    /// Whether the ansible-core in use is `major.minor` or newer (where its
+    /// action plugins changed what a result holds, the runner follows the
+    /// release it runs with). A version it cannot read counts as newer.
+    ///
+    /// ```no_run
+    /// let src = mitogen_ansible::ModuleSource::from_ansible_core("/venv/bin/python")?;
+    /// if src.version_at_least(2, 20) {
+    ///     println!("fetch results name the remote file");
+    /// }
+    /// # Ok::<(), mitogen_ansible::Error>(())
+    /// ```
+    pub fn version_at_least(&self, major: u32, minor: u32) -> bool {
+        let mut parts = self.version.split('.').map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u32>()
+        });
+        match (parts.next(), parts.next()) {
+            (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+            _ => true,
+        }
+    }
+
     /// The `ansible` package directory in use.
     pub fn ansible_dir(&self) -> &Path {
         &self.ansible_dir

@@ -236,6 +236,10 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         } else {
             result.insert("changed".into(), true.into());
             result.insert("md5sum".into(), new_md5.into());
+            // 2.20 added the remote path to a successful fetch's result.
+            if act.runner.source.version_at_least(2, 20) {
+                result.insert("file".into(), source.into());
+            }
             result.insert("dest".into(), dest_path.into());
             result.insert("remote_md5sum".into(), Value::Null);
             result.insert("checksum".into(), new_checksum.into());
