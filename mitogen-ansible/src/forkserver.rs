@@ -165,11 +165,6 @@ impl Server {
 
     /// Runs one task; `Err` leaves the server unusable.
     fn run(&mut self, interpreter: &str, req: &PyRequest) -> Result<RawRun, ServerError> {
-        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        self.stdin.write_all(&line).map_err(|_| ServerError::Died {
-            interpreter: interpreter.to_owned(),
-        })?;
         let deadline = Instant::now() + req.timeout + HANG_SLACK;
         let frame_pid = |f: &Frame, k: &str| {
             f.header
@@ -177,12 +172,19 @@ impl Server {
                 .and_then(serde_json::Value::as_u64)
                 .and_then(|p| u32::try_from(p).ok())
         };
-        // Announcements queued since the last task.
+        // Announcements queued since the last task, taken before the
+        // request goes out: after it, a frame may be this task's result
+        // (a quick module can answer before this thread runs again).
         while let Ok(f) = self.frames.try_recv() {
             if let Some(p) = frame_pid(&f, "spare") {
                 self.next_pid = Some(p);
             }
         }
+        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).map_err(|_| ServerError::Died {
+            interpreter: interpreter.to_owned(),
+        })?;
         let mut task_pid = self.next_pid.take();
         loop {
             match self

@@ -3,6 +3,11 @@
 //! checksum short-circuit (remote `stat`, then `file` for attributes
 //! only), `.source` transfer through `mitogen-service`, the `copy`
 //! module, and the controller-built diff (`file _diff_peek` + `slurp`).
+//!
+//! The remote `stat` (`_execute_remote_stat`, also `fetch`'s) is answered
+//! by the agent ([`crate::agent::QuickStat`]: one round trip instead of a
+//! module run that starts `file` and `lsattr`) whenever that cannot change
+//! the task's result; see [`crate::runner::Runner::quick_stat`] for when.
 
 use super::{Act, action_failure, boolean};
 use crate::error::Error;

@@ -7,6 +7,8 @@
 //!              [--json FILE] [--syntax-check] [--ansible-python PY] [-v]
 //! ```
 //!
+//! `MITOGEN_PLAY_LOG=debug` logs what the library does (to stderr).
+//!
 //! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts, 4
 //! unreachable hosts or a parse error, 5 bad options.
 
@@ -316,6 +318,29 @@ fn register(reg: &mut mitogen_core::Registry) {
     mitogen_ansible::register(reg);
 }
 
+/// With `MITOGEN_PLAY_LOG=LEVEL` (`info`, `debug`, ...), the library's log
+/// records, forwarded ones from the targets included, go to stderr (with
+/// `MITOGEN_RS_DUMP=SECONDS`, every context's periodic state dump too).
+fn log_from_env() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+        fn flush(&self) {}
+    }
+    if let Some(level) = std::env::var("MITOGEN_PLAY_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+    {
+        let _ = log::set_logger(&Stderr);
+        log::set_max_level(level);
+    }
+}
+
 fn main() -> ExitCode {
     // Same binary on both ends: as an agent this never returns.
     let router = match mitogen_core::init(register) {
@@ -325,6 +350,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    log_from_env();
     let _ = mitogen_core::layer::raise_nofile_limit();
     let args = match parse_args() {
         Ok(a) => a,
