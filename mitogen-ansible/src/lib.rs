@@ -1,5 +1,6 @@
 //! mitogen-ansible: runs Ansible modules on mitogen contexts with
-//! ansible-core 2.19's semantics, in warm per-target Python fork servers.
+//! ansible-core's semantics (2.19 and 2.20 checked), in warm per-target
+//! Python fork servers.
 //!
 //! One task's path:
 //!
@@ -62,7 +63,12 @@
 //! volatile fields listed there and the temp, job and backup names its
 //! `normalize` makes alike: local, over ssh, and under become to root and
 //! to an unprivileged user. It also checks that ansible-core's
-//! `async_status` reads this runner's jobs and the reverse.
+//! `async_status` reads this runner's jobs and the reverse. The test
+//! command runs it again against ansible-core 2.20 (Python 3.12): the
+//! runner reads only module files and the module protocol, and where an
+//! action plugin's result changed between releases (2.20's `fetch` names
+//! the remote `file`) it follows the release in use
+//! ([`ModuleSource::version_at_least`]).
 //!
 //! # Semantics kept, and where they differ
 //! - Action plugins reimplemented: `copy` (content, src file or tree,
