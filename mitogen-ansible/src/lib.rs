@@ -122,6 +122,7 @@ mod result;
 mod runner;
 mod source;
 pub mod vault;
+mod yaml;
 
 pub use agent::register;
 pub use error::Error;

@@ -88,7 +88,11 @@ pub mod lookup;
 pub mod playbook;
 pub mod template;
 pub mod util;
-pub mod yaml;
+/// YAML with line numbers, resolved as PyYAML resolves plain scalars (the
+/// crate's parser, shared with the `from_yaml` filter).
+pub mod yaml {
+    pub use crate::yaml::*;
+}
 
 pub use config::Config;
 pub use events::{Event, HostResult, Stats};

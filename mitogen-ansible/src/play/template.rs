@@ -876,7 +876,7 @@ mod filters {
             Ok(JValue::from_serialize(&v))
         });
         env.add_filter("from_yaml", |s: String| -> Result<JValue, JError> {
-            let n = super::super::yaml::parse_one(&s, std::path::Path::new("<from_yaml>"))
+            let n = crate::yaml::parse_one(&s, std::path::Path::new("<from_yaml>"))
                 .map_err(|e| jerr(e.to_string()))?;
             Ok(JValue::from_serialize(n.to_json()))
         });
