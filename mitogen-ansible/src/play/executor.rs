@@ -5,7 +5,7 @@ use super::events::{Event, HostResult, Outcome, Stats};
 use super::hostvars::{HostVars, Source};
 use super::inventory::{Inventory, read_vars_file};
 use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
-use super::template::{Templar, Vars, truthy};
+use super::template::{PlayHook, Templar, Vars, truthy};
 use crate::{Connection, Runner, Status, Target, Task};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mitogen_core::{Context, Local, Router};
@@ -1538,7 +1538,6 @@ impl Executor {
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
-        let src = args.get("src").and_then(Value::as_str).map(str::to_owned);
         let mut task = Task::new(&action)
             .args(args)
             .check_mode(check)
@@ -1548,27 +1547,9 @@ impl Executor {
             task = task.async_limit(async_limit).poll(poll);
         }
         if matches!(short(&action), "template") {
-            // The template is rendered with the task's variables, templated.
-            let mut resolved = Map::new();
-            for (k, v) in vars.flatten() {
-                if let Ok(v) = self.templar.value(&v, vars) {
-                    resolved.insert(k, v);
-                }
-            }
-            // `hostvars` goes whole (every host's variables, templated) to
-            // a template that names it: only there is it worth the copy.
-            let names_hostvars = src
-                .and_then(|s| super::lookup::find_in_search_path(vars, "templates", &s))
-                .and_then(|p| std::fs::read(p).ok())
-                .is_some_and(|text| text.windows(8).any(|w| w == b"hostvars"));
-            if names_hostvars && !resolved.contains_key("hostvars") {
-                let hv = minijinja::value::Value::from_object(HostVars(ctx.src.clone()));
-                resolved.insert(
-                    "hostvars".into(),
-                    serde_json::to_value(&hv).unwrap_or(Value::Null),
-                );
-            }
-            task = task.vars(resolved);
+            // The template file sees the task's variables (templated on
+            // access, `hostvars` too), its lookups and search paths.
+            task = task.template_hook(Arc::new(PlayHook::new(&self.templar, vars)));
         }
         if let Some(to) = t
             .timeout

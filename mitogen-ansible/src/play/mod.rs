@@ -51,11 +51,17 @@
 //!   node, which is what file:line errors need; [`yaml`] resolves plain
 //!   scalars as PyYAML does (YAML 1.1: `yes`/`on` are booleans), since
 //!   that is what Ansible files are written for.
-//! - Templating: `minijinja` (+ `minijinja-contrib`'s Python methods such
-//!   as `.split()`), strict undefined, `trim_blocks`, with Ansible's
-//!   filters and tests in [`template`], its native-type rule and its
-//!   finalize (`None` prints as nothing, lists and dicts as Python's
-//!   `str()`).
+//! - Templating: the crate's one engine ([`crate::jinja`]: `minijinja`
+//!   with `minijinja-contrib`'s Python methods such as `.split()`, strict
+//!   undefined, `trim_blocks`, Ansible's filters and tests, its finalize:
+//!   `None` prints as nothing, lists and dicts as Python's `str()`), with
+//!   [`template`]'s native-type rule and lazily templated variables. A
+//!   `template` task's file renders in the same engine, through
+//!   [`template::PlayHook`]: the task's variables, `hostvars`, lookups
+//!   and search paths (a role's `templates/` and `files/` first). Failures
+//!   read as ansible-core 2.19's: `'x' is undefined`, `object of type
+//!   'dict' has no attribute 'y'`, inside `Finalization of task args for
+//!   'ansible.builtin.X' failed: Error while resolving value for 'k': ...`.
 //! - `hostvars` (and `vars`) are objects resolved on access, not copies:
 //!   a task's variables hold one `hostvars` per play, which builds a
 //!   host's variables (inventory, facts, `set_fact`/`register`, magic and
