@@ -61,7 +61,9 @@
 //!   and search paths (a role's `templates/` and `files/` first). Failures
 //!   read as ansible-core 2.19's: `'x' is undefined`, `object of type
 //!   'dict' has no attribute 'y'`, inside `Finalization of task args for
-//!   'ansible.builtin.X' failed: Error while resolving value for 'k': ...`.
+//!   'ansible.builtin.X' failed: Error while resolving value for 'k': ...`
+//!   and `Error while evaluating conditional: ...`; `debug: var=` shows
+//!   an undefined value as `<< error N - why >>` with a warning.
 //! - `hostvars` (and `vars`) are objects resolved on access, not copies:
 //!   a task's variables hold one `hostvars` per play, which builds a
 //!   host's variables (inventory, facts, `set_fact`/`register`, magic and

@@ -489,6 +489,75 @@ impl Templar {
         Ok(self.eval(&self.env, expr, &self.ctx(vars, 0))?)
     }
 
+    /// `debug: var=`'s value, as ansible-core's `ReplacingMarkerBehavior`
+    /// gives it: what is undefined (the whole value, or the items of a
+    /// variable whose own templates fail) is a `<< error N - why >>`
+    /// placeholder, and each is a warning on `vars`.
+    ///
+    /// # Errors
+    /// Anything but an undefined value (a syntax error).
+    pub fn debug_var(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
+        let _notes = undefined::Fresh::begin();
+        let mut errors = Vec::new();
+        let bare = !expr.is_empty() && expr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let v = match vars.get(expr) {
+            Some(raw) if bare && (raw.is_array() || raw.is_object()) && has_template(raw) => {
+                self.replacing(raw, vars, &mut errors)?
+            }
+            _ => match self.eval(&self.env, expr, &self.ctx(vars, 0)) {
+                Ok(v) => v,
+                Err(f) if f.undefined => marker(&mut errors, expr, f.msg),
+                Err(f) => return Err(f.into()),
+            },
+        };
+        let mut rest = &errors[..];
+        let mut n = 0;
+        while let Some((src, _)) = rest.first() {
+            let k = rest.iter().take_while(|(s, _)| s == src).count();
+            let mut msg = format!(
+                "Encountered {k} template error{}.",
+                if k > 1 { "s" } else { "" }
+            );
+            for (_, why) in &rest[..k] {
+                n += 1;
+                msg.push_str(&format!("\nerror {n} - {why}"));
+            }
+            vars.warn(msg);
+            rest = &rest[k..];
+        }
+        Ok(v)
+    }
+
+    /// `v` templated leaf by leaf, an undefined leaf a placeholder.
+    fn replacing(
+        &self,
+        v: &Value,
+        vars: &Vars,
+        errors: &mut Vec<(String, String)>,
+    ) -> Result<Value, TemplateError> {
+        Ok(match v {
+            Value::String(s) if is_template(s) => match self.render_in(&self.env, true, s, vars, 1)
+            {
+                Ok(x) => x,
+                Err(f) if f.undefined => marker(errors, s, f.msg),
+                Err(f) => return Err(f.into()),
+            },
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.replacing(x, vars, errors))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => {
+                let mut m = Map::new();
+                for (k, x) in o {
+                    m.insert(k.clone(), self.replacing(x, vars, errors)?);
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
+    }
+
     /// Checks a template's syntax and that every filter and test it names
     /// exists, before anything runs. `is_expr`: a bare expression (`when:`).
     ///
@@ -533,6 +602,14 @@ fn undefined_value(env: &Environment<'_>, ctx: &JValue, expr: &str) -> Failed {
         }),
         undefined: true,
     }
+}
+
+/// Records an undefined value of the template `src` and returns its
+/// placeholder (numbered from 1 in the order met).
+fn marker(errors: &mut Vec<(String, String)>, src: &str, why: String) -> Value {
+    let s = format!("<< error {} - {why} >>", errors.len() + 1);
+    errors.push((src.to_owned(), why));
+    Value::String(s)
 }
 
 /// `\n`s at the end of `s` (ansible-core's `_count_newlines_from_end`).
