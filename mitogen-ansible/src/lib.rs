@@ -84,15 +84,19 @@
 //!   with [`Target::become_from`]; in `/var/tmp` for an unprivileged
 //!   become) but by the context itself, so there is no `setfacl`/`chmod`
 //!   step: an unprivileged become user owns its dir outright.
-//! - Templates: Jinja2 semantics as `minijinja` implements them (ansible's
-//!   `trim_blocks`, kept trailing newline, strict undefined, custom
-//!   delimiters, None renders empty, Python-style bools/lists/dicts) and the
-//!   filters `d`, `to_json`, `to_nice_json`, `bool`, `basename`, `dirname`,
-//!   `quote`, `b64encode`, `b64decode`, `mandatory`, `ternary` besides
-//!   Jinja's builtins. Missing: lookups, tests and filters beyond those
-//!   (`regex_*`, `to_yaml`, `combine`, ...), `{% include %}` outside the
-//!   template's own dir, and variables other than [`Task::vars`] plus
-//!   `inventory_hostname` and ansible-core's `template_*`.
+//! - Templates: one Jinja engine for the crate ([`jinja`]), the same for
+//!   a `template` task's file and the play layer's arguments: Jinja2
+//!   semantics as `minijinja` implements them (ansible's `trim_blocks`,
+//!   kept trailing newline, strict undefined, custom delimiters, None
+//!   renders empty, Python-style bools/lists/dicts), Ansible's filters and
+//!   tests ([`jinja::FILTERS`], [`jinja::TESTS`]) beside Jinja's builtins,
+//!   and ansible-core 2.19's messages for undefined values (`'x' is
+//!   undefined`, `object of type 'dict' has no attribute 'y'`) and
+//!   unknown filters. A template sees [`Task::vars`], `inventory_hostname`
+//!   and ansible-core's `template_*`; a [`jinja::TemplateHook`] on the
+//!   task adds globals, variables and search paths (the play layer's gives
+//!   lookups, `hostvars` and lazily templated variables). Without one
+//!   there are no lookups.
 //! - Not done: `until`/`retries`, `changed_when`/`failed_when`, loops,
 //!   `delegate_to` (the play executor's), Windows targets, `decrypt`
 //!   (vault) in `copy`.
@@ -106,8 +110,9 @@
 //! process group, the agent's uid: safe syscalls), `log`;
 //! `mitogen-service` (file transfers for `copy`, `template`, `script`,
 //! `fetch`: [`register`] registers it, so do not register it again),
-//! `minijinja` (`template` renders on the controller with Jinja
-//! semantics, as ansible-core's templar does), `sha1` and `md-5`
+//! `minijinja` + `minijinja-contrib` (`template` and the play layer
+//! render on the controller with Jinja semantics, as ansible-core's
+//! templar does; contrib gives Python's string and dict methods), `sha1` and `md-5`
 //! (ansible-core's checksums: `copy` and `fetch` compare `sha1` with the
 //! remote `stat`, `fetch` reports `md5sum`); for [`vault`], RustCrypto's
 //! maintained primitives, default features off: `pbkdf2` (the key
@@ -121,6 +126,7 @@ mod agent;
 mod args;
 mod error;
 mod forkserver;
+pub mod jinja;
 pub mod play;
 mod process;
 mod pycompat;
@@ -128,6 +134,7 @@ mod result;
 mod runner;
 mod source;
 pub mod vault;
+mod yaml;
 
 pub use agent::register;
 pub use error::Error;

@@ -7,37 +7,56 @@ use serde_json::Value;
 /// `json.dumps(v)` with Python's defaults: `", "` and `": "` separators,
 /// non-ASCII escaped as `\uXXXX` (surrogate pairs above the BMP).
 pub(crate) fn json_dumps(v: &Value) -> String {
+    json_dumps_indent(v, None)
+}
+
+/// `json.dumps(v, indent=n)` (`None`: on one line, as [`json_dumps`]):
+/// with an indent, items end with `","` and each goes on its own line.
+pub(crate) fn json_dumps_indent(v: &Value, indent: Option<usize>) -> String {
     let mut out = String::new();
-    dump(v, &mut out);
+    dump(v, indent, 0, &mut out);
     out
 }
 
-fn dump(v: &Value, out: &mut String) {
+fn dump(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
+    let newline = |out: &mut String, level: usize| {
+        if let Some(i) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(i * level));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&py_number(n)),
         Value::String(s) => dump_str(s, out),
+        Value::Array(a) if a.is_empty() => out.push_str("[]"),
+        Value::Object(m) if m.is_empty() => out.push_str("{}"),
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(sep);
                 }
-                dump(x, out);
+                newline(out, level + 1);
+                dump(x, indent, level + 1, out);
             }
+            newline(out, level);
             out.push(']');
         }
         Value::Object(m) => {
             out.push('{');
             for (i, (k, x)) in m.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(sep);
                 }
+                newline(out, level + 1);
                 dump_str(k, out);
                 out.push_str(": ");
-                dump(x, out);
+                dump(x, indent, level + 1, out);
             }
+            newline(out, level);
             out.push('}');
         }
     }
@@ -84,6 +103,19 @@ pub(crate) fn py_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => py_repr(other),
+    }
+}
+
+/// Python's type name of a JSON-decoded value (`NoneType`, `int`, `dict`).
+pub(crate) fn py_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
     }
 }
 
@@ -256,8 +288,25 @@ pub(crate) fn splitlines(s: &str) -> Vec<&str> {
     out
 }
 
-/// Bytes to text as ansible-core's `surrogate_then_replace` ends up showing
-/// them: invalid UTF-8 becomes U+FFFD.
+/// `base64.b64encode` (standard alphabet, padded).
+pub(crate) fn b64encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// `base64.b64decode` (standard alphabet, padding optional, whitespace
 /// ignored); `None` on other bytes.
 pub(crate) fn b64decode(s: &str) -> Option<Vec<u8>> {
@@ -270,7 +319,7 @@ pub(crate) fn b64decode(s: &str) -> Option<Vec<u8>> {
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
-            b'=' | b'\n' | b'\r' | b' ' => continue,
+            b'=' | b'\n' | b'\r' | b'\t' | b' ' => continue,
             _ => return None,
         };
         acc = (acc << 6) | u32::from(v);
@@ -284,6 +333,8 @@ pub(crate) fn b64decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Bytes to text as ansible-core's `surrogate_then_replace` ends up showing
+/// them: invalid UTF-8 becomes U+FFFD.
 pub(crate) fn decode(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -70,6 +70,7 @@ pub struct Task {
     pub(crate) poll: u64,
     pub(crate) keep_remote_files: bool,
     pub(crate) vars: Map<String, Value>,
+    pub(crate) template_hook: Option<Arc<dyn crate::jinja::TemplateHook>>,
 }
 
 impl Task {
@@ -87,6 +88,7 @@ impl Task {
             poll: 15,
             keep_remote_files: false,
             vars: Map::new(),
+            template_hook: None,
         }
     }
 
@@ -116,6 +118,17 @@ impl Task {
     /// whatever the play would have in scope).
     pub fn vars(mut self, vars: Map<String, Value>) -> Self {
         self.vars = vars;
+        self
+    }
+
+    /// What a `template` task's file sees beyond [`Task::vars`] and the
+    /// crate's filters and tests: the caller's globals, variables resolved
+    /// on access and search paths (the play layer's
+    /// [`PlayHook`](crate::play::template::PlayHook) gives lookups,
+    /// `hostvars` and lazily templated variables). See
+    /// [`TemplateHook`](crate::jinja::TemplateHook).
+    pub fn template_hook(mut self, hook: Arc<dyn crate::jinja::TemplateHook>) -> Self {
+        self.template_hook = Some(hook);
         self
     }
 

@@ -136,6 +136,11 @@ fn cases() -> Vec<Case> {
             ..case("16_hostvars.yml")
         },
         Case {
+            extra_inventory: "[colored]\nh1 tu_color=red\nh2 tu_color=blue\nh3 tu_color=green\n",
+            needs: &["copy", "template"],
+            ..case("18_templates_undefined.yml")
+        },
+        Case {
             args: &[
                 "--vault-id",
                 "{fixtures}/vault/pass.txt",

@@ -1,18 +1,26 @@
 //! The `template` action (`plugins/action/template.py`): the template is
-//! rendered on the controller with `minijinja` (Jinja2 semantics:
-//! `trim_blocks` on, trailing newline kept, undefined variables are
-//! errors, custom delimiters) with the task's variables, ansible-core's
-//! `template_*` variables and the Ansible filters templates commonly use;
-//! the result then goes through the `copy` action.
+//! rendered on the controller in the crate's one Jinja environment
+//! ([`crate::jinja`]: Ansible's filters and tests, `trim_blocks` on,
+//! trailing newline kept, ansible-core's undefined messages, custom
+//! delimiters) with ansible-core's `template_*` variables over
+//! [`Task::vars`](crate::Task::vars), and whatever the task's
+//! [`TemplateHook`] adds (the play's lookups, `hostvars`, lazily templated
+//! variables, search paths); the result then goes through the `copy`
+//! action.
+//!
+//! A failure reads as ansible-core 2.19's (`Task failed: 'x' is
+//! undefined`, `... Syntax error in template: No filter named 'y'.`):
+//! what a template file calls is only known when it renders.
 
 use super::copy::{self, TempFile};
 use super::{Act, action_failure, boolean};
 use crate::error::Error;
-use crate::pycompat::json_dumps;
-use minijinja::value::Value as JValue;
-use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use crate::jinja::{self, Syntax, TemplateHook, undefined};
+use minijinja::value::{Enumerator, Object, Value as JValue};
+use minijinja::{Environment, ErrorKind};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The options only the template action takes (removed before copy).
 const TEMPLATE_ONLY: &[&str] = &[
@@ -59,7 +67,9 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
     if !matches!(newline.as_str(), "\n" | "\r" | "\r\n") {
         return fail(act, "newline_sequence needs to be one of: \n, \r or \r\n");
     }
-    let full = match act.find_needle("templates", &source) {
+    let hook = act.task.template_hook.clone();
+    let found = hook.as_ref().and_then(|h| h.find_template(&source));
+    let full = match found.map_or_else(|| act.find_needle("templates", &source), Ok) {
         Ok(p) => p,
         Err(m) => return fail(act, &m),
     };
@@ -73,26 +83,6 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) => return fail(act, &format!("Could not read {}: {e}", full.display())),
     };
-    let mut vars = act.task.vars.clone();
-    for k in ["inventory_hostname", "inventory_hostname_short"] {
-        if !vars.contains_key(k) {
-            let name = &act.target.inventory_name;
-            let v = if k.ends_with("_short") {
-                name.split('.').next().unwrap_or(name)
-            } else {
-                name
-            };
-            vars.insert(k.into(), v.into());
-        }
-    }
-    for (k, v) in template_vars(
-        &source,
-        &full,
-        Some(&dest),
-        !vars.contains_key("ansible_managed"),
-    ) {
-        vars.insert(k, v);
-    }
     let syntax = Syntax {
         block: (
             s("block_start_string").unwrap_or_else(|| "{%".into()),
@@ -107,10 +97,35 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
             s("comment_end_string").unwrap_or_else(|| "#}".into()),
         ),
     };
-    let search: Vec<PathBuf> = full.parent().map(Path::to_owned).into_iter().collect();
-    let rendered = match render(&text, &vars, &syntax, trim_blocks, lstrip_blocks, &search) {
+    // `ansible_search_path`, the base directory and the template's own,
+    // each `DIR/templates` then `DIR` (for `{% include %}`).
+    let mut search: Vec<PathBuf> = hook.as_ref().map(|h| h.search_path()).unwrap_or_default();
+    search.extend(act.runner.base_dir.clone());
+    search.extend(full.parent().map(Path::to_owned));
+    let file = File {
+        text: &text,
+        syntax: &syntax,
+        trim_blocks,
+        lstrip_blocks,
+        search: search
+            .into_iter()
+            .flat_map(|p| [p.join("templates"), p])
+            .collect(),
+    };
+    let vars = Context::value(
+        template_vars(&source, &full, Some(&dest), false),
+        act.task.vars.clone(),
+        hook.as_deref(),
+        &act.target.inventory_name,
+    );
+    let rendered = match render(&file, &vars, hook.as_deref()) {
         Ok(r) => r,
-        Err(e) => return fail(act, &e),
+        Err(e) => {
+            // What the template raised: a task failure, not the action's.
+            act.s.data = crate::runner::failure(&e);
+            act.s.data.insert("changed".into(), false.into());
+            return Ok(());
+        }
     };
     let rendered = if newline == "\n" {
         rendered
@@ -139,12 +154,6 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
     args.insert("dest".into(), dest.into());
     args.insert("follow".into(), follow.into());
     copy::run_with(act, &args)
-}
-
-struct Syntax {
-    block: (String, String),
-    variable: (String, String),
-    comment: (String, String),
 }
 
 /// `generate_ansible_template_vars` (`dest`: `None` for the `template`
@@ -198,28 +207,109 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-/// Renders `text` as ansible-core's templar does for the template action.
-fn render(
-    text: &str,
-    vars: &Map<String, Value>,
-    syntax: &Syntax,
+/// A template file and how to read it.
+struct File<'a> {
+    text: &'a str,
+    syntax: &'a Syntax,
     trim_blocks: bool,
     lstrip_blocks: bool,
-    search: &[PathBuf],
+    /// Where `{% include %}` looks.
+    search: Vec<PathBuf>,
+}
+
+/// A template's variables, highest precedence first: ansible-core's
+/// `template_*`, [`Task::vars`](crate::Task::vars), the hook's, then what
+/// ansible-core has when nothing else sets it (`ansible_managed`,
+/// `inventory_hostname`, `inventory_hostname_short`).
+#[derive(Debug)]
+struct Context {
+    template: Map<String, Value>,
+    task: Map<String, Value>,
+    hook: Option<JValue>,
+    defaults: Map<String, Value>,
+}
+
+impl Context {
+    /// The context object (a template value).
+    fn value(
+        template: Map<String, Value>,
+        task: Map<String, Value>,
+        hook: Option<&dyn TemplateHook>,
+        inventory_name: &str,
+    ) -> JValue {
+        let mut defaults = Map::new();
+        defaults.insert("ansible_managed".into(), "Ansible managed".into());
+        defaults.insert("inventory_hostname".into(), inventory_name.into());
+        defaults.insert(
+            "inventory_hostname_short".into(),
+            inventory_name.split('.').next().unwrap_or("").into(),
+        );
+        let hook = hook.and_then(|h| h.variables(&template));
+        JValue::from_object(Self {
+            template,
+            task,
+            hook,
+            defaults,
+        })
+    }
+}
+
+impl Object for Context {
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let k = key.as_str()?;
+        if let Some(v) = self.template.get(k).or_else(|| self.task.get(k)) {
+            return Some(undefined::to_value(v));
+        }
+        let mark = undefined::Mark::now();
+        let found = self
+            .hook
+            .as_ref()
+            .and_then(|h| h.as_object()?.get_value(key));
+        if found.as_ref().is_some_and(|v| !v.is_undefined()) {
+            return found;
+        }
+        if let Some(v) = self.defaults.get(k) {
+            mark.rewind();
+            return Some(undefined::to_value(v));
+        }
+        if self.hook.is_none() {
+            undefined::note_var(k);
+        }
+        found
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<JValue> = Vec::new();
+        let hook_keys = self.hook.as_ref().and_then(|h| h.try_iter().ok());
+        let own = [&self.template, &self.task, &self.defaults];
+        for k in own
+            .iter()
+            .flat_map(|m| m.keys().map(|k| JValue::from(k.as_str())))
+            .chain(hook_keys.into_iter().flatten())
+        {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        Enumerator::Values(keys)
+    }
+}
+
+/// Renders `file` with `vars` as ansible-core's templar does for the
+/// template action; the error is ansible-core's message.
+fn render(
+    file: &File<'_>,
+    vars: &JValue,
+    hook: Option<&dyn TemplateHook>,
 ) -> Result<String, String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_trim_blocks(trim_blocks);
-    env.set_lstrip_blocks(lstrip_blocks);
+    let mut env = jinja::environment();
+    env.set_trim_blocks(file.trim_blocks);
+    env.set_lstrip_blocks(file.lstrip_blocks);
     env.set_keep_trailing_newline(true);
-    let sc = minijinja::syntax::SyntaxConfig::builder()
-        .block_delimiters(syntax.block.0.clone(), syntax.block.1.clone())
-        .variable_delimiters(syntax.variable.0.clone(), syntax.variable.1.clone())
-        .comment_delimiters(syntax.comment.0.clone(), syntax.comment.1.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
-    env.set_syntax(sc);
-    let dirs = search.to_vec();
+    file.syntax
+        .apply(&mut env)
+        .map_err(|e| jinja::error_text(&e))?;
+    let dirs = file.search.clone();
     env.set_loader(move |name| {
         for d in &dirs {
             let p = d.join(name);
@@ -231,144 +321,16 @@ fn render(
         }
         Ok(None)
     });
-    add_filters(&mut env);
-    // Values print as ansible-core 2.19's templar does: None as nothing,
-    // the rest as Python's str() (True, ['a', 1], {'k': 'v'}).
-    env.set_formatter(|out, state, value| {
-        use minijinja::value::ValueKind;
-        match value.kind() {
-            ValueKind::None => Ok(()),
-            ValueKind::Bool | ValueKind::Seq | ValueKind::Map => {
-                let j: Value = serde_json::to_value(value).unwrap_or(Value::Null);
-                out.write_str(&crate::pycompat::py_str(&j))
-                    .map_err(|e| minijinja::Error::new(ErrorKind::WriteFailure, e.to_string()))
-            }
-            _ => minijinja::escape_formatter(out, state, value),
-        }
-    });
-    let ctx = JValue::from_serialize(vars);
-    env.render_str(text, ctx).map_err(|e| {
-        let mut msg = e.to_string();
-        if e.kind() == ErrorKind::UndefinedError {
-            msg = format!("{msg} (a variable the template uses is not in Task::vars)");
-        }
-        msg
-    })
-}
-
-/// The Ansible filters templates commonly use, beside Jinja's builtins.
-fn add_filters(env: &mut Environment<'_>) {
-    env.add_filter("d", minijinja::filters::default);
-    env.add_filter("to_json", |v: JValue| -> Result<String, minijinja::Error> {
-        let j: Value = serde_json::to_value(&v)
-            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-        Ok(json_dumps(&j))
-    });
-    env.add_filter(
-        "to_nice_json",
-        |v: JValue| -> Result<String, minijinja::Error> {
-            let j: Value = serde_json::to_value(&v)
-                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-            Ok(nice_json(&j, 0))
-        },
-    );
-    env.add_filter("bool", |v: JValue| -> bool {
-        match v.as_str() {
-            Some(s) => matches!(
-                s.to_lowercase().as_str(),
-                "yes" | "on" | "1" | "true" | "t" | "y"
-            ),
-            None => v.is_true(),
-        }
-    });
-    env.add_filter("basename", |s: String| -> String {
-        s.rsplit('/').next().unwrap_or("").to_owned()
-    });
-    env.add_filter("dirname", |s: String| -> String {
-        match s.rfind('/') {
-            Some(0) => "/".into(),
-            Some(i) => s[..i].to_owned(),
-            None => String::new(),
-        }
-    });
-    env.add_filter("quote", |s: String| crate::pycompat::shlex_quote(&s));
-    env.add_filter("b64encode", |s: String| b64encode(s.as_bytes()));
-    env.add_filter(
-        "b64decode",
-        |s: String| -> Result<String, minijinja::Error> {
-            crate::pycompat::b64decode(&s)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "bad base64"))
-        },
-    );
-    env.add_filter(
-        "mandatory",
-        |v: JValue| -> Result<JValue, minijinja::Error> {
-            if v.is_undefined() {
-                Err(minijinja::Error::new(
-                    ErrorKind::UndefinedError,
-                    "Mandatory variable has not been overridden",
-                ))
-            } else {
-                Ok(v)
-            }
-        },
-    );
-    env.add_filter(
-        "ternary",
-        |v: JValue, a: JValue, b: JValue| {
-            if v.is_true() { a } else { b }
-        },
-    );
-}
-
-/// Python's `json.dumps(v, indent=4, sort_keys=True)` (to_nice_json).
-fn nice_json(v: &Value, level: usize) -> String {
-    let pad = |n: usize| " ".repeat(n * 4);
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let items: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    format!(
-                        "{}{}: {}",
-                        pad(level + 1),
-                        json_dumps(&Value::String((*k).clone())),
-                        nice_json(&m[*k], level + 1)
-                    )
-                })
-                .collect();
-            format!("{{\n{}\n{}}}", items.join(",\n"), pad(level))
-        }
-        Value::Array(a) if !a.is_empty() => {
-            let items: Vec<String> = a
-                .iter()
-                .map(|x| format!("{}{}", pad(level + 1), nice_json(x, level + 1)))
-                .collect();
-            format!("[\n{}\n{}]", items.join(",\n"), pad(level))
-        }
-        other => json_dumps(other),
+    if let Some(h) = hook {
+        h.add_globals(&mut env);
     }
+    let _notes = undefined::Fresh::begin();
+    render_in(&env, file.text, vars)
 }
 
-fn b64encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+fn render_in(env: &Environment<'_>, text: &str, vars: &JValue) -> Result<String, String> {
+    env.render_str(text, vars)
+        .map_err(|e| jinja::failure_message(env, vars, text, &e, false))
 }
 
 /// A fresh `ansible-local-<pid><rand>` dir under `local_tmp` (ansible-core's
@@ -415,43 +377,84 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn r(t: &str, v: Value) -> String {
-        let syntax = Syntax {
-            block: ("{%".into(), "%}".into()),
-            variable: ("{{".into(), "}}".into()),
-            comment: ("{#".into(), "#}".into()),
+    fn r(t: &str, v: Value) -> Result<String, String> {
+        let syntax = Syntax::default();
+        let file = File {
+            text: t,
+            syntax: &syntax,
+            trim_blocks: true,
+            lstrip_blocks: false,
+            search: Vec::new(),
         };
-        let Value::Object(m) = v else { unreachable!() };
-        render(t, &m, &syntax, true, false, &[]).unwrap()
+        let Value::Object(m) = v else {
+            return Err("vars must be a dict".into());
+        };
+        render(
+            &file,
+            &Context::value(Map::new(), m, None, "h1.example"),
+            None,
+        )
     }
 
     #[test]
-    fn jinja_semantics_and_filters() {
-        assert_eq!(r("{% if a %}\nx\n{% endif %}\n", json!({"a": true})), "x\n");
-        assert_eq!(r("{{ b | d('z') }}", json!({})), "z");
+    fn every_filter_and_ansible_messages_without_a_hook() {
         assert_eq!(
-            r("{{ a | to_json }}", json!({"a": {"k": [1, "2"]}})),
-            r#"{"k": [1, "2"]}"#
+            r("{% if a %}\nx\n{% endif %}\n", json!({"a": true})).unwrap(),
+            "x\n"
         );
-        assert_eq!(r("{{ 'yes' | bool }}", json!({})), "True");
+        assert_eq!(r("{{ b | d('z') }}", json!({})).unwrap(), "z");
+        assert_eq!(
+            r(
+                "{{ a | to_json }} {{ 'yes' | bool }}",
+                json!({"a": {"k": [1, "2"]}})
+            )
+            .unwrap(),
+            r#"{"k": [1, "2"]} True"#
+        );
         assert_eq!(
             r(
                 "{{ n }} {{ l }} {{ m }}",
                 json!({"n": null, "l": ["a", 1], "m": {"k": false}})
-            ),
+            )
+            .unwrap(),
             " ['a', 1] {'k': False}"
         );
-        assert_eq!(r("{{ '/a/b.txt' | basename }}", json!({})), "b.txt");
-        assert_eq!(r("{{ 'hi' | b64encode }}", json!({})), "aGk=");
+        // The play layer's filters and tests, with no play.
         assert_eq!(
-            r("{{ a | to_nice_json }}", json!({"a": {"b": 1}})),
-            "{\n    \"b\": 1\n}"
+            r(
+                "{{ 'a-b' | regex_replace('-', '+') }} {{ {'a': 1} | combine({'b': 2}) }} {{ 5 is odd }}",
+                json!({})
+            )
+            .unwrap(),
+            "a+b {'a': 1, 'b': 2} True"
         );
-        let syntax = Syntax {
-            block: ("{%".into(), "%}".into()),
-            variable: ("{{".into(), "}}".into()),
-            comment: ("{#".into(), "#}".into()),
-        };
-        assert!(render("{{ nope }}", &Map::new(), &syntax, true, false, &[]).is_err());
+        assert_eq!(
+            r(
+                "{{ inventory_hostname_short }} {{ ansible_managed }}",
+                json!({})
+            )
+            .unwrap(),
+            "h1 Ansible managed"
+        );
+        assert_eq!(
+            r("{{ nope }}", json!({})).unwrap_err(),
+            "'nope' is undefined"
+        );
+        assert_eq!(
+            r(
+                "{% for u in us %}{{ u.x }}{% endfor %}",
+                json!({"us": [{"y": 1}]})
+            )
+            .unwrap_err(),
+            "object of type 'dict' has no attribute 'x'"
+        );
+        assert_eq!(
+            r("{{ 'x' | no_such }}", json!({})).unwrap_err(),
+            "Syntax error in template: No filter named 'no_such'."
+        );
+        assert_eq!(
+            r("{{ lookup('env', 'HOME') }}", json!({})).unwrap_err(),
+            "'lookup' is undefined"
+        );
     }
 }

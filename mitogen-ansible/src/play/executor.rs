@@ -5,7 +5,7 @@ use super::events::{Event, HostResult, Outcome, Stats};
 use super::hostvars::{HostVars, Source};
 use super::inventory::{Inventory, read_vars_file};
 use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
-use super::template::{Templar, Vars, truthy};
+use super::template::{PlayHook, Templar, TemplateError, Vars, truthy};
 use crate::{Connection, Runner, Status, Target, Task};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mitogen_core::{Context, Local, Router};
@@ -920,13 +920,8 @@ impl Executor {
     }
 
     fn when_ok(&self, t: &TaskDef, vars: &Vars) -> Result<bool, String> {
-        for (c, loc) in &t.kw.when {
-            if !self.templar.cond(c, vars).map_err(|e| {
-                format!(
-                    "{loc}: The conditional check '{}' failed: {e}",
-                    cond_text(c)
-                )
-            })? {
+        for (c, _) in &t.kw.when {
+            if !self.templar.cond(c, vars).map_err(|e| cond_error(&e))? {
                 return Ok(false);
             }
         }
@@ -1022,37 +1017,27 @@ impl Executor {
                 depth: 0,
                 with_action: Some(&t.action),
             };
-            match self
-                .templar
-                .value(src, vars)
-                .map_err(|e| e.to_string())
-                .and_then(|terms| super::lookup::run_with(name, terms, &cx))
-            {
+            let terms = match self.templar.value(src, vars) {
+                Ok(t) => t,
+                Err(e) => return error_outcome(&format!("Task failed: {e}"), no_log, false),
+            };
+            match super::lookup::run_with(name, terms, &cx) {
                 Ok(items) => items,
-                Err(e) => {
-                    // ansible-core's result for a loop that has no items
-                    // to run: no `changed`.
-                    let mut out = error_outcome(&e, no_log, false);
-                    out.remove("changed");
-                    if let Value::Object(c) = &mut out.callback {
-                        c.shift_remove("changed");
-                    }
-                    return out;
-                }
+                Err(e) => return no_items_outcome(&e, no_log),
             }
         } else {
             match self.templar.value(src, vars) {
                 Ok(Value::Array(a)) => a,
                 Ok(other) => {
-                    return error_outcome(
+                    return no_items_outcome(
                         &format!(
-                            "Invalid data passed to 'loop', it requires a list, got this instead: {other}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
+                            "The `loop` value must resolve to a 'list', not '{}'.",
+                            crate::pycompat::py_type_name(&other)
                         ),
                         no_log,
-                        false,
                     );
                 }
-                Err(e) => return error_outcome(&e.to_string(), no_log, false),
+                Err(e) => return error_outcome(&format!("Task failed: {e}"), no_log, false),
             }
         };
         let lc = &t.loop_control;
@@ -1227,42 +1212,30 @@ impl Executor {
             if let Some(reg) = &t.register {
                 rv.push_one(reg, out.register.clone());
             }
+            // ansible-core's `_execute`: a conditional that fails leaves
+            // the result, failed, with the error as `<cond>_when_result`.
             if let Some(cw) = &t.changed_when {
                 match self.templar.cond(cw, &rv) {
                     Ok(c) => {
                         out.set("changed", c.into());
                     }
                     Err(e) => {
-                        return error_outcome(
-                            &format!(
-                                "The conditional check '{}' failed. The error was: {e}",
-                                cond_text(cw)
-                            ),
-                            no_log,
-                            false,
-                        );
+                        out.set("changed_when_result", when_error(&e).into());
+                        out.set("failed", true.into());
+                        out.set_default("exception", NO_TRACEBACK.into());
+                        return out.refresh(no_log);
                     }
                 }
             }
             if let Some(fw) = &t.failed_when {
-                match self.templar.cond(fw, &rv) {
-                    Ok(f) => {
-                        out.set("failed_when_result", f.into());
-                        out.set("failed", f.into());
-                        if f {
-                            out.set_default("exception", NO_TRACEBACK.into());
-                        }
-                    }
-                    Err(e) => {
-                        return error_outcome(
-                            &format!(
-                                "The conditional check '{}' failed. The error was: {e}",
-                                cond_text(fw)
-                            ),
-                            no_log,
-                            false,
-                        );
-                    }
+                let (f, why) = match self.templar.cond(fw, &rv) {
+                    Ok(f) => (f, Value::from(f)),
+                    Err(e) => (true, when_error(&e).into()),
+                };
+                out.set("failed_when_result", why);
+                out.set("failed", f.into());
+                if f {
+                    out.set_default("exception", NO_TRACEBACK.into());
                 }
             }
             if let Some(u) = &t.until {
@@ -1352,10 +1325,18 @@ impl Executor {
                 let mut m = Map::new();
                 if let Some(var) = args.get("var") {
                     let name = var.as_str().map_or_else(|| var.to_string(), str::to_owned);
-                    let v = self
-                        .templar
-                        .expr(&name, vars)
-                        .unwrap_or_else(|_| Value::String("VARIABLE IS NOT DEFINED!".into()));
+                    let v = match self.templar.debug_var(&name, vars) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return error_outcome(
+                                &format!(
+                                    "Task failed: Error while resolving `var` expression: {e}"
+                                ),
+                                no_log,
+                                false,
+                            );
+                        }
+                    };
                     m.insert(name, v);
                 } else {
                     m.insert(
@@ -1481,16 +1462,7 @@ impl Executor {
                     }
                     return finish_outcome(Status::Failed, m, no_log);
                 }
-                Err(e) => {
-                    return error_outcome(
-                        &format!(
-                            "The conditional check '{}' failed. The error was: {e}",
-                            cond_text(c)
-                        ),
-                        no_log,
-                        false,
-                    );
-                }
+                Err(e) => return error_outcome(&cond_error(&e), no_log, false),
             }
         }
         if !quiet {
@@ -1538,7 +1510,6 @@ impl Executor {
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
-        let src = args.get("src").and_then(Value::as_str).map(str::to_owned);
         let mut task = Task::new(&action)
             .args(args)
             .check_mode(check)
@@ -1548,27 +1519,9 @@ impl Executor {
             task = task.async_limit(async_limit).poll(poll);
         }
         if matches!(short(&action), "template") {
-            // The template is rendered with the task's variables, templated.
-            let mut resolved = Map::new();
-            for (k, v) in vars.flatten() {
-                if let Ok(v) = self.templar.value(&v, vars) {
-                    resolved.insert(k, v);
-                }
-            }
-            // `hostvars` goes whole (every host's variables, templated) to
-            // a template that names it: only there is it worth the copy.
-            let names_hostvars = src
-                .and_then(|s| super::lookup::find_in_search_path(vars, "templates", &s))
-                .and_then(|p| std::fs::read(p).ok())
-                .is_some_and(|text| text.windows(8).any(|w| w == b"hostvars"));
-            if names_hostvars && !resolved.contains_key("hostvars") {
-                let hv = minijinja::value::Value::from_object(HostVars(ctx.src.clone()));
-                resolved.insert(
-                    "hostvars".into(),
-                    serde_json::to_value(&hv).unwrap_or(Value::Null),
-                );
-            }
-            task = task.vars(resolved);
+            // The template file sees the task's variables (templated on
+            // access, `hostvars` too), its lookups and search paths.
+            task = task.template_hook(Arc::new(PlayHook::new(&self.templar, vars)));
         }
         if let Some(to) = t
             .timeout
@@ -1879,8 +1832,16 @@ fn abs(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
 }
 
-fn cond_text(c: &Value) -> String {
-    c.as_str().map_or_else(|| c.to_string(), str::to_owned)
+/// ansible-core's words for a conditional that could not be evaluated
+/// (`failed_when_result`, `changed_when_result`).
+fn when_error(e: &TemplateError) -> String {
+    format!("Error while evaluating conditional: {e}")
+}
+
+/// The task failure for a `when:` or `assert` conditional that could not
+/// be evaluated.
+fn cond_error(e: &TemplateError) -> String {
+    format!("Task failed: {}", when_error(e))
 }
 
 fn strip_omit(v: Value) -> Value {
@@ -1966,6 +1927,17 @@ fn error_outcome(msg: &str, no_log: bool, _ignore: bool) -> Outcome {
     m.insert("changed".into(), false.into());
     m.insert("exception".into(), NO_TRACEBACK.into());
     finish_outcome(Status::Failed, m, no_log)
+}
+
+/// ansible-core's result for a loop that has no items to run: no
+/// `changed`.
+fn no_items_outcome(msg: &str, no_log: bool) -> Outcome {
+    let mut out = error_outcome(msg, no_log, false);
+    out.remove("changed");
+    if let Value::Object(c) = &mut out.callback {
+        c.shift_remove("changed");
+    }
+    out
 }
 
 impl Outcome {

@@ -104,8 +104,16 @@ impl std::fmt::Debug for HostVars {
 
 impl Object for HostVars {
     fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
-        let vars = self.0.host_vars(key.as_str()?)?;
-        Some(self.0.templar.lazy(vars))
+        let vars = key.as_str().and_then(|k| self.0.host_vars(k));
+        if vars.is_none() {
+            // ansible-core's undefined for a host the inventory lacks.
+            let name = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
+            crate::jinja::undefined::note(format!(
+                "hostvars[{}]",
+                crate::pycompat::py_repr(&Value::String(name))
+            ));
+        }
+        Some(self.0.templar.lazy(vars?))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {

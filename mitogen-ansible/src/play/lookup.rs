@@ -23,8 +23,9 @@
 //! Unknown plugin names are refused before the run (the templates' static
 //! check and the `with_<lookup>` keywords), with their file:line.
 
-use super::template::{PluginFailure, Templar, Vars, truthy};
-use crate::pycompat::{py_repr, py_str};
+use super::template::{Templar, Vars, truthy};
+use crate::jinja::{Syntax, undefined};
+use crate::pycompat::{py_repr, py_str, py_type_name};
 use minijinja::value::Value as JValue;
 use regex::Regex;
 use serde_json::{Map, Value, json};
@@ -123,13 +124,10 @@ pub(crate) fn invoke(
     kwargs: Vec<(String, JValue)>,
     force_list: bool,
     cx: &Ctx<'_>,
-) -> Result<JValue, PluginFailure> {
+) -> Result<JValue, String> {
     let plugin = short(name);
     if !LOOKUPS.contains(&plugin) {
-        return Err(PluginFailure(format!(
-            "The lookup plugin {} was not found.",
-            quoted(name)
-        )));
+        return Err(format!("The lookup plugin {} was not found.", quoted(name)));
     }
     if !matches!(plugin, "env" | "first_found") {
         let undefined = terms
@@ -162,7 +160,7 @@ pub(crate) fn invoke(
                     quoted(name)
                 )),
                 "ignore" => {}
-                _ => return Err(PluginFailure(failed(name, &f))),
+                _ => return Err(failed(name, &f)),
             }
             return Ok(if wantlist {
                 JValue::from(Vec::<JValue>::new())
@@ -198,7 +196,7 @@ pub(crate) fn run_with(name: &str, terms: Value, cx: &Ctx<'_>) -> Result<Vec<Val
         .iter()
         .map(|v| {
             if v.is_undefined() {
-                Err(cx.vars.take_undefined().unwrap_or_else(|| {
+                Err(undefined::consumed().map(|n| n.msg).unwrap_or_else(|| {
                     format!("the lookup plugin '{name}' returned an undefined value")
                 }))
             } else {
@@ -213,7 +211,7 @@ fn to_json(v: &JValue) -> Value {
 }
 
 fn values(v: Vec<Value>) -> Vec<JValue> {
-    v.iter().map(JValue::from_serialize).collect()
+    v.iter().map(undefined::to_value).collect()
 }
 
 fn run(
@@ -267,18 +265,6 @@ fn bool_opt(kw: &Map<String, Value>, key: &str, default: bool) -> bool {
     }
 }
 
-fn native_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
-}
-
 /// `LookupBase._flatten`: one level of lists opened.
 fn flatten(terms: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -299,7 +285,7 @@ fn py_iter(v: &Value) -> Result<Vec<Value>, Failure> {
         Value::Object(o) => Ok(o.keys().map(|k| Value::String(k.clone())).collect()),
         other => Err(Failure::new(format!(
             "'{}' object is not iterable",
-            native_type_name(other)
+            py_type_name(other)
         ))),
     }
 }
@@ -378,26 +364,22 @@ fn template(
             .filter(|v| !v.is_null())
             .map_or_else(|| d.to_owned(), py_str)
     };
-    let variable = (
-        opt("variable_start_string", "{{"),
-        opt("variable_end_string", "}}"),
-    );
-    let comment = (
-        opt("comment_start_string", "{#"),
-        opt("comment_end_string", "#}"),
-    );
+    let syntax = Syntax {
+        variable: (
+            opt("variable_start_string", "{{"),
+            opt("variable_end_string", "}}"),
+        ),
+        comment: (
+            opt("comment_start_string", "{#"),
+            opt("comment_end_string", "#}"),
+        ),
+        ..Syntax::default()
+    };
     let trim_blocks = bool_opt(kw, "trim_blocks", true);
-    let env = if variable != ("{{".into(), "}}".into())
-        || comment != ("{#".into(), "#}".into())
-        || !trim_blocks
-    {
+    let env = if syntax != Syntax::default() || !trim_blocks {
         Some(
             cx.templar
-                .with_options(
-                    (&variable.0, &variable.1),
-                    (&comment.0, &comment.1),
-                    trim_blocks,
-                )
+                .with_options(&syntax, trim_blocks)
                 .map_err(|e| Failure::new(e.0))?,
         )
     } else {
@@ -432,17 +414,22 @@ fn template(
             managed,
         )));
         vars.push(std::sync::Arc::new(extra.clone()));
-        let v = cx
-            .templar
-            .render_text(
-                env.as_ref()
-                    .map(|e| (e, variable == ("{{".into(), "}}".into()))),
-                &text,
-                &vars,
-                cx.depth,
-            )
-            .map_err(|e| Failure::new(e.0))?;
-        out.push(JValue::from_serialize(&v));
+        let r = cx.templar.render_text(
+            env.as_ref().map(|e| (e, syntax.plain_variables())),
+            &text,
+            &vars,
+            cx.depth,
+        );
+        out.push(match r {
+            Ok(v) => undefined::to_value(&v),
+            // An undefined value in the template is the lookup's value
+            // (ansible-core's marker), not the plugin's failure.
+            Err(f) if f.undefined => {
+                undefined::note(f.msg);
+                JValue::UNDEFINED
+            }
+            Err(f) => return Err(Failure::new(f.msg)),
+        });
     }
     Ok(out)
 }
@@ -455,7 +442,7 @@ fn vars(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<JV
         let Value::String(name) = t else {
             return Err(Failure::new(format!(
                 "Variable name must be 'str' not {}.",
-                quoted(native_type_name(t))
+                quoted(py_type_name(t))
             )));
         };
         let v = scope
@@ -464,10 +451,9 @@ fn vars(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<JV
         out.push(if !v.is_undefined() {
             v
         } else if let Some(d) = default {
-            JValue::from_serialize(d)
+            undefined::to_value(d)
         } else {
-            cx.vars
-                .note_undefined(format!("No variable named {} was found.", quoted(name)));
+            undefined::note(format!("No variable named {} was found.", quoted(name)));
             JValue::UNDEFINED
         });
     }
@@ -520,7 +506,7 @@ fn dict(terms: &[Value]) -> Result<Vec<Value>, Failure> {
             return Err(Failure::new(format!(
                 "the 'dict' lookup plugin expects a dictionary, got '{}' of type <class '{}'>)",
                 py_str(t),
-                native_type_name(t)
+                py_type_name(t)
             )));
         };
         out.extend(o.iter().map(|(k, v)| json!({"key": k, "value": v})));
@@ -1146,7 +1132,7 @@ impl FirstFound {
                 other => {
                     return Err(Failure::new(format!(
                         "Invalid term supplied. A string, dict or list is required, not {}).",
-                        quoted(native_type_name(other))
+                        quoted(py_type_name(other))
                     )));
                 }
             };
@@ -1208,7 +1194,7 @@ fn basedir(vars: &Vars) -> String {
 }
 
 /// `ansible_search_path`, or `[role_path or the playbook's directory]`.
-fn search_path(vars: &Vars) -> Vec<String> {
+pub(crate) fn search_path(vars: &Vars) -> Vec<String> {
     match vars.get("ansible_search_path") {
         Some(Value::Array(a)) => a.iter().map(py_str).collect(),
         _ => vec![
@@ -1220,7 +1206,8 @@ fn search_path(vars: &Vars) -> Vec<String> {
 }
 
 /// Where `needle` is for the task whose variables are `vars`, as a lookup
-/// with `subdir` searches (the executor checks a `template` task's source).
+/// with `subdir` searches (a `template` task's source, through
+/// [`PlayHook`](super::template::PlayHook)).
 pub(crate) fn find_in_search_path(vars: &Vars, subdir: &str, needle: &str) -> Option<String> {
     find_file(vars, Some(subdir), needle, true)
 }

@@ -51,11 +51,19 @@
 //!   node, which is what file:line errors need; [`yaml`] resolves plain
 //!   scalars as PyYAML does (YAML 1.1: `yes`/`on` are booleans), since
 //!   that is what Ansible files are written for.
-//! - Templating: `minijinja` (+ `minijinja-contrib`'s Python methods such
-//!   as `.split()`), strict undefined, `trim_blocks`, with Ansible's
-//!   filters and tests in [`template`], its native-type rule and its
-//!   finalize (`None` prints as nothing, lists and dicts as Python's
-//!   `str()`).
+//! - Templating: the crate's one engine ([`crate::jinja`]: `minijinja`
+//!   with `minijinja-contrib`'s Python methods such as `.split()`, strict
+//!   undefined, `trim_blocks`, Ansible's filters and tests, its finalize:
+//!   `None` prints as nothing, lists and dicts as Python's `str()`), with
+//!   [`template`]'s native-type rule and lazily templated variables. A
+//!   `template` task's file renders in the same engine, through
+//!   [`template::PlayHook`]: the task's variables, `hostvars`, lookups
+//!   and search paths (a role's `templates/` and `files/` first). Failures
+//!   read as ansible-core 2.19's: `'x' is undefined`, `object of type
+//!   'dict' has no attribute 'y'`, inside `Finalization of task args for
+//!   'ansible.builtin.X' failed: Error while resolving value for 'k': ...`
+//!   and `Error while evaluating conditional: ...`; `debug: var=` shows
+//!   an undefined value as `<< error N - why >>` with a warning.
 //! - `hostvars` (and `vars`) are objects resolved on access, not copies:
 //!   a task's variables hold one `hostvars` per play, which builds a
 //!   host's variables (inventory, facts, `set_fact`/`register`, magic and
@@ -88,7 +96,11 @@ pub mod lookup;
 pub mod playbook;
 pub mod template;
 pub mod util;
-pub mod yaml;
+/// YAML with line numbers, resolved as PyYAML resolves plain scalars (the
+/// crate's parser, shared with the `from_yaml` filter).
+pub mod yaml {
+    pub use crate::yaml::*;
+}
 
 pub use config::Config;
 pub use events::{Event, HostResult, Stats};

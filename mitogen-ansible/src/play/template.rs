@@ -1,165 +1,28 @@
-//! Templating and conditionals through `minijinja`, with Ansible's common
-//! filters and tests and its native-type rule: a string that is one
-//! `{{ expression }}` becomes the expression's value (a list stays a list),
-//! anything else renders to a string.
+//! Templating and conditionals for plays, on the crate's one Jinja
+//! engine ([`crate::jinja`]: Ansible's filters and tests, finalize,
+//! undefined messages) with the play's own globals: `lookup`, `query`
+//! and `q` ([`super::lookup`]). Ansible's native-type rule holds: a
+//! string that is one `{{ expression }}` becomes the expression's value
+//! (a list stays a list), anything else renders to a string.
 //!
 //! Variables are looked up lazily through [`Vars`] layers (highest
 //! precedence last); a variable whose value is itself a template is
-//! templated when it is used, as Ansible does.
+//! templated when it is used, as Ansible does. [`PlayHook`] gives the
+//! same variables, lookups and search paths to the files a `template`
+//! task renders in the runner.
 
-use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue, ValueKind};
-use minijinja::{Environment, Error as JError, ErrorKind, State, UndefinedBehavior};
+use crate::jinja::{self, Syntax, TemplateHook, undefined};
+use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue};
+use minijinja::{Environment, Error as JError, ErrorKind, State};
 use regex::Regex;
 use serde_json::{Map, Value};
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
+
+pub use crate::jinja::FILTERS;
 
 /// Templating depth for variables that are templates themselves.
 const MAX_DEPTH: usize = 16;
-/// Template instructions before a render is stopped (runaway loops).
-const FUEL: u64 = 50_000_000;
-
-/// Filters this templar provides beyond minijinja's builtins.
-pub const FILTERS: &[&str] = &[
-    "d",
-    "default",
-    "bool",
-    "int",
-    "float",
-    "to_json",
-    "to_nice_json",
-    "from_json",
-    "from_yaml",
-    "regex_replace",
-    "regex_search",
-    "regex_findall",
-    "regex_escape",
-    "ternary",
-    "mandatory",
-    "combine",
-    "dict2items",
-    "items2dict",
-    "basename",
-    "dirname",
-    "splitext",
-    "quote",
-    "b64encode",
-    "b64decode",
-    "union",
-    "intersect",
-    "difference",
-    "flatten",
-    "type_debug",
-    "zip",
-    "product",
-    "extract",
-];
-
-/// minijinja's builtin filters Ansible users rely on (checked statically).
-const BUILTIN_FILTERS: &[&str] = &[
-    "abs",
-    "attr",
-    "batch",
-    "capitalize",
-    "count",
-    "dictsort",
-    "e",
-    "escape",
-    "first",
-    "groupby",
-    "indent",
-    "items",
-    "join",
-    "last",
-    "length",
-    "lines",
-    "list",
-    "lower",
-    "map",
-    "max",
-    "min",
-    "pprint",
-    "reject",
-    "rejectattr",
-    "replace",
-    "reverse",
-    "round",
-    "safe",
-    "select",
-    "selectattr",
-    "slice",
-    "sort",
-    "split",
-    "string",
-    "sum",
-    "title",
-    "tojson",
-    "trim",
-    "unique",
-    "upper",
-    "urlencode",
-    "chain",
-];
-
-/// Tests: Ansible's and minijinja's.
-const TESTS: &[&str] = &[
-    "defined",
-    "undefined",
-    "none",
-    "boolean",
-    "false",
-    "true",
-    "number",
-    "integer",
-    "float",
-    "string",
-    "sequence",
-    "iterable",
-    "mapping",
-    "sameas",
-    "eq",
-    "equalto",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "in",
-    "odd",
-    "even",
-    "divisibleby",
-    "lower",
-    "upper",
-    "startingwith",
-    "endingwith",
-    "safe",
-    "escaped",
-    "filter",
-    "test",
-    "failed",
-    "failure",
-    "succeeded",
-    "success",
-    "successful",
-    "changed",
-    "change",
-    "skipped",
-    "skip",
-    "finished",
-    "unreachable",
-    "match",
-    "search",
-    "regex",
-    "truthy",
-    "falsy",
-    "contains",
-    "any",
-    "all",
-    "subset",
-    "superset",
-    "abs",
-    "version",
-    "version_compare",
-];
 
 /// Variable layers, lowest precedence first, and named objects resolved
 /// on access (`hostvars`).
@@ -171,12 +34,10 @@ pub struct Vars {
 }
 
 /// What templating reports besides its value: warnings (a lookup's
-/// `errors='warn'`) and why the last undefined value is undefined (a
-/// lookup's "No variable named ..."), for the error message.
+/// `errors='warn'`).
 #[derive(Debug, Default)]
 struct Sink {
     warnings: parking_lot::Mutex<Vec<String>>,
-    undefined: parking_lot::Mutex<Option<String>>,
 }
 
 impl Vars {
@@ -243,16 +104,6 @@ impl Vars {
         std::mem::take(&mut *self.sink.warnings.lock())
     }
 
-    /// Takes why the last undefined value is undefined, if a lookup said.
-    pub(crate) fn take_undefined(&self) -> Option<String> {
-        self.sink.undefined.lock().take()
-    }
-
-    /// Records why a value about to be returned undefined is undefined.
-    pub(crate) fn note_undefined(&self, why: String) {
-        *self.sink.undefined.lock() = Some(why);
-    }
-
     fn keys(&self) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
         for l in &self.layers {
@@ -269,13 +120,22 @@ pub struct TemplateError(pub String);
 
 impl From<JError> for TemplateError {
     fn from(e: JError) -> Self {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(x) = src {
-            s.push_str(&format!(": {x}"));
-            src = x.source();
-        }
-        Self(s)
+        Self(jinja::error_text(&e))
+    }
+}
+
+/// A failed render inside the crate: whether it failed on an undefined
+/// value (which the `template` lookup passes on as an undefined value,
+/// as ansible-core's markers, not as its own failure).
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) msg: String,
+    pub(crate) undefined: bool,
+}
+
+impl From<Failed> for TemplateError {
+    fn from(f: Failed) -> Self {
+        Self(f.msg)
     }
 }
 
@@ -297,40 +157,84 @@ impl Default for Templar {
     }
 }
 
+/// What a scope's missing names are, for ansible-core's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A template's variables: `'x' is undefined`.
+    Context,
+    /// `vars`: a dict.
+    Vars,
+    /// `hostvars[host]` (ansible-core's `HostVarsVars`).
+    Host,
+}
+
 #[derive(Debug)]
 struct Scope {
     vars: Vars,
     templar: Templar,
     depth: usize,
+    role: Role,
 }
 
 /// The name under which a template's own [`Scope`] is found (by lookups,
 /// which need the variables and the engine); not a variable users see.
 const SCOPE_KEY: &str = "__mitogen_scope__";
 
+impl Scope {
+    fn with_role(self: &Arc<Self>, role: Role) -> JValue {
+        JValue::from_object(Self {
+            vars: self.vars.clone(),
+            templar: self.templar.clone(),
+            depth: self.depth,
+            role,
+        })
+    }
+
+    fn missing(&self, key: &JValue) {
+        match (self.role, key.as_str()) {
+            (Role::Context, Some(k)) => undefined::note_var(k),
+            (Role::Host, _) => undefined::note_missing("HostVarsVars", key),
+            _ => undefined::note_missing("dict", key),
+        }
+    }
+}
+
 impl Object for Scope {
     fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
-        let k = key.as_str()?;
+        let Some(k) = key.as_str() else {
+            self.missing(key);
+            return None;
+        };
         let Some(v) = self.vars.get(k) else {
-            return match k {
+            let v = match k {
                 SCOPE_KEY => Some(JValue::from_dyn_object(self.clone())),
                 // `vars`: every variable, templated on access.
-                "vars" => Some(JValue::from_dyn_object(self.clone())),
+                "vars" => Some(self.with_role(Role::Vars)),
                 _ => self.vars.object(k),
             };
+            if v.is_none() {
+                self.missing(key);
+            }
+            return v;
         };
         if let Some(e) = v.as_str().and_then(crate::vault::undecryptable) {
-            self.vars.note_undefined(format!(
+            undefined::note(format!(
                 "Error rendering template: Attempt to use undecryptable variable: {e}"
             ));
             return Some(JValue::UNDEFINED);
         }
         if self.depth < MAX_DEPTH && has_template(v) {
-            if let Ok(t) = self.templar.value_at(v, &self.vars, self.depth + 1) {
-                return Some(JValue::from_serialize(&t));
-            }
+            // A variable's template that fails makes the variable
+            // undefined, for that reason (ansible-core's markers).
+            return Some(match self.templar.value_at(v, &self.vars, self.depth + 1) {
+                Ok(t) => undefined::to_value(&t),
+                Err(e) => {
+                    undefined::note(e.0);
+                    JValue::UNDEFINED
+                }
+            });
         }
-        Some(JValue::from_serialize(v))
+        Some(undefined::to_value(v))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -361,79 +265,59 @@ fn single_expression(s: &str) -> Option<&str> {
     Some(inner.trim().trim_start_matches('-').trim_end_matches('-'))
 }
 
-fn to_json(v: &JValue) -> Result<Value, TemplateError> {
-    if v.is_undefined() {
-        return Err(TemplateError("the value is undefined".into()));
+/// Adds the play's globals: `lookup()`, `query()` and `q()`.
+fn add_lookups(env: &mut Environment<'static>) {
+    env.add_function("lookup", |st: &State<'_, '_>, args: Rest<JValue>| {
+        call_lookup(st, &args, false)
+    });
+    for q in ["query", "q"] {
+        env.add_function(q, |st: &State<'_, '_>, args: Rest<JValue>| {
+            call_lookup(st, &args, true)
+        });
     }
-    serde_json::to_value(v).map_err(|e| TemplateError(e.to_string()))
 }
 
 impl Templar {
     /// An engine with Ansible's filters, tests and lookups, strict
     /// undefined, `trim_blocks` (as ansible-core's environment).
     pub fn new() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Jinja drops the source's last newline; string results get the
         // source's trailing newlines back ([`Templar::value`]).
-        env.set_keep_trailing_newline(false);
-        env.set_trim_blocks(true);
-        env.set_fuel(Some(FUEL));
-        // What `{{ x }}` writes inside a string: Python's `str(x)`, with
-        // `None` as nothing (ansible-core's finalize).
-        env.set_formatter(|out, _state, v| {
-            let text = match v.kind() {
-                ValueKind::None => String::new(),
-                ValueKind::String => v.as_str().unwrap_or_default().to_owned(),
-                ValueKind::Bool => (if v.is_true() { "True" } else { "False" }).to_owned(),
-                ValueKind::Number => v.to_string(),
-                _ => crate::pycompat::py_str(&jv_to_json(v)),
-            };
-            out.write_str(&text)
-                .map_err(|e| JError::new(ErrorKind::WriteFailure, e.to_string()))
-        });
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        filters::add(&mut env);
-        env.add_function("lookup", |st: &State<'_, '_>, args: Rest<JValue>| {
-            call_lookup(st, &args, false)
-        });
-        for q in ["query", "q"] {
-            env.add_function(q, |st: &State<'_, '_>, args: Rest<JValue>| {
-                call_lookup(st, &args, true)
-            });
-        }
+        let mut env = jinja::environment();
+        add_lookups(&mut env);
         Self { env: Arc::new(env) }
     }
 
     /// `vars` as a mapping object whose values are templated on access
     /// (`hostvars[host]`).
     pub(crate) fn lazy(&self, vars: Vars) -> JValue {
-        self.lazy_at(vars, 0)
+        self.scope(vars, 0, Role::Host)
     }
 
-    /// As [`Templar::lazy`], `depth` templatings deep already.
+    /// `vars` as a dict whose values are templated on access, `depth`
+    /// templatings deep already (the `vars` lookup).
     pub(crate) fn lazy_at(&self, vars: Vars, depth: usize) -> JValue {
+        self.scope(vars, depth, Role::Vars)
+    }
+
+    fn scope(&self, vars: Vars, depth: usize, role: Role) -> JValue {
         JValue::from_object(Scope {
             vars,
             templar: self.clone(),
             depth,
+            role,
         })
     }
 
-    /// The engine with other template options (the `template` lookup's):
-    /// variable and comment delimiters, `trim_blocks`.
+    /// The engine with other delimiters and `trim_blocks` (the `template`
+    /// lookup's options).
     pub(crate) fn with_options(
         &self,
-        variable: (&str, &str),
-        comment: (&str, &str),
+        syntax: &Syntax,
         trim_blocks: bool,
     ) -> Result<Environment<'static>, TemplateError> {
         let mut env = (*self.env).clone();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .variable_delimiters(variable.0.to_owned(), variable.1.to_owned())
-            .comment_delimiters(comment.0.to_owned(), comment.1.to_owned())
-            .build()?;
-        env.set_syntax(syntax);
+        syntax.apply(&mut env)?;
         env.set_trim_blocks(trim_blocks);
         Ok(env)
     }
@@ -448,49 +332,30 @@ impl Templar {
         text: &str,
         vars: &Vars,
         depth: usize,
-    ) -> Result<Value, TemplateError> {
+    ) -> Result<Value, Failed> {
         let (env, plain) = env.unwrap_or((&self.env, true));
         self.render_in(env, plain, text, vars, depth)
     }
 
-    /// The error for a failed render: a lookup's own message where a
-    /// lookup failed or returned the undefined value.
-    fn fail(&self, e: JError, vars: &Vars) -> TemplateError {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(x) = src {
-            if let Some(p) = x.downcast_ref::<PluginFailure>() {
-                return TemplateError(p.0.clone());
-            }
-            src = x.source();
-        }
-        if e.kind() == ErrorKind::UndefinedError {
-            if let Some(why) = vars.sink.undefined.lock().take() {
-                return TemplateError(why);
-            }
-        }
-        TemplateError::from(e)
-    }
-
     fn ctx(&self, vars: &Vars, depth: usize) -> JValue {
-        JValue::from_object(Scope {
-            vars: vars.clone(),
-            templar: self.clone(),
-            depth,
-        })
+        self.scope(vars.clone(), depth, Role::Context)
     }
 
     /// Templates every string in `v`.
     ///
     /// # Errors
-    /// Undefined variables, syntax errors, filter failures.
+    /// Undefined variables, syntax errors, filter failures, with
+    /// ansible-core's messages.
     pub fn value(&self, v: &Value, vars: &Vars) -> Result<Value, TemplateError> {
-        vars.sink.undefined.lock().take();
+        let _notes = undefined::Fresh::begin();
         self.value_at(v, vars, 0)
     }
 
     fn value_at(&self, v: &Value, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
         match v {
-            Value::String(s) if is_template(s) => self.string_at(s, vars, depth),
+            Value::String(s) if is_template(s) => {
+                Ok(self.render_in(&self.env, true, s, vars, depth)?)
+            }
             Value::Array(a) => a.iter().map(|x| self.value_at(x, vars, depth)).collect(),
             Value::Object(o) => {
                 let mut m = Map::new();
@@ -503,10 +368,6 @@ impl Templar {
         }
     }
 
-    fn string_at(&self, s: &str, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
-        self.render_in(&self.env, true, s, vars, depth)
-    }
-
     fn render_in(
         &self,
         env: &Environment<'static>,
@@ -514,7 +375,7 @@ impl Templar {
         s: &str,
         vars: &Vars,
         depth: usize,
-    ) -> Result<Value, TemplateError> {
+    ) -> Result<Value, Failed> {
         // One expression alone (but for the newline Jinja drops) is its value.
         let body = s
             .strip_suffix("\r\n")
@@ -525,38 +386,41 @@ impl Templar {
         } else {
             None
         };
-        let out = match native {
-            Some(expr) => {
-                let e = env
-                    .compile_expression(expr)
-                    .map_err(|e| self.fail(e, vars))?;
-                let v = e
-                    .eval(self.ctx(vars, depth))
-                    .map_err(|e| self.fail(e, vars))?;
-                if v.is_undefined() {
-                    if let Some(why) = vars.take_undefined() {
-                        return Err(TemplateError(why));
-                    }
-                }
-                to_json(&v)?
-            }
+        let ctx = self.ctx(vars, depth);
+        match native {
+            Some(expr) => self.eval(env, expr, &ctx),
             None => {
                 let r = env
-                    .render_str(s, self.ctx(vars, depth))
-                    .map_err(|e| self.fail(e, vars))?;
+                    .render_str(s, &ctx)
+                    .map_err(|e| fail(env, &ctx, s, &e, false))?;
                 // ansible-core's `_post_render_mutation`: the source's
                 // trailing newlines the result lost come back.
                 let (want, have) = (trailing_newlines(s), trailing_newlines(&r));
-                Value::String(if want > have {
+                Ok(Value::String(if want > have {
                     r + &"\n".repeat(want - have)
                 } else {
                     r
-                })
+                }))
             }
-        };
+        }
         // Only a variable's value is a template (templated when it is
         // read); what a template produced is not templated again.
-        Ok(out)
+    }
+
+    /// The value of the bare expression `expr` (undefined, or holding an
+    /// undefined value, fails).
+    fn eval(&self, env: &Environment<'static>, expr: &str, ctx: &JValue) -> Result<Value, Failed> {
+        let v = env
+            .compile_expression(expr)
+            .and_then(|e| e.eval(ctx))
+            .map_err(|e| fail(env, ctx, expr, &e, true))?;
+        if undefined::holds_undefined(&v) {
+            return Err(undefined_value(env, ctx, expr));
+        }
+        serde_json::to_value(&v).map_err(|e| Failed {
+            msg: e.to_string(),
+            undefined: false,
+        })
     }
 
     /// Templates `s` to a string.
@@ -592,22 +456,21 @@ impl Templar {
                 if expr.is_empty() {
                     return Ok(true);
                 }
-                vars.sink.undefined.lock().take();
-                let e = self
+                let _notes = undefined::Fresh::begin();
+                let ctx = self.ctx(vars, 0);
+                let v = self
                     .env
                     .compile_expression(expr)
-                    .map_err(|e| self.fail(e, vars))?;
-                let v = e.eval(self.ctx(vars, 0)).map_err(|e| self.fail(e, vars))?;
+                    .and_then(|e| e.eval(&ctx))
+                    .map_err(|e| fail(&self.env, &ctx, expr, &e, true))?;
                 if v.is_undefined() {
-                    return Err(TemplateError(format!(
-                        "the conditional '{expr}' is undefined"
-                    )));
+                    return Err(undefined_value(&self.env, &ctx, expr).into());
                 }
                 // A string result that is a template again (a variable
                 // holding "{{ x }}") is resolved like any other value.
                 if let Some(st) = v.as_str() {
                     if is_template(st) {
-                        let t = self.value(&Value::String(st.to_owned()), vars)?;
+                        let t = self.value_at(&Value::String(st.to_owned()), vars, 0)?;
                         return Ok(truthy(&t));
                     }
                 }
@@ -622,12 +485,77 @@ impl Templar {
     /// # Errors
     /// As [`Templar::value`].
     pub fn expr(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
-        vars.sink.undefined.lock().take();
-        let e = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| self.fail(e, vars))?;
-        to_json(&e.eval(self.ctx(vars, 0)).map_err(|e| self.fail(e, vars))?)
+        let _notes = undefined::Fresh::begin();
+        Ok(self.eval(&self.env, expr, &self.ctx(vars, 0))?)
+    }
+
+    /// `debug: var=`'s value, as ansible-core's `ReplacingMarkerBehavior`
+    /// gives it: what is undefined (the whole value, or the items of a
+    /// variable whose own templates fail) is a `<< error N - why >>`
+    /// placeholder, and each is a warning on `vars`.
+    ///
+    /// # Errors
+    /// Anything but an undefined value (a syntax error).
+    pub fn debug_var(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
+        let _notes = undefined::Fresh::begin();
+        let mut errors = Vec::new();
+        let bare = !expr.is_empty() && expr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let v = match vars.get(expr) {
+            Some(raw) if bare && (raw.is_array() || raw.is_object()) && has_template(raw) => {
+                self.replacing(raw, vars, &mut errors)?
+            }
+            _ => match self.eval(&self.env, expr, &self.ctx(vars, 0)) {
+                Ok(v) => v,
+                Err(f) if f.undefined => marker(&mut errors, expr, f.msg),
+                Err(f) => return Err(f.into()),
+            },
+        };
+        let mut rest = &errors[..];
+        let mut n = 0;
+        while let Some((src, _)) = rest.first() {
+            let k = rest.iter().take_while(|(s, _)| s == src).count();
+            let mut msg = format!(
+                "Encountered {k} template error{}.",
+                if k > 1 { "s" } else { "" }
+            );
+            for (_, why) in &rest[..k] {
+                n += 1;
+                msg.push_str(&format!("\nerror {n} - {why}"));
+            }
+            vars.warn(msg);
+            rest = &rest[k..];
+        }
+        Ok(v)
+    }
+
+    /// `v` templated leaf by leaf, an undefined leaf a placeholder.
+    fn replacing(
+        &self,
+        v: &Value,
+        vars: &Vars,
+        errors: &mut Vec<(String, String)>,
+    ) -> Result<Value, TemplateError> {
+        Ok(match v {
+            Value::String(s) if is_template(s) => match self.render_in(&self.env, true, s, vars, 1)
+            {
+                Ok(x) => x,
+                Err(f) if f.undefined => marker(errors, s, f.msg),
+                Err(f) => return Err(f.into()),
+            },
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.replacing(x, vars, errors))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => {
+                let mut m = Map::new();
+                for (k, x) in o {
+                    m.insert(k.clone(), self.replacing(x, vars, errors)?);
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
     }
 
     /// Checks a template's syntax and that every filter and test it names
@@ -655,23 +583,39 @@ impl Templar {
     }
 }
 
+/// The error for a failed render of `source`, as ansible-core words it.
+fn fail(env: &Environment<'_>, ctx: &JValue, source: &str, e: &JError, expression: bool) -> Failed {
+    Failed {
+        msg: jinja::failure_message(env, ctx, source, e, expression),
+        undefined: e.kind() == ErrorKind::UndefinedError,
+    }
+}
+
+/// The error for an expression whose value is (or holds) undefined.
+fn undefined_value(env: &Environment<'_>, ctx: &JValue, expr: &str) -> Failed {
+    Failed {
+        msg: undefined::explain(env, ctx, expr, None, true).unwrap_or_else(|| {
+            format!(
+                "{} is undefined",
+                crate::pycompat::py_repr(&Value::String(expr.to_owned()))
+            )
+        }),
+        undefined: true,
+    }
+}
+
+/// Records an undefined value of the template `src` and returns its
+/// placeholder (numbered from 1 in the order met).
+fn marker(errors: &mut Vec<(String, String)>, src: &str, why: String) -> Value {
+    let s = format!("<< error {} - {why} >>", errors.len() + 1);
+    errors.push((src.to_owned(), why));
+    Value::String(s)
+}
+
 /// `\n`s at the end of `s` (ansible-core's `_count_newlines_from_end`).
 fn trailing_newlines(s: &str) -> usize {
     s.bytes().rev().take_while(|&b| b == b'\n').count()
 }
-
-/// A lookup plugin's failure, carried through minijinja as an error's
-/// source so that its message reaches the task unchanged.
-#[derive(Debug)]
-pub(crate) struct PluginFailure(pub(crate) String);
-
-impl std::fmt::Display for PluginFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PluginFailure {}
 
 /// `lookup(name, *terms, **kwargs)` and `query`/`q` (`force_list`).
 fn call_lookup(st: &State<'_, '_>, args: &[JValue], force_list: bool) -> Result<JValue, JError> {
@@ -698,10 +642,75 @@ fn call_lookup(st: &State<'_, '_>, args: &[JValue], force_list: bool) -> Result<
         depth: scope.depth + 1,
         with_action: None,
     };
-    super::lookup::invoke(name, terms, kw, force_list, &cx).map_err(|f| {
-        let msg = f.to_string();
-        jerr(msg).with_source(f)
-    })
+    super::lookup::invoke(name, terms, kw, force_list, &cx).map_err(jinja::Failure::error)
+}
+
+fn jerr(msg: impl Into<String>) -> JError {
+    JError::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+/// What a play gives the `template` action ([`TemplateHook`]): the task's
+/// variables, templated on access (with `hostvars` and `vars`), the
+/// `template_*` variables over them, `lookup`/`query`/`q` with the task's
+/// search paths (`files/` of the role, then the play's), and the task's
+/// `ansible_search_path` for the template and its includes.
+///
+/// ```
+/// use mitogen_ansible::Task;
+/// use mitogen_ansible::play::template::{PlayHook, Templar, Vars};
+/// use serde_json::json;
+/// use std::sync::Arc;
+///
+/// let mut vars = Vars::new();
+/// vars.push_one("port", json!(8080));
+/// let task = Task::new("ansible.builtin.template")
+///     .args(json!({"src": "site.conf.j2", "dest": "/etc/site.conf"}))
+///     .template_hook(Arc::new(PlayHook::new(&Templar::new(), &vars)));
+/// # let _ = task;
+/// ```
+#[derive(Debug, Clone)]
+pub struct PlayHook {
+    templar: Templar,
+    vars: Vars,
+}
+
+impl PlayHook {
+    /// The hook for a task whose variables are `vars`.
+    pub fn new(templar: &Templar, vars: &Vars) -> Self {
+        Self {
+            templar: templar.clone(),
+            vars: vars.clone(),
+        }
+    }
+}
+
+impl TemplateHook for PlayHook {
+    fn add_globals(&self, env: &mut Environment<'static>) {
+        add_lookups(env);
+    }
+
+    fn variables(&self, template_vars: &Map<String, Value>) -> Option<JValue> {
+        let mut vars = self.vars.clone();
+        vars.push(Arc::new(template_vars.clone()));
+        Some(self.ctx_of(vars))
+    }
+
+    fn find_template(&self, src: &str) -> Option<PathBuf> {
+        super::lookup::find_in_search_path(&self.vars, "templates", src).map(PathBuf::from)
+    }
+
+    fn search_path(&self) -> Vec<PathBuf> {
+        super::lookup::search_path(&self.vars)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect()
+    }
+}
+
+impl PlayHook {
+    fn ctx_of(&self, vars: Vars) -> JValue {
+        self.templar.ctx(&vars, 0)
+    }
 }
 
 /// Python truthiness of a JSON value.
@@ -752,778 +761,17 @@ fn check_names(src: &str) -> Result<(), String> {
     let code = STR_RE.replace_all(src, "''");
     for c in FILTER_RE.captures_iter(&code) {
         let name = &c[1];
-        let short = name.strip_prefix("ansible.builtin.").unwrap_or(name);
-        if !FILTERS.contains(&short) && !BUILTIN_FILTERS.contains(&short) {
+        if !jinja::is_filter(name) {
             return Err(format!("unsupported filter '{name}'"));
         }
     }
     for c in TEST_RE.captures_iter(&code) {
         let name = &c[1];
-        let short = name.strip_prefix("ansible.builtin.").unwrap_or(name);
-        if !TESTS.contains(&short) {
+        if !jinja::is_test(name) {
             return Err(format!("unsupported test '{name}'"));
         }
     }
     Ok(())
-}
-
-fn jerr(msg: impl Into<String>) -> JError {
-    JError::new(ErrorKind::InvalidOperation, msg.into())
-}
-
-fn jv_to_json(v: &JValue) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn py_regex(pattern: &str, ignorecase: bool, multiline: bool) -> Result<Regex, JError> {
-    let mut p = String::new();
-    if ignorecase {
-        p.push_str("(?i)");
-    }
-    if multiline {
-        p.push_str("(?m)");
-    }
-    // Python's named groups (?P<n>..) are accepted by the regex crate.
-    p.push_str(pattern);
-    Regex::new(&p).map_err(|e| jerr(format!("invalid regular expression {pattern:?}: {e}")))
-}
-
-/// Python's `\1` / `\g<name>` replacement syntax in Rust regex's.
-fn py_replacement(r: &str) -> String {
-    let mut out = String::new();
-    let mut it = r.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '$' => out.push_str("$$"),
-            '\\' => match it.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut n = String::new();
-                    while let Some(&d) = it.peek() {
-                        if !d.is_ascii_digit() {
-                            break;
-                        }
-                        n.push(d);
-                        it.next();
-                    }
-                    out.push_str(&format!("${{{n}}}"));
-                }
-                Some('g') => {
-                    it.next();
-                    if it.peek() == Some(&'<') {
-                        it.next();
-                        let name: String = it.by_ref().take_while(|&c| c != '>').collect();
-                        out.push_str(&format!("${{{name}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    it.next();
-                    out.push('\n');
-                }
-                Some('t') => {
-                    it.next();
-                    out.push('\t');
-                }
-                Some('\\') => {
-                    it.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn result_flag(v: &JValue, key: &str) -> Result<bool, JError> {
-    if v.kind() != ValueKind::Map {
-        return Err(jerr(format!(
-            "the '{key}' test expects a dictionary (a registered result)"
-        )));
-    }
-    Ok(v.get_attr(key).map(|x| x.is_true()).unwrap_or(false))
-}
-
-mod filters {
-    use super::*;
-
-    pub(super) fn add(env: &mut Environment<'static>) {
-        env.add_filter("d", default);
-        env.add_filter("default", default);
-        env.add_filter("bool", to_bool);
-        env.add_filter("int", to_int);
-        env.add_filter("float", to_float);
-        env.add_filter(
-            "to_json",
-            |v: JValue, _k: Kwargs| -> Result<String, JError> {
-                Ok(py_json(&jv_to_json(&v), None))
-            },
-        );
-        env.add_filter(
-            "to_nice_json",
-            |v: JValue, k: Kwargs| -> Result<String, JError> {
-                let indent: Option<usize> = k.get("indent")?;
-                Ok(py_json(
-                    &sort_keys(jv_to_json(&v)),
-                    Some(indent.unwrap_or(4)),
-                ))
-            },
-        );
-        env.add_filter("from_json", |s: String| -> Result<JValue, JError> {
-            let v: Value = serde_json::from_str(&s).map_err(|e| jerr(format!("from_json: {e}")))?;
-            Ok(JValue::from_serialize(&v))
-        });
-        env.add_filter("from_yaml", |s: String| -> Result<JValue, JError> {
-            let n = super::super::yaml::parse_one(&s, std::path::Path::new("<from_yaml>"))
-                .map_err(|e| jerr(e.to_string()))?;
-            Ok(JValue::from_serialize(n.to_json()))
-        });
-        env.add_filter("regex_replace", regex_replace);
-        env.add_filter("regex_search", regex_search);
-        env.add_filter("regex_findall", regex_findall);
-        env.add_filter("regex_escape", |s: String| regex::escape(&s));
-        env.add_filter("ternary", ternary);
-        env.add_filter("mandatory", |v: JValue, msg: Option<String>| {
-            if v.is_undefined() {
-                Err(jerr(msg.unwrap_or_else(|| {
-                    "Mandatory variable not defined.".into()
-                })))
-            } else {
-                Ok(v)
-            }
-        });
-        env.add_filter("combine", combine);
-        env.add_filter("dict2items", dict2items);
-        env.add_filter("items2dict", items2dict);
-        env.add_filter("basename", |s: String| {
-            s.rsplit('/').next().unwrap_or("").to_owned()
-        });
-        env.add_filter("dirname", |s: String| match s.rfind('/') {
-            Some(0) => "/".to_owned(),
-            Some(i) => s[..i].to_owned(),
-            None => String::new(),
-        });
-        env.add_filter("splitext", |s: String| {
-            let base_start = s.rfind('/').map_or(0, |i| i + 1);
-            match s[base_start..].rfind('.') {
-                Some(i) if i > 0 => {
-                    let i = base_start + i;
-                    JValue::from(vec![s[..i].to_owned(), s[i..].to_owned()])
-                }
-                _ => JValue::from(vec![s.clone(), String::new()]),
-            }
-        });
-        env.add_filter("quote", |s: String| crate::pycompat::shlex_quote(&s));
-        env.add_filter("b64encode", |s: String| b64::encode(s.as_bytes()));
-        env.add_filter("b64decode", |s: String| -> Result<String, JError> {
-            let b = b64::decode(&s).ok_or_else(|| jerr("b64decode: invalid base64"))?;
-            Ok(String::from_utf8_lossy(&b).into_owned())
-        });
-        env.add_filter("union", |a: JValue, b: JValue| -> Result<JValue, JError> {
-            let mut out = unique_list(&a)?;
-            for x in unique_list(&b)? {
-                if !out.contains(&x) {
-                    out.push(x);
-                }
-            }
-            Ok(JValue::from(out))
-        });
-        env.add_filter(
-            "intersect",
-            |a: JValue, b: JValue| -> Result<JValue, JError> {
-                let b = unique_list(&b)?;
-                Ok(JValue::from(
-                    unique_list(&a)?
-                        .into_iter()
-                        .filter(|x| b.contains(x))
-                        .collect::<Vec<_>>(),
-                ))
-            },
-        );
-        env.add_filter(
-            "difference",
-            |a: JValue, b: JValue| -> Result<JValue, JError> {
-                let b = unique_list(&b)?;
-                Ok(JValue::from(
-                    unique_list(&a)?
-                        .into_iter()
-                        .filter(|x| !b.contains(x))
-                        .collect::<Vec<_>>(),
-                ))
-            },
-        );
-        env.add_filter(
-            "flatten",
-            |a: JValue, levels: Option<usize>| -> Result<JValue, JError> {
-                let mut out = Vec::new();
-                flatten(&a, levels, &mut out)?;
-                Ok(JValue::from(out))
-            },
-        );
-        env.add_filter("type_debug", |v: JValue| {
-            match v.kind() {
-                ValueKind::None => "NoneType",
-                ValueKind::Bool => "bool",
-                ValueKind::Number => {
-                    if v.as_i64().is_some() {
-                        "int"
-                    } else {
-                        "float"
-                    }
-                }
-                ValueKind::String => "str",
-                ValueKind::Seq => "list",
-                ValueKind::Map => "dict",
-                _ => "object",
-            }
-            .to_owned()
-        });
-        env.add_filter(
-            "zip",
-            |a: JValue, rest: Rest<JValue>| -> Result<JValue, JError> {
-                let mut lists = vec![a.try_iter()?.collect::<Vec<_>>()];
-                for r in rest.iter() {
-                    lists.push(r.try_iter()?.collect());
-                }
-                let n = lists.iter().map(Vec::len).min().unwrap_or(0);
-                Ok(JValue::from(
-                    (0..n)
-                        .map(|i| {
-                            JValue::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>())
-                        })
-                        .collect::<Vec<_>>(),
-                ))
-            },
-        );
-        // `extract(item, container, morekeys)`: container[item][k]...;
-        // what is missing is undefined (`map('extract', hostvars, 'x')`).
-        env.add_filter(
-            "extract",
-            |item: JValue, container: JValue, more: Option<JValue>| -> Result<JValue, JError> {
-                let mut keys = vec![item];
-                match more {
-                    Some(m) if m.kind() == ValueKind::Seq => keys.extend(m.try_iter()?),
-                    Some(m) if !m.is_undefined() && !m.is_none() => keys.push(m),
-                    _ => {}
-                }
-                let mut v = container;
-                for k in &keys {
-                    if v.is_undefined() {
-                        break;
-                    }
-                    v = v.get_item(k).unwrap_or(JValue::UNDEFINED);
-                }
-                Ok(v)
-            },
-        );
-        env.add_filter(
-            "product",
-            |a: JValue, b: JValue| -> Result<JValue, JError> {
-                let a: Vec<JValue> = a.try_iter()?.collect();
-                let b: Vec<JValue> = b.try_iter()?.collect();
-                let mut out = Vec::new();
-                for x in &a {
-                    for y in &b {
-                        out.push(JValue::from(vec![x.clone(), y.clone()]));
-                    }
-                }
-                Ok(JValue::from(out))
-            },
-        );
-
-        env.add_test("failed", |v: JValue| result_flag(&v, "failed"));
-        env.add_test("failure", |v: JValue| result_flag(&v, "failed"));
-        for n in ["succeeded", "success", "successful"] {
-            env.add_test(n, |v: JValue| result_flag(&v, "failed").map(|f| !f));
-        }
-        env.add_test("changed", |v: JValue| result_flag(&v, "changed"));
-        env.add_test("change", |v: JValue| result_flag(&v, "changed"));
-        env.add_test("skipped", |v: JValue| result_flag(&v, "skipped"));
-        env.add_test("skip", |v: JValue| result_flag(&v, "skipped"));
-        env.add_test("unreachable", |v: JValue| result_flag(&v, "unreachable"));
-        env.add_test("finished", |v: JValue| {
-            if v.kind() != ValueKind::Map {
-                return Err(jerr("the 'finished' test expects a dictionary"));
-            }
-            Ok(v.get_attr("finished")
-                .map(|x| x.is_undefined() || x.is_true() || x.as_i64() == Some(1))
-                .unwrap_or(true))
-        });
-        env.add_test(
-            "match",
-            |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
-                let re = py_regex(
-                    &format!("^(?:{p})"),
-                    k.get::<Option<_>>("ignorecase")?.unwrap_or(false),
-                    k.get::<Option<_>>("multiline")?.unwrap_or(false),
-                )?;
-                Ok(re.is_match(&s))
-            },
-        );
-        for n in ["search", "regex"] {
-            env.add_test(
-                n,
-                |s: String, p: String, k: Kwargs| -> Result<bool, JError> {
-                    let re = py_regex(
-                        &p,
-                        k.get::<Option<_>>("ignorecase")?.unwrap_or(false),
-                        k.get::<Option<_>>("multiline")?.unwrap_or(false),
-                    )?;
-                    Ok(re.is_match(&s))
-                },
-            );
-        }
-        env.add_test("truthy", |v: JValue| v.is_true());
-        env.add_test("falsy", |v: JValue| !v.is_true());
-        env.add_test(
-            "contains",
-            |seq: JValue, x: JValue| -> Result<bool, JError> {
-                Ok(seq.try_iter()?.any(|i| i == x))
-            },
-        );
-        env.add_test("any", |seq: JValue| -> Result<bool, JError> {
-            Ok(seq.try_iter()?.any(|i| i.is_true()))
-        });
-        env.add_test("all", |seq: JValue| -> Result<bool, JError> {
-            Ok(seq.try_iter()?.all(|i| i.is_true()))
-        });
-        env.add_test("subset", |a: JValue, b: JValue| -> Result<bool, JError> {
-            let b: Vec<JValue> = b.try_iter()?.collect();
-            Ok(a.try_iter()?.all(|x| b.contains(&x)))
-        });
-        env.add_test("superset", |a: JValue, b: JValue| -> Result<bool, JError> {
-            let a: Vec<JValue> = a.try_iter()?.collect();
-            Ok(b.try_iter()?.all(|x| a.contains(&x)))
-        });
-        for n in ["version", "version_compare"] {
-            env.add_test(n, version_test);
-        }
-    }
-
-    fn default(v: JValue, other: Option<JValue>, boolean: Option<bool>) -> JValue {
-        let other = other.unwrap_or_else(|| JValue::from(""));
-        if v.is_undefined() || (boolean == Some(true) && !v.is_true()) {
-            other
-        } else {
-            v
-        }
-    }
-
-    fn to_bool(v: JValue) -> bool {
-        match v.kind() {
-            ValueKind::Bool => v.is_true(),
-            ValueKind::Number => v.as_i64() == Some(1) || v.to_string() == "1.0",
-            ValueKind::String => matches!(
-                v.as_str().unwrap_or("").to_lowercase().trim(),
-                "yes" | "on" | "1" | "true" | "y" | "t"
-            ),
-            _ => false,
-        }
-    }
-
-    fn to_int(v: JValue, default: Option<i64>, base: Option<u32>) -> i64 {
-        let d = default.unwrap_or(0);
-        match v.kind() {
-            ValueKind::Bool => i64::from(v.is_true()),
-            ValueKind::Number => v
-                .as_i64()
-                .or_else(|| f64::try_from(v.clone()).ok().map(|f| f.trunc() as i64))
-                .unwrap_or(d),
-            ValueKind::String => {
-                let s = v.as_str().unwrap_or("").trim();
-                let r = match base {
-                    Some(b) if b != 10 => i64::from_str_radix(
-                        s.trim_start_matches("0x")
-                            .trim_start_matches("0o")
-                            .trim_start_matches("0b"),
-                        b,
-                    )
-                    .ok(),
-                    _ => s.parse::<i64>().ok(),
-                };
-                r.or_else(|| s.parse::<f64>().ok().map(|f| f.trunc() as i64))
-                    .unwrap_or(d)
-            }
-            _ => d,
-        }
-    }
-
-    fn to_float(v: JValue, default: Option<f64>) -> f64 {
-        let d = default.unwrap_or(0.0);
-        match v.kind() {
-            ValueKind::Bool => f64::from(u8::from(v.is_true())),
-            ValueKind::Number => f64::try_from(v).unwrap_or(d),
-            ValueKind::String => v.as_str().unwrap_or("").trim().parse().unwrap_or(d),
-            _ => d,
-        }
-    }
-
-    fn regex_replace(
-        s: String,
-        pattern: String,
-        replacement: Option<String>,
-        k: Kwargs,
-    ) -> Result<String, JError> {
-        let ignorecase: bool = k.get::<Option<_>>("ignorecase")?.unwrap_or(false);
-        let multiline: bool = k.get::<Option<_>>("multiline")?.unwrap_or(false);
-        let count: usize = k.get::<Option<_>>("count")?.unwrap_or(0);
-        let re = py_regex(&pattern, ignorecase, multiline)?;
-        let rep = py_replacement(&replacement.unwrap_or_default());
-        Ok(re.replacen(&s, count, rep.as_str()).into_owned())
-    }
-
-    fn regex_search(
-        s: String,
-        pattern: String,
-        groups: Rest<String>,
-        k: Kwargs,
-    ) -> Result<JValue, JError> {
-        let ignorecase: bool = k.get::<Option<_>>("ignorecase")?.unwrap_or(false);
-        let multiline: bool = k.get::<Option<_>>("multiline")?.unwrap_or(false);
-        let re = py_regex(&pattern, ignorecase, multiline)?;
-        let Some(c) = re.captures(&s) else {
-            return Ok(JValue::from(()));
-        };
-        if groups.is_empty() {
-            return Ok(JValue::from(c.get(0).map_or("", |m| m.as_str())));
-        }
-        let mut out = Vec::new();
-        for g in groups.iter() {
-            let m = if let Some(n) = g.strip_prefix('\\').and_then(|n| n.parse::<usize>().ok()) {
-                c.get(n)
-            } else if let Some(n) = g.strip_prefix("?P<").and_then(|n| n.strip_suffix('>')) {
-                c.name(n)
-            } else {
-                return Err(jerr(format!("regex_search: unknown group argument {g:?}")));
-            };
-            out.push(m.map_or_else(|| JValue::from(()), |m| JValue::from(m.as_str())));
-        }
-        Ok(JValue::from(out))
-    }
-
-    fn regex_findall(s: String, pattern: String, k: Kwargs) -> Result<JValue, JError> {
-        let ignorecase: bool = k.get::<Option<_>>("ignorecase")?.unwrap_or(false);
-        let multiline: bool = k.get::<Option<_>>("multiline")?.unwrap_or(false);
-        let re = py_regex(&pattern, ignorecase, multiline)?;
-        let groups = re.captures_len() - 1;
-        let mut out = Vec::new();
-        for c in re.captures_iter(&s) {
-            let v = match groups {
-                0 => JValue::from(c.get(0).map_or("", |m| m.as_str())),
-                1 => JValue::from(c.get(1).map_or("", |m| m.as_str())),
-                _ => JValue::from(
-                    (1..=groups)
-                        .map(|i| c.get(i).map_or("", |m| m.as_str()).to_owned())
-                        .collect::<Vec<_>>(),
-                ),
-            };
-            out.push(v);
-        }
-        Ok(JValue::from(out))
-    }
-
-    fn ternary(v: JValue, t: JValue, f: JValue, none: Option<JValue>) -> JValue {
-        if let (true, Some(n)) = (v.is_none(), none) {
-            return n;
-        }
-        if v.is_true() { t } else { f }
-    }
-
-    fn merge(a: &mut Value, b: Value, recursive: bool, list_merge: &str) {
-        match (a, b) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (k, v) in b {
-                    match a.get_mut(&k) {
-                        Some(x) if recursive && x.is_object() && v.is_object() => {
-                            merge(x, v, recursive, list_merge);
-                        }
-                        Some(Value::Array(x))
-                            if recursive && v.is_array() && list_merge != "replace" =>
-                        {
-                            let Value::Array(v) = v else { continue };
-                            match list_merge {
-                                "append" => x.extend(v),
-                                "prepend" => {
-                                    let old = std::mem::take(x);
-                                    *x = v;
-                                    x.extend(old);
-                                }
-                                "append_rp" => {
-                                    x.retain(|i| !v.contains(i));
-                                    x.extend(v);
-                                }
-                                "prepend_rp" => {
-                                    let old: Vec<Value> = std::mem::take(x)
-                                        .into_iter()
-                                        .filter(|i| !v.contains(i))
-                                        .collect();
-                                    *x = v;
-                                    x.extend(old);
-                                }
-                                _ => *x = v,
-                            }
-                        }
-                        _ => {
-                            a.insert(k, v);
-                        }
-                    }
-                }
-            }
-            (a, b) => *a = b,
-        }
-    }
-
-    fn combine(v: JValue, rest: Rest<JValue>, k: Kwargs) -> Result<JValue, JError> {
-        let recursive: bool = k.get::<Option<_>>("recursive")?.unwrap_or(false);
-        let list_merge: String = k
-            .get::<Option<String>>("list_merge")?
-            .unwrap_or_else(|| "replace".into());
-        let mut acc = jv_to_json(&v);
-        let mut others = Vec::new();
-        for r in rest.iter() {
-            if r.kind() == ValueKind::Seq {
-                others.extend(r.try_iter()?);
-            } else {
-                others.push(r.clone());
-            }
-        }
-        if acc.is_array() {
-            let items = std::mem::take(&mut acc);
-            acc = Value::Object(Map::new());
-            if let Value::Array(items) = items {
-                for i in items {
-                    merge(&mut acc, i, recursive, &list_merge);
-                }
-            }
-        }
-        if !acc.is_object() {
-            return Err(jerr("combine: the value must be a dictionary"));
-        }
-        for o in others {
-            let o = jv_to_json(&o);
-            if !o.is_object() {
-                return Err(jerr("combine: every argument must be a dictionary"));
-            }
-            merge(&mut acc, o, recursive, &list_merge);
-        }
-        Ok(JValue::from_serialize(&acc))
-    }
-
-    fn dict2items(v: JValue, k: Kwargs) -> Result<JValue, JError> {
-        let kn: String = k
-            .get::<Option<String>>("key_name")?
-            .unwrap_or_else(|| "key".into());
-        let vn: String = k
-            .get::<Option<String>>("value_name")?
-            .unwrap_or_else(|| "value".into());
-        let Value::Object(m) = jv_to_json(&v) else {
-            return Err(jerr("dict2items requires a dictionary"));
-        };
-        let out: Vec<Value> = m
-            .into_iter()
-            .map(|(key, val)| {
-                let mut o = Map::new();
-                o.insert(kn.clone(), Value::String(key));
-                o.insert(vn.clone(), val);
-                Value::Object(o)
-            })
-            .collect();
-        Ok(JValue::from_serialize(&out))
-    }
-
-    fn items2dict(v: JValue, k: Kwargs) -> Result<JValue, JError> {
-        let kn: String = k
-            .get::<Option<String>>("key_name")?
-            .unwrap_or_else(|| "key".into());
-        let vn: String = k
-            .get::<Option<String>>("value_name")?
-            .unwrap_or_else(|| "value".into());
-        let Value::Array(items) = jv_to_json(&v) else {
-            return Err(jerr("items2dict requires a list"));
-        };
-        let mut out = Map::new();
-        for i in items {
-            let key = i
-                .get(&kn)
-                .ok_or_else(|| jerr(format!("items2dict: an item has no '{kn}'")))?;
-            let key = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
-            out.insert(key, i.get(&vn).cloned().unwrap_or(Value::Null));
-        }
-        Ok(JValue::from_serialize(&out))
-    }
-
-    fn unique_list(v: &JValue) -> Result<Vec<JValue>, JError> {
-        let mut out: Vec<JValue> = Vec::new();
-        for x in v.try_iter()? {
-            if !out.contains(&x) {
-                out.push(x);
-            }
-        }
-        Ok(out)
-    }
-
-    fn flatten(v: &JValue, levels: Option<usize>, out: &mut Vec<JValue>) -> Result<(), JError> {
-        for x in v.try_iter()? {
-            if x.kind() == ValueKind::Seq && levels != Some(0) {
-                flatten(&x, levels.map(|l| l - 1), out)?;
-            } else if !x.is_none() {
-                out.push(x);
-            }
-        }
-        Ok(())
-    }
-
-    fn version_test(a: String, b: String, op: Option<String>) -> Result<bool, JError> {
-        let parse = |s: &str| -> Vec<u64> {
-            s.split(['.', '-', '_'])
-                .map(|p| {
-                    p.chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect::<String>()
-                        .parse()
-                        .unwrap_or(0)
-                })
-                .collect()
-        };
-        let (x, y) = (parse(&a), parse(&b));
-        let n = x.len().max(y.len());
-        let pad = |mut v: Vec<u64>| {
-            v.resize(n, 0);
-            v
-        };
-        let ord = pad(x).cmp(&pad(y));
-        use std::cmp::Ordering::*;
-        Ok(match op.as_deref().unwrap_or("eq") {
-            "eq" | "==" | "=" => ord == Equal,
-            "ne" | "!=" | "<>" => ord != Equal,
-            "lt" | "<" => ord == Less,
-            "le" | "<=" => ord != Greater,
-            "gt" | ">" => ord == Greater,
-            "ge" | ">=" => ord != Less,
-            o => return Err(jerr(format!("version: unknown operator {o:?}"))),
-        })
-    }
-}
-
-/// Keys sorted at every level (`sort_keys=True`).
-fn sort_keys(v: Value) -> Value {
-    match v {
-        Value::Object(o) => {
-            let mut items: Vec<(String, Value)> = o.into_iter().collect();
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(items.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
-        v => v,
-    }
-}
-
-/// Python's `json.dumps` layout: `", "`/`": "` separators, or `indent`.
-pub fn py_json(v: &Value, indent: Option<usize>) -> String {
-    fn go(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
-        let nl = |out: &mut String, l: usize| {
-            if let Some(i) = indent {
-                out.push('\n');
-                out.push_str(&" ".repeat(i * l));
-            }
-        };
-        match v {
-            Value::Array(a) if !a.is_empty() => {
-                out.push('[');
-                for (n, x) in a.iter().enumerate() {
-                    if n > 0 {
-                        out.push_str(if indent.is_some() { "," } else { ", " });
-                    }
-                    nl(out, level + 1);
-                    go(x, indent, level + 1, out);
-                }
-                nl(out, level);
-                out.push(']');
-            }
-            Value::Object(o) if !o.is_empty() => {
-                out.push('{');
-                for (n, (k, x)) in o.iter().enumerate() {
-                    if n > 0 {
-                        out.push_str(if indent.is_some() { "," } else { ", " });
-                    }
-                    nl(out, level + 1);
-                    out.push_str(&py_str(k));
-                    out.push_str(": ");
-                    go(x, indent, level + 1, out);
-                }
-                nl(out, level);
-                out.push('}');
-            }
-            Value::String(s) => out.push_str(&py_str(s)),
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    go(v, indent, 0, &mut out);
-    out
-}
-
-/// A JSON string with Python's `ensure_ascii` escapes.
-fn py_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for u in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{u:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-mod b64 {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub(super) fn encode(b: &[u8]) -> String {
-        let mut out = String::new();
-        for ch in b.chunks(3) {
-            let n = (u32::from(ch[0]) << 16)
-                | (u32::from(*ch.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*ch.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= ch.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    pub(super) fn decode(s: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-            let v = T.iter().position(|&t| t == c)? as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]
@@ -1594,7 +842,5 @@ mod tests {
         );
         assert!(t.check("{{ x ", false).is_err());
         assert!(t.check("echo a | tr {{ x | upper }}", false).is_ok());
-        assert_eq!(b64::encode(b"hello"), "aGVsbG8=");
-        assert_eq!(b64::decode("aGVsbG8=").unwrap(), b"hello");
     }
 }
