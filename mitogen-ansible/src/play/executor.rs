@@ -1597,7 +1597,17 @@ impl Executor {
                         |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
                     let host =
                         Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
-                    let dv = json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": get("ansible_connection")});
+                    let connection = get("ansible_connection");
+                    // 2.20 keeps the connection and, of the host/port/user,
+                    // only what the connection plugin has options for
+                    // (`local` has none).
+                    let dv = if self.runner.source.version_at_least(2, 20)
+                        && connection.as_str() == Some("local")
+                    {
+                        json!({ "ansible_connection": connection })
+                    } else {
+                        json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": connection})
+                    };
                     out.set("_ansible_delegated_vars", dv.clone());
                     if let Value::Object(c) = &mut out.callback {
                         c.insert("_ansible_delegated_vars".into(), dv);
