@@ -130,23 +130,7 @@ pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
 /// Logs records (forwarded ones included) to stderr when
 /// `MITOGEN_BENCH_LOG` is set to a level (`info`, `debug`, ...).
 pub fn log_from_env() {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::max_level()
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
-        }
-        fn flush(&self) {}
-    }
-    if let Some(level) = std::env::var("MITOGEN_BENCH_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-    {
-        let _ = log::set_logger(&Stderr);
-        log::set_max_level(level);
-    }
+    mitogen_core::log_to_stderr_from_env("MITOGEN_BENCH_LOG");
 }
 
 /// The word after `name` on the command line (`--mib 64`).

@@ -156,6 +156,7 @@ pub use channel::{Latch, Receiver, Select, SendError, Sender};
 pub use context::{CallChain, Context, PendingCall};
 pub use error::{CallError, CallErrorKind, ConnectError, Error, RecvError};
 pub use ids::{ContextId, Handle};
+pub use logfwd::log_to_stderr_from_env;
 pub use message::{Message, PayloadError};
 pub use policy::Policy;
 pub use remote_error::{ErrorType, RemoteError, error_chain, find_source};

@@ -158,3 +158,39 @@ pub(crate) fn warn_not_forwarding(shared: &Shared) {
         shared.route(msg);
     }
 }
+
+/// Prints `log` records, forwarded ones included, to stderr as
+/// `[LEVEL target] message`, when the environment variable `var` holds a
+/// level (`info`, `debug`, ...); returns whether it did. For command-line
+/// controllers that have no logger of their own. Call it after
+/// [`init`](crate::init) returned (in an agent, the forwarding logger is
+/// the one installed).
+///
+/// ```
+/// // `MYTOOL_LOG=debug mytool ...` shows what the library does.
+/// let on = mitogen_core::log_to_stderr_from_env("MYTOOL_LOG");
+/// assert_eq!(on, std::env::var("MYTOOL_LOG").is_ok_and(|l| l.parse::<log::LevelFilter>().is_ok()));
+/// ```
+pub fn log_to_stderr_from_env(var: &str) -> bool {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+        fn flush(&self) {}
+    }
+    let Some(level) = std::env::var(var)
+        .ok()
+        .and_then(|l| l.parse::<log::LevelFilter>().ok())
+    else {
+        return false;
+    };
+    if log::set_logger(&Stderr).is_err() {
+        return false;
+    }
+    log::set_max_level(level);
+    true
+}

@@ -13,9 +13,7 @@ use sha1::{Digest, Sha1};
 use std::path::{Component, Path, PathBuf};
 
 fn sha1_file(p: &Path) -> Option<String> {
-    std::fs::read(p)
-        .ok()
-        .map(|d| format!("{:x}", Sha1::digest(&d)))
+    crate::agent::sha1_file(p).ok()
 }
 
 fn md5_file(p: &Path) -> Option<String> {

@@ -318,29 +318,6 @@ fn register(reg: &mut mitogen_core::Registry) {
     mitogen_ansible::register(reg);
 }
 
-/// With `MITOGEN_PLAY_LOG=LEVEL` (`info`, `debug`, ...), the library's log
-/// records, forwarded ones from the targets included, go to stderr (with
-/// `MITOGEN_RS_DUMP=SECONDS`, every context's periodic state dump too).
-fn log_from_env() {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::max_level()
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
-        }
-        fn flush(&self) {}
-    }
-    if let Some(level) = std::env::var("MITOGEN_PLAY_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-    {
-        let _ = log::set_logger(&Stderr);
-        log::set_max_level(level);
-    }
-}
-
 fn main() -> ExitCode {
     // Same binary on both ends: as an agent this never returns.
     let router = match mitogen_core::init(register) {
@@ -350,7 +327,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    log_from_env();
+    // With `MITOGEN_PLAY_LOG=LEVEL`, the library's records (the targets'
+    // included) go to stderr; with `MITOGEN_RS_DUMP=SECONDS` too, every
+    // context's periodic state dump.
+    mitogen_core::log_to_stderr_from_env("MITOGEN_PLAY_LOG");
     let _ = mitogen_core::layer::raise_nofile_limit();
     let args = match parse_args() {
         Ok(a) => a,
