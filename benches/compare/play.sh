@@ -2,10 +2,15 @@
 # Play throughput: mitogen-play vs ansible-playbook with Python Mitogen
 # 0.3.54's mitogen_linear vs ansible-playbook with ssh + pipelining, on the
 # same throw-away sshd (127.0.0.1, one user), with inventories of N aliases
-# of it. Playbooks: empty (no tasks), ping, command, stat, copy; 20 tasks
-# each (copy only when the runner has the copy action). Prints wall time,
-# marginal ms per task-host ((playbook - empty) / (20 * N)), the ratios,
-# and the controller's peak RSS at the largest N.
+# of it. Playbooks: empty (no tasks), then ping, command, stat and copy
+# with 1 task and with 20. Prints wall times, two figures per task-host and
+# their ratios, and the controller's peak RSS:
+#   per task-host  = (T(20 tasks) - T(1 task)) / (19 * N): what one more
+#                    task costs once the hosts are connected;
+#   with connect   = (T(20 tasks) - T(empty)) / (20 * N): the same with the
+#                    connections and the targets' start (both tools import
+#                    ansible's module_utils once per host) spread over the
+#                    20 tasks, the figure earlier runs recorded.
 #
 #   benches/compare/play.sh [--sizes "1 10 100"] [--kinds "ping command stat copy"]
 #
@@ -49,14 +54,26 @@ task_for() {
         copy) echo '    - copy: content=x dest=/tmp/mtg-play-bench-{{ inventory_hostname }}' ;;
     esac
 }
-for k in empty $KINDS; do
+# playbook NAME TASKS KIND...: $TMP/pb-NAME.yml, TASKS tasks of each KIND.
+playbook() {
+    local name=$1 count=$2 k
+    shift 2
     {
         echo "- hosts: all"
         echo "  gather_facts: false"
         echo "  tasks:"
-        if [ "$k" = empty ]; then echo "    - meta: noop"; else for _ in $(seq $N_TASKS); do task_for "$k"; done; fi
-    } > "$TMP/pb-$k.yml"
+        echo "    - meta: noop"
+        for k in "$@"; do for _ in $(seq "$count"); do task_for "$k"; done; done
+    } > "$TMP/pb-$name.yml"
+}
+playbook empty 0
+for k in $KINDS; do
+    playbook "$k" "$N_TASKS" "$k"
+    playbook "$k-1" 1 "$k"
 done
+# The warm-up playbook: one task of each kind measured.
+# shellcheck disable=SC2086
+playbook warmup 1 $KINDS
 for n in $SIZES; do
     {
         for i in $(seq "$n"); do
@@ -90,34 +107,53 @@ run() {
     echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $rss"
 }
 
-printf '%-8s %-5s %-9s %10s %12s %10s\n' tool hosts playbook wall_s ms/task-host rss_kb
+printf '%-8s %-5s %-9s %9s %9s %14s %14s %9s\n' tool hosts playbook wall_1_s wall_20_s ms/task-host "with connect" rss_kb
 declare -A WALL
 for n in $SIZES; do
     for tool in ${TOOLS:-ours mitogen pipelined}; do
-        # Warm-up run (agent cache, ControlMaster, module caches).
-        run "$tool" "$n" ping > /dev/null
-        for k in empty $KINDS; do
+        # Warm-up run, one task of each kind: what a second run of a
+        # playbook finds (agent and payload caches on the target, the
+        # controller's caches, the ControlMaster, Python's bytecode).
+        run "$tool" "$n" warmup > /dev/null
+        read -r e rss <<< "$(run "$tool" "$n" empty)"
+        printf '%-8s %-5s %-9s %9s %9s %14s %14s %9s\n' "$tool" "$n" empty "$e" "" "" "" "$rss"
+        for k in $KINDS; do
+            read -r s1 _ <<< "$(run "$tool" "$n" "$k-1")"
             read -r s rss <<< "$(run "$tool" "$n" "$k")"
-            WALL[$tool,$n,$k]=$s
-            per=""
-            if [ "$k" != empty ] && [ "$s" != fail ] && [ "${WALL[$tool,$n,empty]}" != fail ]; then
-                per=$(echo "scale=2; ($s - ${WALL[$tool,$n,empty]}) * 1000 / ($N_TASKS * $n)" | bc)
+            per=""; conn=""
+            if [ "$s" != fail ] && [ "$s1" != fail ]; then
+                per=$(echo "scale=2; ($s - $s1) * 1000 / (($N_TASKS - 1) * $n)" | bc)
                 WALL[$tool,$n,$k,per]=$per
             fi
-            printf '%-8s %-5s %-9s %10s %12s %10s\n' "$tool" "$n" "$k" "$s" "$per" "$rss"
+            if [ "$s" != fail ] && [ "$e" != fail ]; then
+                conn=$(echo "scale=2; ($s - $e) * 1000 / ($N_TASKS * $n)" | bc)
+                WALL[$tool,$n,$k,conn]=$conn
+            fi
+            printf '%-8s %-5s %-9s %9s %9s %14s %14s %9s\n' "$tool" "$n" "$k" "$s1" "$s" "$per" "$conn" "$rss"
         done
     done
 done
+
+# ratio A B: A / B to one decimal, n/a when either is missing or B is 0.
+ratio() {
+    if [ -n "$1" ] && [ -n "$2" ] && [ "$(echo "$2 > 0" | bc)" = 1 ]; then
+        echo "$(echo "scale=1; $1 / $2" | bc)x"
+    else
+        echo n/a
+    fi
+}
 echo
-echo "ratios (marginal ms per task-host; >1 means mitogen-play is faster):"
+echo "ratios, other tool / mitogen-play (>1 means mitogen-play is faster):"
+echo "  per task-host [with connect]"
 for n in $SIZES; do
     for k in $KINDS; do
-        o=${WALL[ours,$n,$k,per]:-}; m=${WALL[mitogen,$n,$k,per]:-}; p=${WALL[pipelined,$n,$k,per]:-}
-        [ -n "$o" ] || continue
-        r1=n/a; r2=n/a
-        if [ -n "$m" ] && [ "$(echo "$o > 0" | bc)" = 1 ]; then r1=$(echo "scale=1; $m / $o" | bc); fi
-        if [ -n "$p" ] && [ "$(echo "$o > 0" | bc)" = 1 ]; then r2=$(echo "scale=1; $p / $o" | bc); fi
-        echo "  n=$n $k: vs ansible+mitogen ${r1}x, vs ansible pipelined ${r2}x"
+        [ -n "${WALL[ours,$n,$k,per]:-}" ] || continue
+        line="  n=$n $k:"
+        for t in mitogen pipelined; do
+            [ -n "${WALL[$t,$n,$k,per]:-}" ] || continue
+            line="$line vs $t $(ratio "${WALL[$t,$n,$k,per]}" "${WALL[ours,$n,$k,per]}") [$(ratio "${WALL[$t,$n,$k,conn]:-}" "${WALL[ours,$n,$k,conn]:-}")]"
+        done
+        echo "$line"
     done
 done
 stop_sshd

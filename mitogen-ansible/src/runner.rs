@@ -322,6 +322,9 @@ struct ContextState {
     blobs: HashSet<String>,
 }
 
+/// A module's payload, worked out once (see `Runner::payloads`).
+type PayloadSlot = Arc<Mutex<Option<Arc<Prepared>>>>;
+
 /// Runs tasks on targets with ansible-core's semantics.
 pub struct Runner {
     pub(crate) source: ModuleSource,
@@ -330,7 +333,9 @@ pub struct Runner {
     tree: String,
     /// Modules found by name, with the file's (mtime, size) when found.
     modules: Mutex<HashMap<String, (Module, Option<FileStamp>)>>,
-    payloads: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// One slot per module: the first task to need a payload computes it
+    /// while the others wait on the slot (one finder run, not one per host).
+    payloads: Mutex<HashMap<String, PayloadSlot>>,
     contexts: Mutex<HashMap<ContextId, ContextState>>,
 }
 
@@ -874,7 +879,9 @@ impl Runner {
                 .as_ref()
                 .map_or(String::new(), |p| p.display().to_string())
         );
-        if let Some(p) = self.payloads.lock().get(&key) {
+        let slot = self.payloads.lock().entry(key).or_default().clone();
+        let mut slot = slot.lock();
+        if let Some(p) = &*slot {
             return Ok(p.clone());
         }
         let files = self.source.payload(module)?;
@@ -888,7 +895,7 @@ impl Runner {
                 .collect(),
             sources: files.into_iter().map(|f| (f.sha256.clone(), f)).collect(),
         });
-        self.payloads.lock().insert(key, p.clone());
+        *slot = Some(p.clone());
         Ok(p)
     }
 

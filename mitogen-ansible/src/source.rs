@@ -4,13 +4,22 @@
 
 use crate::error::Error;
 use crate::pycompat::shlex_split;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 const FINDER: &str = include_str!("py/finder.py");
+
+/// Part of a cached payload's key: a changed finder recomputes.
+static FINDER_SHA256: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    sha2::Sha256::digest(FINDER.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+});
 
 /// How a module is run, as ansible-core's `_find_module_utils` decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +198,7 @@ impl Module {
 }
 
 /// A file of a new-style module's payload (module_utils and the module).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PayloadFile {
     pub(crate) rel: String,
     #[serde(default)]
@@ -220,12 +229,38 @@ pub struct ModuleSource {
 
 impl ModuleSource {
     /// Uses the ansible-core that `python` imports: asks it once where
-    /// `ansible` lives and which version it is.
+    /// `ansible` lives and which version it is. The answer is kept in the
+    /// controller cache (`~/.cache/mitogen-rs/ansible`) while the
+    /// interpreter and ansible's `__init__.py`/`release.py` are unchanged,
+    /// so later processes start no Python for it.
     ///
     /// # Errors
     /// [`Error::AnsibleCore`] if `python` cannot run or has no ansible-core.
     pub fn from_ansible_core(python: impl Into<PathBuf>) -> Result<Self, Error> {
         let python = python.into();
+        let key = cache::core_key(&python);
+        let core = match cache::load::<cache::Core>("core", &key) {
+            Some(core) => core,
+            None => {
+                let core = Self::ask_python(&python)?;
+                if let Some(inputs) = cache::core_inputs(&python, &core) {
+                    cache::store("core", &key, inputs, &core);
+                }
+                core
+            }
+        };
+        Ok(Self {
+            python,
+            ansible_dir: core.ansible_dir,
+            version: core.version,
+            library: Vec::new(),
+            collections: Vec::new(),
+            raw: HashMap::new(),
+        })
+    }
+
+    fn ask_python(python: &Path) -> Result<cache::Core, Error> {
+        let python = python.to_owned();
         let out = Command::new(&python)
             .args([
                 "-c",
@@ -240,13 +275,9 @@ impl ModuleSource {
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         match (out.status.success(), lines.next(), lines.next()) {
-            (true, Some(dir), Some(ver)) => Ok(Self {
-                python,
+            (true, Some(dir), Some(ver)) => Ok(cache::Core {
                 ansible_dir: PathBuf::from(dir),
                 version: ver.trim().to_owned(),
-                library: Vec::new(),
-                collections: Vec::new(),
-                raw: HashMap::new(),
             }),
             _ => Err(Error::AnsibleCore {
                 python,
@@ -381,7 +412,32 @@ impl ModuleSource {
     /// The payload of a new-style module: the module and every module_utils
     /// file it imports, transitively (ansible-core's recursive finder,
     /// reimplemented in `py/finder.py` and run with the install's python).
+    ///
+    /// For a module read from a file, the answer is kept in the controller
+    /// cache (`source/cache.rs`) while every file it names is unchanged.
     pub(crate) fn payload(&self, module: &Module) -> Result<Vec<PayloadFile>, Error> {
+        let Some(path) = &module.path else {
+            return self.find_payload(module);
+        };
+        let key = serde_json::json!({
+            "finder": FINDER_SHA256.as_str(),
+            "ansible_dir": self.ansible_dir,
+            "collections": self.collections,
+            "module": path,
+            "fqn": module.fqn,
+        })
+        .to_string();
+        if let Some(files) = cache::load::<Vec<PayloadFile>>("payload", &key) {
+            return Ok(files);
+        }
+        let files = self.find_payload(module)?;
+        if let Some(inputs) = cache::payload_inputs(&files) {
+            cache::store("payload", &key, inputs, &files);
+        }
+        Ok(files)
+    }
+
+    fn find_payload(&self, module: &Module) -> Result<Vec<PayloadFile>, Error> {
         let rel = format!("{}.py", module.fqn.replace('.', "/"));
         let module_path = match &module.path {
             Some(p) => p.clone(),
@@ -477,5 +533,6 @@ fn find_in_dir(dir: &Path, name: &str, tried: &mut Vec<PathBuf>) -> Option<PathB
     hits.into_iter().next()
 }
 
+mod cache;
 #[cfg(test)]
 mod tests;

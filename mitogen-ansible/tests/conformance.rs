@@ -126,6 +126,7 @@ fn main() {
         tmp_dir_removed_unless_kept,
         unknown_module_lists_paths,
         module_utils_shipped_once_per_context,
+        controller_cache_spares_python_and_notices_changes,
         hung_task_killed_with_its_group,
         module_leaving_a_daemon_ends_with_its_process,
         dead_fork_server_replaced,
@@ -871,6 +872,107 @@ fn module_utils_shipped_once_per_context() {
         panic!("no stream stats")
     };
     assert!(tx1 - tx0 < 20_000, "second task sent {} bytes", tx1 - tx0);
+}
+
+/// The controller cache (`~/.cache/mitogen-rs/ansible`): a second
+/// `ModuleSource` and a second runner's payload start no Python on the
+/// controller; a changed interpreter or module file is noticed.
+fn controller_cache_spares_python_and_notices_changes() {
+    let Some(py) = venv_python() else {
+        return;
+    };
+    let dir = Scratch::new("ctl-cache");
+    let log = dir.0.join("python.log");
+    // The real interpreter behind a script that notes what it was asked.
+    let wrapper = dir.0.join("python");
+    let write_wrapper = |extra: &str| {
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# {extra}\nprintf '%.24s\\n' \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                py.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    };
+    write_wrapper("first");
+    let library = dir.0.join("library");
+    std::fs::create_dir(&library).unwrap();
+    let module = library.join("cache_probe.py");
+    let module_text = std::fs::read_to_string(fixtures().join("library/my_new.py")).unwrap();
+    std::fs::write(&module, &module_text).unwrap();
+    let runs = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(what))
+            .count()
+    };
+    const CORE: &str = "import os, ansible";
+    const FINDER: &str = "# mitogen-ansible module";
+
+    let old = std::env::var_os("XDG_CACHE_HOME");
+    // SAFETY: this harness runs one test at a time and no thread of this
+    // test reads the environment while it is changed.
+    unsafe { std::env::set_var("XDG_CACHE_HOME", dir.0.join("cache")) };
+    let restore = Defer(Some(move || match old {
+        // SAFETY: as above.
+        Some(v) => unsafe { std::env::set_var("XDG_CACHE_HOME", v) },
+        None => unsafe { std::env::remove_var("XDG_CACHE_HOME") },
+    }));
+
+    let r = router();
+    let ctx = r.connect(&Local::new()).unwrap();
+    let t = Target::new(&ctx, "localhost").python_interpreter("/usr/bin/python3");
+    let run_probe = || {
+        let src = ModuleSource::from_ansible_core(&wrapper)
+            .unwrap()
+            .library_dir(&library);
+        let res = Runner::new(src)
+            .run(
+                t.clone(),
+                &Task::new("cache_probe").args(json!({"name": "x"})),
+            )
+            .unwrap();
+        assert_eq!(res.result["hello"], "x", "{}", res.result);
+    };
+    run_probe();
+    assert_eq!((runs(CORE), runs(FINDER)), (1, 1), "first run");
+    run_probe();
+    assert_eq!(
+        (runs(CORE), runs(FINDER)),
+        (1, 1),
+        "second run asked python again"
+    );
+    // A changed module file: its payload is worked out again.
+    std::fs::write(&module, format!("{module_text}\n# changed\n")).unwrap();
+    run_probe();
+    assert_eq!(
+        (runs(CORE), runs(FINDER)),
+        (1, 2),
+        "after the module changed"
+    );
+    // A changed interpreter: ansible-core is asked again.
+    write_wrapper("second, longer than the first");
+    run_probe();
+    assert_eq!(runs(CORE), 2, "after the interpreter changed");
+    drop(restore);
+}
+
+/// Runs its closure when dropped (also when the test panics).
+struct Defer<F: FnOnce()>(Option<F>);
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 fn hung_task_killed_with_its_group() {

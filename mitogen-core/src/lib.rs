@@ -130,6 +130,8 @@ pub mod layer {
     //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
     //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
     //!   [`raise_nofile_limit`] for layers that open many connections.
+    //! - A per-user directory for what a layer works out once per controller:
+    //!   [`controller_cache_dir`].
     //! - Environment variables agents honour: [`DUMP_ENV`], [`SPIN_ENV`].
     //! - The wire: [`crate::message`] (payload encodings, the codec),
     //!   [`crate::machine`] (the routing state machine), [`crate::limits`].
@@ -139,6 +141,7 @@ pub mod layer {
     pub use crate::policy::{Source, Trust};
     pub use crate::spin::SPIN_ENV;
     pub use crate::sys::{host_name, raise_nofile_limit, user_name};
+    pub use crate::transport::agent_image::controller_cache_dir;
 }
 
 /// The sizes that bound memory and shape the wire (see

@@ -350,3 +350,9 @@ while True:
     if line is None:
         break
     serve_one(json.loads(line))
+# The agent is done with us: the spare goes (it reads EOF on its request
+# pipe), and so does this process, without the interpreter's finalization
+# (tearing down every module preloaded here: 15-20 ms of CPU per host).
+if SPARE is not None:
+    SPARE.discard()
+os._exit(0)

@@ -107,19 +107,39 @@ impl CacheSetting {
             _ if crate::is_agent() => return None,
             Self::Off => return None,
             Self::Dir(d) => d.clone(),
-            Self::Default => std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME")
-                        .filter(|v| !v.is_empty())
-                        .map(|h| Path::new(&h).join(".cache"))
-                })?
-                .join("mitogen-rs")
-                .join("controller"),
+            Self::Default => return controller_cache_dir("controller"),
         };
         usable_dir(&dir).then_some(dir)
     }
+}
+
+/// `$XDG_CACHE_HOME/mitogen-rs/NAME` (or `~/.cache/mitogen-rs/NAME`),
+/// created 0700 if needed; `None` in an agent, without a home, or when the
+/// directory is not this user's alone (another user could plant entries).
+///
+/// Layers keep what they work out once per controller there: the agent
+/// images under `controller`, mitogen-ansible its ansible-core facts.
+///
+/// ```
+/// if let Some(dir) = mitogen_core::layer::controller_cache_dir("my-layer") {
+///     assert!(dir.ends_with("mitogen-rs/my-layer"));
+/// }
+/// ```
+pub fn controller_cache_dir(name: &str) -> Option<PathBuf> {
+    if crate::is_agent() {
+        return None;
+    }
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".cache"))
+        })?
+        .join("mitogen-rs")
+        .join(name);
+    usable_dir(&dir).then_some(dir)
 }
 
 /// Creates `dir` (0700) if needed; true if it is a directory owned by this
