@@ -20,6 +20,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// As in `tests/conformance.rs`.
 const VOLATILE: &[&str] = &["start", "end", "delta"];
@@ -37,6 +38,7 @@ fn main() {
         become_ssh,
         bad_input_is_refused_before_running,
         vault_failures_say_what_ansible_says,
+        prompted_passwords_and_command_line_defaults,
     ]);
 }
 
@@ -341,6 +343,37 @@ fn facts_view(v: &Value) -> Value {
     })
 }
 
+/// Every difference between two runs' results (status, fields, results
+/// only one of them has).
+fn compare_results(ours: &Results, theirs: &Results) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, (ts, tv)) in theirs {
+        let Some((os, ov)) = ours.get(k) else {
+            d.push(format!("{k:?}: only ansible ({ts})"));
+            continue;
+        };
+        if os != ts {
+            d.push(format!("{k:?}: status ours {os} != ansible {ts}"));
+        }
+        if k.1 == "Gathering Facts" {
+            diff(
+                &format!("{}/{}", k.0, k.1),
+                &facts_view(ov),
+                &facts_view(tv),
+                &mut d,
+            );
+        } else {
+            diff(&format!("{}/{}#{}", k.0, k.1, k.2), ov, tv, &mut d);
+        }
+    }
+    for k in ours.keys() {
+        if !theirs.contains_key(k) {
+            d.push(format!("{k:?}: only ours"));
+        }
+    }
+    d
+}
+
 /// Runs every case against `inventory`; returns the mismatching ones.
 fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
     let Some(py) = venv_python() else {
@@ -371,35 +404,11 @@ fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
         std::fs::write(&inv, format!("{inventory}{}", c.extra_inventory)).unwrap();
         let (theirs, their_log) = run_ansible(&py, &scratch.0, &inv, c);
         let (ours, our_log, code) = run_ours(&py, &scratch.0, &inv, c);
-        let mut d = Vec::new();
+        let mut d = compare_results(&ours, &theirs);
         if theirs.is_empty() {
             d.push(format!(
                 "ansible-playbook produced no results:\n{their_log}"
             ));
-        }
-        for (k, (ts, tv)) in &theirs {
-            let Some((os, ov)) = ours.get(k) else {
-                d.push(format!("{k:?}: only ansible ({ts})"));
-                continue;
-            };
-            if os != ts {
-                d.push(format!("{k:?}: status ours {os} != ansible {ts}"));
-            }
-            if k.1 == "Gathering Facts" {
-                diff(
-                    &format!("{}/{}", k.0, k.1),
-                    &facts_view(ov),
-                    &facts_view(tv),
-                    &mut d,
-                );
-            } else {
-                diff(&format!("{}/{}#{}", k.0, k.1, k.2), ov, tv, &mut d);
-            }
-        }
-        for k in ours.keys() {
-            if !theirs.contains_key(k) {
-                d.push(format!("{k:?}: only ours"));
-            }
         }
         if d.is_empty() {
             eprintln!(
@@ -617,5 +626,151 @@ fn vault_failures_say_what_ansible_says() {
             read_results(&json).is_empty(),
             "{args:?}: a task ran before the vars file was decrypted"
         );
+    }
+}
+
+/// `-u`, `-b` and `-K` as ansible-playbook takes them: the become password
+/// typed on a terminal (`script` gives each tool a pty and types the
+/// answer), `-b` a default that a task's `become: false` overrides. Both
+/// tools' results are compared, for the right password and a wrong one.
+fn prompted_passwords_and_command_line_defaults() {
+    use mitogen_test_support::sshd::{USER_SUDOPW, USER_SUDOPW_PASSWORD};
+    let Some(py) = venv_python() else { return };
+    if !need_sshd() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("util-linux `script` is needed (Debian: bsdutils)");
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let scratch = Scratch::new("prompt");
+    let inv = scratch.0.join("inv");
+    // No ansible_user: -u names it.
+    std::fs::write(
+        &inv,
+        format!(
+            "h1 ansible_host={} ansible_port={} ansible_ssh_private_key_file={} ansible_ssh_common_args='-o UserKnownHostsFile={} -o IdentitiesOnly=yes' ansible_python_interpreter=/usr/bin/python3\n",
+            sshd.host(),
+            sshd.port(),
+            sshd.client_key().display(),
+            sshd.known_hosts().display()
+        ),
+    )
+    .unwrap();
+    let pb = scratch.0.join("pb.yml");
+    std::fs::write(
+        &pb,
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: id -un\n    - command: id -un\n      become: false\n",
+    )
+    .unwrap();
+    let bin = py.parent().unwrap();
+    let sh_quote = |p: &Path| format!("'{}'", p.display());
+    for (typed, tag) in [
+        (USER_SUDOPW_PASSWORD, "right"),
+        ("not-the-password", "wrong"),
+    ] {
+        let run = |ours: bool| {
+            let out_file = scratch.0.join(format!(
+                "{tag}-{}.jsonl",
+                if ours { "ours" } else { "ansible" }
+            ));
+            let _ = std::fs::remove_file(&out_file);
+            let mut cmd_line = if ours {
+                format!(
+                    "{} --ansible-python {} --json {}",
+                    sh_quote(Path::new(env!("CARGO_BIN_EXE_mitogen-play"))),
+                    sh_quote(&py),
+                    sh_quote(&out_file)
+                )
+            } else {
+                sh_quote(&bin.join("ansible-playbook"))
+            };
+            cmd_line += &format!(
+                " -i {} {} -u {USER_SUDOPW} -b -K",
+                sh_quote(&inv),
+                sh_quote(&pb)
+            );
+            let mut c = Command::new("script");
+            env_cmd(&mut c, &scratch.0, bin);
+            if !ours {
+                c.env(
+                    "ANSIBLE_CALLBACK_PLUGINS",
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/callback_plugins"),
+                )
+                .env("ANSIBLE_CALLBACKS_ENABLED", "capture")
+                .env("CAPTURE_FILE", &out_file);
+            }
+            let mut child = c
+                .args(["-qec", &cmd_line, "/dev/null"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Answered once the prompt shows, as a user would.
+            use std::io::{Read, Write};
+            let mut stdin = child.stdin.take().unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let reader = std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                    let _ = tx.send(buf[..n].to_vec());
+                }
+            });
+            let who = if ours {
+                "mitogen-play"
+            } else {
+                "ansible-playbook"
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut seen = Vec::new();
+            let mut answered = false;
+            while let Ok(chunk) =
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                seen.extend_from_slice(&chunk);
+                if !answered && String::from_utf8_lossy(&seen).contains("BECOME password: ") {
+                    stdin.write_all(format!("{typed}\n").as_bytes()).unwrap();
+                    answered = true;
+                }
+            }
+            let finished = matches!(child.try_wait(), Ok(Some(_)))
+                || mitogen_test_support::wait_until(Duration::from_secs(5), || {
+                    matches!(child.try_wait(), Ok(Some(_)))
+                });
+            if !finished {
+                let _ = child.kill();
+            }
+            let status = child.wait().unwrap();
+            drop(stdin);
+            let _ = reader.join();
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            assert!(finished, "{tag}: {who} did not finish: {text}");
+            assert!(answered, "{tag}: {who} showed no prompt: {text}");
+            assert!(
+                !text.contains(typed),
+                "{tag}: {who} echoed the password: {text}"
+            );
+            (read_results(&out_file), text, status.code())
+        };
+        let (theirs, their_text, their_code) = run(false);
+        let (ours, our_text, our_code) = run(true);
+        let want = if tag == "right" { 2 } else { 1 };
+        assert_eq!(theirs.len(), want, "{tag}: ansible-playbook: {their_text}");
+        assert_eq!(
+            our_code, their_code,
+            "{tag}: exit codes\nours: {our_text}\ntheirs: {their_text}"
+        );
+        let bad = compare_results(&ours, &theirs);
+        assert!(bad.is_empty(), "{tag}: {bad:#?}\nours: {our_text}");
+        if tag == "right" {
+            let mut seen: Vec<String> = theirs
+                .values()
+                .map(|(_, v)| v["stdout"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            seen.sort();
+            assert_eq!(seen, [USER_SUDOPW, "root"], "{theirs:?}");
+        }
     }
 }

@@ -5,7 +5,14 @@
 //! mitogen-play -i INVENTORY PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
 //!              [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]...
 //!              [--json FILE] [--syntax-check] [--ansible-python PY] [-v]
+//!              [-u USER] [-c ssh|local] [--private-key FILE] [-T SECS]
+//!              [-b] [--become-user USER] [--become-method METHOD]
+//!              [-k] [-K] [-J] [--vault-id [ID@]FILE|prompt]...
 //! ```
+//!
+//! `-k`, `-K` and `-J` (`--ask-vault-pass`) prompt on the terminal, as
+//! ansible-playbook does; `--connection-password-file` and
+//! `--become-password-file` read the password from a file instead.
 //!
 //! `MITOGEN_PLAY_LOG=debug` logs what the library does (to stderr).
 //!
@@ -26,7 +33,10 @@ use std::sync::Arc;
 const USAGE: &str =
     "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
        [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]... [--json FILE]
-       [--vault-id [ID@]FILE]... [--vault-password-file FILE]...
+       [--vault-id [ID@]FILE|[ID@]prompt]... [--vault-password-file FILE]... [-J]
+       [-u REMOTE_USER] [-c ssh|local] [--private-key FILE] [-T TIMEOUT]
+       [-b] [--become-user USER] [--become-method sudo|su|doas]
+       [-k] [-K] [--connection-password-file FILE] [--become-password-file FILE]
        [--syntax-check] [--list-hosts] [--ansible-python PY] [--no-multiplex] [-v]";
 
 struct Args {
@@ -46,8 +56,37 @@ struct Args {
     python: Option<PathBuf>,
     multiplex: bool,
     verbose: u8,
-    /// `--vault-id` / `--vault-password-file`: `[id@]FILE`.
+    /// `--vault-id` / `--vault-password-file`: `[id@]FILE`, `[id@]prompt`.
     vault: Vec<String>,
+    /// `-J`: prompt for the default vault id's password.
+    ask_vault_pass: bool,
+    /// `-u`.
+    remote_user: Option<String>,
+    /// `-c`.
+    connection: Option<String>,
+    /// `--private-key`.
+    private_key: Option<PathBuf>,
+    /// `-T`.
+    timeout: Option<u64>,
+    /// `-b`.
+    become_: bool,
+    /// `--become-user`.
+    become_user: Option<String>,
+    /// `--become-method`.
+    become_method: Option<String>,
+    /// `-k` / `--connection-password-file`.
+    connection_password: PasswordFrom,
+    /// `-K` / `--become-password-file`.
+    become_password: PasswordFrom,
+}
+
+/// Where a password comes from.
+#[derive(Default)]
+enum PasswordFrom {
+    #[default]
+    Nowhere,
+    Prompt,
+    File(PathBuf),
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,8 +108,31 @@ fn parse_args() -> Result<Args, String> {
         multiplex: true,
         verbose: 0,
         vault: Vec::new(),
+        ask_vault_pass: false,
+        remote_user: None,
+        connection: None,
+        private_key: None,
+        timeout: None,
+        become_: false,
+        become_user: None,
+        become_method: None,
+        connection_password: PasswordFrom::Nowhere,
+        become_password: PasswordFrom::Nowhere,
     };
-    let mut it = std::env::args().skip(1);
+    // Short switches may be grouped, as argparse allows: `-bK`, `-CD`.
+    let args = std::env::args().skip(1).flat_map(|a| {
+        let cluster = a.len() > 2
+            && a.starts_with('-')
+            && !a.starts_with("--")
+            && a[1..].chars().all(|c| "bCDkKJv".contains(c))
+            && !a[1..].chars().all(|c| c == 'v');
+        if cluster {
+            a[1..].chars().map(|c| format!("-{c}")).collect::<Vec<_>>()
+        } else {
+            vec![a]
+        }
+    });
+    let mut it = args;
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -114,6 +176,28 @@ fn parse_args() -> Result<Args, String> {
             "--vault-password-file" | "--vault-pass-file" => {
                 // A file, never `id@file`: the id is `default`.
                 a.vault.push(format!("@{}", value(&flag)?));
+            }
+            "-J" | "--ask-vault-pass" | "--ask-vault-password" => a.ask_vault_pass = true,
+            "-u" | "--user" => a.remote_user = Some(value(&flag)?),
+            "-c" | "--connection" => a.connection = Some(value(&flag)?),
+            "--private-key" | "--key-file" => a.private_key = Some(PathBuf::from(value(&flag)?)),
+            "-T" | "--timeout" => {
+                let v = value(&flag)?;
+                a.timeout = Some(
+                    v.parse()
+                        .map_err(|_| format!("--timeout: not a number of seconds: {v}"))?,
+                );
+            }
+            "-b" | "--become" => a.become_ = true,
+            "--become-user" => a.become_user = Some(value(&flag)?),
+            "--become-method" => a.become_method = Some(value(&flag)?),
+            "-k" | "--ask-pass" => a.connection_password = PasswordFrom::Prompt,
+            "-K" | "--ask-become-pass" => a.become_password = PasswordFrom::Prompt,
+            "--connection-password-file" | "--conn-pass-file" => {
+                a.connection_password = PasswordFrom::File(PathBuf::from(value(&flag)?));
+            }
+            "--become-password-file" | "--become-pass-file" => {
+                a.become_password = PasswordFrom::File(PathBuf::from(value(&flag)?));
             }
             "--syntax-check" => a.syntax_check = true,
             "--list-hosts" => a.list_hosts = true,
@@ -167,6 +251,88 @@ fn find_python(explicit: Option<PathBuf>) -> PathBuf {
         }
     }
     PathBuf::from("python3")
+}
+
+/// Asks for a secret on the terminal with echo off, as ansible-playbook's
+/// prompts do: prompt and answer go through `/dev/tty`, so stdout and
+/// stdin stay the caller's. Typed-ahead input is kept.
+fn ask(prompt: &str) -> Result<String, String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::BufRead;
+    let what = prompt.trim_end_matches([' ', ':']);
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| {
+            format!("{what}: no terminal to ask on (/dev/tty: {e}); give a password file instead")
+        })?;
+    let old = tcgetattr(&tty).map_err(|e| format!("{what}: /dev/tty: {e}"))?;
+    let mut quiet = old.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off before the prompt shows: an answer typed as soon as it
+    // appears must not be echoed.
+    tcsetattr(&tty, OptionalActions::Now, &quiet).map_err(|e| format!("{what}: /dev/tty: {e}"))?;
+    let mut line = String::new();
+    let read = (&tty)
+        .write_all(prompt.as_bytes())
+        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
+    let _ = tcsetattr(&tty, OptionalActions::Now, &old);
+    match read {
+        Ok(0) => Err(format!("{what}: no answer (end of input)")),
+        Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
+        Err(e) => Err(format!("{what}: /dev/tty: {e}")),
+    }
+}
+
+/// `--connection-password-file` / `--become-password-file`, as
+/// ansible-core reads them: `-` is stdin, an executable file is run for
+/// its output, any other file is read; surrounding line ends (and, for a
+/// plain file, white space) are dropped; an empty password is an error.
+fn password_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let raw = if path.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| format!("password from stdin: {e}"))?;
+        v
+    } else {
+        let meta = std::fs::metadata(path)
+            .map_err(|_| format!("The password file {shown} was not found"))?;
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            let out = std::process::Command::new(path)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| {
+                    format!(
+                        "Problem occurred when trying to run the password script {shown} ({e})."
+                    )
+                })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "The password script {shown} returned an error (rc={}): {}",
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            out.stdout
+        } else {
+            let v = std::fs::read(path)
+                .map_err(|e| format!("Could not read password file {shown}: {e}"))?;
+            String::from_utf8_lossy(&v).trim().as_bytes().to_vec()
+        }
+    };
+    let text = String::from_utf8_lossy(&raw)
+        .trim_matches(['\n', '\r'])
+        .to_owned();
+    if text.is_empty() {
+        return Err(format!("Empty password was provided from file ({shown})"));
+    }
+    Ok(text)
 }
 
 fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
@@ -384,17 +550,56 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
                 .map_err(|e| e.to_string())
         }))),
     };
+    // Passwords first, as ansible-playbook asks them: ssh, become, vault.
+    let connection_password = match &args.connection_password {
+        PasswordFrom::Nowhere if cfg.ask_pass => Some(ask("SSH password: ").map_err(|e| (1, e))?),
+        PasswordFrom::Nowhere => None,
+        PasswordFrom::Prompt => Some(ask("SSH password: ").map_err(|e| (1, e))?),
+        PasswordFrom::File(f) => Some(password_file(f).map_err(|e| (1, e))?),
+    };
+    let become_password = match &args.become_password {
+        PasswordFrom::Nowhere if !cfg.become_ask_pass => None,
+        PasswordFrom::Nowhere | PasswordFrom::Prompt => match &connection_password {
+            Some(ssh) => {
+                let pw = ask("BECOME password[defaults to SSH password]: ").map_err(|e| (1, e))?;
+                Some(if pw.is_empty() { ssh.clone() } else { pw })
+            }
+            None => Some(ask("BECOME password: ").map_err(|e| (1, e))?),
+        },
+        PasswordFrom::File(f) => Some(password_file(f).map_err(|e| (1, e))?),
+    };
     // Vault secrets, as ansible-core collects them: --vault-id and
-    // --vault-password-file in order, then $ANSIBLE_VAULT_PASSWORD_FILE.
+    // --vault-password-file in order (`prompt` as the file asks on the
+    // terminal), then -J, then $ANSIBLE_VAULT_PASSWORD_FILE.
     let mut specs = args.vault.clone();
-    if let Some(f) = std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE").filter(|f| !f.is_empty()) {
-        specs.push(format!("@{}", f.to_string_lossy()));
+    if args.ask_vault_pass || cfg.ask_vault_pass {
+        specs.push("@prompt".into());
     }
-    let secrets = specs
-        .iter()
-        .map(|s| mitogen_ansible::vault::Secret::from_spec(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| (1, e.to_string()))?;
+    if let Some(f) = std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE")
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| cfg.vault_password_file.clone())
+    {
+        specs.push(format!("@{}", f.display()));
+    }
+    let mut secrets = Vec::new();
+    for spec in &specs {
+        let (id, file) = spec.split_once('@').unwrap_or(("", spec));
+        if file == "prompt" {
+            let id = if id.is_empty() { "default" } else { id };
+            let text = if id == "default" {
+                "Vault password: ".to_owned()
+            } else {
+                format!("Vault password ({id}): ")
+            };
+            let pw = ask(&text).map_err(|e| (1, e))?;
+            secrets.push(mitogen_ansible::vault::Secret::new(id, pw.as_bytes()));
+        } else {
+            secrets.push(
+                mitogen_ansible::vault::Secret::from_spec(spec).map_err(|e| (1, e.to_string()))?,
+            );
+        }
+    }
     mitogen_ansible::vault::set_secrets(secrets);
     let mut plays: Vec<Play> = Vec::new();
     for pb in &args.playbooks {
@@ -429,17 +634,51 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.skip_tags = args.skip_tags.clone();
     opts.limit = args.limit.clone();
     opts.extra_vars = extra;
-    opts.connect_timeout = std::time::Duration::from_secs(cfg.timeout.max(30));
+    // Command-line options beat ansible.cfg and lose to keywords and host
+    // variables, as in ansible-playbook.
+    opts.connect_timeout =
+        std::time::Duration::from_secs(args.timeout.unwrap_or(cfg.timeout).max(30));
     opts.host_key_checking = cfg.host_key_checking;
     opts.multiplex = args.multiplex;
-    opts.remote_user = cfg.remote_user.clone();
+    opts.remote_user = args.remote_user.clone().or_else(|| cfg.remote_user.clone());
     opts.interpreter_python = cfg.interpreter_python.clone();
-    opts.private_key_file = cfg.private_key_file.clone();
+    opts.private_key_file = args
+        .private_key
+        .clone()
+        .or_else(|| cfg.private_key_file.clone());
     opts.become_ = (
-        cfg.become_,
-        cfg.become_user.clone(),
-        cfg.become_method.clone(),
+        args.become_ || cfg.become_,
+        args.become_user
+            .clone()
+            .unwrap_or_else(|| cfg.become_user.clone()),
+        args.become_method
+            .clone()
+            .unwrap_or_else(|| cfg.become_method.clone()),
     );
+    if !matches!(opts.become_.2.as_str(), "sudo" | "su" | "doas") {
+        return Err((
+            5,
+            format!(
+                "unsupported become method '{}' (supported: sudo, su, doas)",
+                opts.become_.2
+            ),
+        ));
+    }
+    if let Some(c) = &args.connection {
+        if !matches!(c.as_str(), "ssh" | "smart" | "local") {
+            return Err((
+                5,
+                format!("unsupported connection '{c}' (supported: ssh, local)"),
+            ));
+        }
+        opts.connection = if c == "smart" {
+            "ssh".into()
+        } else {
+            c.clone()
+        };
+    }
+    opts.connection_password = connection_password;
+    opts.become_password = become_password;
     opts.pipelining = cfg.pipelining;
     opts.ssh_args = cfg
         .ssh_args

@@ -47,6 +47,18 @@ pub struct Config {
     pub pipelining: bool,
     /// `[ssh_connection] ssh_args` / `ANSIBLE_SSH_ARGS`.
     pub ssh_args: Option<String>,
+    /// `[defaults] ask_pass` / `ANSIBLE_ASK_PASS`: prompt for the ssh
+    /// password, as `-k`.
+    pub ask_pass: bool,
+    /// `[privilege_escalation] become_ask_pass` / `ANSIBLE_BECOME_ASK_PASS`:
+    /// prompt for the become password, as `-K`.
+    pub become_ask_pass: bool,
+    /// `[defaults] ask_vault_pass` / `ANSIBLE_ASK_VAULT_PASS`: prompt for
+    /// the vault password, as `-J`.
+    pub ask_vault_pass: bool,
+    /// `[defaults] vault_password_file` (`ANSIBLE_VAULT_PASSWORD_FILE` is
+    /// read by the CLI, after `--vault-id`).
+    pub vault_password_file: Option<PathBuf>,
     /// Notes for the user (ignored keys).
     pub notes: Vec<String>,
 }
@@ -72,6 +84,10 @@ impl Default for Config {
             become_method: "sudo".into(),
             pipelining: false,
             ssh_args: None,
+            ask_pass: false,
+            become_ask_pass: false,
+            ask_vault_pass: false,
+            vault_password_file: None,
             notes: Vec::new(),
         }
     }
@@ -199,12 +215,12 @@ impl Config {
             ("privilege_escalation", "become") => self.become_ = truthy(v),
             ("privilege_escalation", "become_user") => self.become_user = v.to_owned(),
             ("privilege_escalation", "become_method") => self.become_method = v.to_owned(),
-            ("privilege_escalation", "become_ask_pass") => {
-                if truthy(v) {
-                    return Err(
-                        "become_ask_pass is not supported (use ansible_become_password)".into(),
-                    );
-                }
+            ("privilege_escalation", "become_ask_pass") => self.become_ask_pass = truthy(v),
+            ("defaults", "ask_pass") => self.ask_pass = truthy(v),
+            ("defaults", "ask_vault_pass") => self.ask_vault_pass = truthy(v),
+            ("defaults", "vault_password_file") => {
+                let p = expand_home(v);
+                self.vault_password_file = Some(if p.is_relative() { base.join(p) } else { p });
             }
             ("ssh_connection", "pipelining") => self.pipelining = truthy(v),
             ("ssh_connection", "ssh_args") => self.ssh_args = Some(v.to_owned()),
@@ -298,6 +314,13 @@ impl Config {
             ("ANSIBLE_PIPELINING", "ssh_connection", "pipelining"),
             ("ANSIBLE_SSH_PIPELINING", "ssh_connection", "pipelining"),
             ("ANSIBLE_SSH_ARGS", "ssh_connection", "ssh_args"),
+            ("ANSIBLE_ASK_PASS", "defaults", "ask_pass"),
+            ("ANSIBLE_ASK_VAULT_PASS", "defaults", "ask_vault_pass"),
+            (
+                "ANSIBLE_BECOME_ASK_PASS",
+                "privilege_escalation",
+                "become_ask_pass",
+            ),
             ("ANSIBLE_CALLBACKS_ENABLED", "defaults", "callbacks_enabled"),
             ("ANSIBLE_STRATEGY", "defaults", "strategy"),
         ];
@@ -334,5 +357,25 @@ mod tests {
             .apply_ini("[defaults]\nforks = many\n", Path::new("a.cfg"))
             .unwrap_err();
         assert!(e.to_string().contains("a.cfg:2"), "{e}");
+    }
+
+    #[test]
+    fn prompts_and_vault_file() {
+        let mut c = Config::default();
+        c.apply_ini(
+            "[defaults]\nask_pass = yes\nvault_password_file = ~/vp\n[privilege_escalation]\nbecome_ask_pass = True\n",
+            Path::new("/p/ansible.cfg"),
+        )
+        .unwrap();
+        assert!(c.ask_pass && c.become_ask_pass && !c.ask_vault_pass);
+        assert!(
+            c.vault_password_file
+                .as_ref()
+                .is_some_and(|p| p.ends_with("vp"))
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        c.apply_env(|k| (k == "ANSIBLE_ASK_VAULT_PASS").then(|| "true".to_owned()))
+            .unwrap();
+        assert!(c.ask_vault_pass);
     }
 }

@@ -71,6 +71,14 @@ pub struct Options {
     pub gather_explicit: bool,
     /// Become contexts per host.
     pub become_limit: usize,
+    /// The connection of hosts whose variables name none (`-c`): `ssh`
+    /// (the default) or `local`.
+    pub connection: String,
+    /// The ssh password of hosts that set no `ansible_password` (`-k`).
+    pub connection_password: Option<String>,
+    /// The become password of hosts that set no `ansible_become_password`
+    /// (`-K`).
+    pub become_password: Option<String>,
 }
 
 impl Default for Options {
@@ -94,7 +102,25 @@ impl Default for Options {
             ssh_args: Vec::new(),
             gather_explicit: false,
             become_limit: DEFAULT_BECOME_LIMIT,
+            connection: "ssh".into(),
+            connection_password: None,
+            become_password: None,
         }
+    }
+}
+
+/// Why a task's context could not be had.
+enum TargetError {
+    /// The host (or its become user) cannot be reached: `unreachable`.
+    Unreachable(String),
+    /// Reached, but the task fails (a wrong become password, as
+    /// ansible-core reports it).
+    Failed(String),
+}
+
+impl From<String> for TargetError {
+    fn from(msg: String) -> Self {
+        Self::Unreachable(msg)
     }
 }
 
@@ -1563,13 +1589,14 @@ impl Executor {
         };
         let target = match self.target(t, &target_host, &tvars) {
             Ok(t) => t,
-            Err(msg) => {
+            Err(TargetError::Unreachable(msg)) => {
                 let mut m = Map::new();
                 m.insert("unreachable".into(), true.into());
                 m.insert("msg".into(), msg.into());
                 m.insert("changed".into(), false.into());
                 return finish_outcome(Status::Unreachable, m, no_log);
             }
+            Err(TargetError::Failed(msg)) => return error_outcome(&msg, no_log, false),
         };
         match self.runner.run(target, &task) {
             Ok(r) => {
@@ -1628,13 +1655,13 @@ impl Executor {
     }
 
     /// The context for `h` with this task's become, connecting on first use.
-    fn target(&self, t: &TaskDef, h: &Arc<HostState>, vars: &Vars) -> Result<Target, String> {
+    fn target(&self, t: &TaskDef, h: &Arc<HostState>, vars: &Vars) -> Result<Target, TargetError> {
         // Connection variables may be templates.
         let get = |keys: &[&str]| -> Option<String> {
             let raw = Self::var_str(vars, keys)?;
             Some(self.templar.string(&raw, vars).unwrap_or(raw))
         };
-        let conn = get(&["ansible_connection"]).unwrap_or_else(|| "ssh".into());
+        let conn = get(&["ansible_connection"]).unwrap_or_else(|| self.opts.connection.clone());
         let addr = get(&["ansible_host", "ansible_ssh_host"]).unwrap_or_else(|| h.name.clone());
         let base = self.base_context(h, &conn, &addr, &get)?;
         let become_on = Self::var_str(vars, &["ansible_become"])
@@ -1665,7 +1692,8 @@ impl Executor {
                 "ansible_become_password",
                 "ansible_become_pass",
                 "ansible_sudo_pass",
-            ]);
+            ])
+            .or_else(|| self.opts.become_password.clone());
             let to = self.opts.connect_timeout;
             let r = match method.as_str() {
                 "sudo" => {
@@ -1689,9 +1717,25 @@ impl Executor {
                     }
                     self.pool.get(&self.router, &m, Some(&base))
                 }
-                other => return Err(format!("unsupported become method '{other}'")),
+                other => return Err(format!("unsupported become method '{other}'").into()),
             };
-            let c = r.map_err(|e| format!("Failed to become {user} via {method}: {e}"))?;
+            let c = r.map_err(|e| {
+                // What ansible-core's ssh connection raises, as AnsibleError
+                // (a failed task, not an unreachable host), when become's
+                // output says so.
+                use mitogen_ssh::AuthError;
+                match e.downcast_ref::<AuthError>() {
+                    Some(AuthError::WrongPassword { .. }) if conn != "local" => {
+                        TargetError::Failed(format!("Task failed: Incorrect {method} password"))
+                    }
+                    Some(AuthError::PasswordRequired { .. }) if conn != "local" => {
+                        TargetError::Failed(format!("Task failed: Missing {method} password"))
+                    }
+                    _ => TargetError::Unreachable(format!(
+                        "Failed to become {user} via {method}: {e}"
+                    )),
+                }
+            })?;
             (c, user != "root" && Some(&user) != login_user.as_ref())
         } else {
             (base, false)
@@ -1775,7 +1819,9 @@ impl Executor {
                     "ansible_password",
                     "ansible_ssh_pass",
                     "ansible_ssh_password",
-                ]) {
+                ])
+                .or_else(|| self.opts.connection_password.clone())
+                {
                     s = s.password(&pw);
                 }
                 if !self.opts.host_key_checking {
