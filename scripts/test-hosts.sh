@@ -25,7 +25,9 @@
 set -euo pipefail
 exec </dev/null
 
-PACKAGES=(openssh-server openssh-client sudo opendoas iputils-ping iproute2 procps python3 python3-venv perl binutils zstd xz-utils acl)
+# python3-apt: the play suite's `package` tasks run ansible-core's apt
+# module; bsdutils: `script`, the pty its password-prompt test types into.
+PACKAGES=(openssh-server openssh-client sudo opendoas iputils-ping iproute2 procps python3 python3-venv perl binutils zstd xz-utils acl python3-apt bsdutils)
 USERS=(
     "mtg-key:mtg-key-unused-9f3"
     "mtg-pw:mtg-pw-secret"

@@ -75,10 +75,13 @@
 //!   `remote_src`, checksum short-circuit, backup, mode/owner, check and
 //!   diff mode, no_log), `template` (rendered on the controller with
 //!   `minijinja`, then `copy`), `fetch`, `script`, `async_status`, `raw`,
-//!   `command`/`shell` and the normal action. `async:`/`poll:` run under
-//!   ansible-core's own `async_wrapper`. Others (`debug`, `set_fact`,
-//!   `assert`, `uri`, `unarchive`, `reboot`, `package`, `service`, ...)
-//!   are refused with [`Error::UnsupportedAction`].
+//!   `command`/`shell`, `package` and `service` (the backend module from
+//!   `use:`, `ansible_package_use` or `ansible_facts.pkg_mgr`/`service_mgr`
+//!   given in [`Task::vars`], else a `setup` run for that fact) and the
+//!   normal action. `async:`/`poll:` run under ansible-core's own
+//!   `async_wrapper`. Others (`debug`, `set_fact`, `assert`, `uri`,
+//!   `unarchive`, `reboot`, ...) are refused with
+//!   [`Error::UnsupportedAction`].
 //! - Remote tmp dirs are named, permissioned and placed as ansible-core
 //!   makes them (under the login user's home for a become to root, set
 //!   with [`Target::become_from`]; in `/var/tmp` for an unprivileged

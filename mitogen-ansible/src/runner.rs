@@ -42,10 +42,8 @@ pub(crate) const UNSUPPORTED_ACTIONS: &[&str] = &[
     "gather_facts",
     "group_by",
     "include_vars",
-    "package",
     "pause",
     "reboot",
-    "service",
     "set_fact",
     "set_stats",
     "unarchive",
@@ -115,7 +113,10 @@ impl Task {
     }
 
     /// Variables a `template` task renders with (host vars, facts, ...:
-    /// whatever the play would have in scope).
+    /// whatever the play would have in scope). `package` and `service`
+    /// read `ansible_package_use` and `ansible_facts.pkg_mgr` /
+    /// `ansible_facts.service_mgr` here to pick their backend; without
+    /// them they run `setup` for that fact first, as ansible-core does.
     pub fn vars(mut self, vars: Map<String, Value>) -> Self {
         self.vars = vars;
         self

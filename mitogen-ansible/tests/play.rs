@@ -152,6 +152,7 @@ fn cases() -> Vec<Case> {
             needs: &["copy"],
             ..case("17_vault.yml")
         },
+        case("19_package_service.yml"),
         // Without the `prod` secret: the inline value fails where it is
         // used, the vars file still decrypts.
         Case {

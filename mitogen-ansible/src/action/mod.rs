@@ -9,6 +9,7 @@
 pub(crate) mod async_job;
 mod copy;
 mod fetch;
+mod package;
 mod script;
 mod template;
 pub(crate) use template::template_vars;
@@ -224,6 +225,8 @@ pub(crate) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         "fetch" => fetch::run(act)?,
         "script" => script::run(act)?,
         "async_status" => async_job::status_action(act)?,
+        "package" => package::package(act)?,
+        "service" => package::service(act)?,
         a if crate::runner::UNSUPPORTED_ACTIONS.contains(&a) => {
             return Err(Error::UnsupportedAction(task.name.clone()));
         }

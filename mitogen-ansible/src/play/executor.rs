@@ -1544,6 +1544,21 @@ impl Executor {
         if async_limit > 0 {
             task = task.async_limit(async_limit).poll(poll);
         }
+        if matches!(short(&action), "package" | "service") {
+            // What their action plugins read to pick the backend module.
+            let mut m = Map::new();
+            if let Some(f) = vars.get("ansible_facts") {
+                let picked: Map<String, Value> = ["pkg_mgr", "service_mgr"]
+                    .iter()
+                    .filter_map(|k| f.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                    .collect();
+                m.insert("ansible_facts".into(), picked.into());
+            }
+            if let Some(v) = vars.get("ansible_package_use") {
+                m.insert("ansible_package_use".into(), v.clone());
+            }
+            task = task.vars(m);
+        }
         if matches!(short(&action), "template") {
             // The template file sees the task's variables (templated on
             // access, `hostvars` too), its lookups and search paths.
