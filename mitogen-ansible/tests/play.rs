@@ -39,6 +39,7 @@ fn main() {
         bad_input_is_refused_before_running,
         vault_failures_say_what_ansible_says,
         prompted_passwords_and_command_line_defaults,
+        listings_match_ansible_playbook,
     ]);
 }
 
@@ -153,6 +154,21 @@ fn cases() -> Vec<Case> {
             ..case("17_vault.yml")
         },
         case("19_package_service.yml"),
+        // --start-at-task: by a role task's full name; by a glob inside a
+        // block (whose rescue and always still run); in a later play (the
+        // first does not run at all, the second gathers facts first).
+        Case {
+            args: &["--start-at-task", "web : configure"],
+            ..case("08_roles.yml")
+        },
+        Case {
+            args: &["--start-at-task", "fails*"],
+            ..case("06_blocks.yml")
+        },
+        Case {
+            args: &["--start-at-task", "service, service_mgr known"],
+            ..case("19_package_service.yml")
+        },
         // Without the `prod` secret: the inline value fails where it is
         // used, the vars file still decrypts.
         Case {
@@ -772,6 +788,60 @@ fn prompted_passwords_and_command_line_defaults() {
                 .collect();
             seen.sort();
             assert_eq!(seen, [USER_SUDOPW, "root"], "{theirs:?}");
+        }
+    }
+}
+
+/// `--list-tasks`, `--list-tags` and `--list-hosts` print what
+/// ansible-playbook prints (hosts sorted: ansible-playbook lists a set).
+fn listings_match_ansible_playbook() {
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("lists");
+    let inv = scratch.0.join("inv");
+    std::fs::write(&inv, LOCAL3).unwrap();
+    let bin = py.parent().unwrap();
+    let run = |prog: &Path, extra: &[&str], pb: &str, flags: &[&str]| {
+        let mut c = Command::new(prog);
+        env_cmd(&mut c, &scratch.0, bin);
+        let out = c
+            .args(extra)
+            .arg("-i")
+            .arg(&inv)
+            .arg(fixtures().join(pb))
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{prog:?} {pb} {flags:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Host lines in a stable order.
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let j = (i..lines.len())
+                .find(|&j| !lines[j].starts_with("      h"))
+                .unwrap_or(lines.len());
+            lines[i..j].sort();
+            i = j + 1;
+        }
+        lines.join("\n")
+    };
+    let py_s = py.display().to_string();
+    for pb in ["06_blocks.yml", "08_roles.yml", "13_tags.yml"] {
+        for flags in [
+            &["--list-tasks"][..],
+            &["--list-tags"],
+            &["--list-tasks", "--tags", "a"],
+            &["--list-tasks", "--skip-tags", "a"],
+            &["--list-hosts", "-l", "h1:h3"],
+        ] {
+            let theirs = run(&bin.join("ansible-playbook"), &[], pb, flags);
+            let ours = run(
+                Path::new(env!("CARGO_BIN_EXE_mitogen-play")),
+                &["--ansible-python", &py_s],
+                pb,
+                flags,
+            );
+            assert_eq!(ours, theirs, "{pb} {flags:?}");
         }
     }
 }

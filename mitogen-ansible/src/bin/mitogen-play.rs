@@ -37,7 +37,8 @@ const USAGE: &str =
        [-u REMOTE_USER] [-c ssh|local] [--private-key FILE] [-T TIMEOUT]
        [-b] [--become-user USER] [--become-method sudo|su|doas]
        [-k] [-K] [--connection-password-file FILE] [--become-password-file FILE]
-       [--syntax-check] [--list-hosts] [--ansible-python PY] [--no-multiplex] [-v]";
+       [--start-at-task NAME] [--syntax-check] [--list-hosts] [--list-tasks] [--list-tags]
+       [--ansible-python PY] [--no-multiplex] [-v]";
 
 struct Args {
     inventory: Vec<String>,
@@ -53,6 +54,9 @@ struct Args {
     json: Option<PathBuf>,
     syntax_check: bool,
     list_hosts: bool,
+    list_tasks: bool,
+    list_tags: bool,
+    start_at_task: Option<String>,
     python: Option<PathBuf>,
     multiplex: bool,
     verbose: u8,
@@ -104,6 +108,9 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         syntax_check: false,
         list_hosts: false,
+        list_tasks: false,
+        list_tags: false,
+        start_at_task: None,
         python: None,
         multiplex: true,
         verbose: 0,
@@ -201,6 +208,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--syntax-check" => a.syntax_check = true,
             "--list-hosts" => a.list_hosts = true,
+            "--list-tasks" => a.list_tasks = true,
+            "--list-tags" => a.list_tags = true,
+            "--start-at-task" => a.start_at_task = Some(value(&flag)?),
             "--ansible-python" => a.python = Some(PathBuf::from(value(&flag)?)),
             "--no-multiplex" => a.multiplex = false,
             "-h" | "--help" => {
@@ -333,6 +343,95 @@ fn password_file(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("Empty password was provided from file ({shown})"));
     }
     Ok(text)
+}
+
+/// `--list-hosts`, `--list-tasks`, `--list-tags`, in ansible-playbook's
+/// layout: per playbook, per play its number, hosts pattern, name and
+/// tags; then its hosts, its tasks (after `--tags`/`--skip-tags`, with
+/// their tags) or the tags of its tasks.
+fn list(
+    books: &[(&PathBuf, Vec<Play>)],
+    inventory: &mut Inventory,
+    opts: &Options,
+    args: &Args,
+) -> Result<(), String> {
+    use mitogen_ansible::play::playbook::{Item, TaskDef};
+    fn walk<'a>(items: &'a [Item], out: &mut Vec<&'a TaskDef>) {
+        for i in items {
+            match i {
+                Item::Task(t) => out.push(t),
+                // As ansible-playbook lists them: a block's tasks, not
+                // its rescue or always.
+                Item::Block(b) => walk(&b.block, out),
+            }
+        }
+    }
+    let join = |set: &std::collections::BTreeSet<String>, sep: &str| {
+        set.iter().cloned().collect::<Vec<_>>().join(sep)
+    };
+    for (path, plays) in books {
+        println!("\nplaybook: {}", path.display());
+        for (n, p) in plays.iter().enumerate() {
+            let play_tags: std::collections::BTreeSet<String> = p.kw.tags.iter().cloned().collect();
+            let mut msg = format!(
+                "\n  play #{} ({}): {}\tTAGS: [{}]",
+                n + 1,
+                p.hosts,
+                p.name,
+                join(&play_tags, ",")
+            );
+            if args.list_hosts {
+                let hosts = inventory.matching(&p.hosts)?;
+                let hosts: Vec<String> = match &opts.limit {
+                    Some(l) => {
+                        let allowed = inventory.matching(l)?;
+                        hosts.into_iter().filter(|h| allowed.contains(h)).collect()
+                    }
+                    None => hosts,
+                };
+                msg += &format!(
+                    "\n    pattern: ['{}']\n    hosts ({}):",
+                    p.hosts,
+                    hosts.len()
+                );
+                for h in hosts {
+                    msg += &format!("\n      {h}");
+                }
+            }
+            println!("{msg}");
+            if !(args.list_tasks || args.list_tags) {
+                continue;
+            }
+            let mut tasks = Vec::new();
+            for section in &p.sections {
+                walk(section, &mut tasks);
+            }
+            let mut out = String::new();
+            if args.list_tasks {
+                out += "    tasks:\n";
+            }
+            let mut all_tags = play_tags.clone();
+            for t in tasks.iter().filter(|t| opts.selects(&t.kw.tags)) {
+                all_tags.extend(t.kw.tags.iter().cloned());
+                if args.list_tasks {
+                    let mut tags = play_tags.clone();
+                    tags.extend(t.kw.tags.iter().cloned());
+                    let name = if t.name.is_some() {
+                        t.list_name()
+                    } else {
+                        t.action.clone()
+                    };
+                    out += &format!("      {name}\tTAGS: [{}]\n", join(&tags, ", "));
+                }
+            }
+            if args.list_tags {
+                out += &format!("      TASK TAGS: [{}]\n", join(&all_tags, ", "));
+            }
+            // As Display.display: a message ending in a newline gets no other.
+            print!("{out}");
+        }
+    }
+    Ok(())
 }
 
 fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
@@ -601,9 +700,12 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         }
     }
     mitogen_ansible::vault::set_secrets(secrets);
-    let mut plays: Vec<Play> = Vec::new();
+    let mut books: Vec<(&PathBuf, Vec<Play>)> = Vec::new();
     for pb in &args.playbooks {
-        plays.extend(load_playbook(pb, &parse).map_err(|e| (4, e.to_string()))?);
+        books.push((
+            pb,
+            load_playbook(pb, &parse).map_err(|e| (4, e.to_string()))?,
+        ));
     }
     let mut inv_src = args.inventory.clone();
     if inv_src.is_empty() {
@@ -686,23 +788,12 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         .map(|s| mitogen_ansible::play::util::shlex_split(s).unwrap_or_default())
         .unwrap_or_default();
     opts.gather_explicit = cfg.gathering == "explicit";
-    if args.list_hosts {
-        for p in &plays {
-            let hosts = inventory.matching(&p.hosts).map_err(|e| (4, e))?;
-            println!(
-                "\n  play #{} ({}): {}\tTAGS: []\n    pattern: ['{}']\n    hosts ({}):",
-                1,
-                p.hosts,
-                p.name,
-                p.hosts,
-                hosts.len()
-            );
-            for h in hosts {
-                println!("      {h}");
-            }
-        }
+    opts.start_at_task = args.start_at_task.clone();
+    if args.list_hosts || args.list_tasks || args.list_tags {
+        list(&books, &mut inventory, &opts, &args).map_err(|e| (4, e))?;
         return Ok(0);
     }
+    let plays: Vec<Play> = books.into_iter().flat_map(|(_, p)| p).collect();
     let json = match &args.json {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| (1, format!("{}: {e}", p.display())))?,

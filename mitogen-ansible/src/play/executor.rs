@@ -79,6 +79,57 @@ pub struct Options {
     /// The become password of hosts that set no `ansible_become_password`
     /// (`-K`).
     pub become_password: Option<String>,
+    /// `--start-at-task`: tasks are skipped, without output, until the
+    /// first whose name is this or matches it as a glob (`fnmatch`), also
+    /// as `role : name`; plays before the one holding it do not run.
+    pub start_at_task: Option<String>,
+}
+
+impl Options {
+    /// Whether a task with `tags` runs under `--tags`/`--skip-tags`
+    /// (ansible-core's `evaluate_tags`: `always`, `never`, `all`,
+    /// `tagged`, `untagged`).
+    ///
+    /// ```
+    /// let mut o = mitogen_ansible::play::Options::default();
+    /// o.tags = vec!["deploy".into()];
+    /// assert!(o.selects(&["deploy".into(), "web".into()]));
+    /// assert!(o.selects(&["always".into()]));
+    /// assert!(!o.selects(&["web".into()]));
+    /// ```
+    pub fn selects(&self, tags: &[String]) -> bool {
+        if tags.iter().any(|x| x == "never")
+            && !self.tags.iter().any(|x| tags.contains(x) || x == "never")
+        {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            let hit = self.tags.iter().any(|x| {
+                tags.contains(x)
+                    || x == "all"
+                    || (x == "tagged" && !tags.is_empty())
+                    || (x == "untagged" && tags.is_empty())
+            }) || tags.iter().any(|x| x == "always");
+            if !hit {
+                return false;
+            }
+        }
+        !self.skip_tags.iter().any(|x| tags.contains(x))
+    }
+
+    /// Whether task `t` is where `--start-at-task` starts.
+    pub fn starts_at(&self, t: &TaskDef) -> bool {
+        let Some(pat) = &self.start_at_task else {
+            return true;
+        };
+        let glob = super::lookup::fnmatch_regex(pat);
+        let full = t.list_name();
+        t.name
+            .as_deref()
+            .is_some_and(|n| n == pat || glob.is_match(n))
+            || full == *pat
+            || glob.is_match(&full)
+    }
 }
 
 impl Default for Options {
@@ -105,6 +156,7 @@ impl Default for Options {
             connection: "ssh".into(),
             connection_password: None,
             become_password: None,
+            start_at_task: None,
         }
     }
 }
@@ -128,6 +180,8 @@ impl From<String> for TargetError {
 #[derive(Default)]
 pub(crate) struct HostState {
     name: String,
+    /// `--start-at-task` not reached yet in this play.
+    seeking_start: AtomicBool,
     base: Mutex<Option<Result<Context, String>>>,
     connecting: Mutex<()>,
     /// Facts, without their `ansible_` prefix.
@@ -172,6 +226,21 @@ pub struct Executor {
     /// connection to a destination starts the master alone; concurrent
     /// first connections to the same `%C` would race for the socket.
     masters: Mutex<HashMap<String, Arc<Mutex<bool>>>>,
+    /// `--start-at-task` was found in an earlier play.
+    start_found: AtomicBool,
+}
+
+/// Whether `--start-at-task` names a task of `play` (its facts gathering
+/// included), in the order ansible-core's iterator peeks: blocks and their
+/// `always`, not `rescue`, not into dynamic includes.
+fn play_has_start(opts: &Options, play: &Play) -> bool {
+    fn any(opts: &Options, items: &[Item]) -> bool {
+        items.iter().any(|i| match i {
+            Item::Task(t) => opts.starts_at(t),
+            Item::Block(b) => any(opts, &b.block) || any(opts, &b.always),
+        })
+    }
+    opts.starts_at(&gather_task(play)) || play.sections.iter().any(|s| any(opts, s))
 }
 
 impl std::fmt::Debug for Executor {
@@ -207,6 +276,7 @@ impl Executor {
             subscribers: Mutex::new(Vec::new()),
             hosts: Arc::new(Mutex::new(HashMap::new())),
             masters: Mutex::new(HashMap::new()),
+            start_found: AtomicBool::new(false),
         }
     }
 
@@ -262,6 +332,20 @@ impl Executor {
             if hosts.is_empty() {
                 self.emit(Event::Warning("no hosts matched".into()));
                 continue;
+            }
+            // --start-at-task: a play without the task does not run; in
+            // the one that has it, facts are gathered, then tasks before
+            // it are skipped (ansible-core's PlayIterator).
+            let seeking =
+                self.opts.start_at_task.is_some() && !self.start_found.load(Ordering::Relaxed);
+            if seeking {
+                if !play_has_start(&self.opts, play) {
+                    continue;
+                }
+                self.start_found.store(true, Ordering::Relaxed);
+                for h in &hosts {
+                    self.host(h).seeking_start.store(true, Ordering::Relaxed);
+                }
             }
             let play_vars = self.play_vars(play, &hosts)?;
             let src = Arc::new(self.var_source(play));
@@ -360,7 +444,7 @@ impl Executor {
             Strategy::Linear => {
                 let states: Vec<Arc<HostState>> = hosts.iter().map(|h| self.host(h)).collect();
                 if let Some(g) = &gather_task {
-                    self.linear_task(ctx, g, &states);
+                    self.gather(ctx, g, &states);
                 }
                 for section in &ctx.play.sections {
                     self.linear_items(ctx, section, &states);
@@ -378,7 +462,7 @@ impl Executor {
                                 let Some(h) = hosts.get(i) else { break };
                                 let one = vec![self.host(h)];
                                 if let Some(g) = &gather_task {
-                                    self.linear_task(ctx, g, &one);
+                                    self.gather(ctx, g, &one);
                                 }
                                 for section in &ctx.play.sections {
                                     self.linear_items(ctx, section, &one);
@@ -465,31 +549,28 @@ impl Executor {
     }
 
     fn tags_skip(&self, t: &TaskDef) -> bool {
-        let tags = &t.kw.tags;
-        if tags.iter().any(|x| x == "never")
-            && !self
-                .opts
-                .tags
-                .iter()
-                .any(|x| tags.contains(x) || x == "never")
+        !self.opts.selects(&t.kw.tags)
+    }
+
+    /// `--start-at-task`: the hosts still looking for it skip `t` unless
+    /// it is the one (then they stop looking).
+    fn start_at(&self, t: &TaskDef, hosts: Vec<Arc<HostState>>) -> Vec<Arc<HostState>> {
+        if !hosts
+            .iter()
+            .any(|h| h.seeking_start.load(Ordering::Relaxed))
         {
-            return true;
+            return hosts;
         }
-        if !self.opts.tags.is_empty() {
-            let hit = self.opts.tags.iter().any(|x| {
-                tags.contains(x)
-                    || x == "all"
-                    || (x == "tagged" && !tags.is_empty())
-                    || (x == "untagged" && tags.is_empty())
-            }) || tags.iter().any(|x| x == "always");
-            if !hit {
-                return true;
+        if self.opts.starts_at(t) {
+            for h in &hosts {
+                h.seeking_start.store(false, Ordering::Relaxed);
             }
+            return hosts;
         }
-        if !self.opts.skip_tags.is_empty() && self.opts.skip_tags.iter().any(|x| tags.contains(x)) {
-            return true;
-        }
-        false
+        hosts
+            .into_iter()
+            .filter(|h| !h.seeking_start.load(Ordering::Relaxed))
+            .collect()
     }
 
     fn task_start(&self, ctx: &PlayCtx<'_>, t: &TaskDef, name: &str, handler: bool) {
@@ -503,13 +584,33 @@ impl Executor {
         }
     }
 
+    /// The play's facts gathering: it runs while `--start-at-task` is still
+    /// sought (ansible-core resets the found host to its setup step), and
+    /// is itself a task that can be named.
+    fn gather(&self, ctx: &PlayCtx<'_>, g: &TaskDef, hosts: &[Arc<HostState>]) {
+        let found = self.opts.starts_at(g);
+        let seeking: Vec<bool> = hosts
+            .iter()
+            .map(|h| h.seeking_start.swap(false, Ordering::Relaxed))
+            .collect();
+        self.linear_task(ctx, g, hosts);
+        for (h, s) in hosts.iter().zip(seeking) {
+            if s && !found {
+                h.seeking_start.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// One task over `hosts` (all at once, up to `forks`).
     fn linear_task(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>]) {
         self.task_on(ctx, t, hosts, false);
     }
 
     fn task_on(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>], handler: bool) {
-        let hosts = self.alive(ctx, hosts);
+        let mut hosts = self.alive(ctx, hosts);
+        if !handler {
+            hosts = self.start_at(t, hosts);
+        }
         if hosts.is_empty() || (self.tags_skip(t) && t.short_action() != "gather_facts_implicit") {
             return;
         }

@@ -1032,7 +1032,7 @@ fn glob(dir: &str, pattern: &str) -> Vec<String> {
 }
 
 /// `fnmatch.translate`.
-fn fnmatch_regex(pat: &str) -> Regex {
+pub(crate) fn fnmatch_regex(pat: &str) -> Regex {
     let c: Vec<char> = pat.chars().collect();
     let mut re = String::from("(?s)^");
     let mut i = 0;

@@ -207,6 +207,17 @@ impl TaskDef {
     pub fn short_action(&self) -> &str {
         short(&self.action)
     }
+
+    /// ansible-core's `Task.get_name()`: the untemplated name (else the
+    /// action), after `role : ` for a role's task. What `--list-tasks`
+    /// shows and `--start-at-task` matches.
+    pub fn list_name(&self) -> String {
+        let base = self.name.as_deref().unwrap_or(&self.action);
+        match &self.role {
+            Some(r) => format!("{} : {base}", r.name),
+            None => base.to_owned(),
+        }
+    }
 }
 
 /// `ansible.builtin.x` → `x`.
