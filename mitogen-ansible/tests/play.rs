@@ -40,6 +40,7 @@ fn main() {
         vault_failures_say_what_ansible_says,
         prompted_passwords_and_command_line_defaults,
         listings_match_ansible_playbook,
+        connection_keywords_ssh,
     ]);
 }
 
@@ -91,6 +92,16 @@ struct Case {
     needs: &'static [&'static str],
     /// Extra inventory lines.
     extra_inventory: &'static str,
+}
+
+impl Case {
+    /// The playbook's file name (a case may name an absolute path).
+    fn file_name(&self) -> &str {
+        Path::new(self.playbook)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(self.playbook)
+    }
 }
 
 const fn case(playbook: &'static str) -> Case {
@@ -230,7 +241,7 @@ fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
 
 fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String) {
     let bin = py.parent().unwrap();
-    let capture = scratch.join(format!("ansible-{}.jsonl", c.playbook));
+    let capture = scratch.join(format!("ansible-{}.jsonl", c.file_name()));
     let _ = std::fs::remove_file(&capture);
     let mut cmd = Command::new(bin.join("ansible-playbook"));
     env_cmd(&mut cmd, scratch, bin);
@@ -257,7 +268,7 @@ fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, Str
 
 fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String, Option<i32>) {
     let bin = py.parent().unwrap();
-    let json = scratch.join(format!("ours-{}.jsonl", c.playbook));
+    let json = scratch.join(format!("ours-{}.jsonl", c.file_name()));
     let _ = std::fs::remove_file(&json);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen-play"));
     env_cmd(&mut cmd, scratch, bin);
@@ -417,7 +428,7 @@ fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
         }
         let inv = scratch
             .0
-            .join(format!("inv-{}", c.playbook.trim_end_matches(".yml")));
+            .join(format!("inv-{}", c.file_name().trim_end_matches(".yml")));
         std::fs::write(&inv, format!("{inventory}{}", c.extra_inventory)).unwrap();
         let (theirs, their_log) = run_ansible(&py, &scratch.0, &inv, c);
         let (ours, our_log, code) = run_ours(&py, &scratch.0, &inv, c);
@@ -844,4 +855,37 @@ fn listings_match_ansible_playbook() {
             assert_eq!(ours, theirs, "{pb} {flags:?}");
         }
     }
+}
+
+/// The `remote_user`, `port` and `connection` keywords (play and task
+/// level) on hosts whose inventory names no user or port, and an
+/// `ansible_user` variable winning over the keyword.
+fn connection_keywords_ssh() {
+    if venv_python().is_none() || !need_sshd() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.1", None).unwrap();
+    let scratch = Scratch::new("kw");
+    let pb = scratch.0.join("20_keywords.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- name: keywords\n  hosts: all\n  gather_facts: false\n  remote_user: mtg-key\n  port: {port}\n  tasks:\n    - command: id -un\n    - command: id -un\n      remote_user: mtg-sudo\n    - command: id -un\n      vars:\n        ansible_user: mtg-target\n\
+             - name: local\n  hosts: all\n  connection: local\n  gather_facts: false\n  tasks:\n    - command: id -un\n",
+            port = sshd.port()
+        ),
+    )
+    .unwrap();
+    let inv = format!(
+        "[targets]\nh1 ansible_host={} ansible_ssh_private_key_file={} ansible_ssh_common_args='-o UserKnownHostsFile={} -o IdentitiesOnly=yes' ansible_python_interpreter=/usr/bin/python3\nh2 ansible_host={} ansible_ssh_private_key_file={} ansible_ssh_common_args='-o UserKnownHostsFile={} -o IdentitiesOnly=yes' ansible_python_interpreter=/usr/bin/python3\n",
+        sshd.host(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display(),
+        sshd.host(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display(),
+    );
+    let path: &'static str = Box::leak(pb.display().to_string().into_boxed_str());
+    let bad = compare_all("keywords", &inv, &[case(path)]);
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
 }

@@ -161,6 +161,13 @@ impl Default for Options {
     }
 }
 
+/// How a host is logged in to: its connection's identity.
+struct Login {
+    connection: String,
+    user: Option<String>,
+    port: Option<String>,
+}
+
 /// Why a task's context could not be had.
 enum TargetError {
     /// The host (or its become user) cannot be reached: `unreachable`.
@@ -182,7 +189,9 @@ pub(crate) struct HostState {
     name: String,
     /// `--start-at-task` not reached yet in this play.
     seeking_start: AtomicBool,
-    base: Mutex<Option<Result<Context, String>>>,
+    /// The host's connections, by how they are made (connection, user,
+    /// port): tasks with another `remote_user` get their own.
+    base: Mutex<HashMap<String, Result<Context, String>>>,
     connecting: Mutex<()>,
     /// Facts, without their `ansible_` prefix.
     pub(crate) facts: Mutex<Map<String, Value>>,
@@ -1777,15 +1786,38 @@ impl Executor {
             let raw = Self::var_str(vars, keys)?;
             Some(self.templar.string(&raw, vars).unwrap_or(raw))
         };
-        let conn = get(&["ansible_connection"]).unwrap_or_else(|| self.opts.connection.clone());
+        // Variables, then keywords, then the command line / ansible.cfg.
+        let keyword = |v: &Option<Value>| -> Option<String> {
+            match self.templar.value(v.as_ref()?, vars).ok()? {
+                Value::String(s) if !s.is_empty() => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let conn = get(&["ansible_connection"])
+            .or_else(|| keyword(&t.kw.connection))
+            .unwrap_or_else(|| self.opts.connection.clone());
+        let conn = if conn == "smart" {
+            "ssh".to_owned()
+        } else {
+            conn
+        };
+        let how = Login {
+            user: get(&["ansible_user", "ansible_ssh_user"])
+                .or_else(|| keyword(&t.kw.remote_user))
+                .or_else(|| self.opts.remote_user.clone()),
+            port: get(&["ansible_port", "ansible_ssh_port"]).or_else(|| keyword(&t.kw.port)),
+            connection: conn.clone(),
+        };
         let addr = get(&["ansible_host", "ansible_ssh_host"]).unwrap_or_else(|| h.name.clone());
-        let base = self.base_context(h, &conn, &addr, &get)?;
+        let base = self.base_context(h, &how, &addr, &get)?;
         let become_on = Self::var_str(vars, &["ansible_become"])
             .map(|s| bool_val(&Value::String(s)))
             .or_else(|| self.kw_bool(&t.kw.become_, vars))
             .unwrap_or(self.opts.become_.0);
-        let login_user = get(&["ansible_user", "ansible_ssh_user"])
-            .or_else(|| self.opts.remote_user.clone())
+        let login_user = how
+            .user
+            .clone()
             .or_else(|| Some(mitogen_core::layer::user_name()));
         let ctx = if become_on {
             let user = get(&["ansible_become_user"])
@@ -1890,11 +1922,12 @@ impl Executor {
     fn base_context(
         &self,
         h: &Arc<HostState>,
-        conn: &str,
+        how: &Login,
         addr: &str,
         get: &dyn Fn(&[&str]) -> Option<String>,
     ) -> Result<Context, String> {
-        if let Some(r) = h.base.lock().as_ref() {
+        let key = format!("{}\0{:?}\0{:?}", how.connection, how.user, how.port);
+        if let Some(r) = h.base.lock().get(&key) {
             match r {
                 Ok(c) if self.router.is_connected(c.id()) => return Ok(c.clone()),
                 Ok(_) => {}
@@ -1902,11 +1935,12 @@ impl Executor {
             }
         }
         let _g = h.connecting.lock();
-        if let Some(Ok(c)) = h.base.lock().as_ref() {
+        if let Some(Ok(c)) = h.base.lock().get(&key) {
             if self.router.is_connected(c.id()) {
                 return Ok(c.clone());
             }
         }
+        let conn = how.connection.as_str();
         let r = match conn {
             "local" => self
                 .router
@@ -1914,16 +1948,14 @@ impl Executor {
                 .map_err(|e| format!("Failed to start a local agent: {e}")),
             "ssh" | "smart" | "paramiko" | "mitogen_ssh" => {
                 let mut s = Ssh::new(addr).connect_timeout(self.opts.connect_timeout);
-                if let Some(p) = get(&["ansible_port", "ansible_ssh_port"]) {
+                if let Some(p) = &how.port {
                     let p: u16 = p
                         .parse()
                         .map_err(|_| format!("invalid ansible_port '{p}'"))?;
                     s = s.port(p);
                 }
-                if let Some(u) = get(&["ansible_user", "ansible_ssh_user"])
-                    .or_else(|| self.opts.remote_user.clone())
-                {
-                    s = s.user(&u);
+                if let Some(u) = &how.user {
+                    s = s.user(u);
                 }
                 if let Some(k) = get(&["ansible_ssh_private_key_file", "ansible_private_key_file"])
                     .map(PathBuf::from)
@@ -1959,11 +1991,7 @@ impl Executor {
                 s = s.name(&format!("ssh.{}", h.name));
                 if self.opts.multiplex {
                     s = s.multiplex(Duration::from_secs(60));
-                    let key = format!(
-                        "{:?}@{addr}:{:?}",
-                        get(&["ansible_user", "ansible_ssh_user"]),
-                        get(&["ansible_port", "ansible_ssh_port"])
-                    );
+                    let key = format!("{:?}@{addr}:{:?}", how.user, how.port);
                     let gate = self.masters.lock().entry(key).or_default().clone();
                     let mut up = gate.lock();
                     if *up {
@@ -1985,7 +2013,7 @@ impl Executor {
                 "unsupported connection plugin '{other}' (supported: ssh, local)"
             )),
         };
-        *h.base.lock() = Some(r.clone());
+        h.base.lock().insert(key, r.clone());
         r
     }
 }

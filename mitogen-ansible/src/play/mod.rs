@@ -76,17 +76,28 @@
 //!   controller with ansible-core's search paths, results and messages.
 //! - [`DEFAULT_FORKS`] is 100: a fork here is a thread waiting on a reply.
 //!
+//! - `remote_user:`, `port:` and `connection:` (`ssh`, `local`) on plays,
+//!   blocks and tasks; `ansible_user`/`ansible_port`/`ansible_connection`
+//!   variables win over them, and they over `-u`/`-c` and `ansible.cfg`.
+//!   A host keeps one connection per (connection, user, port) it is used
+//!   with.
+//! - `--start-at-task` ([`Options::start_at_task`]), `--list-tasks`,
+//!   `--list-tags` (in the CLI, with [`Options::selects`]).
+//! - `package` and `service` pick their backend module as ansible-core's
+//!   action plugins do (see the runner).
 //! - Vault ([`crate::vault`]): `--vault-id`, `--vault-password-file`,
+//!   `-J`/`--vault-id ID@prompt` (asked on the terminal),
 //!   `ANSIBLE_VAULT_PASSWORD_FILE`; vaulted vars files, `include_vars`,
 //!   `group_vars`/`host_vars`, task files, inline `!vault` values (an
 //!   undecryptable one fails where it is used), `copy src=` (`decrypt`),
 //!   the `file` and `unvault` lookups.
 //!
 //! # Not supported (refused with file:line before running)
-//! `--ask-vault-pass`, `connection:`/`remote_user:`/`port:` task keywords, `throttle`,
-//! `module_defaults`, `delegate_facts`, lookup plugins other than those
+//! `throttle`, `module_defaults`, `delegate_facts`, `collections`,
+//! `debugger`, `become_exe`/`become_flags`, lookup plugins other than those
 //! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
-//! `pause`, strategies other than linear/free.
+//! `pause`, strategies other than linear/free, connections other than
+//! ssh/local; in the CLI, `--step`.
 pub mod config;
 pub mod events;
 pub mod executor;

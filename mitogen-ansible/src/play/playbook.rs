@@ -44,17 +44,17 @@ const TASK_KEYWORDS: &[&str] = &[
     "run_once",
     "any_errors_fatal",
     "timeout",
+    "remote_user",
+    "connection",
+    "port",
 ];
 /// Ansible keywords refused with a clear error (not implemented).
 const UNSUPPORTED_KEYWORDS: &[&str] = &[
     "collections",
-    "connection",
     "debugger",
     "delegate_facts",
     "module_defaults",
     "throttle",
-    "remote_user",
-    "port",
     "become_exe",
     "become_flags",
 ];
@@ -102,6 +102,13 @@ pub struct Keywords {
     pub run_once: Option<Value>,
     /// `any_errors_fatal:`.
     pub any_errors_fatal: Option<Value>,
+    /// `remote_user:` (an `ansible_user` variable wins over it).
+    pub remote_user: Option<Value>,
+    /// `connection:` (`ssh` or `local`; an `ansible_connection` variable
+    /// wins over it).
+    pub connection: Option<Value>,
+    /// `port:` (an `ansible_port` variable wins over it).
+    pub port: Option<Value>,
 }
 
 impl Keywords {
@@ -138,6 +145,9 @@ impl Keywords {
             delegate_to: pick(&self.delegate_to, &inner.delegate_to),
             run_once: pick(&self.run_once, &inner.run_once),
             any_errors_fatal: pick(&self.any_errors_fatal, &inner.any_errors_fatal),
+            remote_user: pick(&self.remote_user, &inner.remote_user),
+            connection: pick(&self.connection, &inner.connection),
+            port: pick(&self.port, &inner.port),
         }
     }
 }
@@ -508,6 +518,19 @@ impl Parser<'_> {
             "delegate_to" => kw.delegate_to = Some(v),
             "run_once" => kw.run_once = Some(v),
             "any_errors_fatal" => kw.any_errors_fatal = Some(v),
+            "remote_user" => kw.remote_user = Some(v),
+            "port" => kw.port = Some(v),
+            "connection" => {
+                if let Some(c) = v.as_str() {
+                    if !c.contains("{{") && !matches!(c, "ssh" | "smart" | "local") {
+                        return Err(PlayError::at(
+                            &loc,
+                            format!("unsupported connection '{c}' (supported: ssh, local)"),
+                        ));
+                    }
+                }
+                kw.connection = Some(v);
+            }
             _ => return Ok(false),
         }
         Ok(true)
