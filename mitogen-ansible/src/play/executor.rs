@@ -1817,7 +1817,6 @@ impl Executor {
             .unwrap_or(self.opts.become_.0);
         let login_user = how
             .user
-            .clone()
             .or_else(|| Some(mitogen_core::layer::user_name()));
         let ctx = if become_on {
             let user = get(&["ansible_become_user"])
