@@ -1815,9 +1815,7 @@ impl Executor {
             .map(|s| bool_val(&Value::String(s)))
             .or_else(|| self.kw_bool(&t.kw.become_, vars))
             .unwrap_or(self.opts.become_.0);
-        let login_user = how
-            .user
-            .or_else(|| Some(mitogen_core::layer::user_name()));
+        let login_user = how.user.or_else(|| Some(mitogen_core::layer::user_name()));
         let ctx = if become_on {
             let user = get(&["ansible_become_user"])
                 .or_else(|| {
