@@ -200,6 +200,7 @@ pub struct Target {
     pub(crate) escalated: bool,
     pub(crate) login_user: Option<String>,
     pub(crate) pipelining: bool,
+    pub(crate) discovery_fact: bool,
 }
 
 impl Target {
@@ -216,7 +217,18 @@ impl Target {
             escalated: false,
             login_user: None,
             pipelining: false,
+            discovery_fact: true,
         }
+    }
+
+    /// Whether an interpreter discovered for this task is reported as
+    /// `ansible_facts.discovered_interpreter_python` (default: yes).
+    /// ansible-core leaves it out of a delegated task's result unless the
+    /// task has `delegate_facts`; the warning stays, and the next task on
+    /// this context discovers (and warns) again, as there.
+    pub fn discovery_fact(mut self, on: bool) -> Self {
+        self.discovery_fact = on;
+        self
     }
 
     /// `ansible_pipelining`: over ssh, module output is then not merged
@@ -471,7 +483,15 @@ impl Runner {
             Err(e) => return Err(e),
         }
         let mut timings = act.timings;
-        let s = act.s;
+        let mut s = act.s;
+        if !target.discovery_fact {
+            if let Some(Value::Object(f)) = s.data.get_mut("ansible_facts") {
+                f.shift_remove("discovered_interpreter_python");
+                if f.is_empty() {
+                    s.data.shift_remove("ansible_facts");
+                }
+            }
+        }
         let reported = s
             .data
             .get("ansible_facts")

@@ -165,6 +165,7 @@ fn cases() -> Vec<Case> {
             ..case("17_vault.yml")
         },
         case("19_package_service.yml"),
+        case("20_delegate_facts_order_throttle.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).

@@ -161,6 +161,21 @@ impl Default for Options {
     }
 }
 
+/// `order: shuffle`: Fisher-Yates with a clock-seeded xorshift (a fresh
+/// order each run is all it promises).
+fn shuffle(v: &mut [String]) {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 /// How a host is logged in to: its connection's identity.
 struct Login {
     connection: String,
@@ -413,6 +428,16 @@ impl Executor {
             let allowed = inv.matching(l).map_err(PlayError::Other)?;
             hosts.retain(|h| allowed.contains(h));
         }
+        match play.order.as_str() {
+            "reverse_inventory" => hosts.reverse(),
+            "sorted" => hosts.sort(),
+            "reverse_sorted" => {
+                hosts.sort();
+                hosts.reverse();
+            }
+            "shuffle" => shuffle(&mut hosts),
+            _ => {}
+        }
         Ok(hosts)
     }
 
@@ -642,7 +667,22 @@ impl Executor {
             hosts.clone()
         };
         let results: Mutex<Vec<(Arc<HostState>, Outcome)>> = Mutex::new(Vec::new());
-        self.parallel(&targets, |h| {
+        // `throttle:` (0 or unset: no limit beyond forks).
+        let throttle =
+            t.kw.throttle
+                .as_ref()
+                .and_then(|v| {
+                    self.templar
+                        .value(v, &self.vars_for(ctx, t, &targets[0]))
+                        .ok()
+                })
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                })
+                .filter(|&n| n > 0)
+                .map_or(usize::MAX, |n| n as usize);
+        self.parallel(&targets, throttle, |h| {
             let started = Instant::now();
             let (mut out, delegated) = self.run_on_host(ctx, t, h);
             out.duration = started.elapsed();
@@ -697,13 +737,20 @@ impl Executor {
         }
     }
 
-    fn parallel<F: Fn(&Arc<HostState>) + Sync>(&self, hosts: &[Arc<HostState>], f: F) {
+    /// Runs `f` for every host, up to `limit` (`forks`, or a lower
+    /// `throttle`) at once.
+    fn parallel<F: Fn(&Arc<HostState>) + Sync>(
+        &self,
+        hosts: &[Arc<HostState>],
+        limit: usize,
+        f: F,
+    ) {
         if hosts.len() == 1 {
             f(&hosts[0]);
             return;
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let n = self.opts.forks.clamp(1, hosts.len().max(1));
+        let n = limit.min(self.opts.forks).clamp(1, hosts.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..n {
                 s.spawn(|| {
@@ -1340,6 +1387,15 @@ impl Executor {
         loop {
             attempt += 1;
             let mut out = self.execute(ctx, t, h, vars, no_log, delegated);
+            if let Some(d) = delegated {
+                // Every delegated task's result says where it ran, the
+                // controller's own actions' too (TaskExecutor._execute).
+                let dv = self.delegated_vars(ctx, t, d);
+                out.set("_ansible_delegated_vars", dv.clone());
+                if let Value::Object(c) = &mut out.callback {
+                    c.insert("_ansible_delegated_vars".into(), dv);
+                }
+            }
             Self::add_warnings(&mut out, vars);
             if out.status == Status::Unreachable {
                 return out;
@@ -1498,7 +1554,14 @@ impl Executor {
                         false,
                     );
                 }
-                h.registered.lock().extend(o.clone());
+                // `delegate_facts`: the delegate gets them.
+                let owner = match delegated {
+                    Some(d) if self.kw_bool(&t.kw.delegate_facts, vars) == Some(true) => {
+                        self.host(d)
+                    }
+                    _ => h.clone(),
+                };
+                owner.registered.lock().extend(o.clone());
                 let mut m = Map::new();
                 m.insert("ansible_facts".into(), Value::Object(o));
                 m.insert("changed".into(), false.into());
@@ -1712,7 +1775,7 @@ impl Executor {
             }
             _ => (h.clone(), vars.clone()),
         };
-        let target = match self.target(t, &target_host, &tvars) {
+        let target = match self.target(t, &target_host, &tvars, &h.name) {
             Ok(t) => t,
             Err(TargetError::Unreachable(msg)) => {
                 let mut m = Map::new();
@@ -1728,47 +1791,82 @@ impl Executor {
                 let register = r.register.clone();
                 if matches!(r.status, Status::Ok | Status::Changed) {
                     if let Some(Value::Object(f)) = register.get("ansible_facts") {
-                        let mut facts = target_host.facts.lock();
+                        // A delegated task's facts are the inventory host's
+                        // unless `delegate_facts`; the interpreter found on
+                        // a context stays with the host it belongs to.
+                        let to_delegate = delegated.is_some()
+                            && self.kw_bool(&t.kw.delegate_facts, vars) == Some(true);
+                        let owner = if to_delegate { &target_host } else { h };
+                        let (mut theirs, mut ctx_own) = (Map::new(), Map::new());
                         for (k, v) in f {
-                            let k = k.strip_prefix("ansible_").unwrap_or(k);
-                            facts.insert(k.to_owned(), v.clone());
+                            let k = k.strip_prefix("ansible_").unwrap_or(k).to_owned();
+                            if k == "discovered_interpreter_python" {
+                                ctx_own.insert(k, v.clone());
+                            } else {
+                                theirs.insert(k, v.clone());
+                            }
                         }
+                        // One host's lock at a time: two hosts delegating
+                        // to each other must not wait on each other.
+                        owner.facts.lock().extend(theirs);
+                        target_host.facts.lock().extend(ctx_own);
                     }
                 }
                 let changed = register.get("changed").is_some_and(truthy);
-                let mut out = Outcome {
+                Outcome {
                     status: r.status,
                     changed,
                     ignored: false,
                     register,
                     callback: r.result,
                     duration: Duration::ZERO,
-                };
-                if let Some(d) = delegated {
-                    let get =
-                        |k: &str| Self::var_str(&tvars, &[k]).map_or(Value::Null, Value::String);
-                    let host =
-                        Self::var_str(&tvars, &["ansible_host"]).unwrap_or_else(|| d.to_owned());
-                    let connection = get("ansible_connection");
-                    // 2.20 keeps the connection and, of the host/port/user,
-                    // only what the connection plugin has options for
-                    // (`local` has none).
-                    let dv = if self.runner.source.version_at_least(2, 20)
-                        && connection.as_str() == Some("local")
-                    {
-                        json!({ "ansible_connection": connection })
-                    } else {
-                        json!({"ansible_host": host, "ansible_port": get("ansible_port"), "ansible_user": get("ansible_user"), "ansible_connection": connection})
-                    };
-                    out.set("_ansible_delegated_vars", dv.clone());
-                    if let Value::Object(c) = &mut out.callback {
-                        c.insert("_ansible_delegated_vars".into(), dv);
-                    }
                 }
-                out
             }
             Err(e) => error_outcome(&e.to_string(), no_log, false),
         }
+    }
+
+    /// `_ansible_delegated_vars` of a task delegated to `d`: the delegate's
+    /// `ansible_host` (its name if unset), `ansible_port` and `ansible_user`
+    /// (null if unset) with their types, and `ansible_connection` if set.
+    /// 2.20 keeps only the connection for a `local` one (that plugin has no
+    /// host/port/user options).
+    fn delegated_vars(&self, ctx: &PlayCtx<'_>, t: &TaskDef, d: &str) -> Value {
+        let tvars = self.vars_for(ctx, t, &self.host(d));
+        let get = |k: &str| -> Option<Value> {
+            match tvars.get(k)? {
+                Value::Null => None,
+                Value::String(s) if s.contains("{{") => Some(
+                    self.templar
+                        .value(&Value::String(s.clone()), &tvars)
+                        .unwrap_or(Value::String(s.clone())),
+                ),
+                v => Some(v.clone()),
+            }
+        };
+        let connection = get("ansible_connection");
+        if self.runner.source.version_at_least(2, 20)
+            && connection.as_ref().and_then(Value::as_str) == Some("local")
+        {
+            return json!({ "ansible_connection": connection });
+        }
+        let mut m = Map::new();
+        m.insert(
+            "ansible_host".into(),
+            get("ansible_host").unwrap_or_else(|| Value::String(d.to_owned())),
+        );
+        m.insert(
+            "ansible_port".into(),
+            get("ansible_port").unwrap_or(Value::Null),
+        );
+        m.insert(
+            "ansible_user".into(),
+            get("ansible_user").unwrap_or(Value::Null),
+        );
+        if let Some(c) = connection {
+            m.insert("ansible_connection".into(), c);
+        }
+        Value::Object(m)
     }
 
     fn var_str(vars: &Vars, keys: &[&str]) -> Option<String> {
@@ -1780,7 +1878,15 @@ impl Executor {
     }
 
     /// The context for `h` with this task's become, connecting on first use.
-    fn target(&self, t: &TaskDef, h: &Arc<HostState>, vars: &Vars) -> Result<Target, TargetError> {
+    /// `h` is the host the task runs on (a delegate's too); results and
+    /// messages name `inventory_name`, the host the task is for.
+    fn target(
+        &self,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        inventory_name: &str,
+    ) -> Result<Target, TargetError> {
         // Connection variables may be templates.
         let get = |keys: &[&str]| -> Option<String> {
             let raw = Self::var_str(vars, keys)?;
@@ -1885,7 +1991,10 @@ impl Executor {
         } else {
             (base, false)
         };
-        let mut target = Target::new(&ctx.0, &h.name).become_unprivileged(ctx.1);
+        let delegated = inventory_name != h.name;
+        let mut target = Target::new(&ctx.0, inventory_name)
+            .become_unprivileged(ctx.1)
+            .discovery_fact(!delegated || self.kw_bool(&t.kw.delegate_facts, vars) == Some(true));
         target = if conn == "local" {
             target.connection(Connection::Local)
         } else {

@@ -52,12 +52,11 @@ impl Source {
         (vars, magic)
     }
 
-    /// A host's facts as variables: `ansible_facts` and `ansible_<fact>`.
+    /// A host's facts as variables: `ansible_facts` (an empty mapping for a
+    /// host with none, as ansible-core's `namespace_facts`) and
+    /// `ansible_<fact>`.
     pub(crate) fn facts_layer(h: &HostState) -> Option<Map<String, Value>> {
         let facts = h.facts.lock();
-        if facts.is_empty() {
-            return None;
-        }
         let mut fm = Map::new();
         for (k, x) in facts.iter() {
             fm.insert(format!("ansible_{k}"), x.clone());

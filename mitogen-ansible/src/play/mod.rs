@@ -81,6 +81,11 @@
 //!   variables win over them, and they over `-u`/`-c` and `ansible.cfg`.
 //!   A host keeps one connection per (connection, user, port) it is used
 //!   with.
+//! - `delegate_facts:` (a delegated task's facts, `set_fact`'s too, go to
+//!   the delegate; otherwise to the inventory host, and the interpreter
+//!   discovered on the delegate is not reported, as in ansible-core),
+//!   `throttle:` and the play's `order:`. Every delegated result carries
+//!   `_ansible_delegated_vars`, the controller's own actions' too.
 //! - `--start-at-task` ([`Options::start_at_task`]), `--list-tasks`,
 //!   `--list-tags` (in the CLI, with [`Options::selects`]).
 //! - `package` and `service` pick their backend module as ansible-core's
@@ -93,7 +98,7 @@
 //!   the `file` and `unvault` lookups.
 //!
 //! # Not supported (refused with file:line before running)
-//! `throttle`, `module_defaults`, `delegate_facts`, `collections`,
+//! `module_defaults`, `collections`,
 //! `debugger`, `become_exe`/`become_flags`, lookup plugins other than those
 //! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
 //! `pause`, strategies other than linear/free, connections other than

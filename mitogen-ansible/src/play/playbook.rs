@@ -47,14 +47,14 @@ const TASK_KEYWORDS: &[&str] = &[
     "remote_user",
     "connection",
     "port",
+    "delegate_facts",
+    "throttle",
 ];
 /// Ansible keywords refused with a clear error (not implemented).
 const UNSUPPORTED_KEYWORDS: &[&str] = &[
     "collections",
     "debugger",
-    "delegate_facts",
     "module_defaults",
-    "throttle",
     "become_exe",
     "become_flags",
 ];
@@ -109,6 +109,10 @@ pub struct Keywords {
     pub connection: Option<Value>,
     /// `port:` (an `ansible_port` variable wins over it).
     pub port: Option<Value>,
+    /// `delegate_facts:`: a delegated task's facts go to the delegate.
+    pub delegate_facts: Option<Value>,
+    /// `throttle:`: at most this many hosts run the task at once.
+    pub throttle: Option<Value>,
 }
 
 impl Keywords {
@@ -148,6 +152,8 @@ impl Keywords {
             remote_user: pick(&self.remote_user, &inner.remote_user),
             connection: pick(&self.connection, &inner.connection),
             port: pick(&self.port, &inner.port),
+            delegate_facts: pick(&self.delegate_facts, &inner.delegate_facts),
+            throttle: pick(&self.throttle, &inner.throttle),
         }
     }
 }
@@ -291,6 +297,9 @@ pub struct Play {
     pub strategy: Strategy,
     /// `max_fail_percentage:`.
     pub max_fail_percentage: Option<f64>,
+    /// `order:` of the play's hosts: `inventory` (the default),
+    /// `reverse_inventory`, `sorted`, `reverse_sorted`, `shuffle`.
+    pub order: String,
     /// pre_tasks, roles' tasks, tasks, post_tasks, in order (with the
     /// handler flush points between sections).
     pub sections: Vec<Vec<Item>>,
@@ -519,6 +528,8 @@ impl Parser<'_> {
             "run_once" => kw.run_once = Some(v),
             "any_errors_fatal" => kw.any_errors_fatal = Some(v),
             "remote_user" => kw.remote_user = Some(v),
+            "delegate_facts" => kw.delegate_facts = Some(v),
+            "throttle" => kw.throttle = Some(v),
             "port" => kw.port = Some(v),
             "connection" => {
                 if let Some(c) = v.as_str() {
@@ -547,6 +558,7 @@ impl Parser<'_> {
             serial: Vec::new(),
             strategy: Strategy::Linear,
             max_fail_percentage: None,
+            order: "inventory".into(),
             sections: Vec::new(),
             handlers: Vec::new(),
             base: self.play_base.clone(),
@@ -630,7 +642,22 @@ impl Parser<'_> {
                 "tasks" => tasks = Some(v),
                 "post_tasks" => post = Some(v),
                 "handlers" => handlers = Some(v),
-                "force_handlers" | "order" | "fact_path" | "gather_subset" | "gather_timeout" => {
+                "order" => {
+                    let o = v.as_str().unwrap_or_default();
+                    if !matches!(
+                        o.as_str(),
+                        "inventory" | "reverse_inventory" | "sorted" | "reverse_sorted" | "shuffle"
+                    ) {
+                        return Err(PlayError::at(
+                            &loc,
+                            format!(
+                                "'{o}' is not a valid host order (inventory, reverse_inventory, sorted, reverse_sorted, shuffle)"
+                            ),
+                        ));
+                    }
+                    play.order = o.to_string();
+                }
+                "force_handlers" | "fact_path" | "gather_subset" | "gather_timeout" => {
                     if key == "gather_subset" {
                         continue;
                     }
