@@ -166,6 +166,7 @@ fn cases() -> Vec<Case> {
         },
         case("19_package_service.yml"),
         case("20_delegate_facts_order_throttle.yml"),
+        case("21_module_defaults.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).
@@ -564,6 +565,22 @@ fn bad_input_is_refused_before_running() {
         (
             "- hosts: all\n  tasks:\n    - command: echo\n      when: x is frobnicated\n",
             "unsupported test 'frobnicated'",
+        ),
+        (
+            "- hosts: all\n  module_defaults:\n    group/aws: {region: x}\n  tasks:\n    - command: echo\n",
+            ":2: unsupported module_defaults group 'group/aws'",
+        ),
+        (
+            "- hosts: all\n  order: upside_down\n  tasks:\n    - command: echo\n",
+            "'upside_down' is not a valid host order",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      connection: winrm\n",
+            ":4: unsupported connection 'winrm'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n      debugger: on_failed\n",
+            ":4: unsupported task keyword 'debugger'",
         ),
     ];
     for (i, (pb, want)) in cases.iter().enumerate() {

@@ -1480,10 +1480,42 @@ impl Executor {
             false => format!("ansible.builtin.{}", t.action),
         };
         let head = format!("Task failed: Finalization of task args for '{action}' failed");
-        let Value::Object(o) = &t.args else {
+        // module_defaults for this module (keys by FQCN or short name;
+        // inner ones win), below the task's own arguments.
+        let fqcn = |a: &str| match a.strip_prefix("ansible.legacy.") {
+            Some(x) => format!("ansible.builtin.{x}"),
+            None if !a.contains('.') => format!("ansible.builtin.{a}"),
+            None => a.to_owned(),
+        };
+        let mut defaults = Map::new();
+        for d in &t.kw.module_defaults {
+            for (k, v) in d {
+                if fqcn(k) == fqcn(&t.action) {
+                    if let Value::Object(o) = v {
+                        defaults.extend(o.iter().map(|(a, b)| (a.clone(), b.clone())));
+                    }
+                }
+            }
+        }
+        let with_defaults;
+        let args = if defaults.is_empty() {
+            &t.args
+        } else {
+            let mut m = defaults;
+            match &t.args {
+                Value::Object(o) => m.extend(o.iter().map(|(a, b)| (a.clone(), b.clone()))),
+                Value::String(s) => {
+                    m.insert("_raw_params".into(), Value::String(s.clone()));
+                }
+                _ => {}
+            }
+            with_defaults = Value::Object(m);
+            &with_defaults
+        };
+        let Value::Object(o) = args else {
             return self
                 .templar
-                .value(&t.args, vars)
+                .value(args, vars)
                 .map_err(|e| format!("{head}: {e}"));
         };
         let mut m = Map::new();

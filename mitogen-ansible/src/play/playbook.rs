@@ -49,15 +49,10 @@ const TASK_KEYWORDS: &[&str] = &[
     "port",
     "delegate_facts",
     "throttle",
+    "module_defaults",
 ];
 /// Ansible keywords refused with a clear error (not implemented).
-const UNSUPPORTED_KEYWORDS: &[&str] = &[
-    "collections",
-    "debugger",
-    "module_defaults",
-    "become_exe",
-    "become_flags",
-];
+const UNSUPPORTED_KEYWORDS: &[&str] = &["collections", "debugger", "become_exe", "become_flags"];
 const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
 /// Modules taking a free-form string.
 const FREE_FORM: &[&str] = &[
@@ -113,6 +108,9 @@ pub struct Keywords {
     pub delegate_facts: Option<Value>,
     /// `throttle:`: at most this many hosts run the task at once.
     pub throttle: Option<Value>,
+    /// `module_defaults:`, outermost first: per module (FQCN or short
+    /// name), arguments a task of that module gets unless it gives them.
+    pub module_defaults: Vec<Map<String, Value>>,
 }
 
 impl Keywords {
@@ -154,6 +152,11 @@ impl Keywords {
             port: pick(&self.port, &inner.port),
             delegate_facts: pick(&self.delegate_facts, &inner.delegate_facts),
             throttle: pick(&self.throttle, &inner.throttle),
+            module_defaults: {
+                let mut d = self.module_defaults.clone();
+                d.extend(inner.module_defaults.iter().cloned());
+                d
+            },
         }
     }
 }
@@ -530,6 +533,43 @@ impl Parser<'_> {
             "remote_user" => kw.remote_user = Some(v),
             "delegate_facts" => kw.delegate_facts = Some(v),
             "throttle" => kw.throttle = Some(v),
+            "module_defaults" => {
+                let maps = match v {
+                    Value::Object(o) => vec![o],
+                    Value::Array(a) => a
+                        .into_iter()
+                        .map(|x| match x {
+                            Value::Object(o) => Ok(o),
+                            _ => Err(PlayError::at(
+                                &loc,
+                                "module_defaults entries must be mappings",
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    Value::Null => Vec::new(),
+                    _ => return Err(PlayError::at(&loc, "module_defaults must be a mapping")),
+                };
+                for m in &maps {
+                    for (k, args) in m {
+                        if k.starts_with("group/") {
+                            return Err(PlayError::at(
+                                &loc,
+                                format!(
+                                    "unsupported module_defaults group '{k}' (action groups are not supported; name the modules)"
+                                ),
+                            ));
+                        }
+                        if !args.is_object() && !args.is_null() {
+                            return Err(PlayError::at(
+                                &loc,
+                                format!("module_defaults for '{k}' must be a mapping"),
+                            ));
+                        }
+                    }
+                    self.check_templates(&Value::Object(m.clone()), &loc)?;
+                }
+                kw.module_defaults.extend(maps);
+            }
             "port" => kw.port = Some(v),
             "connection" => {
                 if let Some(c) = v.as_str() {
