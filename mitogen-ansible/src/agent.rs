@@ -2,7 +2,7 @@
 //! per-user payload cache and the temp dirs. The warm Python fork servers
 //! are in [`crate::forkserver`], plain processes in [`crate::process`].
 
-use crate::forkserver::{PyRequest, Servers};
+use crate::forkserver::{PyRequest, Reaper, Servers};
 use crate::process::{self, ProcSpec};
 use mitogen_core::{CallCx, FnError, Function, Registry};
 use serde::{Deserialize, Serialize};
@@ -397,7 +397,10 @@ impl RunPython {
             cwd: task.cwd.clone(),
             timeout: Duration::from_millis(task.timeout_ms),
         };
-        let run = servers.run(&task.interpreter, &tree, replaced, &req);
+        // Weak while the task runs: the router's extension map must hold
+        // the only strong reference, so that shutting down runs it.
+        let reaper = std::sync::Arc::downgrade(&cx.router().extension(Reaper::default));
+        let run = servers.run(&task.interpreter, &tree, replaced, &req, &reaper);
         let kept = (!tmp.owned).then(|| tmp.path_slash());
         tmp.remove();
         match run {

@@ -20,6 +20,56 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Slack past a task's own deadline before the server counts as hung.
 const HANG_SLACK: Duration = Duration::from_secs(10);
 
+/// The fork servers an agent has running, so that none outlives it with
+/// its tasks: when the agent shuts down (its parent gone, say the
+/// controller was interrupted) the router drops its extensions, this among
+/// them, even while a task's call still holds its server. Each server's
+/// children (a spare, the running task: each the leader of its own
+/// session) are killed with their process groups, then the server.
+#[derive(Default)]
+pub(crate) struct Reaper {
+    servers: Mutex<std::collections::HashSet<u32>>,
+}
+
+impl Reaper {
+    fn add(&self, pid: u32) {
+        self.servers.lock().insert(pid);
+    }
+
+    fn remove(&self, pid: u32) {
+        self.servers.lock().remove(&pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.servers.get_mut().drain() {
+            kill_server_tree(pid);
+        }
+    }
+}
+
+/// SIGKILL to the process groups `server`'s children lead (its spare and
+/// running task; read from `/proc` while `server` is alive, so no stale
+/// pid is signalled), then to `server` itself.
+fn kill_server_tree(server: u32) {
+    let path = format!("/proc/{server}/task/{server}/children");
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for child in text
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            crate::process::kill_group(child);
+        }
+    }
+    if let Some(p) = i32::try_from(server)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
 /// Why a fork server could not run a task.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ServerError {
@@ -63,6 +113,9 @@ struct Frame {
 
 struct Server {
     child: Child,
+    /// Weak: only the router's extension map may keep the reaper alive, so
+    /// that dropping the map runs it.
+    reaper: std::sync::Weak<Reaper>,
     stdin: ChildStdin,
     frames: Receiver<Frame>,
     tree: PathBuf,
@@ -71,7 +124,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(interpreter: &str, tree: &Path) -> Result<Self, ServerError> {
+    fn start(
+        interpreter: &str,
+        tree: &Path,
+        reaper: &std::sync::Weak<Reaper>,
+    ) -> Result<Self, ServerError> {
         let mut child = Command::new(interpreter)
             .arg("-c")
             .arg(SOURCE)
@@ -117,8 +174,12 @@ impl Server {
                     }
                 }
             })?;
+        if let Some(r) = reaper.upgrade() {
+            r.add(child.id());
+        }
         let mut me = Self {
             child,
+            reaper: reaper.clone(),
             stdin,
             frames,
             tree: tree.to_owned(),
@@ -155,8 +216,14 @@ impl Server {
         if let Some(p) = task_pgid {
             crate::process::kill_group(p);
         }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill_server_tree(self.child.id());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(r) = self.reaper.upgrade() {
+            r.remove(self.child.id());
+        }
     }
 
     fn alive(&mut self) -> bool {
@@ -270,6 +337,7 @@ impl Servers {
         tree: &Path,
         tree_changed: bool,
         req: &PyRequest,
+        reaper: &std::sync::Weak<Reaper>,
     ) -> Result<RawRun, ServerError> {
         let mut map = self.map.lock();
         let reuse = map
@@ -277,7 +345,10 @@ impl Servers {
             .is_some_and(|s| s.alive() && s.tree == tree && !tree_changed);
         if !reuse {
             map.remove(interpreter);
-            map.insert(interpreter.to_owned(), Server::start(interpreter, tree)?);
+            map.insert(
+                interpreter.to_owned(),
+                Server::start(interpreter, tree, reaper)?,
+            );
         }
         let Some(server) = map.get_mut(interpreter) else {
             return Err(ServerError::Died {

@@ -120,7 +120,8 @@
 //! remote `stat`, `fetch` reports `md5sum`); for [`vault`], RustCrypto's
 //! maintained primitives, default features off: `pbkdf2` (the key
 //! derivation, PBKDF2-HMAC-SHA256), `hmac` (the vault's HMAC-SHA256,
-//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`.
+//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`;
+//! `libc`, only in the `mitogen-play` binary (`sigwait` for Ctrl-C).
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -131,6 +131,7 @@ fn main() {
         module_leaving_a_daemon_ends_with_its_process,
         dead_fork_server_replaced,
         lost_connection_is_unreachable,
+        agent_losing_its_parent_ends_its_tasks,
     ]);
 }
 
@@ -1082,6 +1083,61 @@ fn lost_connection_is_unreachable() {
         )
         .unwrap();
     assert_eq!(r.status, Status::Unreachable, "{}", r.result);
+}
+
+/// A controller interrupted mid-task: the agent running the task loses its
+/// parent, shuts down, and takes its fork server and the task's processes
+/// with it instead of leaving them running on the target.
+fn agent_losing_its_parent_ends_its_tasks() {
+    let Some(py) = venv_python() else {
+        return;
+    };
+    let r = router();
+    let a = r.connect(&Local::new()).unwrap();
+    let b = r.connect_via(&Local::new(), &a).unwrap();
+    let runner = std::sync::Arc::new(Runner::new(ModuleSource::from_ansible_core(&py).unwrap()));
+    let marker = std::env::temp_dir().join(format!("mtg-ans-orphan-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let task = {
+        let (runner, b, marker) = (runner.clone(), b, marker.clone());
+        std::thread::spawn(move || {
+            let t = Target::new(&b, "localhost").python_interpreter("/usr/bin/python3");
+            let cmd = format!("sh -c 'echo $$ > {}; exec sleep 60'", marker.display());
+            runner.run(
+                t,
+                &Task::new("command")
+                    .args(json!(cmd))
+                    .timeout(Duration::from_secs(90)),
+            )
+        })
+    };
+    let pid = || -> Option<u32> { std::fs::read_to_string(&marker).ok()?.trim().parse().ok() };
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(60), || pid().is_some()),
+        "the task never started"
+    );
+    let sleep = pid().unwrap();
+    // `a`'s agent (the raw command's parent) is b's parent: kill it hard.
+    let t = Target::new(&a, "localhost").python_interpreter("/usr/bin/python3");
+    let out = runner
+        .run(t, &Task::new("raw").args(json!("echo $PPID")))
+        .unwrap();
+    let agent_a: u32 = out.result["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {}", out.result));
+    mitogen_test_support::kill9(agent_a);
+    let r = task.join().unwrap().unwrap();
+    assert_eq!(r.status, Status::Unreachable, "{}", r.result);
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(15), || {
+            mitogen_test_support::process_gone(sleep)
+        }),
+        "the task's process {sleep} outlived its agent"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -41,6 +41,7 @@ fn main() {
         prompted_passwords_and_command_line_defaults,
         listings_match_ansible_playbook,
         connection_keywords_ssh,
+        interrupted_run_ends_like_ansible_playbook,
     ]);
 }
 
@@ -906,4 +907,70 @@ fn connection_keywords_ssh() {
     let path: &'static str = Box::leak(pb.display().to_string().into_boxed_str());
     let bad = compare_all("keywords", &inv, &[case(path)]);
     assert!(bad.is_empty(), "mismatches: {bad:?}");
+}
+
+/// Ctrl-C mid-run: exit 99 with ansible-playbook's message, the results
+/// reported so far kept in the `--json` file, and the running task's
+/// processes gone with their agent (none left on the target).
+fn interrupted_run_ends_like_ansible_playbook() {
+    use std::os::unix::process::CommandExt;
+    let Some(py) = venv_python() else { return };
+    let scratch = Scratch::new("interrupt");
+    let inv = scratch.0.join("inv");
+    std::fs::write(&inv, LOCAL3).unwrap();
+    let marker = scratch.0.join("sleep.pid");
+    let pb = scratch.0.join("pb.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- hosts: h1\n  gather_facts: false\n  tasks:\n    - ping:\n    - shell: echo $$ > {}; exec sleep 60\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let json = scratch.0.join("out.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen-play"));
+    env_cmd(&mut cmd, &scratch.0, py.parent().unwrap());
+    cmd.arg("-i")
+        .arg(&inv)
+        .arg(&pb)
+        .arg("--json")
+        .arg(&json)
+        .arg("--ansible-python")
+        .arg(&py)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec. A shell
+    // running this suite in the background leaves SIGINT ignored; a user's
+    // terminal does not.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = || -> Option<u32> { std::fs::read_to_string(&marker).ok()?.trim().parse().ok() };
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(60), || pid().is_some()),
+        "the long task never started"
+    );
+    let sleep = pid().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(99), "{err}");
+    assert!(err.contains("[ERROR]: User interrupted execution"), "{err}");
+    let results = read_results(&json);
+    assert!(
+        results.keys().any(|(h, t, _)| h == "h1" && t == "ping"),
+        "the finished task's result was lost: {results:?}"
+    );
+    assert!(
+        mitogen_test_support::wait_until(Duration::from_secs(15), || {
+            mitogen_test_support::process_gone(sleep)
+        }),
+        "the interrupted task's process {sleep} was left running"
+    );
 }

@@ -546,7 +546,10 @@ impl Printer {
                         "changed": r.changed, "ignored": r.ignored,
                         "duration": r.duration.as_secs_f64(), "result": r.result,
                     });
+                    // Flushed per record: an interrupted run keeps
+                    // every result it reported.
                     let _ = writeln!(j, "{rec}");
+                    let _ = j.flush();
                 }
                 self.done += 1;
                 if self.tty && self.task_hosts > 1 && self.done < self.task_hosts {
@@ -583,7 +586,51 @@ fn register(reg: &mut mitogen_core::Registry) {
     mitogen_ansible::register(reg);
 }
 
+/// Ctrl-C and SIGTERM, as ansible-playbook takes them: blocked in every
+/// thread (this runs before any is started; processes we start get an
+/// empty mask from `std::process`, so ssh, agents and modules see signals
+/// as usual) and taken by one thread, which ends the run: "User
+/// interrupted execution", exit 99 (143 for SIGTERM). What `--json` has
+/// written stays (each record is flushed); the agents end with their
+/// connections and take their tasks with them.
+fn catch_interrupts() {
+    // SAFETY: plain libc calls on a zeroed sigset_t owned by this frame
+    // and then moved into the waiting thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        set
+    };
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid, initialised sigset_t.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if std::io::stderr().is_terminal() {
+                eprint!("\r\x1b[2K");
+            }
+            let _ = std::io::stdout().flush();
+            if sig == libc::SIGINT {
+                eprintln!("\n[ERROR]: User interrupted execution");
+                std::process::exit(99);
+            }
+            eprintln!("\n[ERROR]: Terminated");
+            std::process::exit(143);
+        });
+}
+
 fn main() -> ExitCode {
+    if !mitogen_core::is_agent() {
+        catch_interrupts();
+    }
     // Same binary on both ends: as an agent this never returns.
     let router = match mitogen_core::init(register) {
         Ok(r) => r,
