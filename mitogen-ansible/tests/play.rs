@@ -949,7 +949,7 @@ fn interrupted_run_ends_like_ansible_playbook() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let pid = || -> Option<u32> { std::fs::read_to_string(&marker).ok()?.trim().parse().ok() };
     assert!(
         mitogen_test_support::wait_until(Duration::from_secs(60), || pid().is_some()),
