@@ -93,6 +93,8 @@ struct Case {
     needs: &'static [&'static str],
     /// Extra inventory lines.
     extra_inventory: &'static str,
+    /// Environment for both tools (`{fixtures}` as in `args`).
+    env: &'static [(&'static str, &'static str)],
 }
 
 impl Case {
@@ -111,6 +113,15 @@ const fn case(playbook: &'static str) -> Case {
         args: &[],
         needs: &[],
         extra_inventory: "",
+        env: &[],
+    }
+}
+
+/// `c.env` with `{fixtures}` replaced, for a command.
+fn case_env(c: &Case, cmd: &mut Command) {
+    let dir = fixtures().display().to_string();
+    for (k, v) in c.env {
+        cmd.env(k, v.replace("{fixtures}", &dir));
     }
 }
 
@@ -168,6 +179,10 @@ fn cases() -> Vec<Case> {
         case("19_package_service.yml"),
         case("20_delegate_facts_order_throttle.yml"),
         case("21_module_defaults.yml"),
+        Case {
+            env: &[("ANSIBLE_COLLECTIONS_PATH", "{fixtures}/collections")],
+            ..case("22_collections.yml")
+        },
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).
@@ -248,6 +263,7 @@ fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, Str
     let _ = std::fs::remove_file(&capture);
     let mut cmd = Command::new(bin.join("ansible-playbook"));
     env_cmd(&mut cmd, scratch, bin);
+    case_env(c, &mut cmd);
     cmd.arg("-i")
         .arg(inv)
         .arg(fixtures().join(c.playbook))
@@ -275,6 +291,7 @@ fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String
     let _ = std::fs::remove_file(&json);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mitogen-play"));
     env_cmd(&mut cmd, scratch, bin);
+    case_env(c, &mut cmd);
     cmd.arg("-i")
         .arg(inv)
         .arg(fixtures().join(c.playbook))

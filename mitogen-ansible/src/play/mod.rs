@@ -85,7 +85,9 @@
 //!   the delegate; otherwise to the inventory host, and the interpreter
 //!   discovered on the delegate is not reported, as in ansible-core),
 //!   `throttle:`, the play's `order:`, and `module_defaults:` by module
-//!   name (FQCN or short; play, block, task; the task's arguments win). Every delegated result carries
+//!   name (FQCN or short; play, block, task; the task's arguments win),
+//!   `collections:` (short module names looked up in those collections,
+//!   then `ansible.legacy`, at parse time). Every delegated result carries
 //!   `_ansible_delegated_vars`, the controller's own actions' too.
 //! - `--start-at-task` ([`Options::start_at_task`]), `--list-tasks`,
 //!   `--list-tags` (in the CLI, with [`Options::selects`]).
@@ -99,7 +101,7 @@
 //!   the `file` and `unvault` lookups.
 //!
 //! # Not supported (refused with file:line before running)
-//! `module_defaults` action groups (`group/...`), `collections`,
+//! `module_defaults` action groups (`group/...`),
 //! `debugger`, `become_exe`/`become_flags`, lookup plugins other than those
 //! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
 //! `pause`, strategies other than linear/free, connections other than

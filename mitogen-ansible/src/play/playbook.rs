@@ -50,9 +50,10 @@ const TASK_KEYWORDS: &[&str] = &[
     "delegate_facts",
     "throttle",
     "module_defaults",
+    "collections",
 ];
 /// Ansible keywords refused with a clear error (not implemented).
-const UNSUPPORTED_KEYWORDS: &[&str] = &["collections", "debugger", "become_exe", "become_flags"];
+const UNSUPPORTED_KEYWORDS: &[&str] = &["debugger", "become_exe", "become_flags"];
 const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
 /// Modules taking a free-form string.
 const FREE_FORM: &[&str] = &[
@@ -111,6 +112,9 @@ pub struct Keywords {
     /// `module_defaults:`, outermost first: per module (FQCN or short
     /// name), arguments a task of that module gets unless it gives them.
     pub module_defaults: Vec<Map<String, Value>>,
+    /// `collections:`: where short module names are looked up first
+    /// (then `ansible.legacy`: `library/` and ansible-core's own).
+    pub collections: Option<Vec<String>>,
 }
 
 impl Keywords {
@@ -152,6 +156,10 @@ impl Keywords {
             port: pick(&self.port, &inner.port),
             delegate_facts: pick(&self.delegate_facts, &inner.delegate_facts),
             throttle: pick(&self.throttle, &inner.throttle),
+            collections: inner
+                .collections
+                .clone()
+                .or_else(|| self.collections.clone()),
             module_defaults: {
                 let mut d = self.module_defaults.clone();
                 d.extend(inner.module_defaults.iter().cloned());
@@ -533,6 +541,16 @@ impl Parser<'_> {
             "remote_user" => kw.remote_user = Some(v),
             "delegate_facts" => kw.delegate_facts = Some(v),
             "throttle" => kw.throttle = Some(v),
+            "collections" => {
+                let names = string_list(n);
+                if let Some(bad) = names.iter().find(|c| c.contains("{{")) {
+                    return Err(PlayError::at(
+                        &loc,
+                        format!("collections must be names, not templates: '{bad}'"),
+                    ));
+                }
+                kw.collections = Some(names);
+            }
             "module_defaults" => {
                 let maps = match v {
                     Value::Object(o) => vec![o],
@@ -1204,7 +1222,7 @@ impl Parser<'_> {
     /// the others exist.
     fn static_action(
         &mut self,
-        t: TaskDef,
+        mut t: TaskDef,
         handlers: &mut Vec<TaskDef>,
     ) -> Result<Vec<Item>, PlayError> {
         let a = t.short_action().to_owned();
@@ -1331,6 +1349,20 @@ impl Parser<'_> {
             )),
             _ => {
                 if let Some(check) = &self.opts.module_exists {
+                    // A short name: the play's collections first, then
+                    // ansible.legacy (ansible-core's search order).
+                    if !t.action.contains('.') {
+                        let found = t.kw.collections.iter().flatten().find_map(|c| {
+                            if c == "ansible.builtin" || c == "ansible.legacy" {
+                                return None;
+                            }
+                            let fq = format!("{c}.{}", t.action);
+                            (check.0)(&fq).is_ok().then_some(fq)
+                        });
+                        if let Some(fq) = found {
+                            t.action = fq;
+                        }
+                    }
                     (check.0)(&t.action).map_err(|e| {
                         PlayError::at(
                             &t.loc,
