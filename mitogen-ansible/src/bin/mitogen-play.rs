@@ -263,6 +263,11 @@ fn find_python(explicit: Option<PathBuf>) -> PathBuf {
     PathBuf::from("python3")
 }
 
+/// The terminal and its settings while a prompt has echo off, for the
+/// signal thread to restore.
+static PROMPTING: std::sync::Mutex<Option<(std::fs::File, rustix::termios::Termios)>> =
+    std::sync::Mutex::new(None);
+
 /// Asks for a secret on the terminal with echo off, as ansible-playbook's
 /// prompts do: prompt and answer go through `/dev/tty`, so stdout and
 /// stdin stay the caller's. Typed-ahead input is kept.
@@ -281,6 +286,9 @@ fn ask(prompt: &str) -> Result<String, String> {
     let mut quiet = old.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
+    if let (Ok(mut p), Ok(dup)) = (PROMPTING.lock(), tty.try_clone()) {
+        *p = Some((dup, old.clone()));
+    }
     // Echo off before the prompt shows: an answer typed as soon as it
     // appears must not be echoed.
     tcsetattr(&tty, OptionalActions::Now, &quiet).map_err(|e| format!("{what}: /dev/tty: {e}"))?;
@@ -289,6 +297,9 @@ fn ask(prompt: &str) -> Result<String, String> {
         .write_all(prompt.as_bytes())
         .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
     let _ = tcsetattr(&tty, OptionalActions::Now, &old);
+    if let Ok(mut p) = PROMPTING.lock() {
+        *p = None;
+    }
     match read {
         Ok(0) => Err(format!("{what}: no answer (end of input)")),
         Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
@@ -613,6 +624,12 @@ fn catch_interrupts() {
             // SAFETY: `set` is a valid, initialised sigset_t.
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
+            }
+            // Interrupted at a password prompt: echo back on first.
+            if let Some((tty, saved)) = PROMPTING.lock().ok().and_then(|mut p| p.take()) {
+                let _ =
+                    rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &saved);
+                eprintln!();
             }
             if std::io::stderr().is_terminal() {
                 eprint!("\r\x1b[2K");
