@@ -62,12 +62,7 @@ fn kill_server_tree(server: u32) {
             crate::process::kill_group(child);
         }
     }
-    if let Some(p) = i32::try_from(server)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-    }
+    crate::process::kill_process(server);
 }
 
 /// Why a fork server could not run a task.

@@ -143,6 +143,16 @@ pub(crate) fn run(spec: &ProcSpec) -> std::io::Result<RawRun> {
     })
 }
 
+/// SIGKILL to process `pid` (ignoring "no such process").
+pub(crate) fn kill_process(pid: u32) {
+    if let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
 /// SIGKILL to process group `pgid` (ignoring "no such process").
 pub(crate) fn kill_group(pgid: u32) {
     if let Some(p) = i32::try_from(pgid)

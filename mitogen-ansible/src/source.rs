@@ -13,13 +13,8 @@ use std::sync::Arc;
 const FINDER: &str = include_str!("py/finder.py");
 
 /// Part of a cached payload's key: a changed finder recomputes.
-static FINDER_SHA256: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use sha2::Digest;
-    sha2::Sha256::digest(FINDER.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-});
+static FINDER_SHA256: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| cache::sha256_hex(FINDER.as_bytes()));
 
 /// How a module is run, as ansible-core's `_find_module_utils` decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

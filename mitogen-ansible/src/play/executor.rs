@@ -1383,17 +1383,17 @@ impl Executor {
         } else {
             1
         };
+        // Every delegated task's result says where it ran, the controller's
+        // own actions' too (TaskExecutor._execute).
+        let delegated_vars = delegated.map(|d| self.delegated_vars(ctx, t, d));
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut out = self.execute(ctx, t, h, vars, no_log, delegated);
-            if let Some(d) = delegated {
-                // Every delegated task's result says where it ran, the
-                // controller's own actions' too (TaskExecutor._execute).
-                let dv = self.delegated_vars(ctx, t, d);
+            if let Some(dv) = &delegated_vars {
                 out.set("_ansible_delegated_vars", dv.clone());
                 if let Value::Object(c) = &mut out.callback {
-                    c.insert("_ansible_delegated_vars".into(), dv);
+                    c.insert("_ansible_delegated_vars".into(), dv.clone());
                 }
             }
             Self::add_warnings(&mut out, vars);
@@ -1588,9 +1588,7 @@ impl Executor {
                 }
                 // `delegate_facts`: the delegate gets them.
                 let owner = match delegated {
-                    Some(d) if self.kw_bool(&t.kw.delegate_facts, vars) == Some(true) => {
-                        self.host(d)
-                    }
+                    Some(d) if self.facts_to_delegate(t, vars, delegated) => self.host(d),
                     _ => h.clone(),
                 };
                 owner.registered.lock().extend(o.clone());
@@ -1807,8 +1805,11 @@ impl Executor {
             }
             _ => (h.clone(), vars.clone()),
         };
+        let facts_to_delegate = self.facts_to_delegate(t, vars, delegated);
         let target = match self.target(t, &target_host, &tvars, &h.name) {
-            Ok(t) => t,
+            // ansible-core leaves a delegate's discovered interpreter out of
+            // the result unless its facts go to it.
+            Ok(x) => x.discovery_fact(delegated.is_none() || facts_to_delegate),
             Err(TargetError::Unreachable(msg)) => {
                 let mut m = Map::new();
                 m.insert("unreachable".into(), true.into());
@@ -1826,9 +1827,7 @@ impl Executor {
                         // A delegated task's facts are the inventory host's
                         // unless `delegate_facts`; the interpreter found on
                         // a context stays with the host it belongs to.
-                        let to_delegate = delegated.is_some()
-                            && self.kw_bool(&t.kw.delegate_facts, vars) == Some(true);
-                        let owner = if to_delegate { &target_host } else { h };
+                        let owner = if facts_to_delegate { &target_host } else { h };
                         let (mut theirs, mut ctx_own) = (Map::new(), Map::new());
                         for (k, v) in f {
                             let k = k.strip_prefix("ansible_").unwrap_or(k).to_owned();
@@ -1856,6 +1855,12 @@ impl Executor {
             }
             Err(e) => error_outcome(&e.to_string(), no_log, false),
         }
+    }
+
+    /// Whether a delegated task's facts (`set_fact`'s too) go to the
+    /// delegate: `delegate_facts`. Otherwise they are the inventory host's.
+    fn facts_to_delegate(&self, t: &TaskDef, vars: &Vars, delegated: Option<&str>) -> bool {
+        delegated.is_some() && self.kw_bool(&t.kw.delegate_facts, vars) == Some(true)
     }
 
     /// `_ansible_delegated_vars` of a task delegated to `d`: the delegate's
@@ -2023,10 +2028,7 @@ impl Executor {
         } else {
             (base, false)
         };
-        let delegated = inventory_name != h.name;
-        let mut target = Target::new(&ctx.0, inventory_name)
-            .become_unprivileged(ctx.1)
-            .discovery_fact(!delegated || self.kw_bool(&t.kw.delegate_facts, vars) == Some(true));
+        let mut target = Target::new(&ctx.0, inventory_name).become_unprivileged(ctx.1);
         target = if conn == "local" {
             target.connection(Connection::Local)
         } else {

@@ -75,12 +75,20 @@ struct Entry<T> {
     value: T,
 }
 
-/// The file for `kind` and `key` (a hash of the key: keys hold paths).
+/// SHA-256 of `data`, lowercase hex.
+pub(super) fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The file for `kind` and `key` (named by a hash of the key: keys hold
+/// paths).
 fn path_for(kind: &str, key: &str) -> Option<PathBuf> {
     let dir = mitogen_core::layer::controller_cache_dir("ansible")?;
-    let h = Sha256::digest(key.as_bytes());
-    let name: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Some(dir.join(format!("{kind}-{name}.json")))
+    let name = sha256_hex(key.as_bytes());
+    Some(dir.join(format!("{kind}-{}.json", &name[..24])))
 }
 
 /// The cached value for `key`, if every input it was read from is unchanged.
