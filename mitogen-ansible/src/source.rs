@@ -300,6 +300,12 @@ impl ModuleSource {
         self
     }
 
+    /// The Python that ansible-core is imported from (ansible-playbook's
+    /// `ansible_playbook_python`).
+    pub fn python(&self) -> &Path {
+        &self.python
+    }
+
     /// The ansible-core version modules are told (`_ansible_version`).
     pub fn version(&self) -> &str {
         &self.version

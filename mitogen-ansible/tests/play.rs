@@ -183,6 +183,7 @@ fn cases() -> Vec<Case> {
             env: &[("ANSIBLE_COLLECTIONS_PATH", "{fixtures}/collections")],
             ..case("22_collections.yml")
         },
+        case("23_written_as_run.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).

@@ -28,53 +28,74 @@ fn py_regex(pattern: &str, ignorecase: bool, multiline: bool) -> Result<Regex, J
     Regex::new(&p).map_err(|e| jerr(format!("invalid regular expression {pattern:?}: {e}")))
 }
 
-/// Python's `\1` / `\g<name>` replacement syntax in Rust regex's.
-fn py_replacement(r: &str) -> String {
+/// Python's `re.sub` replacement template in the regex crate's syntax:
+/// `\1`..`\99` and `\g<name>`/`\g<1>` name groups, `\0` and `\NNN` are
+/// octal, `\n\t\r\a\b\f\v\\` characters; another `\` + ASCII letter is
+/// Python's "bad escape" error; any other `\x` stays as written.
+fn py_replacement(r: &str) -> Result<String, JError> {
     let mut out = String::new();
-    let mut it = r.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '$' => out.push_str("$$"),
-            '\\' => match it.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut n = String::new();
-                    while let Some(&d) = it.peek() {
-                        if !d.is_ascii_digit() {
-                            break;
-                        }
-                        n.push(d);
-                        it.next();
-                    }
-                    out.push_str(&format!("${{{n}}}"));
-                }
-                Some('g') => {
-                    it.next();
-                    if it.peek() == Some(&'<') {
-                        it.next();
-                        let name: String = it.by_ref().take_while(|&c| c != '>').collect();
-                        out.push_str(&format!("${{{name}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    it.next();
-                    out.push('\n');
-                }
-                Some('t') => {
-                    it.next();
-                    out.push('\t');
-                }
-                Some('\\') => {
-                    it.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            c => out.push(c),
+    let cs: Vec<char> = r.chars().collect();
+    let mut i = 0;
+    let group = |out: &mut String, g: &str| out.push_str(&format!("${{{g}}}"));
+    while i < cs.len() {
+        let c = cs[i];
+        if c == '$' {
+            out.push_str("$$");
+            i += 1;
+            continue;
+        }
+        if c != '\\' || i + 1 == cs.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let n = cs[i + 1];
+        let octal = |k: usize| cs.get(k).is_some_and(|c| c.is_digit(8));
+        match n {
+            '0' | '1'..='7' if n == '0' || (octal(i + 2) && octal(i + 3)) => {
+                let len = (1..=3).take_while(|&k| octal(i + k)).count();
+                let t: String = cs[i + 1..i + 1 + len].iter().collect();
+                let v = u32::from_str_radix(&t, 8).unwrap_or(0);
+                out.push(char::from_u32(v).unwrap_or('\0'));
+                i += 1 + len;
+            }
+            '1'..='9' => {
+                let len = if cs.get(i + 2).is_some_and(char::is_ascii_digit) { 2 } else { 1 };
+                let g: String = cs[i + 1..i + 1 + len].iter().collect();
+                group(&mut out, &g);
+                i += 1 + len;
+            }
+            'g' => {
+                let rest: String = cs[i + 2..].iter().collect();
+                let Some(name) = rest.strip_prefix('<').and_then(|r| r.split_once('>')) else {
+                    return Err(jerr(format!("missing group name at position {}", i + 2)));
+                };
+                group(&mut out, name.0);
+                i += 3 + name.0.chars().count() + 1;
+            }
+            'n' | 't' | 'r' | 'a' | 'b' | 'f' | 'v' | '\\' => {
+                out.push(match n {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    'a' => '\u{7}',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'v' => '\u{b}',
+                    _ => '\\',
+                });
+                i += 2;
+            }
+            l if l.is_ascii_alphabetic() => {
+                return Err(jerr(format!("bad escape \\{l} at position {i}")));
+            }
+            _ => {
+                out.push('\\');
+                i += 1;
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 fn result_flag(v: &JValue, key: &str) -> Result<bool, JError> {
@@ -410,7 +431,7 @@ fn regex_replace(
     let multiline: bool = k.get::<Option<_>>("multiline")?.unwrap_or(false);
     let count: usize = k.get::<Option<_>>("count")?.unwrap_or(0);
     let re = py_regex(&pattern, ignorecase, multiline)?;
-    let rep = py_replacement(&replacement.unwrap_or_default());
+    let rep = py_replacement(&replacement.unwrap_or_default())?;
     Ok(re.replacen(&s, count, rep.as_str()).into_owned())
 }
 
@@ -431,12 +452,24 @@ fn regex_search(
     }
     let mut out = Vec::new();
     for g in groups.iter() {
-        let m = if let Some(n) = g.strip_prefix('\\').and_then(|n| n.parse::<usize>().ok()) {
+        // ansible-core: `\\g<name>` by name, `\\N` by number, else
+        // 'Unknown argument'.
+        let m = if let Some(n) = g.strip_prefix("\\g<").and_then(|n| n.split_once('>')) {
+            if re.capture_names().flatten().all(|x| x != n.0) {
+                return Err(jerr("no such group"));
+            }
+            c.name(n.0)
+        } else if let Some(n) = g.strip_prefix('\\') {
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            let Ok(n) = digits.parse::<usize>() else {
+                return Err(jerr("Unknown argument"));
+            };
+            if n >= re.captures_len() {
+                return Err(jerr("no such group"));
+            }
             c.get(n)
-        } else if let Some(n) = g.strip_prefix("?P<").and_then(|n| n.strip_suffix('>')) {
-            c.name(n)
         } else {
-            return Err(jerr(format!("regex_search: unknown group argument {g:?}")));
+            return Err(jerr("Unknown argument"));
         };
         out.push(m.map_or_else(|| JValue::from(()), |m| JValue::from(m.as_str())));
     }
@@ -479,9 +512,7 @@ fn merge(a: &mut Value, b: Value, recursive: bool, list_merge: &str) {
                     Some(x) if recursive && x.is_object() && v.is_object() => {
                         merge(x, v, recursive, list_merge);
                     }
-                    Some(Value::Array(x))
-                        if recursive && v.is_array() && list_merge != "replace" =>
-                    {
+                    Some(Value::Array(x)) if v.is_array() && list_merge != "replace" => {
                         let Value::Array(v) = v else { continue };
                         match list_merge {
                             "append" => x.extend(v),
@@ -502,7 +533,8 @@ fn merge(a: &mut Value, b: Value, recursive: bool, list_merge: &str) {
                                 *x = v;
                                 x.extend(old);
                             }
-                            _ => *x = v,
+                            // keep
+                            _ => {}
                         }
                     }
                     _ => {
@@ -520,6 +552,16 @@ fn combine(v: JValue, rest: Rest<JValue>, k: Kwargs) -> Result<JValue, JError> {
     let list_merge: String = k
         .get::<Option<String>>("list_merge")?
         .unwrap_or_else(|| "replace".into());
+    k.assert_all_used()
+        .map_err(|_| jerr("'recursive' and 'list_merge' are the only valid keyword arguments"))?;
+    if !matches!(
+        list_merge.as_str(),
+        "replace" | "keep" | "append" | "prepend" | "append_rp" | "prepend_rp"
+    ) {
+        return Err(jerr(
+            "merge_hash: 'list_merge' argument can only be equal to 'replace', 'keep', 'append', 'prepend', 'append_rp' or 'prepend_rp'",
+        ));
+    }
     let mut acc = jv_to_json(&v);
     let mut others = Vec::new();
     for r in rest.iter() {

@@ -217,6 +217,13 @@ pub(crate) struct HostState {
     ended: AtomicBool,
     stats: Mutex<Stats>,
     notified: Mutex<Vec<String>>,
+    /// The loop variables of the `include_tasks`/`include_role` items
+    /// being run on this host, innermost last (task-level variables of
+    /// the included tasks, as ansible-core's `IncludedFile._vars`).
+    include_vars: Mutex<Vec<Arc<Map<String, Value>>>>,
+    /// The last task that failed here and its result: `rescue:` sees them
+    /// as `ansible_failed_task` and `ansible_failed_result`.
+    last_failure: Mutex<Option<(Value, Value)>>,
 }
 
 /// Per-play state shared by the hosts' workers.
@@ -287,7 +294,8 @@ fn bool_val(v: &Value) -> bool {
 
 impl Executor {
     /// An executor over `inventory`, running modules through `runner`.
-    pub fn new(router: Router, runner: Arc<Runner>, inventory: Inventory, opts: Options) -> Self {
+    pub fn new(router: Router, runner: Arc<Runner>, mut inventory: Inventory, opts: Options) -> Self {
+        inventory.set_playbook_python(&runner.source.python().display().to_string());
         Self {
             router,
             runner,
@@ -549,6 +557,13 @@ impl Executor {
                     {
                         for h in &failed {
                             h.failed.store(false, Ordering::Relaxed);
+                            // ansible-core's non-persistent facts for the
+                            // rescue (and what follows it).
+                            if let Some((task, result)) = h.last_failure.lock().clone() {
+                                let mut r = h.registered.lock();
+                                r.insert("ansible_failed_task".into(), task);
+                                r.insert("ansible_failed_result".into(), result);
+                            }
                             let mut st = h.stats.lock();
                             st.failed = st.failed.saturating_sub(1);
                             st.rescued += 1;
@@ -823,7 +838,10 @@ impl Executor {
             }
         }
         match out.status {
-            Status::Failed if !out.ignored => h.failed.store(true, Ordering::Relaxed),
+            Status::Failed if !out.ignored => {
+                h.failed.store(true, Ordering::Relaxed);
+                *h.last_failure.lock() = Some((t.serialize(), out.register.clone()));
+            }
             Status::Unreachable if !out.ignored => h.unreachable.store(true, Ordering::Relaxed),
             _ => {}
         }
@@ -853,6 +871,21 @@ impl Executor {
         }));
     }
 
+    /// `ansible_version`, of the ansible-core in use (as ansible-core's
+    /// `CLI.version_info`).
+    fn ansible_version(&self) -> Value {
+        let full = self.runner.source.version().to_owned();
+        let mut nums = full
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u64>().unwrap_or(0));
+        let (major, minor, revision) = (
+            nums.next().unwrap_or(0),
+            nums.next().unwrap_or(0),
+            nums.next().unwrap_or(0),
+        );
+        json!({"full": full, "major": major, "minor": minor, "revision": revision, "string": full})
+    }
+
     /// What `hostvars` and every task of `play` build host variables from.
     fn var_source(&self, play: &Play) -> Source {
         let mut magic = Map::new();
@@ -869,9 +902,10 @@ impl Executor {
         );
         magic.insert("ansible_check_mode".into(), self.opts.check.into());
         magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
+        magic.insert("ansible_version".into(), self.ansible_version());
         magic.insert(
-            "ansible_version".into(),
-            json!({"full": "2.19.0", "major": 2, "minor": 19, "revision": 0, "string": "2.19.0"}),
+            "ansible_playbook_python".into(),
+            self.runner.source.python().display().to_string().into(),
         );
         Source {
             inventory: self.inventory.clone(),
@@ -931,6 +965,9 @@ impl Executor {
         v.push(ctx.play_vars.clone());
         if let Some(r) = &t.role {
             v.push(r.vars.clone());
+        }
+        for l in h.include_vars.lock().iter() {
+            v.push(l.clone());
         }
         v.push(Arc::new(t.kw.vars.clone()));
         v.push(Arc::new(h.registered.lock().clone()));
@@ -993,53 +1030,98 @@ impl Executor {
         }
     }
 
+    /// `include_tasks` and `include_role`, looped or not: each host's
+    /// result first, then every included file (or the role), in the order
+    /// first met, for the hosts (and items) that included it.
     fn include(&self, ctx: &PlayCtx<'_>, t: &TaskDef, hosts: &[Arc<HostState>]) {
-        let mut groups: Vec<(PathBuf, Vec<Arc<HostState>>)> = Vec::new();
-        let mut role_hosts = Vec::new();
+        let groups: Mutex<Vec<IncludeGroup>> = Mutex::new(Vec::new());
         for h in hosts {
             let vars = self.vars_for(ctx, t, h);
-            match self.when_ok(t, &vars) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let display = self.display_name(t, h, ctx);
-                    self.task_start(ctx, t, &display, false);
-                    let out = skipped_outcome(
-                        t,
-                        false,
-                        &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-                    );
-                    self.account(ctx, t, h, &out, &display, None);
-                    continue;
-                }
-                Err(e) => {
-                    let display = self.display_name(t, h, ctx);
-                    self.task_start(ctx, t, &display, false);
-                    let out = error_outcome(&e, false, self.ignore_errors(t, &vars));
-                    self.account(ctx, t, h, &out, &display, None);
-                    continue;
-                }
-            }
             let display = self.display_name(t, h, ctx);
             self.task_start(ctx, t, &display, false);
             let plain = self.plain_name(t, h, ctx);
-            let args = self
-                .templar
-                .value(&t.args, &vars)
-                .unwrap_or_else(|_| t.args.clone());
-            if t.included.is_some() {
-                let mut m = Map::new();
-                m.insert("include_args".into(), args);
-                self.account(
-                    ctx,
-                    t,
-                    h,
-                    &finish_outcome(Status::Ok, m, false),
-                    &plain,
-                    None,
-                );
-                role_hosts.push(h.clone());
-                continue;
+            let out = match &t.loop_ {
+                Some((src, kind)) => self.looped(t, &vars, src, kind, false, &|iv: &Vars| {
+                    match self.when_ok(t, iv) {
+                        Ok(true) => self.include_one(t, h, iv, &groups, loop_vars(t, iv)),
+                        Ok(false) => skipped_outcome(t, false, &[self.first_false(t, iv)]),
+                        Err(e) => error_outcome(&e, false, false),
+                    }
+                }),
+                None => match self.when_ok(t, &vars) {
+                    Ok(true) => self.include_one(t, h, &vars, &groups, Map::new()),
+                    Ok(false) => skipped_outcome(
+                        t,
+                        false,
+                        &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+                    ),
+                    Err(e) => error_outcome(&e, false, self.ignore_errors(t, &vars)),
+                },
+            };
+            let name = if out.status == Status::Ok {
+                &plain
+            } else {
+                &display
+            };
+            self.account(ctx, t, h, &out, name, None);
+        }
+        for g in groups.into_inner() {
+            let layer = Arc::new(g.vars);
+            for h in &g.hosts {
+                h.include_vars.lock().push(layer.clone());
             }
+            match (&g.file, &t.included) {
+                (None, Some(items)) => self.linear_items(ctx, items, &g.hosts),
+                (None, None) => {}
+                (Some(p), _) => {
+                    let mut kw = t.kw.clone();
+                    kw.when.clear();
+                    match playbook::load_task_file(
+                        p,
+                        &kw,
+                        t.role.clone(),
+                        &self.parse,
+                        &ctx.play.base,
+                    ) {
+                        Ok((items, handlers)) => {
+                            ctx.handlers.lock().extend(handlers);
+                            self.linear_items(ctx, &items, &g.hosts);
+                        }
+                        Err(e) => {
+                            let display = self.display_name(t, &g.hosts[0], ctx);
+                            for h in &g.hosts {
+                                let out = error_outcome(&e.to_string(), false, false);
+                                self.account(ctx, t, h, &out, &display, None);
+                            }
+                        }
+                    }
+                }
+            }
+            for h in &g.hosts {
+                h.include_vars.lock().pop();
+            }
+        }
+    }
+
+    /// One host's (one item's) include: its result, and the host added to
+    /// the group of what it includes.
+    fn include_one(
+        &self,
+        t: &TaskDef,
+        h: &Arc<HostState>,
+        vars: &Vars,
+        groups: &Mutex<Vec<IncludeGroup>>,
+        item_vars: Map<String, Value>,
+    ) -> Outcome {
+        let args = self
+            .templar
+            .value(&t.args, vars)
+            .unwrap_or_else(|_| t.args.clone());
+        let mut m = Map::new();
+        let file = if t.included.is_some() {
+            m.insert("include_args".into(), args);
+            None
+        } else {
             let f = raw_param(&t.args)
                 .or_else(|| {
                     t.args
@@ -1048,58 +1130,35 @@ impl Executor {
                         .map(str::to_owned)
                 })
                 .unwrap_or_default();
-            match self.templar.string(&f, &vars) {
-                Ok(f) => {
-                    let mut m = Map::new();
-                    m.insert("include".into(), f.clone().into());
-                    let mut ia = args.as_object().cloned().unwrap_or_default();
-                    ia.shift_remove("_raw_params");
-                    ia.shift_remove("file");
-                    m.insert("include_args".into(), Value::Object(ia));
-                    self.account(
-                        ctx,
-                        t,
-                        h,
-                        &finish_outcome(Status::Ok, m, false),
-                        &plain,
-                        None,
-                    );
-                    let p = playbook::resolve_task_file(t, &f);
-                    match groups.iter_mut().find(|(x, _)| *x == p) {
-                        Some((_, v)) => v.push(h.clone()),
-                        None => groups.push((p, vec![h.clone()])),
-                    }
-                }
-                Err(e) => {
-                    let display = self.display_name(t, h, ctx);
-                    let out = error_outcome(&e.to_string(), false, false);
-                    self.account(ctx, t, h, &out, &display, None);
-                }
-            }
+            let f = match self.templar.string(&f, vars) {
+                Ok(f) => f,
+                Err(e) => return error_outcome(&e.to_string(), false, false),
+            };
+            m.insert("include".into(), f.clone().into());
+            let mut ia = args.as_object().cloned().unwrap_or_default();
+            ia.shift_remove("_raw_params");
+            ia.shift_remove("file");
+            m.insert("include_args".into(), Value::Object(ia));
+            Some(playbook::resolve_task_file(t, &f))
+        };
+        let mut gs = groups.lock();
+        match gs
+            .iter_mut()
+            .find(|g| g.file == file && g.vars == item_vars)
+        {
+            Some(g) => g.hosts.push(h.clone()),
+            None => gs.push(IncludeGroup {
+                file,
+                vars: item_vars,
+                hosts: vec![h.clone()],
+            }),
         }
-        if let Some(items) = &t.included {
-            if !role_hosts.is_empty() {
-                self.linear_items(ctx, items, &role_hosts);
-            }
+        let mut out = finish_outcome(Status::Ok, m, false);
+        if t.loop_.is_some() {
+            // An included item's result has no `changed` of its own.
+            out.remove("changed");
         }
-        for (p, hs) in groups {
-            let mut kw = t.kw.clone();
-            kw.when.clear();
-            match playbook::load_task_file(&p, &kw, t.role.clone(), &self.parse, &ctx.play.base) {
-                Ok((items, handlers)) => {
-                    ctx.handlers.lock().extend(handlers);
-                    self.linear_items(ctx, &items, &hs);
-                }
-                Err(e) => {
-                    let display = self.display_name(t, &hs[0], ctx);
-                    self.task_start(ctx, t, &display, false);
-                    for h in &hs {
-                        let out = error_outcome(&e.to_string(), false, false);
-                        self.account(ctx, t, h, &out, &display, None);
-                    }
-                }
-            }
-        }
+        out
     }
 
     fn when_ok(&self, t: &TaskDef, vars: &Vars) -> Result<bool, String> {
@@ -1156,15 +1215,25 @@ impl Executor {
                 .as_ref()
                 .and_then(|d| self.templar.value(d, &vars).ok())
                 .and_then(|d| d.as_str().map(str::to_owned));
+        if let Some(d) = &delegated {
+            // `delegate_to: localhost` without such a host in the
+            // inventory: ansible-core's implicit localhost (local
+            // connection, the controller's Python), never ssh to it.
+            self.inventory.lock().implicit_localhost(d);
+        }
         let mut out = match &t.loop_ {
             None => match self.when_ok(t, &vars) {
                 Ok(true) => self.one(ctx, t, h, &vars, no_log, delegated.as_deref()),
                 Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &vars)]),
                 Err(e) => error_outcome(&e, no_log, ignore),
             },
-            Some((src, kind)) => {
-                self.looped(ctx, t, h, &vars, src, kind, no_log, delegated.as_deref())
-            }
+            Some((src, kind)) => self.looped(t, &vars, src, kind, no_log, &|iv: &Vars| {
+                match self.when_ok(t, iv) {
+                    Ok(true) => self.one(ctx, t, h, iv, no_log, delegated.as_deref()),
+                    Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, iv)]),
+                    Err(e) => error_outcome(&e, no_log, false),
+                }
+            }),
         };
         out.ignored = match out.status {
             Status::Failed => ignore,
@@ -1179,17 +1248,17 @@ impl Executor {
         (out, delegated)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A loop: `run` once per item with the item's variables (the loop
+    /// and index variables, `ansible_loop` when extended), results shaped
+    /// as ansible-core's `_run_loop` shapes them.
     fn looped(
         &self,
-        ctx: &PlayCtx<'_>,
         t: &TaskDef,
-        h: &Arc<HostState>,
         vars: &Vars,
         src: &Value,
         kind: &str,
         no_log: bool,
-        delegated: Option<&str>,
+        run: &dyn Fn(&Vars) -> Outcome,
     ) -> Outcome {
         let items = if let Some(name) = kind.strip_prefix("with_") {
             // `with_<lookup>`: the lookup's list, run as ansible-core's
@@ -1234,32 +1303,47 @@ impl Executor {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let pause = lc.get("pause").and_then(Value::as_f64).unwrap_or(0.0);
+        let extended = lc.get("extended").is_some_and(bool_val);
+        let allitems = lc.get("extended_allitems").is_none_or(bool_val);
         let mut results = Vec::new();
         let mut hoisted: std::collections::BTreeMap<&str, Vec<Value>> =
             std::collections::BTreeMap::new();
         let (mut changed, mut failed, mut all_skipped) = (false, false, true);
         let n = items.len();
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             if i > 0 && pause > 0.0 {
                 std::thread::sleep(Duration::from_secs_f64(pause.min(3600.0)));
             }
             let mut iv = vars.clone();
+            iv.push_one("ansible_loop_var", loop_var.clone().into());
             iv.push_one(&loop_var, item.clone());
             if let Some(ix) = &index_var {
+                iv.push_one("ansible_index_var", ix.clone().into());
                 iv.push_one(ix, i.into());
             }
-            if lc.get("extended").is_some_and(bool_val) {
-                iv.push_one("ansible_loop", json!({"index": i + 1, "index0": i, "first": i == 0, "last": i + 1 == n, "length": n}));
+            let extended_vars = extended.then(|| {
+                let mut l = json!({"index": i + 1, "index0": i, "first": i == 0,
+                    "last": i + 1 == n, "length": n, "revindex": n - i, "revindex0": n - i - 1});
+                if allitems {
+                    l["allitems"] = Value::Array(items.clone());
+                }
+                if let Some(next) = items.get(i + 1) {
+                    l["nextitem"] = next.clone();
+                }
+                if i > 0 {
+                    l["previtem"] = items[i - 1].clone();
+                }
+                l
+            });
+            if let Some(l) = &extended_vars {
+                iv.push_one("ansible_loop", l.clone());
             }
-            let mut o = match self.when_ok(t, &iv) {
-                Ok(true) => self.one(ctx, t, h, &iv, no_log, delegated),
-                Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &iv)]),
-                Err(e) => error_outcome(&e, no_log, false),
-            };
+            let mut o = run(&iv);
             let label = match lc.get("label") {
                 Some(l) => self.templar.value(l, &iv).unwrap_or_else(|_| item.clone()),
                 None => item.clone(),
             };
+            let include = t.short_action() == "include_tasks";
             if let Value::Object(m) = &mut o.register {
                 m.insert(loop_var.clone(), item.clone());
                 m.insert("ansible_loop_var".into(), loop_var.clone().into());
@@ -1267,8 +1351,11 @@ impl Executor {
                     m.insert(ix.clone(), i.into());
                     m.insert("ansible_index_var".into(), ix.clone().into());
                 }
+                if let Some(l) = extended_vars {
+                    m.insert("ansible_loop".into(), l);
+                }
                 m.insert("_ansible_item_label".into(), label);
-                if o.status != Status::Skipped {
+                if o.status != Status::Skipped && !include {
                     m.entry("failed").or_insert(false.into());
                 }
             }
@@ -2226,6 +2313,36 @@ fn gather_task(play: &Play) -> TaskDef {
         base: play.base.clone(),
         loc: play.loc.clone(),
     }
+}
+
+/// What one include brings in (a file, or the role when `None`), for
+/// which hosts, with which item's loop variables.
+struct IncludeGroup {
+    file: Option<PathBuf>,
+    vars: Map<String, Value>,
+    hosts: Vec<Arc<HostState>>,
+}
+
+/// The loop variables `looped` set for this item (what an included file's
+/// tasks see of their include's loop).
+fn loop_vars(t: &TaskDef, iv: &Vars) -> Map<String, Value> {
+    let lc = &t.loop_control;
+    let loop_var = lc.get("loop_var").and_then(Value::as_str).unwrap_or("item");
+    let index_var = lc.get("index_var").and_then(Value::as_str);
+    let keys = [
+        Some(loop_var),
+        Some("ansible_loop_var"),
+        index_var,
+        index_var.map(|_| "ansible_index_var"),
+        Some("ansible_loop"),
+    ];
+    let mut m = Map::new();
+    for k in keys.into_iter().flatten() {
+        if let Some(v) = iv.get(k) {
+            m.insert(k.to_owned(), v.clone());
+        }
+    }
+    m
 }
 
 fn finish_outcome(status: Status, mut reg: Map<String, Value>, no_log: bool) -> Outcome {

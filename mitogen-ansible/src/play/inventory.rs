@@ -26,8 +26,21 @@ pub struct Inventory {
     hosts: Vec<String>,
     host_vars: HashMap<String, Map<String, Value>>,
     groups: Vec<Group>,
-    implicit_localhost: bool,
+    /// Names of the implicit localhost (ansible-core's, made on first
+    /// use of `localhost`, `127.0.0.1` or `::1` when the inventory has no
+    /// such host): in no group's host list, `all`'s included.
+    implicit: Vec<String>,
+    /// `ansible_python_interpreter` of the implicit localhost: the
+    /// controller's Python (ansible-core's `sys.executable`).
+    playbook_python: Option<String>,
+    /// The file each host was first found in (`inventory_file`; its
+    /// directory is `inventory_dir`), and the file being read.
+    host_source: HashMap<String, PathBuf>,
+    current_source: Option<PathBuf>,
 }
+
+/// Names ansible-core treats as the controller (`C.LOCALHOST`).
+const LOCALHOST: &[&str] = &["localhost", "127.0.0.1", "::1"];
 
 impl Inventory {
     /// An inventory with only `all` and `ungrouped`.
@@ -82,6 +95,13 @@ impl Inventory {
 
     fn add_file(&mut self, p: &Path) -> Result<(), PlayError> {
         let text = std::fs::read_to_string(p).map_err(|e| PlayError::io(p, e))?;
+        self.current_source = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+        let r = self.add_text(&text, p);
+        self.current_source = None;
+        r
+    }
+
+    fn add_text(&mut self, text: &str, p: &Path) -> Result<(), PlayError> {
         let is_yaml = p
             .extension()
             .is_some_and(|e| e == "yml" || e == "yaml" || e == "json")
@@ -91,9 +111,9 @@ impl Inventory {
                 .find(|l| !l.is_empty() && !l.starts_with('#'))
                 .is_some_and(|l| l == "---" || l.ends_with(':') || l.starts_with('{'));
         if is_yaml {
-            self.add_yaml(&text, p)
+            self.add_yaml(text, p)
         } else {
-            self.add_ini(&text, p)
+            self.add_ini(text, p)
         }
     }
 
@@ -159,6 +179,11 @@ impl Inventory {
 
     /// Adds `host` to `group` (and to the inventory).
     pub fn add_host(&mut self, host: &str, group: &str) {
+        if let Some(src) = &self.current_source {
+            self.host_source
+                .entry(host.to_owned())
+                .or_insert_with(|| src.clone());
+        }
         if !self.hosts.iter().any(|h| h == host) {
             self.hosts.push(host.to_owned());
             self.host_vars.entry(host.to_owned()).or_default();
@@ -490,6 +515,12 @@ impl Inventory {
     /// Group vars then host vars, merged for `host`.
     pub fn host_vars(&self, host: &str) -> Map<String, Value> {
         let mut m = Map::new();
+        if !self.implicit.iter().any(|h| h == host) {
+            let src = self.host_source.get(host);
+            let text = |p: Option<&Path>| p.map_or(Value::Null, |p| p.display().to_string().into());
+            m.insert("inventory_file".into(), text(src.map(PathBuf::as_path)));
+            m.insert("inventory_dir".into(), text(src.and_then(|p| p.parent())));
+        }
         for g in self.host_groups(host) {
             if let Some(g) = self.group(&g) {
                 for (k, v) in &g.vars {
@@ -502,10 +533,37 @@ impl Inventory {
                 m.insert(k.clone(), v.clone());
             }
         }
-        if self.implicit_localhost && host == "localhost" && !m.contains_key("ansible_connection") {
-            m.insert("ansible_connection".into(), "local".into());
+        if self.implicit.iter().any(|h| h == host) {
+            m.entry("ansible_connection").or_insert("local".into());
+            if let Some(py) = &self.playbook_python {
+                m.entry("ansible_python_interpreter")
+                    .or_insert(py.clone().into());
+            }
         }
         m
+    }
+
+    /// The controller's Python, which the implicit localhost runs modules
+    /// with (`ansible_playbook_python`).
+    pub fn set_playbook_python(&mut self, python: &str) {
+        self.playbook_python = Some(python.to_owned());
+    }
+
+    /// Makes `host` the implicit localhost if it names the controller and
+    /// the inventory does not have it (a `delegate_to: localhost`, a
+    /// `local_action`, a play's `hosts: localhost`). Returns whether it is
+    /// implicit.
+    pub fn implicit_localhost(&mut self, host: &str) -> bool {
+        if self.implicit.iter().any(|h| h == host) {
+            return true;
+        }
+        if !LOCALHOST.contains(&host) || self.has_host(host) {
+            return false;
+        }
+        self.implicit.push(host.to_owned());
+        self.hosts.push(host.to_owned());
+        self.host_vars.entry(host.to_owned()).or_default();
+        true
     }
 
     /// Whether `host` is in the inventory (or is the implicit localhost).
@@ -527,15 +585,8 @@ impl Inventory {
                 parts.push(p);
             }
         }
-        if parts
-            .iter()
-            .any(|p| matches!(*p, "localhost" | "127.0.0.1"))
-            && !self.has_host("localhost")
-            && !self.has_host("127.0.0.1")
-        {
-            self.implicit_localhost = true;
-            self.hosts.push("localhost".into());
-            self.host_vars.entry("localhost".into()).or_default();
+        for p in &parts {
+            self.implicit_localhost(p);
         }
         let mut set: Vec<String> = Vec::new();
         // Unions first, then intersections, then exclusions, as Ansible orders them.
@@ -570,7 +621,7 @@ impl Inventory {
             return Ok(self
                 .hosts
                 .iter()
-                .filter(|h| !(self.implicit_localhost && *h == "localhost"))
+                .filter(|h| !self.implicit.contains(h))
                 .cloned()
                 .collect());
         }

@@ -230,6 +230,68 @@ pub struct TaskDef {
 }
 
 impl TaskDef {
+    /// The task's attributes as ansible-core's `Task.serialize()` gives
+    /// them to `rescue:` (`ansible_failed_task`): what the playbook says,
+    /// untemplated. ansible-core's internal ones (`uuid`, `finalized`,
+    /// `squashed`) are left out.
+    pub fn serialize(&self) -> Value {
+        let opt = |v: &Option<Value>| v.clone().unwrap_or(Value::Null);
+        let list = |v: &Option<Value>| match v {
+            None => Value::Array(Vec::new()),
+            Some(Value::Array(a)) => Value::Array(a.clone()),
+            Some(x) => Value::Array(vec![x.clone()]),
+        };
+        let resolved = if self.action.contains('.') {
+            self.action.clone()
+        } else {
+            format!("ansible.builtin.{}", self.action)
+        };
+        let mut lc = Map::new();
+        lc.insert("loop_var".into(), "item".into());
+        lc.insert("index_var".into(), Value::Null);
+        lc.insert("label".into(), Value::Null);
+        lc.insert("pause".into(), 0.0.into());
+        lc.insert("extended".into(), Value::Null);
+        lc.insert("extended_allitems".into(), true.into());
+        for (k, v) in &self.loop_control {
+            lc.insert(k.clone(), v.clone());
+        }
+        serde_json::json!({
+            "_resolved_action": resolved,
+            "action": self.action,
+            "any_errors_fatal": self.kw.any_errors_fatal.clone().unwrap_or(false.into()),
+            "args": self.args,
+            "async": self.async_.clone().unwrap_or(0.into()),
+            "become": self.kw.become_.clone().unwrap_or(false.into()),
+            "become_method": self.kw.become_method.clone().unwrap_or("sudo".into()),
+            "become_user": opt(&self.kw.become_user),
+            "changed_when": list(&self.changed_when),
+            "check_mode": self.kw.check_mode.clone().unwrap_or(false.into()),
+            "delay": self.delay.clone().unwrap_or(5.0.into()),
+            "delegate_facts": opt(&self.kw.delegate_facts),
+            "delegate_to": opt(&self.kw.delegate_to),
+            "diff": self.kw.diff.clone().unwrap_or(false.into()),
+            "failed_when": list(&self.failed_when),
+            "ignore_errors": opt(&self.kw.ignore_errors),
+            "ignore_unreachable": opt(&self.kw.ignore_unreachable),
+            "loop": self.loop_.as_ref().filter(|(_, k)| k == "loop").map_or(Value::Null, |(v, _)| v.clone()),
+            "loop_control": lc,
+            "loop_with": self.loop_.as_ref().and_then(|(_, k)| k.strip_prefix("with_")).map_or(Value::Null, Value::from),
+            "name": self.name.clone().unwrap_or_default(),
+            "no_log": self.kw.no_log.clone().unwrap_or(false.into()),
+            "notify": if self.notify.is_empty() { Value::Null } else { self.notify.clone().into() },
+            "poll": self.poll.clone().unwrap_or(15.into()),
+            "register": self.register.clone().map_or(Value::Null, Value::from),
+            "retries": opt(&self.retries),
+            "run_once": opt(&self.kw.run_once),
+            "tags": self.kw.tags,
+            "timeout": self.timeout.clone().unwrap_or(0.into()),
+            "until": list(&self.until),
+            "vars": self.kw.vars,
+            "when": self.kw.when.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(),
+        })
+    }
+
     /// The short action name (`ansible.builtin.` / `ansible.legacy.` removed).
     pub fn short_action(&self) -> &str {
         short(&self.action)
@@ -1049,7 +1111,7 @@ impl Parser<'_> {
                         for k in o.keys() {
                             if !matches!(
                                 k.as_str(),
-                                "loop_var" | "label" | "index_var" | "pause" | "extended"
+                                "loop_var" | "label" | "index_var" | "pause" | "extended" | "extended_allitems"
                             ) {
                                 return Err(PlayError::at(
                                     &kloc,

@@ -256,13 +256,126 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
-/// `{{ expr }}` alone: the expression.
+/// `{{ expr }}` alone: the expression. The expression may hold braces of
+/// its own (`{{ a | combine({'x': {'b': 9}}) }}`): it is one expression if
+/// no `}` outside its string literals closes more than it opened.
 fn single_expression(s: &str) -> Option<&str> {
     let inner = s.strip_prefix("{{")?.strip_suffix("}}")?;
-    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+    if inner.contains("{%") || inner.contains("{#") {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    for &b in inner.as_bytes() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'{' => depth += 1,
+                b'}' if depth == 0 => return None,
+                b'}' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    if quote.is_some() || depth != 0 {
         return None;
     }
     Some(inner.trim().trim_start_matches('-').trim_end_matches('-'))
+}
+
+/// ansible-core 2.19's `AnsibleLexer` for templates from play data: string
+/// literals inside `{{ }}` keep their backslashes as written (the YAML
+/// parser already decoded its own escapes), so `'\\1'` reaches
+/// `regex_replace` as a backreference. Statements (`{% %}`), conditionals
+/// and template files keep Jinja's escapes. Returns the source with those
+/// literals re-escaped for Jinja's lexer, or `None` when nothing changes.
+fn escape_backslashes(src: &str) -> Option<String> {
+    if !src.contains('\\') || !src.contains("{{") {
+        return None;
+    }
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len() + 8);
+    let mut i = 0;
+    let mut last = 0;
+    let mut changed = false;
+    while i < b.len() {
+        // `{% raw %}...{% endraw %}`: not lexed.
+        if b[i..].starts_with(b"{%") {
+            let rest = &src[i + 2..];
+            let t = rest.trim_start_matches(['-', '+']).trim_start();
+            if t.starts_with("raw") && t[3..].trim_start().trim_start_matches(['-', '+']).starts_with("%}") {
+                match src[i..].find("endraw") {
+                    Some(e) => {
+                        i += e + 6;
+                        continue;
+                    }
+                    None => return changed.then(|| out + &src[last..]),
+                }
+            }
+            i += 2;
+            continue;
+        }
+        if !b[i..].starts_with(b"{{") {
+            i += 1;
+            continue;
+        }
+        // An expression: to its `}}` outside strings and nested braces.
+        i += 2;
+        let mut depth = 0usize;
+        while i < b.len() {
+            match b[i] {
+                q @ (b'\'' | b'"') => {
+                    let start = i + 1;
+                    let mut j = start;
+                    while j < b.len() && b[j] != q {
+                        j += if b[j] == b'\\' { 2 } else { 1 };
+                    }
+                    let end = j.min(b.len());
+                    let lit = &src[start..end];
+                    if lit.contains('\\') {
+                        out.push_str(&src[last..start]);
+                        for c in lit.chars() {
+                            if c == '\\' {
+                                out.push_str("\\\\");
+                            } else if c as u32 == u32::from(q) {
+                                out.push('\\');
+                                out.push(c);
+                            } else {
+                                out.push(c);
+                            }
+                        }
+                        last = end;
+                        changed = true;
+                    }
+                    i = end + 1;
+                }
+                b'{' => {
+                    depth += 1;
+                    i += 1;
+                }
+                b'}' if depth > 0 => {
+                    depth -= 1;
+                    i += 1;
+                }
+                b'}' if b[i..].starts_with(b"}}") => {
+                    i += 2;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    changed.then(|| out + &src[last.min(src.len())..])
 }
 
 /// Adds the play's globals: `lookup()`, `query()` and `q()`.
@@ -334,7 +447,7 @@ impl Templar {
         depth: usize,
     ) -> Result<Value, Failed> {
         let (env, plain) = env.unwrap_or((&self.env, true));
-        self.render_in(env, plain, text, vars, depth)
+        self.render_in(env, plain, false, text, vars, depth)
     }
 
     fn ctx(&self, vars: &Vars, depth: usize) -> JValue {
@@ -354,7 +467,7 @@ impl Templar {
     fn value_at(&self, v: &Value, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
         match v {
             Value::String(s) if is_template(s) => {
-                Ok(self.render_in(&self.env, true, s, vars, depth)?)
+                Ok(self.render_in(&self.env, true, true, s, vars, depth)?)
             }
             Value::Array(a) => a.iter().map(|x| self.value_at(x, vars, depth)).collect(),
             Value::Object(o) => {
@@ -368,14 +481,19 @@ impl Templar {
         }
     }
 
+    /// Renders `s`; `escape`: play data, whose `{{ }}` string literals
+    /// keep their backslashes ([`escape_backslashes`]).
     fn render_in(
         &self,
         env: &Environment<'static>,
         plain_syntax: bool,
+        escape: bool,
         s: &str,
         vars: &Vars,
         depth: usize,
     ) -> Result<Value, Failed> {
+        let escaped = if escape { escape_backslashes(s) } else { None };
+        let s = escaped.as_deref().unwrap_or(s);
         // One expression alone (but for the newline Jinja drops) is its value.
         let body = s
             .strip_suffix("\r\n")
@@ -536,7 +654,7 @@ impl Templar {
         errors: &mut Vec<(String, String)>,
     ) -> Result<Value, TemplateError> {
         Ok(match v {
-            Value::String(s) if is_template(s) => match self.render_in(&self.env, true, s, vars, 1)
+            Value::String(s) if is_template(s) => match self.render_in(&self.env, true, true, s, vars, 1)
             {
                 Ok(x) => x,
                 Err(f) if f.undefined => marker(errors, s, f.msg),
@@ -576,6 +694,8 @@ impl Templar {
         if !is_template(s) {
             return Ok(());
         }
+        let escaped = escape_backslashes(s);
+        let s = escaped.as_deref().unwrap_or(s);
         self.env
             .template_from_str(s)
             .map_err(|e| TemplateError::from(e).0)?;
@@ -776,6 +896,43 @@ fn check_names(src: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn single_expressions_with_braces_inside() {
+        assert_eq!(
+            single_expression("{{ a | combine({'x': {'b': 9}}) }}"),
+            Some("a | combine({'x': {'b': 9}})")
+        );
+        assert_eq!(single_expression("{{ '}}' }}"), Some("'}}'"));
+        assert_eq!(single_expression("{{ a }} {{ b }}"), None);
+        assert_eq!(single_expression("{{ a }}{{ b }}"), None);
+        assert_eq!(single_expression("{{ a }}{% if x %}{% endif %}"), None);
+    }
+
+    #[test]
+    fn play_literals_keep_backslashes() {
+        let e = |s: &str| escape_backslashes(s);
+        assert_eq!(e("{{ x }}"), None);
+        assert_eq!(e(r"a\b {{ x }}"), None);
+        assert_eq!(e(r"{{ '\1' }}").as_deref(), Some(r"{{ '\\1' }}"));
+        assert_eq!(e(r#"{{ "it\"s" }}"#).as_deref(), Some(r#"{{ "it\\\"s" }}"#));
+        assert_eq!(
+            e(r"{% set y = '\n' %}{{ '\d' ~ y }}").as_deref(),
+            Some(r"{% set y = '\n' %}{{ '\\d' ~ y }}")
+        );
+        assert_eq!(
+            e(r"{% raw %}{{ '\1' }}{% endraw %}{{ '\2' }}").as_deref(),
+            Some(r"{% raw %}{{ '\1' }}{% endraw %}{{ '\\2' }}")
+        );
+        let t = Templar::new();
+        let v = vars(serde_json::json!({}));
+        let one = |s: &str| t.value(&Value::String(s.into()), &v).unwrap();
+        assert_eq!(one(r"{{ '\1' | length }}"), 2);
+        assert_eq!(one(r"{{ '\n' | length }}"), 2);
+        assert_eq!(one(r"{{ 'a[b]c' | regex_replace('\[(.)\]', '[\1]') }}"), "a[b]c");
+        // Conditionals keep Jinja's escapes (ansible-core disables them there).
+        assert!(t.cond(&Value::String(r"'\n' | length == 1".into()), &v).unwrap());
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -801,12 +958,19 @@ mod tests {
             t.value(&json!("{{ zz | default('d') }}"), &v).unwrap(),
             json!("d")
         );
+        // ansible-core 2.19 (checked): the literal keeps both backslashes,
+        // so `re.sub` sees `\\\\2`, an escaped backslash.
         assert_eq!(
             t.value(
                 &json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\\\2\\\\1') }}"),
                 &v
             )
             .unwrap(),
+            json!("\\2\\1")
+        );
+        assert_eq!(
+            t.value(&json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\2\\1') }}"), &v)
+                .unwrap(),
             json!("ba")
         );
         assert_eq!(

@@ -10,47 +10,65 @@ pub fn shlex_split(s: &str) -> Result<Vec<String>, String> {
     crate::pycompat::shlex_split(s).ok_or_else(|| format!("unbalanced quotes in: {s}"))
 }
 
-/// Ansible's `parse_kv`: `k=v` tokens become arguments (values stay
-/// strings); with `free_form`, the other tokens are joined into
-/// `_raw_params`. Without it they are an error.
+/// Ansible's `parse_kv` (`ansible.parsing.splitter`): `k=v` tokens become
+/// arguments (values stay strings); with `free_form`, the other tokens are
+/// kept as written, newlines and runs of spaces included, in `_raw_params`
+/// (ansible-core's `join_args`). Without it they are an error.
 ///
 /// # Errors
-/// Unbalanced quotes; a bare word where only `k=v` is allowed.
+/// Unbalanced quotes or Jinja blocks; a bare word where only `k=v` is
+/// allowed.
 pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     let mut raw: Vec<String> = Vec::new();
-    for tok in split_args(s)? {
-        // ansible-core decodes backslash escapes in a `k=v` token (not in
-        // free-form words), then unquotes the value.
-        let decoded = decode_escapes(&tok);
-        match decoded.split_once('=') {
-            Some((k, v))
-                if !k.is_empty()
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && (!free_form || FREE_FORM_KEYS.contains(&k)) =>
-            {
-                out.insert(k.to_owned(), Value::String(unquote(v)));
+    for orig in split_args(s)? {
+        // ansible-core decodes backslash escapes in a token to find and
+        // read `k=v`; free-form words keep what was written.
+        let x = decode_escapes(&orig);
+        let Some(pos) = kv_split(&x) else {
+            if x.contains('=') {
+                // Only escaped `\=`: a word.
+                raw.push(x.replace("\\=", "="));
+            } else {
+                raw.push(orig);
             }
-            _ if free_form => raw.push(tok),
-            _ => return Err(format!("expected key=value arguments, found '{tok}'")),
+            continue;
+        };
+        let (k, v) = (&x[..pos], &x[pos + 1..]);
+        if free_form && !FREE_FORM_KEYS.contains(&k) {
+            raw.push(orig);
+        } else {
+            out.insert(k.trim().to_owned(), Value::String(unquote(v.trim())));
         }
     }
-    if free_form {
-        out.insert("_raw_params".into(), Value::String(raw.join(" ")));
+    if !raw.is_empty() {
+        if !free_form {
+            return Err(format!(
+                "expected key=value arguments, found '{}'",
+                raw[0].trim()
+            ));
+        }
+        out.insert("_raw_params".into(), Value::String(join_args(&raw)));
     }
     Ok(out)
 }
 
-/// ansible-core's `_decode_escapes`: Python's unicode-escape sequences
-/// (`\\`, `\'`, `\"`, `\a\b\f\n\r\t\v`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`,
-/// octal `\NNN`) become the characters; anything else is kept as is.
+/// The first `=` after the first character that no backslash escapes.
+fn kv_split(x: &str) -> Option<usize> {
+    let b = x.as_bytes();
+    (1..b.len()).find(|&i| b[i] == b'=' && b[i - 1] != b'\\')
+}
+
+/// ansible-core 2.19's `_decode_escapes`: Python's unicode-escape sequences
+/// `\\`, `\'`, `\"`, `\a\b\f\n\r\t\v`, `\xHH`, `\uHHHH`, `\UHHHHHHHH` become
+/// the characters; anything else (`\1`, octal, `\d`) is kept as written.
 fn decode_escapes(s: &str) -> String {
     let cs: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     let hex = |from: usize, n: usize| -> Option<char> {
         let t: String = cs.get(from..from + n)?.iter().collect();
-        if t.len() != n || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+        if !t.chars().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         u32::from_str_radix(&t, 16).ok().and_then(char::from_u32)
@@ -62,8 +80,7 @@ fn decode_escapes(s: &str) -> String {
             i += 1;
             continue;
         }
-        let n = cs[i + 1];
-        let simple = match n {
+        let simple = match cs[i + 1] {
             '\\' => Some('\\'),
             '\'' => Some('\''),
             '"' => Some('"'),
@@ -81,30 +98,16 @@ fn decode_escapes(s: &str) -> String {
             i += 2;
             continue;
         }
-        let (width, skip) = match n {
-            'x' => (2, 2),
-            'u' => (4, 2),
-            'U' => (8, 2),
-            _ => (0, 0),
+        let width = match cs[i + 1] {
+            'x' => 2,
+            'u' => 4,
+            'U' => 8,
+            _ => 0,
         };
-        if width > 0 {
-            if let Some(ch) = hex(i + skip, width) {
-                out.push(ch);
-                i += skip + width;
-                continue;
-            }
-        } else if n.is_digit(8) {
-            let len = cs[i + 1..]
-                .iter()
-                .take(3)
-                .take_while(|c| c.is_digit(8))
-                .count();
-            let t: String = cs[i + 1..i + 1 + len].iter().collect();
-            if let Some(ch) = u32::from_str_radix(&t, 8).ok().and_then(char::from_u32) {
-                out.push(ch);
-                i += 1 + len;
-                continue;
-            }
+        if let Some(ch) = (width > 0).then(|| hex(i + 2, width)).flatten() {
+            out.push(ch);
+            i += 2 + width;
+            continue;
         }
         out.push(c);
         i += 1;
@@ -112,78 +115,151 @@ fn decode_escapes(s: &str) -> String {
     out
 }
 
-/// Keys `command`/`shell` take out of their free form.
+/// Keys `command`/`shell` take out of their free form (ansible-core's list
+/// in `parse_kv`, `warn` included: the module then rejects it).
 const FREE_FORM_KEYS: &[&str] = &[
-    "chdir",
     "creates",
     "removes",
+    "chdir",
     "executable",
+    "warn",
     "stdin",
     "stdin_add_newline",
     "strip_empty_ends",
-    "expand_argument_vars",
 ];
 
-/// Splits on whitespace outside quotes and Jinja blocks, keeping quotes.
-fn split_args(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+/// ansible-core's `split_args`: splits on spaces and newlines, keeping
+/// quoted strings and Jinja blocks (`{{ }}`, `{% %}`, `{# #}`) whole with
+/// their quotes, a trailing newline on each line's last token, and extra
+/// spaces on the token before them, so [`join_args`] gives back what was
+/// written. A lone `\` outside quotes continues the line.
+fn split_args(args: &str) -> Result<Vec<String>, String> {
+    let mut params: Vec<String> = Vec::new();
+    if args.is_empty() {
+        return Ok(params);
+    }
+    let items: Vec<&str> = args.split('\n').collect();
     let mut quote: Option<char> = None;
-    let mut depth = 0usize;
-    let cs: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < cs.len() {
-        let c = cs[i];
-        let next = cs.get(i + 1).copied();
-        if quote.is_none() && c == '{' && matches!(next, Some('{') | Some('%')) {
-            depth += 1;
-            cur.push(c);
-            cur.push(next.unwrap_or('{'));
-            i += 2;
-            continue;
-        }
-        if quote.is_none() && depth > 0 && matches!(c, '}' | '%') && next == Some('}') {
-            depth -= 1;
-            cur.push(c);
-            cur.push('}');
-            i += 2;
-            continue;
-        }
-        match (c, quote) {
-            ('\\', _) if next.is_some() => {
-                cur.push(c);
-                cur.push(next.unwrap_or(' '));
-                i += 2;
-                continue;
-            }
-            ('"' | '\'', None) if depth == 0 => quote = Some(c),
-            (q, Some(open)) if q == open => quote = None,
-            (w, None) if w.is_whitespace() && depth == 0 => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
+    let (mut print_d, mut block_d, mut comment_d) = (0usize, 0usize, 0usize);
+    for (itemidx, item) in items.iter().enumerate() {
+        let mut line_continuation = false;
+        for (idx, token) in item.split(' ').enumerate() {
+            if token.is_empty() && idx != 0 {
+                if params.is_empty() {
+                    params.push(String::new());
                 }
-                i += 1;
+                if let Some(last) = params.last_mut() {
+                    last.push(' ');
+                }
                 continue;
             }
-            _ => {}
+            let inside_before = quote.is_some();
+            if token == "\\" && !inside_before {
+                line_continuation = true;
+                continue;
+            }
+            quote = quote_state(token, quote);
+            let inside = quote.is_some();
+            let in_jinja = print_d > 0 || block_d > 0 || comment_d > 0;
+            let mut appended = false;
+            if inside && !inside_before && !in_jinja {
+                params.push(token.to_owned());
+                appended = true;
+            } else if in_jinja || inside || inside_before {
+                match params.last_mut() {
+                    Some(last) => {
+                        if idx > 0 {
+                            last.push(' ');
+                        }
+                        last.push_str(token);
+                    }
+                    None => params.push(token.to_owned()),
+                }
+                appended = true;
+            }
+            for (depth, open, close) in [
+                (&mut print_d, "{{", "}}"),
+                (&mut block_d, "{%", "%}"),
+                (&mut comment_d, "{#", "#}"),
+            ] {
+                let before = *depth;
+                *depth = jinja_depth(token, before, open, close);
+                if *depth != before && !appended {
+                    params.push(token.to_owned());
+                    appended = true;
+                }
+            }
+            let in_jinja = print_d > 0 || block_d > 0 || comment_d > 0;
+            if !in_jinja && quote.is_none() && !appended && !token.is_empty() {
+                params.push(token.to_owned());
+            }
         }
-        cur.push(c);
-        i += 1;
+        if items.len() > 1 && itemidx != items.len() - 1 && !line_continuation {
+            if params.is_empty() {
+                params.push(String::new());
+            }
+            if let Some(last) = params.last_mut() {
+                last.push('\n');
+            }
+        }
     }
-    if quote.is_some() {
-        return Err(format!("unbalanced quotes in: {s}"));
+    if print_d > 0 || block_d > 0 || comment_d > 0 || quote.is_some() {
+        return Err(format!(
+            "failed at splitting arguments, either an unbalanced jinja2 block or quotes: {args}"
+        ));
     }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    Ok(out)
+    Ok(params)
 }
 
-fn unquote(v: &str) -> String {
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return v[1..v.len() - 1].to_owned();
+/// ansible-core's `_get_quote_state`: the quote left open after `token`.
+fn quote_state(token: &str, mut quote: Option<char>) -> Option<char> {
+    let mut prev: Option<char> = None;
+    for c in token.chars() {
+        if (c == '"' || c == '\'') && prev != Some('\\') {
+            match quote {
+                Some(q) if q == c => quote = None,
+                Some(_) => {}
+                None => quote = Some(c),
+            }
         }
+        prev = Some(c);
+    }
+    quote
+}
+
+/// ansible-core's `_count_jinja2_blocks`.
+fn jinja_depth(token: &str, depth: usize, open: &str, close: &str) -> usize {
+    let (o, c) = (token.matches(open).count(), token.matches(close).count());
+    if o == c {
+        depth
+    } else {
+        (depth + o).saturating_sub(c)
+    }
+}
+
+/// ansible-core's `join_args`: the words back together, a space between
+/// two unless the first ends a line.
+fn join_args(words: &[String]) -> String {
+    let mut out = String::new();
+    for w in words {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+/// ansible-core's `unquote`: one pair of matching outer quotes, unless the
+/// closing one is escaped.
+fn unquote(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() > 1
+        && b[0] == b[b.len() - 1]
+        && (b[0] == b'"' || b[0] == b'\'')
+        && b[b.len() - 2] != b'\\'
+    {
+        return v[1..v.len() - 1].to_owned();
     }
     v.to_owned()
 }
@@ -211,5 +287,27 @@ mod tests {
         assert_eq!(m["_raw_params"], "echo a=b");
         assert_eq!(m["chdir"], "/tmp");
         assert!(parse_kv("bare", false).is_err());
+    }
+
+    /// Outputs of ansible-core 2.19's `parse_kv(s, check_raw=True)`.
+    #[test]
+    fn free_form_keeps_lines_and_spaces_as_ansible_core() {
+        let raw = |s: &str| parse_kv(s, true).unwrap()["_raw_params"].clone();
+        assert_eq!(raw("echo one\necho two\n"), "echo one\necho two\n");
+        assert_eq!(
+            raw("for i in 1 2; do\n  echo $i\ndone\n"),
+            "for i in 1 2; do\n  echo $i\ndone\n"
+        );
+        assert_eq!(raw("echo  'a  b'   c"), "echo  'a  b'   c");
+        assert_eq!(raw("cat <<EOF\nx {{ y }}\nEOF"), "cat <<EOF\nx {{ y }}\nEOF");
+        assert_eq!(raw("echo a \\\nb"), "echo a b");
+        let m = parse_kv("echo hi chdir=/tmp\n", true).unwrap();
+        assert_eq!(m["chdir"], "/tmp");
+        assert!(parse_kv("echo 'open", true).is_err());
+        assert!(parse_kv("echo {{ x", true).is_err());
+        // `\1` is not an escape ansible-core 2.19 decodes; `\=` is a word.
+        let m = parse_kv(r#"replace='"\1"' x=a\=b"#, false).unwrap();
+        assert_eq!(m["replace"], r#""\1""#);
+        assert_eq!(m["x"], "a\\=b");
     }
 }
