@@ -394,7 +394,7 @@ impl RunPython {
             argv0: format!("{}{}", tmp.path_slash(), task.remote_name),
             params,
             env: task.env.clone(),
-            cwd: task.cwd.clone(),
+            cwd: task.cwd.clone().or_else(login_dir),
             timeout: Duration::from_millis(task.timeout_ms),
         };
         // Weak while the task runs: the router's extension map must hold
@@ -425,7 +425,7 @@ impl RunPython {
                 );
                 let run = process::run(&ProcSpec {
                     command: cmd,
-                    cwd: task.cwd.clone(),
+                    cwd: task.cwd.clone().or_else(login_dir),
                     timeout: Duration::from_millis(task.timeout_ms),
                     ..ProcSpec::default()
                 });
@@ -509,7 +509,7 @@ impl RunProcess {
             let mut run = process::run(&ProcSpec {
                 command,
                 env: task.env.clone(),
-                cwd: task.cwd.clone(),
+                cwd: task.cwd.clone().or_else(login_dir),
                 timeout: Duration::from_millis(task.timeout_ms),
             })?;
             run.child_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -710,6 +710,18 @@ fn passwd_by_name(name: &str) -> Option<Passwd> {
 }
 
 /// The agent user's home: `/etc/passwd` for its uid, else `$HOME`.
+/// Where a task runs when the caller names no directory: the agent's own
+/// working directory, which is the ssh login's (its home) and which an
+/// agent started through sudo/su/doas inherits, as a module run by
+/// ansible-core's `sudo -H` keeps the login's. The agent never changes it.
+/// `None` (then the home) if it is gone or cannot be read.
+pub(crate) fn login_dir() -> Option<String> {
+    std::env::current_dir()
+        .ok()
+        .filter(|d| d.is_dir())
+        .map(|d| d.display().to_string())
+}
+
 pub(crate) fn home_dir() -> Option<PathBuf> {
     let uid = rustix::process::getuid().as_raw().to_string();
     if let Ok(pw) = std::fs::read_to_string("/etc/passwd") {

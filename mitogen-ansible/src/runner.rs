@@ -201,6 +201,7 @@ pub struct Target {
     pub(crate) login_user: Option<String>,
     pub(crate) pipelining: bool,
     pub(crate) discovery_fact: bool,
+    pub(crate) local_dir: Option<String>,
 }
 
 impl Target {
@@ -218,7 +219,18 @@ impl Target {
             login_user: None,
             pipelining: false,
             discovery_fact: true,
+            local_dir: None,
         }
+    }
+
+    /// The directory a module runs in on the local connection: ansible-core
+    /// uses the task's base directory (the playbook's), not where the
+    /// controller was started. Default: the controller's working directory.
+    /// (Over ssh a module runs in the login's working directory, its home,
+    /// become or not, as under ansible-core.)
+    pub fn local_dir(mut self, dir: impl Into<String>) -> Self {
+        self.local_dir = Some(dir.into());
+        self
     }
 
     /// Whether an interpreter discovered for this task is reported as
@@ -987,11 +999,14 @@ impl Runner {
 
     pub(crate) fn cwd(&self, target: &Target) -> Option<String> {
         match target.connection {
-            // ansible-core's local connection runs in the controller's cwd.
-            Connection::Local => std::env::current_dir()
-                .ok()
-                .map(|p| p.display().to_string()),
-            // ssh: the login dir (the agent's home).
+            // ansible-core's local connection runs in the task's base dir.
+            Connection::Local => target.local_dir.clone().or_else(|| {
+                std::env::current_dir()
+                    .ok()
+                    .map(|p| p.display().to_string())
+            }),
+            // ssh: the login's working directory (the agent's, which a
+            // become agent inherits from it).
             Connection::Ssh { .. } => None,
         }
     }

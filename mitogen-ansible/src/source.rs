@@ -340,6 +340,36 @@ impl ModuleSource {
         &self.ansible_dir
     }
 
+    /// The action plugin ansible-core would run for a task naming `name`
+    /// (in front of its module, or instead of one) when this crate does not
+    /// implement it: ansible-core's own ones this runner refuses (`uri`,
+    /// `unarchive`, ...), and any `plugins/action/<name>.py` of the
+    /// module's collection (`ansible.posix.synchronize`). `None` when the
+    /// task runs as ansible-core runs it. What it returns names the plugin.
+    pub fn unsupported_action(&self, name: &str) -> Option<String> {
+        let parts: Vec<&str> = name.split('.').collect();
+        match parts.as_slice() {
+            ["ansible", "builtin" | "legacy", short] | [short] => crate::runner::UNSUPPORTED_ACTIONS
+                .contains(short)
+                .then(|| format!("ansible-core's action plugin '{short}' is not implemented by mitogen-ansible yet")),
+            [ns, coll, short] => self.collections.iter().find_map(|c| {
+                let p = c
+                    .join("ansible_collections")
+                    .join(ns)
+                    .join(coll)
+                    .join("plugins/action")
+                    .join(format!("{short}.py"));
+                p.is_file().then(|| {
+                    format!(
+                        "it has a Python action plugin ({}) that mitogen-ansible cannot run yet",
+                        p.display()
+                    )
+                })
+            }),
+            _ => None,
+        }
+    }
+
     /// Finds module `name`: a FQCN (`ansible.builtin.x`, `ns.coll.x`),
     /// `ansible.legacy.x` or a short name.
     ///

@@ -227,7 +227,9 @@ pub(crate) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         "async_status" => async_job::status_action(act)?,
         "package" => package::package(act)?,
         "service" => package::service(act)?,
-        a if crate::runner::UNSUPPORTED_ACTIONS.contains(&a) => {
+        // Never a module run bare where ansible-core runs an action
+        // plugin in front of it.
+        _ if runner.source.unsupported_action(&task.name).is_some() => {
             return Err(Error::UnsupportedAction(task.name.clone()));
         }
         a => {

@@ -305,7 +305,11 @@ fn render(
     let mut env = jinja::environment();
     env.set_trim_blocks(file.trim_blocks);
     env.set_lstrip_blocks(file.lstrip_blocks);
-    env.set_keep_trailing_newline(true);
+    // ansible-core: Jinja drops the source's last newline (before
+    // `trim_blocks` could eat it after a closing tag), then the newlines
+    // the result lacks at its end are put back; an included template keeps
+    // none of its own.
+    env.set_keep_trailing_newline(false);
     file.syntax
         .apply(&mut env)
         .map_err(|e| jinja::error_text(&e))?;
@@ -325,7 +329,13 @@ fn render(
         h.add_globals(&mut env);
     }
     let _notes = undefined::Fresh::begin();
-    render_in(&env, file.text, vars)
+    let mut out = render_in(&env, file.text, vars)?;
+    let newlines = |s: &str| s.bytes().rev().take_while(|&b| b == b'\n').count();
+    let (want, have) = (newlines(file.text), newlines(&out));
+    if want > have {
+        out.push_str(&"\n".repeat(want - have));
+    }
+    Ok(out)
 }
 
 fn render_in(env: &Environment<'_>, text: &str, vars: &JValue) -> Result<String, String> {

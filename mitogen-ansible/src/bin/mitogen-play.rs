@@ -19,7 +19,7 @@
 //! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts, 4
 //! unreachable hosts or a parse error, 5 bad options.
 
-use mitogen_ansible::play::playbook::ModuleCheck;
+use mitogen_ansible::play::playbook::{ModuleCheck, Refusal};
 use mitogen_ansible::play::{
     Config, Event, Executor, Inventory, Options, ParseOptions, Play, load_playbook,
 };
@@ -422,7 +422,10 @@ fn list(
                 out += "    tasks:\n";
             }
             let mut all_tags = play_tags.clone();
-            for t in tasks.iter().filter(|t| opts.selects(&t.kw.tags)) {
+            for t in tasks
+                .iter()
+                .filter(|t| !t.is_implicit() && opts.selects(&t.kw.tags))
+            {
                 all_tags.extend(t.kw.tags.iter().cloned());
                 if args.list_tasks {
                     let mut tags = play_tags.clone();
@@ -707,10 +710,13 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     let parse = ParseOptions {
         roles_path: cfg.roles_path.clone(),
         module_exists: Some(ModuleCheck(Arc::new(move |name: &str| {
+            if let Some(why) = check_source.unsupported_action(name) {
+                return Err(Refusal::Unsupported(why));
+            }
             check_source
                 .find(name)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| Refusal::NotFound(e.to_string()))
         }))),
     };
     // Passwords first, as ansible-playbook asks them: ssh, become, vault.

@@ -122,6 +122,9 @@ impl Options {
         let Some(pat) = &self.start_at_task else {
             return true;
         };
+        if t.is_implicit() {
+            return false;
+        }
         let glob = super::lookup::fnmatch_regex(pat);
         let full = t.list_name();
         t.name
@@ -224,6 +227,11 @@ pub(crate) struct HostState {
     /// The last task that failed here and its result: `rescue:` sees them
     /// as `ansible_failed_task` and `ansible_failed_result`.
     last_failure: Mutex<Option<(Value, Value)>>,
+    /// Roles ([`Role::key`](super::playbook::Role::key)) a task of which
+    /// ran here, and those that then completed (`role_complete`): a role
+    /// without `allow_duplicates` does not run again on this host.
+    roles_ran: Mutex<HashSet<String>>,
+    roles_done: Mutex<HashSet<String>>,
 }
 
 /// Per-play state shared by the hosts' workers.
@@ -282,7 +290,7 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-fn bool_val(v: &Value) -> bool {
+pub(crate) fn bool_val(v: &Value) -> bool {
     match v {
         Value::String(s) => matches!(
             s.to_lowercase().trim(),
@@ -660,6 +668,11 @@ impl Executor {
         if !handler {
             hosts = self.start_at(t, hosts);
         }
+        if let Some(r) = t.role.as_ref().filter(|r| !r.allow_duplicates) {
+            // ansible-core's PlayIterator: a role that already ran here
+            // is skipped, without a word (an include_role's dependencies).
+            hosts.retain(|h| !h.roles_done.lock().contains(&r.key));
+        }
         if hosts.is_empty() || (self.tags_skip(t) && t.short_action() != "gather_facts_implicit") {
             return;
         }
@@ -837,6 +850,9 @@ impl Executor {
                 }
             }
         }
+        if let (Some(r), Status::Ok | Status::Changed | Status::Failed) = (&t.role, out.status) {
+            h.roles_ran.lock().insert(r.key.clone());
+        }
         match out.status {
             Status::Failed if !out.ignored => {
                 h.failed.store(true, Ordering::Relaxed);
@@ -989,6 +1005,15 @@ impl Executor {
                     let vars = self.vars_for(ctx, t, h);
                     if self.when_ok(t, &vars).unwrap_or(false) {
                         h.ended.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            "role_complete" => {
+                if let Some(r) = &t.role {
+                    for h in hosts {
+                        if h.roles_ran.lock().contains(&r.key) {
+                            h.roles_done.lock().insert(r.key.clone());
+                        }
                     }
                 }
             }
@@ -1343,7 +1368,7 @@ impl Executor {
                 Some(l) => self.templar.value(l, &iv).unwrap_or_else(|_| item.clone()),
                 None => item.clone(),
             };
-            let include = t.short_action() == "include_tasks";
+            let include = matches!(t.short_action(), "include_tasks" | "include_role");
             if let Value::Object(m) = &mut o.register {
                 m.insert(loop_var.clone(), item.clone());
                 m.insert("ansible_loop_var".into(), loop_var.clone().into());
@@ -2117,6 +2142,11 @@ impl Executor {
         };
         let mut target = Target::new(&ctx.0, inventory_name).become_unprivileged(ctx.1);
         target = if conn == "local" {
+            // ansible-core runs local commands in the loader's base dir:
+            // the play's playbook directory.
+            if let Some(Value::String(d)) = vars.get("playbook_dir") {
+                target = target.local_dir(d.clone());
+            }
             target.connection(Connection::Local)
         } else {
             target.connection(Connection::Ssh { host: addr })
@@ -2293,7 +2323,7 @@ fn gather_task(play: &Play) -> TaskDef {
     TaskDef {
         name: Some("Gathering Facts".into()),
         action: "ansible.builtin.gather_facts".into(),
-        args: json!({}),
+        args: Value::Object(play.gather_args.clone()),
         kw: play.kw.clone(),
         register: None,
         loop_: None,

@@ -180,6 +180,43 @@ pub struct Role {
     pub defaults: Arc<Map<String, Value>>,
     /// `vars/main.yml` plus role parameters.
     pub vars: Arc<Map<String, Value>>,
+    /// What makes two uses of a role the same role (ansible-core's
+    /// `Role._get_hash_dict`: path, parameters, `tasks_from`, whether
+    /// included): a host runs it once unless it allows duplicates.
+    pub key: String,
+    /// `allow_duplicates` (meta/main.yml; `include_role`'s own, default
+    /// yes, for the role it includes).
+    pub allow_duplicates: bool,
+}
+
+impl Role {
+    /// The task ansible-core appends to a role's tasks (`role_complete`):
+    /// a host that ran any of them has run the role.
+    fn complete_marker(self: &Arc<Self>, kw: &Keywords, loc: &Loc) -> TaskDef {
+        TaskDef {
+            name: None,
+            action: "meta".into(),
+            args: serde_json::json!({"_raw_params": "role_complete"}),
+            kw: kw.clone(),
+            register: None,
+            loop_: None,
+            loop_control: Map::new(),
+            until: None,
+            retries: None,
+            delay: None,
+            async_: None,
+            poll: None,
+            changed_when: None,
+            failed_when: None,
+            notify: Vec::new(),
+            listen: Vec::new(),
+            timeout: None,
+            role: Some(self.clone()),
+            included: None,
+            base: self.path.clone(),
+            loc: loc.clone(),
+        }
+    }
 }
 
 /// One task.
@@ -292,6 +329,14 @@ impl TaskDef {
         })
     }
 
+    /// A task ansible-core adds itself (a role's `role_complete`): never
+    /// listed, displayed or started at.
+    pub fn is_implicit(&self) -> bool {
+        self.short_action() == "meta"
+            && self.name.is_none()
+            && raw_param(&self.args).as_deref() == Some("role_complete")
+    }
+
     /// The short action name (`ansible.builtin.` / `ansible.legacy.` removed).
     pub fn short_action(&self) -> &str {
         short(&self.action)
@@ -382,6 +427,9 @@ pub struct Play {
     pub base: PathBuf,
     /// Where.
     pub loc: Loc,
+    /// `gather_subset`, `gather_timeout`, `fact_path`: arguments of the
+    /// play's facts gathering.
+    pub gather_args: Map<String, Value>,
 }
 
 /// Where to look for roles and what the parse may refer to.
@@ -393,12 +441,23 @@ pub struct ParseOptions {
     pub module_exists: Option<ModuleCheck>,
 }
 
-/// Whether a module or action exists (`Err` says why not).
+/// Whether a module or action can run (`Err` says why not).
 #[derive(Clone)]
 pub struct ModuleCheck(pub Arc<CheckFn>);
 
 /// The function inside a [`ModuleCheck`].
-pub type CheckFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+pub type CheckFn = dyn Fn(&str) -> Result<(), Refusal> + Send + Sync;
+
+/// Why a task's module or action cannot run.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// No such module (the message says where it was looked for).
+    NotFound(String),
+    /// It exists, but an action plugin stands in front of it that
+    /// mitogen-play does not implement: running the module bare would do
+    /// something else than the playbook says (the message names it).
+    Unsupported(String),
+}
 
 impl std::fmt::Debug for ModuleCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -412,6 +471,9 @@ struct Parser<'a> {
     play_base: PathBuf,
     /// Role stack, to refuse recursive imports.
     depth: usize,
+    /// Set for the role an `include_role` loads (its `allow_duplicates`),
+    /// taken by that role alone (not by its dependencies).
+    including: Option<bool>,
 }
 
 fn loc_of(file: &Arc<PathBuf>, line: usize) -> Loc {
@@ -444,6 +506,7 @@ pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, Play
         templar: Templar::new(),
         play_base: base.clone(),
         depth: 0,
+        including: None,
     };
     let Y::Seq(plays) = &doc.y else {
         return Err(PlayError::at(
@@ -463,7 +526,9 @@ pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, Play
                     "import_playbook needs a file name",
                 ));
             };
-            out.extend(load_playbook(&base.join(f), opts)?);
+            let mut plays = load_playbook(&base.join(f), opts)?;
+            p.import_keywords(n, &file, &mut plays)?;
+            out.extend(plays);
             continue;
         }
         out.push(p.play(n, &file)?);
@@ -667,6 +732,49 @@ impl Parser<'_> {
         Ok(true)
     }
 
+    /// `vars:`, `tags:` and `when:` of an `import_playbook` entry, applied
+    /// to every play it brought in as ansible-core's `PlaybookInclude`
+    /// does: its vars over the play's, its tags added, its conditions
+    /// before every task's (facts gathering's included).
+    fn import_keywords(
+        &mut self,
+        n: &Node,
+        file: &Arc<PathBuf>,
+        plays: &mut [Play],
+    ) -> Result<(), PlayError> {
+        let mut kw = Keywords::default();
+        for (key, kline, v) in as_map(n, file, "an import_playbook entry")? {
+            match key.as_str() {
+                "import_playbook" | "ansible.builtin.import_playbook" | "name" => {}
+                "vars" | "tags" | "when" => {
+                    self.keyword(&mut kw, key, v, file, *kline)?;
+                }
+                k => {
+                    return Err(PlayError::at(
+                        &loc_of(file, *kline),
+                        format!("'{k}' is not a valid attribute for a PlaybookInclude"),
+                    ));
+                }
+            }
+        }
+        for play in plays {
+            for (k, v) in &kw.vars {
+                play.kw.vars.insert(k.clone(), v.clone());
+            }
+            for t in &kw.tags {
+                if !play.kw.tags.contains(t) {
+                    play.kw.tags.push(t.clone());
+                }
+            }
+            if !kw.when.is_empty() {
+                let mut when = kw.when.clone();
+                when.extend(play.kw.when.drain(..));
+                play.kw.when = when;
+            }
+        }
+        Ok(())
+    }
+
     fn play(&mut self, n: &Node, file: &Arc<PathBuf>) -> Result<Play, PlayError> {
         let m = as_map(n, file, "a play")?;
         let mut play = Play {
@@ -683,6 +791,7 @@ impl Parser<'_> {
             handlers: Vec::new(),
             base: self.play_base.clone(),
             loc: loc_of(file, n.line),
+            gather_args: Map::new(),
         };
         let mut hosts_seen = false;
         let (mut pre, mut roles, mut tasks, mut post, mut handlers) =
@@ -777,10 +886,11 @@ impl Parser<'_> {
                     }
                     play.order = o.to_string();
                 }
-                "force_handlers" | "fact_path" | "gather_subset" | "gather_timeout" => {
-                    if key == "gather_subset" {
-                        continue;
-                    }
+                "fact_path" | "gather_subset" | "gather_timeout" => {
+                    self.check_templates(&v.to_json(), &loc)?;
+                    play.gather_args.insert(key.clone(), v.to_json());
+                }
+                "force_handlers" => {
                     return Err(PlayError::at(
                         &loc,
                         format!("unsupported play keyword '{key}'"),
@@ -902,6 +1012,7 @@ impl Parser<'_> {
         seen: &mut Vec<PathBuf>,
         tasks_from: &str,
     ) -> Result<Vec<Item>, PlayError> {
+        let including = self.including.take();
         if self.depth > 32 {
             return Err(PlayError::at(
                 loc,
@@ -946,9 +1057,10 @@ impl Parser<'_> {
             }
         }
         let key = dir.join(format!("@{tasks_from}{}", Value::Object(params.clone())));
-        if !allow_dup && seen.contains(&key) {
+        if including.is_none() && !allow_dup && seen.contains(&key) {
             return Ok(out);
         }
+        let role_key = format!("{}{}", key.display(), if including.is_some() { "@include" } else { "" });
         seen.push(key);
         let read_main = |sub: &str| -> Result<Map<String, Value>, PlayError> {
             match ["main.yml", "main.yaml", "main"]
@@ -968,11 +1080,14 @@ impl Parser<'_> {
             path: dir.clone(),
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
+            key: role_key,
+            allow_duplicates: including.unwrap_or(allow_dup),
         });
         let tasks_dir = dir.join("tasks");
         if let Some(tf) = task_file(&tasks_dir, tasks_from) {
             let items = self.task_file(&tf, kw, Some(role.clone()), handlers)?;
             out.extend(items);
+            out.push(Item::Task(Box::new(role.complete_marker(kw, loc))));
         } else if tasks_from != "main" {
             return Err(PlayError::at(
                 loc,
@@ -1359,6 +1474,11 @@ impl Parser<'_> {
                 let mut tkw = t.kw.clone();
                 // The include's conditions apply once, at the include.
                 tkw.when.clear();
+                self.including = Some(
+                    t.args
+                        .get("allow_duplicates")
+                        .is_none_or(|v| crate::play::executor::bool_val(v)),
+                );
                 self.depth += 1;
                 let items =
                     self.load_role(&name, Map::new(), &tkw, &t.loc, handlers, &mut seen, &from);
@@ -1419,7 +1539,7 @@ impl Parser<'_> {
                                 return None;
                             }
                             let fq = format!("{c}.{}", t.action);
-                            (check.0)(&fq).is_ok().then_some(fq)
+                            (!matches!((check.0)(&fq), Err(Refusal::NotFound(_)))).then_some(fq)
                         });
                         if let Some(fq) = found {
                             t.action = fq;
@@ -1428,7 +1548,15 @@ impl Parser<'_> {
                     (check.0)(&t.action).map_err(|e| {
                         PlayError::at(
                             &t.loc,
-                            format!("couldn't resolve module/action '{}': {e}", t.action),
+                            match e {
+                                Refusal::NotFound(e) => {
+                                    format!("couldn't resolve module/action '{}': {e}", t.action)
+                                }
+                                Refusal::Unsupported(why) => format!(
+                                    "unsupported action '{}': {why}; refused before anything runs rather than run its module without it",
+                                    t.action
+                                ),
+                            },
                         )
                     })?;
                 }
@@ -1501,6 +1629,7 @@ pub fn load_task_file(
         templar: Templar::new(),
         play_base: play_base.to_owned(),
         depth: 0,
+        including: None,
     };
     let mut handlers = Vec::new();
     let items = p.task_file(path, kw, role, &mut handlers)?;
