@@ -353,16 +353,23 @@ impl ModuleSource {
                 .contains(short)
                 .then(|| format!("ansible-core's action plugin '{short}' is not implemented by mitogen-ansible yet")),
             [ns, coll, short] => self.collections.iter().find_map(|c| {
-                let p = c
-                    .join("ansible_collections")
-                    .join(ns)
-                    .join(coll)
-                    .join("plugins/action")
-                    .join(format!("{short}.py"));
-                p.is_file().then(|| {
-                    format!(
+                let root = c.join("ansible_collections").join(ns).join(coll);
+                if !root.is_dir() {
+                    return None;
+                }
+                let p = root.join("plugins/action").join(format!("{short}.py"));
+                if p.is_file() {
+                    return Some(format!(
                         "it has a Python action plugin ({}) that mitogen-ansible cannot run yet",
                         p.display()
+                    ));
+                }
+                // meta/runtime.yml can route the action elsewhere
+                // (`plugin_routing: action: NAME: redirect: ...`).
+                routed_action(&root, short).then(|| {
+                    format!(
+                        "{}/meta/runtime.yml routes it to an action plugin that mitogen-ansible cannot run yet",
+                        root.display()
                     )
                 })
             }),
@@ -565,5 +572,21 @@ fn find_in_dir(dir: &Path, name: &str, tried: &mut Vec<PathBuf>) -> Option<PathB
 }
 
 mod cache;
+/// Whether a collection's `meta/runtime.yml` names an action plugin for
+/// `short` (`plugin_routing.action.<short>`).
+fn routed_action(collection: &Path, short: &str) -> bool {
+    let f = collection.join("meta/runtime.yml");
+    let Ok(text) = std::fs::read_to_string(&f) else {
+        return false;
+    };
+    let Ok(doc) = crate::yaml::parse_one(&text, &f) else {
+        return false;
+    };
+    doc.get("plugin_routing")
+        .and_then(|r| r.get("action"))
+        .and_then(|a| a.get(short))
+        .is_some()
+}
+
 #[cfg(test)]
 mod tests;

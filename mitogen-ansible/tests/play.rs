@@ -187,6 +187,11 @@ fn cases() -> Vec<Case> {
         },
         case("23_written_as_run.yml"),
         case("24_context.yml"),
+        Case {
+            env: &[("ANSIBLE_HOME", "{fixtures}/ansible-home")],
+            ..case("25_default_collections.yml")
+        },
+        case("26_all_failed.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).
@@ -604,7 +609,40 @@ fn bad_input_is_refused_before_running() {
             "- hosts: all\n  tasks:\n    - command: echo\n      debugger: on_failed\n",
             ":4: unsupported task keyword 'debugger'",
         ),
+        // Action plugins mitogen-ansible lacks: refused before the first
+        // task, never run as their bare module (issue 21).
+        (
+            "- hosts: all\n  tasks:\n    - command: echo\n    - uri: url=http://127.0.0.1:9/\n",
+            ":4: unsupported action 'uri': ansible-core's action plugin 'uri'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - ansible.builtin.unarchive: src=/tmp/x.tgz dest=/tmp remote_src=true\n",
+            "unsupported action 'ansible.builtin.unarchive'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - assemble: src=/tmp/parts dest=/tmp/whole\n",
+            "unsupported action 'assemble'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - mtg.tools.acted: {}\n",
+            "unsupported action 'mtg.tools.acted': it has a Python action plugin",
+        ),
+        (
+            "- hosts: all\n  collections: [mtg.tools]\n  tasks:\n    - acted: {}\n",
+            "unsupported action 'mtg.tools.acted'",
+        ),
+        (
+            "- hosts: all\n  tasks:\n    - ping:\n    - mtg_local_act: {}\n",
+            ":4: unsupported action 'mtg_local_act': its Python action plugin",
+        ),
     ];
+    // A playbook-adjacent action plugin (for the last case).
+    std::fs::create_dir_all(scratch.0.join("action_plugins")).unwrap();
+    std::fs::write(
+        scratch.0.join("action_plugins/mtg_local_act.py"),
+        "from ansible.plugins.action import ActionBase\nclass ActionModule(ActionBase):\n    pass\n",
+    )
+    .unwrap();
     for (i, (pb, want)) in cases.iter().enumerate() {
         let path = scratch.0.join(format!("bad{i}.yml"));
         // A first task that would leave a marker if anything ran.
@@ -618,6 +656,7 @@ fn bad_input_is_refused_before_running() {
             .arg(&json)
             .arg("--ansible-python")
             .arg(&py)
+            .env("ANSIBLE_COLLECTIONS_PATH", fixtures().join("collections"))
             .current_dir(&scratch.0)
             .output()
             .unwrap();

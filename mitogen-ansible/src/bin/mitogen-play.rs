@@ -26,7 +26,7 @@ use mitogen_ansible::play::{
 use mitogen_ansible::{ModuleSource, Runner, Status};
 use serde_json::{Map, Value, json};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -311,7 +311,7 @@ fn ask(prompt: &str) -> Result<String, String> {
 /// ansible-core reads them: `-` is stdin, an executable file is run for
 /// its output, any other file is read; surrounding line ends (and, for a
 /// plain file, white space) are dropped; an empty password is an error.
-fn password_file(path: &std::path::Path) -> Result<String, String> {
+fn password_file(path: &Path) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
@@ -453,14 +453,14 @@ fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
     for s in specs {
         let s = s.trim();
         if let Some(f) = s.strip_prefix('@') {
-            let vars = mitogen_ansible::play::inventory::read_vars_file(std::path::Path::new(f))
+            let vars = mitogen_ansible::play::inventory::read_vars_file(Path::new(f))
                 .map_err(|e| e.to_string())?;
             m.extend(vars);
         } else if s.starts_with('{') {
             match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(o)) => m.extend(o),
                 _ => {
-                    let n = mitogen_ansible::play::yaml::parse_one(s, std::path::Path::new("-e"))
+                    let n = mitogen_ansible::play::yaml::parse_one(s, Path::new("-e"))
                         .map_err(|e| e.to_string())?;
                     match n.to_json() {
                         Value::Object(o) => m.extend(o),
@@ -703,7 +703,25 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
             }
         }
     }
-    for c in &cfg.collections_path {
+    // ansible-core's collection search order: next to the playbook, the
+    // configured paths (default ~/.ansible/collections and
+    // /usr/share/ansible/collections), then the Python's own sys.path
+    // (the `ansible` package's collections in site-packages).
+    let adjacent = args
+        .playbooks
+        .iter()
+        .filter_map(|pb| pb.parent().map(|d| d.join("collections")))
+        .filter(|d| d.join("ansible_collections").is_dir());
+    let site = source
+        .ansible_dir()
+        .parent()
+        .filter(|d| d.join("ansible_collections").is_dir())
+        .map(Path::to_owned);
+    let dirs: Vec<PathBuf> = adjacent
+        .chain(cfg.collections_path.iter().cloned())
+        .chain(site)
+        .collect();
+    for c in dirs {
         source = source.collections_path(c);
     }
     let check_source = source.clone();
@@ -878,7 +896,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         .playbooks
         .first()
         .and_then(|p| std::fs::canonicalize(p).ok())
-        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
     {
         runner = runner.base_dir(dir);
     }

@@ -69,8 +69,16 @@ impl Default for Config {
             file: None,
             inventory: Vec::new(),
             library: Vec::new(),
-            roles_path: Vec::new(),
-            collections_path: Vec::new(),
+            // ansible-core's defaults, under ANSIBLE_HOME (~/.ansible).
+            roles_path: vec![
+                ansible_home().join("roles"),
+                "/usr/share/ansible/roles".into(),
+                "/etc/ansible/roles".into(),
+            ],
+            collections_path: vec![
+                ansible_home().join("collections"),
+                "/usr/share/ansible/collections".into(),
+            ],
             remote_user: None,
             remote_tmp: None,
             forks: None,
@@ -109,6 +117,14 @@ fn paths(s: &str, base: &Path) -> Vec<PathBuf> {
             if p.is_relative() { base.join(p) } else { p }
         })
         .collect()
+}
+
+/// `ANSIBLE_HOME`, else `~/.ansible`.
+fn ansible_home() -> PathBuf {
+    match std::env::var("ANSIBLE_HOME") {
+        Ok(h) if !h.is_empty() => expand_home(&h),
+        _ => expand_home("~/.ansible"),
+    }
 }
 
 fn expand_home(p: &str) -> PathBuf {

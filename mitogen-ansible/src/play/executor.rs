@@ -244,6 +244,9 @@ struct PlayCtx<'p> {
     batch: Vec<String>,
     handlers: Mutex<Vec<TaskDef>>,
     aborted: AtomicBool,
+    /// `max_fail_percentage` exceeded: no later batch or play runs
+    /// (ansible-core's `RUN_FAILED_BREAK_PLAY`).
+    break_play: AtomicBool,
     started: Mutex<HashSet<usize>>,
     fail_pct_base: usize,
 }
@@ -389,7 +392,17 @@ impl Executor {
             }
             let play_vars = self.play_vars(play, &hosts)?;
             let src = Arc::new(self.var_source(play));
+            let mut break_play = false;
             for batch in batches(&hosts, &play.serial) {
+                let down = |hs: &[String]| {
+                    hs.iter()
+                        .filter(|h| {
+                            let s = self.host(h);
+                            s.failed.load(Ordering::Relaxed) || s.unreachable.load(Ordering::Relaxed)
+                        })
+                        .count()
+                };
+                let down_before = down(&batch);
                 let live: Vec<String> = batch
                     .iter()
                     .filter(|h| {
@@ -409,6 +422,7 @@ impl Executor {
                     batch: live.clone(),
                     handlers: Mutex::new(play.handlers.clone()),
                     aborted: AtomicBool::new(false),
+                    break_play: AtomicBool::new(false),
                     started: Mutex::new(HashSet::new()),
                     fail_pct_base: live.len(),
                 };
@@ -416,9 +430,21 @@ impl Executor {
                     self.host(h).ended.store(false, Ordering::Relaxed);
                 }
                 self.run_batch(&ctx, &live);
+                // ansible-core's PlaybookExecutor: a batch whose every host
+                // failed in it (or a max_fail_percentage exceeded) ends the
+                // playbook, not only the play.
+                if ctx.break_play.load(Ordering::Relaxed)
+                    || down(&batch).saturating_sub(down_before) == batch.len()
+                {
+                    break_play = true;
+                    break;
+                }
                 if ctx.aborted.load(Ordering::Relaxed) {
                     break;
                 }
+            }
+            if break_play {
+                break;
             }
         }
         let recap: Vec<(String, Stats)> = all_hosts
@@ -668,7 +694,7 @@ impl Executor {
         if !handler {
             hosts = self.start_at(t, hosts);
         }
-        if let Some(r) = t.role.as_ref().filter(|r| !r.allow_duplicates) {
+        if let Some(r) = t.role.as_ref().filter(|r| !r.allow_duplicates && !handler) {
             // ansible-core's PlayIterator: a role that already ran here
             // is skipped, without a word (an include_role's dependencies).
             hosts.retain(|h| !h.roles_done.lock().contains(&r.key));
@@ -761,6 +787,7 @@ impl Executor {
                 .count();
             if ctx.fail_pct_base > 0 && (failed as f64) * 100.0 / (ctx.fail_pct_base as f64) > pct {
                 ctx.aborted.store(true, Ordering::Relaxed);
+                ctx.break_play.store(true, Ordering::Relaxed);
             }
         }
     }

@@ -1338,12 +1338,10 @@ impl Parser<'_> {
             t.action = mname;
             let raw = argnode.to_json();
             t.args = match (&raw, short(&t.action)) {
+                // `raw` too: ansible-core's FREEFORM_ACTIONS take
+                // `executable=` (and the other free-form keys) out of it.
                 (Value::String(s), a) if FREE_FORM.contains(&a) => {
-                    if a == "raw" {
-                        raw.clone()
-                    } else {
-                        Value::Object(parse_kv(s, true).map_err(|e| PlayError::at(&aloc, e))?)
-                    }
+                    Value::Object(parse_kv(s, true).map_err(|e| PlayError::at(&aloc, e))?)
                 }
                 (
                     Value::String(s),
@@ -1530,6 +1528,27 @@ impl Parser<'_> {
                 format!("unsupported action '{}'", t.action),
             )),
             _ => {
+                // An `action_plugins/` dir next to the playbook or in the
+                // task's role overrides the module of that name.
+                if !t.action.contains('.') || t.action.starts_with("ansible.legacy.") {
+                    let short = t.short_action().to_owned();
+                    let dirs = [Some(self.play_base.clone()), t.role.as_ref().map(|r| r.path.clone())];
+                    if let Some(p) = dirs
+                        .into_iter()
+                        .flatten()
+                        .map(|d| d.join("action_plugins").join(format!("{short}.py")))
+                        .find(|p| p.is_file())
+                    {
+                        return Err(PlayError::at(
+                            &t.loc,
+                            format!(
+                                "unsupported action '{}': its Python action plugin {} cannot run under mitogen-play yet; refused before anything runs rather than run its module without it",
+                                t.action,
+                                p.display()
+                            ),
+                        ));
+                    }
+                }
                 if let Some(check) = &self.opts.module_exists {
                     // A short name: the play's collections first, then
                     // ansible.legacy (ansible-core's search order).
