@@ -96,6 +96,9 @@ pub(crate) struct PyTask {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<String>,
     pub(crate) timeout_ms: u64,
+    /// The module's soft `RLIMIT_NOFILE` (0: inherited).
+    #[serde(default)]
+    pub(crate) rlimit_nofile: u64,
 }
 
 /// How a task's remote tmp dir is made (§2.1 of ANSIBLE-PROTOCOL.md).
@@ -396,6 +399,7 @@ impl RunPython {
             env: task.env.clone(),
             cwd: task.cwd.clone().or_else(login_dir),
             timeout: Duration::from_millis(task.timeout_ms),
+            rlimit_nofile: task.rlimit_nofile,
         };
         // Weak while the task runs: the router's extension map must hold
         // the only strong reference, so that shutting down runs it.

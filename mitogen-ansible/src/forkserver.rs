@@ -91,6 +91,8 @@ pub(crate) struct PyRequest {
     pub(crate) cwd: Option<String>,
     #[serde(serialize_with = "secs")]
     pub(crate) timeout: Duration,
+    /// The module's soft `RLIMIT_NOFILE` (0: inherited).
+    pub(crate) rlimit_nofile: u64,
 }
 
 fn env_map<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {

@@ -67,6 +67,7 @@ pub struct Task {
     pub(crate) async_limit: u64,
     pub(crate) poll: u64,
     pub(crate) keep_remote_files: bool,
+    pub(crate) rlimit_nofile: u64,
     pub(crate) vars: Map<String, Value>,
     pub(crate) template_hook: Option<Arc<dyn crate::jinja::TemplateHook>>,
 }
@@ -85,6 +86,7 @@ impl Task {
             async_limit: 0,
             poll: 15,
             keep_remote_files: false,
+            rlimit_nofile: 0,
             vars: Map::new(),
             template_hook: None,
         }
@@ -162,6 +164,15 @@ impl Task {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.environment.retain(|(k, _)| k != key);
         self.environment.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `ansible_python_module_rlimit_nofile`: a Python module runs with
+    /// its soft `RLIMIT_NOFILE` set to this (at most the hard limit), as
+    /// ansible-core's AnsiballZ wrapper sets it. `0` (the default): as
+    /// inherited.
+    pub fn rlimit_nofile(mut self, n: u64) -> Self {
+        self.rlimit_nofile = n;
         self
     }
 
@@ -976,6 +987,7 @@ impl Runner {
                 env: env.clone(),
                 cwd: self.cwd(target),
                 timeout_ms: millis(task.timeout),
+                rlimit_nofile: task.rlimit_nofile,
             };
             match target
                 .context

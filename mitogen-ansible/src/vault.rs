@@ -179,6 +179,30 @@ pub(crate) fn undecryptable(v: &str) -> Option<&str> {
     v.strip_prefix(UNDECRYPTABLE)
 }
 
+/// Set once any inline value could not be decrypted: only then do
+/// variable reads look inside containers for one ([`undecryptable_in`]).
+static ANY_UNDECRYPTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `v` as an undecryptable inline value, noted for [`undecryptable_in`].
+pub(crate) fn mark_undecryptable(e: &dyn std::fmt::Display) -> String {
+    ANY_UNDECRYPTABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+    format!("{UNDECRYPTABLE}{e}")
+}
+
+/// The error of the first undecryptable value inside `v` (a list or dict
+/// holding one fails when read, as in ansible-core).
+pub(crate) fn undecryptable_in(v: &serde_json::Value) -> Option<&str> {
+    if !ANY_UNDECRYPTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match v {
+        serde_json::Value::String(s) => undecryptable(s),
+        serde_json::Value::Array(a) => a.iter().find_map(undecryptable_in),
+        serde_json::Value::Object(o) => o.values().find_map(undecryptable_in),
+        _ => None,
+    }
+}
+
 /// Decrypts `data` with the secrets [`set_secrets`] set.
 ///
 /// # Errors

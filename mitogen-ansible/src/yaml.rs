@@ -141,7 +141,7 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
                         Value::String(match crate::vault::decrypt(v.as_bytes()) {
                             Ok(plain) => String::from_utf8_lossy(&plain).into_owned(),
                             // Fails when used, as in ansible-core.
-                            Err(e) => format!("{}{e}", crate::vault::UNDECRYPTABLE),
+                            Err(e) => crate::vault::mark_undecryptable(&e),
                         })
                     }
                     Some(t) => {

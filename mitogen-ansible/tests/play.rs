@@ -192,6 +192,8 @@ fn cases() -> Vec<Case> {
             ..case("25_default_collections.yml")
         },
         case("26_all_failed.yml"),
+        case("27_found_by_targets.yml"),
+        case("28_vault_undecryptable.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).

@@ -211,7 +211,8 @@ pub(crate) struct HostState {
     /// port): tasks with another `remote_user` get their own.
     base: Mutex<HashMap<String, Result<Context, String>>>,
     connecting: Mutex<()>,
-    /// Facts, without their `ansible_` prefix.
+    /// Facts, by the names modules returned them under (`ansible_hostname`,
+    /// `getent_passwd`).
     pub(crate) facts: Mutex<Map<String, Value>>,
     /// set_fact, register, include_vars.
     pub(crate) registered: Mutex<Map<String, Value>>,
@@ -755,10 +756,7 @@ impl Executor {
                         if let Some(Value::Object(f)) = o.register.get("ansible_facts") {
                             let mut facts = h.facts.lock();
                             for (k, v) in f {
-                                facts.insert(
-                                    k.strip_prefix("ansible_").unwrap_or(k).to_owned(),
-                                    v.clone(),
-                                );
+                                facts.insert(k.clone(), v.clone());
                             }
                         }
                     }
@@ -1626,13 +1624,13 @@ impl Executor {
             None if !a.contains('.') => format!("ansible.builtin.{a}"),
             None => a.to_owned(),
         };
+        // ansible-core merges the dicts by module (`dict.update`): an inner
+        // `debug: {}` replaces, and so clears, what an outer one gave.
         let mut defaults = Map::new();
         for d in &t.kw.module_defaults {
             for (k, v) in d {
                 if fqcn(k) == fqcn(&t.action) {
-                    if let Value::Object(o) = v {
-                        defaults.extend(o.iter().map(|(a, b)| (a.clone(), b.clone())));
-                    }
+                    defaults = v.as_object().cloned().unwrap_or_default();
                 }
             }
         }
@@ -1725,6 +1723,24 @@ impl Executor {
                         false,
                     );
                 }
+                // ansible-core templates set_fact's keys (and only its),
+                // then checks each is a variable name.
+                let mut named = Map::new();
+                for (k, v) in o {
+                    let k = match self.templar.string(&k, vars) {
+                        Ok(k) => k,
+                        Err(e) => return error_outcome(&format!("Task failed: {e}"), no_log, false),
+                    };
+                    if !valid_variable_name(&k) {
+                        return error_outcome(
+                            &format!("Task failed: Invalid variable name {}.", crate::pycompat::py_repr(&Value::String(k))),
+                            no_log,
+                            false,
+                        );
+                    }
+                    named.insert(k, v);
+                }
+                let o = named;
                 // `delegate_facts`: the delegate gets them.
                 let owner = match delegated {
                     Some(d) if self.facts_to_delegate(t, vars, delegated) => self.host(d),
@@ -1878,11 +1894,25 @@ impl Executor {
         if matches!(short(&action), "gather_facts") {
             action = "ansible.builtin.setup".into();
         }
+        // ansible-core's PYTHON_MODULE_RLIMIT_NOFILE, per host/task (`omit`:
+        // unset); an undefined template fails the task.
+        let rlimit_nofile = match vars.get("ansible_python_module_rlimit_nofile") {
+            None | Some(Value::Null) => 0,
+            Some(v) => match self.templar.value(v, vars) {
+                Ok(Value::String(s)) if s == OMIT => 0,
+                Ok(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .unwrap_or(0),
+                Err(e) => return error_outcome(&format!("Task failed: {e}"), no_log, false),
+            },
+        };
         let mut task = Task::new(&action)
             .args(args)
             .check_mode(check)
             .diff(diff)
-            .no_log(no_log);
+            .no_log(no_log)
+            .rlimit_nofile(rlimit_nofile);
         if async_limit > 0 {
             task = task.async_limit(async_limit).poll(poll);
         }
@@ -1969,11 +1999,10 @@ impl Executor {
                         let owner = if facts_to_delegate { &target_host } else { h };
                         let (mut theirs, mut ctx_own) = (Map::new(), Map::new());
                         for (k, v) in f {
-                            let k = k.strip_prefix("ansible_").unwrap_or(k).to_owned();
                             if k == "discovered_interpreter_python" {
-                                ctx_own.insert(k, v.clone());
+                                ctx_own.insert(k.clone(), v.clone());
                             } else {
-                                theirs.insert(k, v.clone());
+                                theirs.insert(k.clone(), v.clone());
                             }
                         }
                         // One host's lock at a time: two hosts delegating
@@ -2370,6 +2399,19 @@ fn gather_task(play: &Play) -> TaskDef {
         base: play.base.clone(),
         loc: play.loc.clone(),
     }
+}
+
+/// ansible-core's `validate_variable_name`: an ASCII identifier that is
+/// not one of Jinja's names (`true`, `None`, `not`, ...).
+fn valid_variable_name(k: &str) -> bool {
+    let mut cs = k.chars();
+    cs.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(
+            k,
+            "true" | "false" | "none" | "True" | "False" | "None" | "not"
+        )
 }
 
 /// What one include brings in (a file, or the role when `None`), for

@@ -52,16 +52,25 @@ impl Source {
         (vars, magic)
     }
 
-    /// A host's facts as variables: `ansible_facts` (an empty mapping for a
-    /// host with none, as ansible-core's `namespace_facts`) and
-    /// `ansible_<fact>`.
+    /// A host's facts as variables, as ansible-core's `VariableManager`
+    /// gives them: each under the name the module returned it by
+    /// (`INJECT_FACTS_AS_VARS`: `ansible_hostname`, `getent_passwd`), and
+    /// all of them in `ansible_facts` without their `ansible_` prefix but
+    /// for `ansible_local` (`namespace_facts`; an empty mapping for a host
+    /// with none).
     pub(crate) fn facts_layer(h: &HostState) -> Option<Map<String, Value>> {
         let facts = h.facts.lock();
         let mut fm = Map::new();
+        let mut ns = Map::new();
         for (k, x) in facts.iter() {
-            fm.insert(format!("ansible_{k}"), x.clone());
+            let short = match k.strip_prefix("ansible_") {
+                Some(s) if k != "ansible_local" => s,
+                _ => k.as_str(),
+            };
+            ns.insert(short.to_owned(), x.clone());
+            fm.insert(k.clone(), x.clone());
         }
-        fm.insert("ansible_facts".into(), Value::Object(facts.clone()));
+        fm.insert("ansible_facts".into(), Value::Object(ns));
         Some(fm)
     }
 

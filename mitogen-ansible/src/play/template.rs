@@ -217,7 +217,7 @@ impl Object for Scope {
             }
             return v;
         };
-        if let Some(e) = v.as_str().and_then(crate::vault::undecryptable) {
+        if let Some(e) = crate::vault::undecryptable_in(v) {
             undefined::note(format!(
                 "Error rendering template: Attempt to use undecryptable variable: {e}"
             ));
@@ -624,8 +624,10 @@ impl Templar {
             }
             _ => match self.eval(&self.env, expr, &self.ctx(vars, 0)) {
                 Ok(v) => v,
-                Err(f) if f.undefined => marker(&mut errors, expr, f.msg),
-                Err(f) => return Err(f.into()),
+                Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
+                    marker(&mut errors, expr, f.msg)
+                }
+                Err(f) => return Err(undecryptable_failure(f).into()),
             },
         };
         let mut rest = &errors[..];
@@ -657,8 +659,8 @@ impl Templar {
             Value::String(s) if is_template(s) => match self.render_in(&self.env, true, true, s, vars, 1)
             {
                 Ok(x) => x,
-                Err(f) if f.undefined => marker(errors, s, f.msg),
-                Err(f) => return Err(f.into()),
+                Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => marker(errors, s, f.msg),
+                Err(f) => return Err(undecryptable_failure(f).into()),
             },
             Value::Array(a) => Value::Array(
                 a.iter()
@@ -722,6 +724,19 @@ fn undefined_value(env: &Environment<'_>, ctx: &JValue, expr: &str) -> Failed {
         }),
         undefined: true,
     }
+}
+
+/// What reading a vault value no secret decrypts says.
+const UNDECRYPTABLE_MSG: &str = "Attempt to use undecryptable variable";
+
+/// ansible-core fails `debug: var=` on an undecryptable value (it is not
+/// an undefined one, which would be a placeholder and a warning).
+fn undecryptable_failure(mut f: Failed) -> Failed {
+    if let Some(i) = f.msg.find(UNDECRYPTABLE_MSG) {
+        f.msg = format!("Error rendering expression: {}", &f.msg[i..]);
+        f.undefined = false;
+    }
+    f
 }
 
 /// Records an undefined value of the template `src` and returns its

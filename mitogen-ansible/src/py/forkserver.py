@@ -118,6 +118,18 @@ def run_task(req):
                 os.chdir(os.path.expanduser('~'))
             except OSError:
                 os.chdir('/')
+        rlimit_nofile = req.get('rlimit_nofile') or 0
+        if rlimit_nofile:
+            # As ansible-core's AnsiballZ wrapper: the soft limit, capped
+            # by the hard one.
+            import resource
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = min(hard, rlimit_nofile)
+            if want != soft:
+                try:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                except ValueError:
+                    pass
         for k, v in (req.get('env') or {}).items():
             os.environ[k] = v
         sys.argv = [req['argv0']]
