@@ -80,8 +80,16 @@
 //!   given in [`Task::vars`], else a `setup` run for that fact) and the
 //!   normal action. `async:`/`poll:` run under ansible-core's own
 //!   `async_wrapper`. Others (`debug`, `set_fact`, `assert`, `uri`,
-//!   `unarchive`, `reboot`, ...) are refused with
-//!   [`Error::UnsupportedAction`].
+//!   `unarchive`, `reboot`, ...) and any module of a collection that ships
+//!   an action plugin for it (`plugins/action/<name>.py`, or routed in
+//!   `meta/runtime.yml`) are refused with [`Error::UnsupportedAction`]
+//!   ([`ModuleSource::unsupported_action`] says so before a run): never
+//!   run as their bare module, which would do something else.
+//! - Where a module runs: on the local connection in
+//!   [`Target::local_dir`] (the play layer gives the playbook's directory,
+//!   as ansible-core's loader basedir); over ssh in the login's working
+//!   directory, become or not (ansible-core's `sudo -H` keeps the ssh
+//!   session's cwd).
 //! - Remote tmp dirs are named, permissioned and placed as ansible-core
 //!   makes them (under the login user's home for a become to root, set
 //!   with [`Target::become_from`]; in `/var/tmp` for an unprivileged
@@ -90,7 +98,8 @@
 //! - Templates: one Jinja engine for the crate ([`jinja`]), the same for
 //!   a `template` task's file and the play layer's arguments: Jinja2
 //!   semantics as `minijinja` implements them (ansible's `trim_blocks`,
-//!   kept trailing newline, strict undefined, custom delimiters, None
+//!   the source's trailing newlines put back after rendering as
+//!   ansible-core's `_post_render_mutation` does, strict undefined, custom delimiters, None
 //!   renders empty, Python-style bools/lists/dicts), Ansible's filters and
 //!   tests ([`jinja::FILTERS`], [`jinja::TESTS`]) beside Jinja's builtins,
 //!   and ansible-core 2.19's messages for undefined values (`'x' is

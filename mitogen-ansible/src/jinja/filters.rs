@@ -60,7 +60,11 @@ fn py_replacement(r: &str) -> Result<String, JError> {
                 i += 1 + len;
             }
             '1'..='9' => {
-                let len = if cs.get(i + 2).is_some_and(char::is_ascii_digit) { 2 } else { 1 };
+                let len = if cs.get(i + 2).is_some_and(char::is_ascii_digit) {
+                    2
+                } else {
+                    1
+                };
                 let g: String = cs[i + 1..i + 1 + len].iter().collect();
                 group(&mut out, &g);
                 i += 1 + len;

@@ -306,7 +306,12 @@ pub(crate) fn bool_val(v: &Value) -> bool {
 
 impl Executor {
     /// An executor over `inventory`, running modules through `runner`.
-    pub fn new(router: Router, runner: Arc<Runner>, mut inventory: Inventory, opts: Options) -> Self {
+    pub fn new(
+        router: Router,
+        runner: Arc<Runner>,
+        mut inventory: Inventory,
+        opts: Options,
+    ) -> Self {
         inventory.set_playbook_python(&runner.source.python().display().to_string());
         Self {
             router,
@@ -399,7 +404,8 @@ impl Executor {
                     hs.iter()
                         .filter(|h| {
                             let s = self.host(h);
-                            s.failed.load(Ordering::Relaxed) || s.unreachable.load(Ordering::Relaxed)
+                            s.failed.load(Ordering::Relaxed)
+                                || s.unreachable.load(Ordering::Relaxed)
                         })
                         .count()
                 };
@@ -1090,24 +1096,27 @@ impl Executor {
             let display = self.display_name(t, h, ctx);
             self.task_start(ctx, t, &display, false);
             let plain = self.plain_name(t, h, ctx);
-            let out = match &t.loop_ {
-                Some((src, kind)) => self.looped(t, &vars, src, kind, false, &|iv: &Vars| {
-                    match self.when_ok(t, iv) {
-                        Ok(true) => self.include_one(t, h, iv, &groups, loop_vars(t, iv)),
-                        Ok(false) => skipped_outcome(t, false, &[self.first_false(t, iv)]),
-                        Err(e) => error_outcome(&e, false, false),
+            let out =
+                match &t.loop_ {
+                    Some((src, kind)) => {
+                        self.looped(t, &vars, src, kind, false, &|iv: &Vars| match self
+                            .when_ok(t, iv)
+                        {
+                            Ok(true) => self.include_one(t, h, iv, &groups, loop_vars(t, iv)),
+                            Ok(false) => skipped_outcome(t, false, &[self.first_false(t, iv)]),
+                            Err(e) => error_outcome(&e, false, false),
+                        })
                     }
-                }),
-                None => match self.when_ok(t, &vars) {
-                    Ok(true) => self.include_one(t, h, &vars, &groups, Map::new()),
-                    Ok(false) => skipped_outcome(
-                        t,
-                        false,
-                        &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-                    ),
-                    Err(e) => error_outcome(&e, false, self.ignore_errors(t, &vars)),
-                },
-            };
+                    None => match self.when_ok(t, &vars) {
+                        Ok(true) => self.include_one(t, h, &vars, &groups, Map::new()),
+                        Ok(false) => skipped_outcome(
+                            t,
+                            false,
+                            &t.kw.when.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+                        ),
+                        Err(e) => error_outcome(&e, false, self.ignore_errors(t, &vars)),
+                    },
+                };
             let name = if out.status == Status::Ok {
                 &plain
             } else {
@@ -1277,12 +1286,12 @@ impl Executor {
                 Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, &vars)]),
                 Err(e) => error_outcome(&e, no_log, ignore),
             },
-            Some((src, kind)) => self.looped(t, &vars, src, kind, no_log, &|iv: &Vars| {
-                match self.when_ok(t, iv) {
-                    Ok(true) => self.one(ctx, t, h, iv, no_log, delegated.as_deref()),
-                    Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, iv)]),
-                    Err(e) => error_outcome(&e, no_log, false),
-                }
+            Some((src, kind)) => self.looped(t, &vars, src, kind, no_log, &|iv: &Vars| match self
+                .when_ok(t, iv)
+            {
+                Ok(true) => self.one(ctx, t, h, iv, no_log, delegated.as_deref()),
+                Ok(false) => skipped_outcome(t, no_log, &[self.first_false(t, iv)]),
+                Err(e) => error_outcome(&e, no_log, false),
             }),
         };
         out.ignored = match out.status {
@@ -1729,11 +1738,16 @@ impl Executor {
                 for (k, v) in o {
                     let k = match self.templar.string(&k, vars) {
                         Ok(k) => k,
-                        Err(e) => return error_outcome(&format!("Task failed: {e}"), no_log, false),
+                        Err(e) => {
+                            return error_outcome(&format!("Task failed: {e}"), no_log, false);
+                        }
                     };
                     if !valid_variable_name(&k) {
                         return error_outcome(
-                            &format!("Task failed: Invalid variable name {}.", crate::pycompat::py_repr(&Value::String(k))),
+                            &format!(
+                                "Task failed: Invalid variable name {}.",
+                                crate::pycompat::py_repr(&Value::String(k))
+                            ),
                             no_log,
                             false,
                         );

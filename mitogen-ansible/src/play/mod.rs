@@ -100,12 +100,43 @@
 //!   undecryptable one fails where it is used), `copy src=` (`decrypt`),
 //!   the `file` and `unvault` lookups.
 //!
+//! - Arguments: `k=v` and free-form strings are split and joined as
+//!   ansible-core's `split_args`/`join_args` do (a `shell: |` block keeps
+//!   its lines, spaces and heredocs; `\` continues a line), with 2.19's
+//!   escape decoding (`\n`, `\xHH`, ...; `\1` and octal are kept). In
+//!   play data, string literals inside `{{ }}` keep their backslashes
+//!   (2.19's `AnsibleLexer`), so `regex_replace('(a)', '\\1')` written in
+//!   a double-quoted YAML string gets the backreference; conditionals and
+//!   template files keep Jinja's escapes.
+//! - Loops: `loop_control` (`loop_var`, `index_var`, `label`, `pause`,
+//!   `extended` with ansible-core's `ansible_loop`, `extended_allitems`),
+//!   `include_tasks`/`include_role` with a loop (each item's file run with
+//!   its loop variables).
+//! - Roles: a role without `allow_duplicates` runs once per host and
+//!   parameters (`include_role`'s dependencies that already ran are
+//!   skipped, as ansible-core's `role_complete`).
+//! - Hosts: the implicit localhost (`hosts: localhost`, `delegate_to:
+//!   localhost`, `local_action`) uses the local connection and
+//!   `ansible_playbook_python`; `inventory_file`/`inventory_dir`; a batch
+//!   whose every host failed, or an exceeded `max_fail_percentage`, ends
+//!   the playbook. `import_playbook` takes `vars`, `tags` and `when`;
+//!   `gather_subset`/`gather_timeout`/`fact_path` go to the gathering.
+//! - Facts a module returns are variables under the names it gave them
+//!   and in `ansible_facts` without the `ansible_` prefix (but
+//!   `ansible_local`); `rescue:` sees `ansible_failed_task` and
+//!   `ansible_failed_result`.
+//! - Collections are looked for where ansible-core looks: next to the
+//!   playbook, `collections_path` (default `ANSIBLE_HOME/collections`,
+//!   `/usr/share/ansible/collections`), the Python's `site-packages`.
+//!
 //! # Not supported (refused with file:line before running)
 //! `module_defaults` action groups (`group/...`),
 //! `debugger`, `become_exe`/`become_flags`, lookup plugins other than those
 //! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
 //! `pause`, strategies other than linear/free, connections other than
-//! ssh/local; in the CLI, `--step`.
+//! ssh/local, action plugins this crate lacks (ansible-core's `uri`,
+//! `unarchive`, `assemble`, ...; a collection's or an `action_plugins/`
+//! directory's Python ones); in the CLI, `--step`.
 pub mod config;
 pub mod events;
 pub mod executor;

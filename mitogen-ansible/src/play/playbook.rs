@@ -273,6 +273,7 @@ impl TaskDef {
     /// `squashed`) are left out.
     pub fn serialize(&self) -> Value {
         let opt = |v: &Option<Value>| v.clone().unwrap_or(Value::Null);
+        let or = |v: &Option<Value>, d: Value| v.clone().unwrap_or(d);
         let list = |v: &Option<Value>| match v {
             None => Value::Array(Vec::new()),
             Some(Value::Array(a)) => Value::Array(a.clone()),
@@ -296,18 +297,18 @@ impl TaskDef {
         serde_json::json!({
             "_resolved_action": resolved,
             "action": self.action,
-            "any_errors_fatal": self.kw.any_errors_fatal.clone().unwrap_or(false.into()),
+            "any_errors_fatal": or(&self.kw.any_errors_fatal, false.into()),
             "args": self.args,
-            "async": self.async_.clone().unwrap_or(0.into()),
-            "become": self.kw.become_.clone().unwrap_or(false.into()),
-            "become_method": self.kw.become_method.clone().unwrap_or("sudo".into()),
+            "async": or(&self.async_, 0.into()),
+            "become": or(&self.kw.become_, false.into()),
+            "become_method": or(&self.kw.become_method, "sudo".into()),
             "become_user": opt(&self.kw.become_user),
             "changed_when": list(&self.changed_when),
-            "check_mode": self.kw.check_mode.clone().unwrap_or(false.into()),
-            "delay": self.delay.clone().unwrap_or(5.0.into()),
+            "check_mode": or(&self.kw.check_mode, false.into()),
+            "delay": or(&self.delay, 5.0.into()),
             "delegate_facts": opt(&self.kw.delegate_facts),
             "delegate_to": opt(&self.kw.delegate_to),
-            "diff": self.kw.diff.clone().unwrap_or(false.into()),
+            "diff": or(&self.kw.diff, false.into()),
             "failed_when": list(&self.failed_when),
             "ignore_errors": opt(&self.kw.ignore_errors),
             "ignore_unreachable": opt(&self.kw.ignore_unreachable),
@@ -315,14 +316,14 @@ impl TaskDef {
             "loop_control": lc,
             "loop_with": self.loop_.as_ref().and_then(|(_, k)| k.strip_prefix("with_")).map_or(Value::Null, Value::from),
             "name": self.name.clone().unwrap_or_default(),
-            "no_log": self.kw.no_log.clone().unwrap_or(false.into()),
+            "no_log": or(&self.kw.no_log, false.into()),
             "notify": if self.notify.is_empty() { Value::Null } else { self.notify.clone().into() },
-            "poll": self.poll.clone().unwrap_or(15.into()),
+            "poll": or(&self.poll, 15.into()),
             "register": self.register.clone().map_or(Value::Null, Value::from),
             "retries": opt(&self.retries),
             "run_once": opt(&self.kw.run_once),
             "tags": self.kw.tags,
-            "timeout": self.timeout.clone().unwrap_or(0.into()),
+            "timeout": or(&self.timeout, 0.into()),
             "until": list(&self.until),
             "vars": self.kw.vars,
             "when": self.kw.when.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(),
@@ -768,7 +769,7 @@ impl Parser<'_> {
             }
             if !kw.when.is_empty() {
                 let mut when = kw.when.clone();
-                when.extend(play.kw.when.drain(..));
+                when.append(&mut play.kw.when);
                 play.kw.when = when;
             }
         }
@@ -1060,7 +1061,11 @@ impl Parser<'_> {
         if including.is_none() && !allow_dup && seen.contains(&key) {
             return Ok(out);
         }
-        let role_key = format!("{}{}", key.display(), if including.is_some() { "@include" } else { "" });
+        let role_key = format!(
+            "{}{}",
+            key.display(),
+            if including.is_some() { "@include" } else { "" }
+        );
         seen.push(key);
         let read_main = |sub: &str| -> Result<Map<String, Value>, PlayError> {
             match ["main.yml", "main.yaml", "main"]
@@ -1226,7 +1231,12 @@ impl Parser<'_> {
                         for k in o.keys() {
                             if !matches!(
                                 k.as_str(),
-                                "loop_var" | "label" | "index_var" | "pause" | "extended" | "extended_allitems"
+                                "loop_var"
+                                    | "label"
+                                    | "index_var"
+                                    | "pause"
+                                    | "extended"
+                                    | "extended_allitems"
                             ) {
                                 return Err(PlayError::at(
                                     &kloc,
@@ -1475,7 +1485,7 @@ impl Parser<'_> {
                 self.including = Some(
                     t.args
                         .get("allow_duplicates")
-                        .is_none_or(|v| crate::play::executor::bool_val(v)),
+                        .is_none_or(crate::play::executor::bool_val),
                 );
                 self.depth += 1;
                 let items =
@@ -1532,7 +1542,10 @@ impl Parser<'_> {
                 // task's role overrides the module of that name.
                 if !t.action.contains('.') || t.action.starts_with("ansible.legacy.") {
                     let short = t.short_action().to_owned();
-                    let dirs = [Some(self.play_base.clone()), t.role.as_ref().map(|r| r.path.clone())];
+                    let dirs = [
+                        Some(self.play_base.clone()),
+                        t.role.as_ref().map(|r| r.path.clone()),
+                    ];
                     if let Some(p) = dirs
                         .into_iter()
                         .flatten()

@@ -313,7 +313,12 @@ fn escape_backslashes(src: &str) -> Option<String> {
         if b[i..].starts_with(b"{%") {
             let rest = &src[i + 2..];
             let t = rest.trim_start_matches(['-', '+']).trim_start();
-            if t.starts_with("raw") && t[3..].trim_start().trim_start_matches(['-', '+']).starts_with("%}") {
+            if t.starts_with("raw")
+                && t[3..]
+                    .trim_start()
+                    .trim_start_matches(['-', '+'])
+                    .starts_with("%}")
+            {
                 match src[i..].find("endraw") {
                     Some(e) => {
                         i += e + 6;
@@ -656,12 +661,15 @@ impl Templar {
         errors: &mut Vec<(String, String)>,
     ) -> Result<Value, TemplateError> {
         Ok(match v {
-            Value::String(s) if is_template(s) => match self.render_in(&self.env, true, true, s, vars, 1)
-            {
-                Ok(x) => x,
-                Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => marker(errors, s, f.msg),
-                Err(f) => return Err(undecryptable_failure(f).into()),
-            },
+            Value::String(s) if is_template(s) => {
+                match self.render_in(&self.env, true, true, s, vars, 1) {
+                    Ok(x) => x,
+                    Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
+                        marker(errors, s, f.msg)
+                    }
+                    Err(f) => return Err(undecryptable_failure(f).into()),
+                }
+            }
             Value::Array(a) => Value::Array(
                 a.iter()
                     .map(|x| self.replacing(x, vars, errors))
@@ -943,9 +951,15 @@ mod tests {
         let one = |s: &str| t.value(&Value::String(s.into()), &v).unwrap();
         assert_eq!(one(r"{{ '\1' | length }}"), 2);
         assert_eq!(one(r"{{ '\n' | length }}"), 2);
-        assert_eq!(one(r"{{ 'a[b]c' | regex_replace('\[(.)\]', '[\1]') }}"), "a[b]c");
+        assert_eq!(
+            one(r"{{ 'a[b]c' | regex_replace('\[(.)\]', '[\1]') }}"),
+            "a[b]c"
+        );
         // Conditionals keep Jinja's escapes (ansible-core disables them there).
-        assert!(t.cond(&Value::String(r"'\n' | length == 1".into()), &v).unwrap());
+        assert!(
+            t.cond(&Value::String(r"'\n' | length == 1".into()), &v)
+                .unwrap()
+        );
     }
 
     use super::*;
@@ -984,8 +998,11 @@ mod tests {
             json!("\\2\\1")
         );
         assert_eq!(
-            t.value(&json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\2\\1') }}"), &v)
-                .unwrap(),
+            t.value(
+                &json!("{{ 'a-b' | regex_replace('(a)-(b)', '\\2\\1') }}"),
+                &v
+            )
+            .unwrap(),
             json!("ba")
         );
         assert_eq!(

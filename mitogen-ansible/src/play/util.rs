@@ -299,7 +299,10 @@ mod tests {
             "for i in 1 2; do\n  echo $i\ndone\n"
         );
         assert_eq!(raw("echo  'a  b'   c"), "echo  'a  b'   c");
-        assert_eq!(raw("cat <<EOF\nx {{ y }}\nEOF"), "cat <<EOF\nx {{ y }}\nEOF");
+        assert_eq!(
+            raw("cat <<EOF\nx {{ y }}\nEOF"),
+            "cat <<EOF\nx {{ y }}\nEOF"
+        );
         assert_eq!(raw("echo a \\\nb"), "echo a b");
         let m = parse_kv("echo hi chdir=/tmp\n", true).unwrap();
         assert_eq!(m["chdir"], "/tmp");
