@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: mitogen-play runs the bundled playbook
-# (mitogen-ansible/examples/play/site.yml: ping, command, file, copy,
+# (mitogen-play/examples/play/site.yml: ping, command, file, copy,
 # lineinfile, template and a handler) on this machine, or on the ssh hosts
 # given, then the context-tree example shows calls, logs and a file push.
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=$(bash scripts/ansible-venv.sh)
-inventory=mitogen-ansible/examples/play/inventory.ini
+inventory=mitogen-play/examples/play/inventory.ini
 tree_args=()
 if [ $# -gt 0 ]; then
     inventory=$(mktemp)
@@ -29,8 +29,8 @@ if [ $# -gt 0 ]; then
     done
 fi
 echo "==> mitogen-play on $( [ $# -gt 0 ] && echo "$*" || echo "this machine" )"
-cargo run --release -q -p mitogen-ansible --bin mitogen-play -- \
-    --ansible-python "$python" -i "$inventory" mitogen-ansible/examples/play/site.yml
+cargo run --release -q -p mitogen-play --bin mitogen-play -- \
+    --ansible-python "$python" -i "$inventory" mitogen-play/examples/play/site.yml
 echo
 echo "==> the context tree: typed calls, forwarded logs, a file pushed to every context"
 cargo run --release -q -p mitogen-examples --bin tree -- ${tree_args[@]+"${tree_args[@]}"}

@@ -38,7 +38,7 @@ require_root
 py=$("$REPO_ROOT/scripts/ansible-venv.sh")
 bin=$(dirname "$py")
 PROFILE="${PROFILE:-release}"
-cargo build --quiet --profile "${PROFILE/debug/dev}" -p mitogen-ansible --bin mitogen-play --manifest-path "$REPO_ROOT/Cargo.toml"
+cargo build --quiet --profile "${PROFILE/debug/dev}" -p mitogen-play --bin mitogen-play --manifest-path "$REPO_ROOT/Cargo.toml"
 cargo build --quiet --profile "${PROFILE/debug/dev}" -p mitogen-benches --bin compare_ssh --manifest-path "$REPO_ROOT/Cargo.toml"
 PLAY="$REPO_ROOT/target/$PROFILE/mitogen-play"
 init_tmp

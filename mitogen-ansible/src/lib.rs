@@ -129,28 +129,27 @@
 //! remote `stat`, `fetch` reports `md5sum`); for [`vault`], RustCrypto's
 //! maintained primitives, default features off: `pbkdf2` (the key
 //! derivation, PBKDF2-HMAC-SHA256), `hmac` (the vault's HMAC-SHA256,
-//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`;
-//! `libc`, only in the `mitogen-play` binary (`sigwait` for Ctrl-C).
+//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
 mod action;
+pub use action::template_vars;
 mod agent;
 mod args;
 mod error;
 mod forkserver;
 pub mod jinja;
-pub mod play;
 mod process;
-mod pycompat;
+pub mod pycompat;
 mod result;
 mod runner;
 mod source;
 pub mod vault;
-mod yaml;
+pub mod yaml;
 
 pub use agent::register;
 pub use error::Error;
-pub use result::Status;
+pub use result::{Status, callback_view};
 pub use runner::{Connection, Runner, Target, Task, TaskResult, Timings};
 pub use source::{Module, ModuleSource, Style};

@@ -99,7 +99,7 @@ fn py_number(n: &serde_json::Number) -> String {
 
 /// Python's `str(v)` for a JSON-decoded value (`True`, `None`,
 /// `['a', 1]`, `{'k': 'v'}`), as old-style argument files show it.
-pub(crate) fn py_str(v: &Value) -> String {
+pub fn py_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => py_repr(other),
@@ -107,7 +107,7 @@ pub(crate) fn py_str(v: &Value) -> String {
 }
 
 /// Python's type name of a JSON-decoded value (`NoneType`, `int`, `dict`).
-pub(crate) fn py_type_name(v: &Value) -> &'static str {
+pub fn py_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "NoneType",
         Value::Bool(_) => "bool",
@@ -120,7 +120,7 @@ pub(crate) fn py_type_name(v: &Value) -> &'static str {
 }
 
 /// Python's `repr(v)` for a JSON-decoded value.
-pub(crate) fn py_repr(v: &Value) -> String {
+pub fn py_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
         Value::Bool(b) => (if *b { "True" } else { "False" }).into(),
@@ -194,7 +194,7 @@ pub(crate) fn shlex_join<S: AsRef<str>>(parts: &[S]) -> String {
 
 /// `shlex.split(s)` (POSIX mode), enough for shebang lines; `None` on an
 /// unterminated quote.
-pub(crate) fn shlex_split(s: &str) -> Option<Vec<String>> {
+pub fn shlex_split(s: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -253,7 +253,7 @@ pub(crate) fn shlex_split(s: &str) -> Option<Vec<String>> {
 }
 
 /// Python's `str.splitlines()`.
-pub(crate) fn splitlines(s: &str) -> Vec<&str> {
+pub fn splitlines(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut it = s.char_indices().peekable();

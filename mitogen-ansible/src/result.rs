@@ -357,7 +357,7 @@ fn deprecation_view(d: &Value) -> Value {
 }
 
 /// `_RawTaskResult.as_callback_task_result`.
-pub(crate) fn callback_view(d: &Map<String, Value>, no_log: bool) -> Value {
+pub fn callback_view(d: &Map<String, Value>, no_log: bool) -> Value {
     if no_log || d.get("_ansible_no_log").and_then(Value::as_bool) == Some(true) {
         let mut m = Map::new();
         for k in [

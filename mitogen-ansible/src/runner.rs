@@ -127,7 +127,7 @@ impl Task {
     /// What a `template` task's file sees beyond [`Task::vars`] and the
     /// crate's filters and tests: the caller's globals, variables resolved
     /// on access and search paths (the play layer's
-    /// [`PlayHook`](crate::play::template::PlayHook) gives lookups,
+    /// `mitogen_play::template::PlayHook` gives lookups,
     /// `hostvars` and lazily templated variables). See
     /// [`TemplateHook`](crate::jinja::TemplateHook).
     pub fn template_hook(mut self, hook: Arc<dyn crate::jinja::TemplateHook>) -> Self {
@@ -384,6 +384,11 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
+    /// Where this runner takes modules from (and which ansible-core).
+    pub fn source(&self) -> &ModuleSource {
+        &self.source
+    }
+
     /// A runner using `source` for modules.
     pub fn new(source: ModuleSource) -> Self {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -172,10 +172,10 @@ pub fn is_encrypted_file(p: &Path) -> bool {
 /// What an inline `!vault` value no secret decrypts becomes: this marker,
 /// then the error. Reading the variable fails with the error (as
 /// ansible-core's undecryptable values fail only when used).
-pub(crate) const UNDECRYPTABLE: &str = "\u{1}mitogen-undecryptable-vault\u{1}";
+pub const UNDECRYPTABLE: &str = "\u{1}mitogen-undecryptable-vault\u{1}";
 
 /// The decryption error an inline vault value carries, if it is one.
-pub(crate) fn undecryptable(v: &str) -> Option<&str> {
+pub fn undecryptable(v: &str) -> Option<&str> {
     v.strip_prefix(UNDECRYPTABLE)
 }
 
@@ -191,7 +191,7 @@ pub(crate) fn mark_undecryptable(e: &dyn std::fmt::Display) -> String {
 
 /// The error of the first undecryptable value inside `v` (a list or dict
 /// holding one fails when read, as in ansible-core).
-pub(crate) fn undecryptable_in(v: &serde_json::Value) -> Option<&str> {
+pub fn undecryptable_in(v: &serde_json::Value) -> Option<&str> {
     if !ANY_UNDECRYPTABLE.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }

@@ -11,9 +11,8 @@ use mitogen_ansible::{Connection, ModuleSource, Runner, Status, Target, Task};
 use mitogen_core::{Context, Local, Registry, Router, RouterOptions};
 use mitogen_ssh::{Ssh, Sudo};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
-mod common;
 
-use common::venv_python;
+use mitogen_test_support::ansible::venv_python;
 use mitogen_test_support::{skip, tests};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;

@@ -343,6 +343,7 @@ pub fn kill9(pid: u32) {
     }
 }
 
+pub mod ansible;
 pub mod mesh;
 pub mod sshd;
 pub use sshd::{Sshd, netns_available, sshd_available};

@@ -12,7 +12,7 @@ mod fetch;
 mod package;
 mod script;
 mod template;
-pub(crate) use template::template_vars;
+pub use template::template_vars;
 
 use crate::agent::{MakeTmp, RemoveTmp, TmpMode, TmpSpec};
 use crate::error::Error;

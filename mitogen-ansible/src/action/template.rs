@@ -158,7 +158,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
 
 /// `generate_ansible_template_vars` (`dest`: `None` for the `template`
 /// lookup).
-pub(crate) fn template_vars(
+pub fn template_vars(
     path: &str,
     full: &Path,
     dest: Option<&str>,

@@ -1,5 +1,5 @@
 //! The one Jinja engine of the crate: the `template` action (runner side)
-//! and the play executor's [`Templar`](crate::play::template::Templar)
+//! and the play executor's `Templar` (in `mitogen-play`)
 //! both build their environment here, so a template file and a task's
 //! arguments see the same filters, tests, output rules and undefined
 //! handling.
@@ -22,7 +22,7 @@
 //! play layer; both depend on it.
 
 mod filters;
-pub(crate) mod undefined;
+pub mod undefined;
 
 pub use minijinja;
 
@@ -182,13 +182,13 @@ fn short(name: &str) -> &str {
 }
 
 /// Whether [`environment`] has the filter `name` (`ansible.builtin.` or not).
-pub(crate) fn is_filter(name: &str) -> bool {
+pub fn is_filter(name: &str) -> bool {
     let n = short(name);
     FILTERS.contains(&n) || BUILTIN_FILTERS.contains(&n)
 }
 
 /// Whether [`environment`] has the test `name` (`ansible.builtin.` or not).
-pub(crate) fn is_test(name: &str) -> bool {
+pub fn is_test(name: &str) -> bool {
     TESTS.contains(&short(name))
 }
 
@@ -196,7 +196,7 @@ pub(crate) fn is_test(name: &str) -> bool {
 /// tests, strict undefined, `trim_blocks`, no kept trailing newline (the
 /// play's templar restores the source's; the `template` action keeps it),
 /// ansible-core's finalize, Python's string methods, a fuel limit.
-pub(crate) fn environment() -> Environment<'static> {
+pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(false);
@@ -238,10 +238,13 @@ pub(crate) fn environment() -> Environment<'static> {
 /// A template's delimiters (the `template` action's and lookup's
 /// `*_start_string`/`*_end_string` options).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Syntax {
-    pub(crate) block: (String, String),
-    pub(crate) variable: (String, String),
-    pub(crate) comment: (String, String),
+pub struct Syntax {
+    /// Statement delimiters (`{%`, `%}`).
+    pub block: (String, String),
+    /// Expression delimiters (`{{`, `}}`).
+    pub variable: (String, String),
+    /// Comment delimiters (`{#`, `#}`).
+    pub comment: (String, String),
 }
 
 impl Default for Syntax {
@@ -257,7 +260,7 @@ impl Default for Syntax {
 impl Syntax {
     /// Whether `{{ }}` delimit expressions (a template that is one such
     /// expression is its value).
-    pub(crate) fn plain_variables(&self) -> bool {
+    pub fn plain_variables(&self) -> bool {
         self.variable.0 == "{{" && self.variable.1 == "}}"
     }
 
@@ -265,7 +268,7 @@ impl Syntax {
     ///
     /// # Errors
     /// Delimiters minijinja cannot tell apart.
-    pub(crate) fn apply(&self, env: &mut Environment<'static>) -> Result<(), JError> {
+    pub fn apply(&self, env: &mut Environment<'static>) -> Result<(), JError> {
         let sc = minijinja::syntax::SyntaxConfig::builder()
             .block_delimiters(self.block.0.clone(), self.block.1.clone())
             .variable_delimiters(self.variable.0.clone(), self.variable.1.clone())
@@ -279,11 +282,11 @@ impl Syntax {
 /// A failure whose message reaches the task as it is (a lookup's, a
 /// filter's), carried through minijinja as an error's source.
 #[derive(Debug)]
-pub(crate) struct Failure(pub(crate) String);
+pub struct Failure(pub(crate) String);
 
 impl Failure {
     /// The minijinja error carrying `msg`.
-    pub(crate) fn error(msg: String) -> JError {
+    pub fn error(msg: String) -> JError {
         JError::new(ErrorKind::InvalidOperation, msg.clone()).with_source(Self(msg))
     }
 
@@ -313,7 +316,7 @@ impl std::error::Error for Failure {}
 /// bare expression): a lookup's or filter's own message, an unknown
 /// filter or test as a syntax error, an undefined value's reason, else
 /// minijinja's text.
-pub(crate) fn failure_message(
+pub fn failure_message(
     env: &Environment<'_>,
     ctx: &JValue,
     source: &str,
@@ -352,7 +355,7 @@ pub(crate) fn failure_message(
 }
 
 /// A minijinja error as text: its message and its sources'.
-pub(crate) fn error_text(e: &JError) -> String {
+pub fn error_text(e: &JError) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(x) = src {
@@ -363,7 +366,7 @@ pub(crate) fn error_text(e: &JError) -> String {
 }
 
 /// A template value as JSON (undefined as `null`).
-pub(crate) fn jv_to_json(v: &JValue) -> Value {
+pub fn jv_to_json(v: &JValue) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 

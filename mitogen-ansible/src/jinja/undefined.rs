@@ -33,14 +33,14 @@ const MAX_DEPTH: usize = 64;
 
 /// Why one value is undefined.
 #[derive(Debug, Clone)]
-pub(crate) struct Note {
+pub struct Note {
     /// The missing variable or key (`mandatory` names it).
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// A variable of the context: not undefined after all if a global of
     /// that name exists (`lookup`, `range`: the context is asked first).
     var: bool,
     /// ansible-core's message.
-    pub(crate) msg: String,
+    pub msg: String,
 }
 
 thread_local! {
@@ -66,7 +66,7 @@ fn len() -> usize {
 }
 
 /// The variable `name` is not in the context.
-pub(crate) fn note_var(name: &str) {
+pub fn note_var(name: &str) {
     push(Note {
         name: Some(name.to_owned()),
         var: true,
@@ -75,7 +75,7 @@ pub(crate) fn note_var(name: &str) {
 }
 
 /// `key` is missing from a value of Python type `type_name`.
-pub(crate) fn note_missing(type_name: &str, key: &JValue) {
+pub fn note_missing(type_name: &str, key: &JValue) {
     push(Note {
         name: Some(key.as_str().map_or_else(|| key.to_string(), str::to_owned)),
         var: false,
@@ -88,7 +88,7 @@ pub(crate) fn note_missing(type_name: &str, key: &JValue) {
 
 /// A value is undefined for this reason (a lookup's, a failed nested
 /// template's).
-pub(crate) fn note(msg: String) {
+pub fn note(msg: String) {
     push(Note {
         name: None,
         var: false,
@@ -98,13 +98,13 @@ pub(crate) fn note(msg: String) {
 
 /// The template handled the last undefined value: forgets (and returns)
 /// why it was undefined.
-pub(crate) fn consumed() -> Option<Note> {
+pub fn consumed() -> Option<Note> {
     NOTES.with(|v| v.borrow_mut().pop())
 }
 
 /// Why the last undefined value is undefined (a variable note is skipped
 /// when `env` has a global of that name).
-pub(crate) fn last(env: &Environment<'_>) -> Option<String> {
+pub fn last(env: &Environment<'_>) -> Option<String> {
     NOTES.with(|v| {
         v.borrow()
             .iter()
@@ -121,25 +121,29 @@ pub(crate) fn last(env: &Environment<'_>) -> Option<String> {
 
 /// A point in the notes, to forget what was noted since (what handles a
 /// missing key itself, as `.get()`).
-pub(crate) struct Mark(usize);
+#[derive(Debug)]
+pub struct Mark(usize);
 
 impl Mark {
-    pub(crate) fn now() -> Self {
+    /// A mark at the notes made so far.
+    pub fn now() -> Self {
         Self(len())
     }
 
     /// Forgets the notes made since this mark.
-    pub(crate) fn rewind(self) {
+    pub fn rewind(self) {
         NOTES.with(|v| v.borrow_mut().truncate(self.0));
     }
 }
 
 /// An empty list of notes for one top-level render; the previous list
 /// comes back when this is dropped.
-pub(crate) struct Fresh(Vec<Note>);
+#[derive(Debug)]
+pub struct Fresh(Vec<Note>);
 
 impl Fresh {
-    pub(crate) fn begin() -> Self {
+    /// Starts an empty list (for this thread) until the value is dropped.
+    pub fn begin() -> Self {
         Self(NOTES.with(|v| std::mem::take(&mut *v.borrow_mut())))
     }
 }
@@ -161,7 +165,7 @@ fn key_repr(key: &JValue) -> String {
 
 /// Whether `v` is undefined or a list or dict holding an undefined value
 /// (which minijinja would print as `undefined`, and Jinja fails on).
-pub(crate) fn holds_undefined(v: &JValue) -> bool {
+pub fn holds_undefined(v: &JValue) -> bool {
     fn go(v: &JValue, depth: usize) -> bool {
         if v.is_undefined() {
             return true;
@@ -187,7 +191,7 @@ pub(crate) fn holds_undefined(v: &JValue) -> bool {
 /// undefined (`err` `None`), as ansible-core says it; `None` when nothing
 /// said. `ctx` is the render's context; `expression`: `source` is a bare
 /// expression (no delimiters), so it is read whole when `err` has no span.
-pub(crate) fn explain(
+pub fn explain(
     env: &Environment<'_>,
     ctx: &JValue,
     source: &str,
@@ -410,7 +414,7 @@ fn walk(ctx: &JValue, c: &Chain) -> Option<String> {
 }
 
 /// `v` as a template value whose dicts and lists note their misses.
-pub(crate) fn to_value(v: &Value) -> JValue {
+pub fn to_value(v: &Value) -> JValue {
     match v {
         Value::Object(m) => JValue::from_object(Dict::new(
             m.iter()
@@ -425,7 +429,7 @@ pub(crate) fn to_value(v: &Value) -> JValue {
 /// `vars` as a template's whole context: a name it lacks is an undefined
 /// variable (`'x' is undefined`).
 #[cfg(test)]
-pub(crate) fn context(vars: &serde_json::Map<String, Value>) -> JValue {
+pub fn context(vars: &serde_json::Map<String, Value>) -> JValue {
     let mut d = Dict::new(
         vars.iter()
             .map(|(k, x)| (JValue::from(k.as_str()), to_value(x)))
@@ -440,7 +444,7 @@ const LINEAR: usize = 16;
 
 /// A dict from a variable: a key it lacks is noted.
 #[derive(Debug)]
-pub(crate) struct Dict {
+pub struct Dict {
     items: Vec<(JValue, JValue)>,
     index: Option<HashMap<String, usize>>,
     /// A template's context: misses are variables.
@@ -502,7 +506,7 @@ impl Object for Dict {
 
 /// A list from a variable: an index it lacks is noted.
 #[derive(Debug)]
-pub(crate) struct List(Vec<JValue>);
+pub struct List(Vec<JValue>);
 
 impl Object for List {
     fn repr(self: &Arc<Self>) -> ObjectRepr {

@@ -6,8 +6,8 @@ use super::hostvars::{HostVars, Source};
 use super::inventory::{Inventory, read_vars_file};
 use super::playbook::{self, Item, ParseOptions, Play, Strategy, TaskDef, raw_param, short};
 use super::template::{PlayHook, Templar, TemplateError, Vars, truthy};
-use crate::{Connection, Runner, Status, Target, Task};
 use crossbeam_channel::{Receiver, Sender, unbounded};
+use mitogen_ansible::{Connection, Runner, Status, Target, Task};
 use mitogen_core::{Context, Local, Router};
 use mitogen_ssh::{BecomePool, Doas, HostKeyChecking, Ssh, Su, Sudo};
 use parking_lot::Mutex;
@@ -91,7 +91,7 @@ impl Options {
     /// `tagged`, `untagged`).
     ///
     /// ```
-    /// let mut o = mitogen_ansible::play::Options::default();
+    /// let mut o = mitogen_play::Options::default();
     /// o.tags = vec!["deploy".into()];
     /// assert!(o.selects(&["deploy".into(), "web".into()]));
     /// assert!(o.selects(&["always".into()]));
@@ -312,7 +312,7 @@ impl Executor {
         mut inventory: Inventory,
         opts: Options,
     ) -> Self {
-        inventory.set_playbook_python(&runner.source.python().display().to_string());
+        inventory.set_playbook_python(&runner.source().python().display().to_string());
         Self {
             router,
             runner,
@@ -921,7 +921,7 @@ impl Executor {
     /// `ansible_version`, of the ansible-core in use (as ansible-core's
     /// `CLI.version_info`).
     fn ansible_version(&self) -> Value {
-        let full = self.runner.source.version().to_owned();
+        let full = self.runner.source().version().to_owned();
         let mut nums = full
             .split(|c: char| !c.is_ascii_digit())
             .map(|n| n.parse::<u64>().unwrap_or(0));
@@ -952,7 +952,7 @@ impl Executor {
         magic.insert("ansible_version".into(), self.ansible_version());
         magic.insert(
             "ansible_playbook_python".into(),
-            self.runner.source.python().display().to_string().into(),
+            self.runner.source().python().display().to_string().into(),
         );
         Source {
             inventory: self.inventory.clone(),
@@ -1343,7 +1343,7 @@ impl Executor {
                     return no_items_outcome(
                         &format!(
                             "The `loop` value must resolve to a 'list', not '{}'.",
-                            crate::pycompat::py_type_name(&other)
+                            mitogen_ansible::pycompat::py_type_name(&other)
                         ),
                         no_log,
                     );
@@ -1746,7 +1746,7 @@ impl Executor {
                         return error_outcome(
                             &format!(
                                 "Task failed: Invalid variable name {}.",
-                                crate::pycompat::py_repr(&Value::String(k))
+                                mitogen_ansible::pycompat::py_repr(&Value::String(k))
                             ),
                             no_log,
                             false,
@@ -1809,7 +1809,7 @@ impl Executor {
                         m.insert("changed".into(), false.into());
                         // What a vault held is not shown (ansible-core
                         // sets no_log for a vaulted file).
-                        let vaulted = crate::vault::is_encrypted_file(&p);
+                        let vaulted = mitogen_ansible::vault::is_encrypted_file(&p);
                         finish_outcome(Status::Ok, m, no_log || vaulted)
                     }
                     Err(e) => error_outcome(&e.to_string(), no_log, false),
@@ -2064,7 +2064,7 @@ impl Executor {
             }
         };
         let connection = get("ansible_connection");
-        if self.runner.source.version_at_least(2, 20)
+        if self.runner.source().version_at_least(2, 20)
             && connection.as_ref().and_then(Value::as_str) == Some("local")
         {
             return json!({ "ansible_connection": connection });
@@ -2468,7 +2468,7 @@ fn finish_outcome(status: Status, mut reg: Map<String, Value>, no_log: bool) -> 
         reg.insert("skipped".into(), true.into());
     }
     let changed = reg.get("changed").is_some_and(truthy);
-    let callback = crate::result::callback_view(&reg, no_log);
+    let callback = mitogen_ansible::callback_view(&reg, no_log);
     Outcome {
         status,
         changed,
@@ -2548,7 +2548,7 @@ impl Outcome {
         } else {
             Status::Ok
         };
-        let mut callback = crate::result::callback_view(&m, no_log);
+        let mut callback = mitogen_ansible::callback_view(&m, no_log);
         if let (Some(dv), Value::Object(c), false) =
             (m.get("_ansible_delegated_vars"), &mut callback, no_log)
         {

@@ -1485,7 +1485,7 @@ impl Parser<'_> {
                 self.including = Some(
                     t.args
                         .get("allow_duplicates")
-                        .is_none_or(crate::play::executor::bool_val),
+                        .is_none_or(crate::executor::bool_val),
                 );
                 self.depth += 1;
                 let items =

@@ -273,7 +273,7 @@ impl Inventory {
             match section.1 {
                 "hosts" => {
                     let parts =
-                        crate::play::util::shlex_split(line).map_err(|e| PlayError::at(&loc, e))?;
+                        crate::util::shlex_split(line).map_err(|e| PlayError::at(&loc, e))?;
                     let Some((pattern, kvs)) = parts.split_first() else {
                         continue;
                     };
@@ -688,7 +688,7 @@ pub fn read_vars_file(p: &Path) -> Result<Map<String, Value>, PlayError> {
 /// message, with the file).
 pub fn read_text(p: &Path) -> Result<String, PlayError> {
     let data = std::fs::read(p).map_err(|e| PlayError::io(p, e))?;
-    let data = crate::vault::decrypt_if_vault(data).map_err(|e| PlayError::Vault {
+    let data = mitogen_ansible::vault::decrypt_if_vault(data).map_err(|e| PlayError::Vault {
         path: std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()),
         msg: e.0,
     })?;

@@ -19,11 +19,11 @@
 //! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts, 4
 //! unreachable hosts or a parse error, 5 bad options.
 
-use mitogen_ansible::play::playbook::{ModuleCheck, Refusal};
-use mitogen_ansible::play::{
+use mitogen_ansible::{ModuleSource, Runner, Status};
+use mitogen_play::playbook::{ModuleCheck, Refusal};
+use mitogen_play::{
     Config, Event, Executor, Inventory, Options, ParseOptions, Play, load_playbook,
 };
-use mitogen_ansible::{ModuleSource, Runner, Status};
 use serde_json::{Map, Value, json};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -141,8 +141,17 @@ fn parse_args() -> Result<Args, String> {
     });
     let mut it = args;
     while let Some(arg) = it.next() {
+        // `--flag=value`, and argparse's attached short values:
+        // `-e@vars.yml`, `-ekey=v`, `-f10`, `-iinv`.
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ if arg.len() > 2
+                && !arg.starts_with("--")
+                && arg.starts_with('-')
+                && arg.chars().nth(1).is_some_and(|c| "ilfetMucT".contains(c)) =>
+            {
+                (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+            }
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
@@ -366,7 +375,7 @@ fn list(
     opts: &Options,
     args: &Args,
 ) -> Result<(), String> {
-    use mitogen_ansible::play::playbook::{Item, TaskDef};
+    use mitogen_play::playbook::{Item, TaskDef};
     fn walk<'a>(items: &'a [Item], out: &mut Vec<&'a TaskDef>) {
         for i in items {
             match i {
@@ -453,14 +462,14 @@ fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
     for s in specs {
         let s = s.trim();
         if let Some(f) = s.strip_prefix('@') {
-            let vars = mitogen_ansible::play::inventory::read_vars_file(Path::new(f))
-                .map_err(|e| e.to_string())?;
+            let vars =
+                mitogen_play::inventory::read_vars_file(Path::new(f)).map_err(|e| e.to_string())?;
             m.extend(vars);
         } else if s.starts_with('{') {
             match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(o)) => m.extend(o),
                 _ => {
-                    let n = mitogen_ansible::play::yaml::parse_one(s, Path::new("-e"))
+                    let n = mitogen_play::yaml::parse_one(s, Path::new("-e"))
                         .map_err(|e| e.to_string())?;
                     match n.to_json() {
                         Value::Object(o) => m.extend(o),
@@ -469,9 +478,7 @@ fn extra_vars(specs: &[String]) -> Result<Map<String, Value>, String> {
                 }
             }
         } else {
-            m.extend(
-                mitogen_ansible::play::util::parse_kv(s, false).map_err(|e| format!("-e: {e}"))?,
-            );
+            m.extend(mitogen_play::util::parse_kv(s, false).map_err(|e| format!("-e: {e}"))?);
         }
     }
     Ok(m)
@@ -817,7 +824,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.forks = args
         .forks
         .or(cfg.forks)
-        .unwrap_or(mitogen_ansible::play::DEFAULT_FORKS);
+        .unwrap_or(mitogen_play::DEFAULT_FORKS);
     opts.check = args.check;
     opts.diff = args.diff;
     opts.tags = args.tags.clone();
@@ -873,7 +880,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.ssh_args = cfg
         .ssh_args
         .as_deref()
-        .map(|s| mitogen_ansible::play::util::shlex_split(s).unwrap_or_default())
+        .map(|s| mitogen_play::util::shlex_split(s).unwrap_or_default())
         .unwrap_or_default();
     opts.gather_explicit = cfg.gathering == "explicit";
     opts.start_at_task = args.start_at_task.clone();

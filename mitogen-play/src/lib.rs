@@ -1,6 +1,17 @@
-//! Plays: Ansible inventories and playbooks run over mitogen contexts,
-//! with ansible-core's results (the `mitogen-play` CLI is a thin shell
-//! over this module).
+//! mitogen-play: Ansible inventories and playbooks run over mitogen
+//! contexts, with ansible-playbook's results (the `mitogen-play` CLI is a
+//! thin shell over this library).
+//!
+//! The layering, arrows only down: `mitogen-play` (this crate: inventory,
+//! playbooks and roles, variables and templating of play data, lookups,
+//! strategies, controller-side actions such as `debug` and `set_fact`) →
+//! `mitogen-ansible` (the module runner, its action plugins, the Jinja
+//! environment a `template` task renders in, YAML, vault) →
+//! `mitogen-ssh`/`mitogen-service` → `mitogen-core`. Where things live:
+//! [`playbook`] parses, [`executor`] runs (its [`Executor`]), [`template`]
+//! templates play data, [`lookup`] holds the lookups, [`inventory`] and
+//! [`config`] read `-i` sources and `ansible.cfg`, [`events`] is what a
+//! caller sees of a run.
 //!
 //! ```text
 //!  inventory (INI/YAML) ─► Inventory ──patterns──┐
@@ -21,7 +32,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use mitogen_ansible::play::{load_playbook, Event, Executor, Inventory, Options, ParseOptions};
+//! use mitogen_play::{load_playbook, Event, Executor, Inventory, Options, ParseOptions};
 //! use mitogen_ansible::{ModuleSource, Runner};
 //! use std::sync::Arc;
 //!
@@ -51,7 +62,7 @@
 //!   node, which is what file:line errors need; [`yaml`] resolves plain
 //!   scalars as PyYAML does (YAML 1.1: `yes`/`on` are booleans), since
 //!   that is what Ansible files are written for.
-//! - Templating: the crate's one engine ([`crate::jinja`]: `minijinja`
+//! - Templating: the crate's one engine ([`mitogen_ansible::jinja`]: `minijinja`
 //!   with `minijinja-contrib`'s Python methods such as `.split()`, strict
 //!   undefined, `trim_blocks`, Ansible's filters and tests, its finalize:
 //!   `None` prints as nothing, lists and dicts as Python's `str()`), with
@@ -93,7 +104,7 @@
 //!   `--list-tags` (in the CLI, with [`Options::selects`]).
 //! - `package` and `service` pick their backend module as ansible-core's
 //!   action plugins do (see the runner).
-//! - Vault ([`crate::vault`]): `--vault-id`, `--vault-password-file`,
+//! - Vault ([`mitogen_ansible::vault`]): `--vault-id`, `--vault-password-file`,
 //!   `-J`/`--vault-id ID@prompt` (asked on the terminal),
 //!   `ANSIBLE_VAULT_PASSWORD_FILE`; vaulted vars files, `include_vars`,
 //!   `group_vars`/`host_vars`, task files, inline `!vault` values (an
@@ -137,6 +148,8 @@
 //! ssh/local, action plugins this crate lacks (ansible-core's `uri`,
 //! `unarchive`, `assemble`, ...; a collection's or an `action_plugins/`
 //! directory's Python ones); in the CLI, `--step`.
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod events;
 pub mod executor;
@@ -149,7 +162,7 @@ pub mod util;
 /// YAML with line numbers, resolved as PyYAML resolves plain scalars (the
 /// crate's parser, shared with the `from_yaml` filter).
 pub mod yaml {
-    pub use crate::yaml::*;
+    pub use mitogen_ansible::yaml::*;
 }
 
 pub use config::Config;

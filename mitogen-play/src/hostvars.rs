@@ -116,9 +116,9 @@ impl Object for HostVars {
         if vars.is_none() {
             // ansible-core's undefined for a host the inventory lacks.
             let name = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
-            crate::jinja::undefined::note(format!(
+            mitogen_ansible::jinja::undefined::note(format!(
                 "hostvars[{}]",
-                crate::pycompat::py_repr(&Value::String(name))
+                mitogen_ansible::pycompat::py_repr(&Value::String(name))
             ));
         }
         Some(self.0.templar.lazy(vars?))

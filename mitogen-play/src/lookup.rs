@@ -24,9 +24,9 @@
 //! check and the `with_<lookup>` keywords), with their file:line.
 
 use super::template::{Templar, Vars, truthy};
-use crate::jinja::{Syntax, undefined};
-use crate::pycompat::{py_repr, py_str, py_type_name};
 use minijinja::value::Value as JValue;
+use mitogen_ansible::jinja::{Syntax, undefined};
+use mitogen_ansible::pycompat::{py_repr, py_str, py_type_name};
 use regex::Regex;
 use serde_json::{Map, Value, json};
 use std::path::Path;
@@ -335,7 +335,7 @@ fn file(terms: &[Value], kw: &Map<String, Value>, cx: &Ctx<'_>) -> Result<Vec<Va
 /// `get_text_file_contents`).
 fn read_file(p: &str) -> Result<Vec<u8>, String> {
     let data = std::fs::read(p).map_err(|e| e.to_string())?;
-    crate::vault::decrypt_if_vault(data).map_err(|e| e.0)
+    mitogen_ansible::vault::decrypt_if_vault(data).map_err(|e| e.0)
 }
 
 /// `unvault`: a file's content, decrypted if it is a vault (not stripped).
@@ -407,7 +407,7 @@ fn template(
         let text = String::from_utf8_lossy(&bytes);
         let mut vars = cx.vars.clone();
         let managed = cx.vars.get("ansible_managed").is_none();
-        vars.push(std::sync::Arc::new(crate::action::template_vars(
+        vars.push(std::sync::Arc::new(mitogen_ansible::template_vars(
             &t,
             Path::new(&p),
             None,
@@ -488,7 +488,7 @@ fn shell(terms: &[Value], cx: &Ctx<'_>, lines: bool) -> Result<Vec<Value>, Failu
         let text = String::from_utf8_lossy(&r.stdout);
         if lines {
             out.extend(
-                crate::pycompat::splitlines(&text)
+                mitogen_ansible::pycompat::splitlines(&text)
                     .into_iter()
                     .map(|l| Value::String(l.to_owned())),
             );

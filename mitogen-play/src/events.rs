@@ -1,6 +1,6 @@
 //! What the executor reports while it runs.
 
-use crate::Status;
+use mitogen_ansible::Status;
 use serde_json::Value;
 use std::time::Duration;
 

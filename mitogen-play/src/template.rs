@@ -1,5 +1,5 @@
 //! Templating and conditionals for plays, on the crate's one Jinja
-//! engine ([`crate::jinja`]: Ansible's filters and tests, finalize,
+//! engine ([`mitogen_ansible::jinja`]: Ansible's filters and tests, finalize,
 //! undefined messages) with the play's own globals: `lookup`, `query`
 //! and `q` ([`super::lookup`]). Ansible's native-type rule holds: a
 //! string that is one `{{ expression }}` becomes the expression's value
@@ -11,15 +11,15 @@
 //! same variables, lookups and search paths to the files a `template`
 //! task renders in the runner.
 
-use crate::jinja::{self, Syntax, TemplateHook, undefined};
 use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue};
 use minijinja::{Environment, Error as JError, ErrorKind, State};
+use mitogen_ansible::jinja::{self, Syntax, TemplateHook, undefined};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
-pub use crate::jinja::FILTERS;
+pub use mitogen_ansible::jinja::FILTERS;
 
 /// Templating depth for variables that are templates themselves.
 const MAX_DEPTH: usize = 16;
@@ -217,7 +217,7 @@ impl Object for Scope {
             }
             return v;
         };
-        if let Some(e) = crate::vault::undecryptable_in(v) {
+        if let Some(e) = mitogen_ansible::vault::undecryptable_in(v) {
             undefined::note(format!(
                 "Error rendering template: Attempt to use undecryptable variable: {e}"
             ));
@@ -727,7 +727,7 @@ fn undefined_value(env: &Environment<'_>, ctx: &JValue, expr: &str) -> Failed {
         msg: undefined::explain(env, ctx, expr, None, true).unwrap_or_else(|| {
             format!(
                 "{} is undefined",
-                crate::pycompat::py_repr(&Value::String(expr.to_owned()))
+                mitogen_ansible::pycompat::py_repr(&Value::String(expr.to_owned()))
             )
         }),
         undefined: true,
@@ -800,7 +800,7 @@ fn jerr(msg: impl Into<String>) -> JError {
 ///
 /// ```
 /// use mitogen_ansible::Task;
-/// use mitogen_ansible::play::template::{PlayHook, Templar, Vars};
+/// use mitogen_play::template::{PlayHook, Templar, Vars};
 /// use serde_json::json;
 /// use std::sync::Arc;
 ///

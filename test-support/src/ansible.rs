@@ -1,10 +1,12 @@
-//! What the Ansible test binaries (`conformance`, `play`) share.
+//! What the Ansible test binaries (mitogen-ansible's `conformance`,
+//! mitogen-play's `play`) share: the ansible-core venv and the capture
+//! callback plugin.
 
-use mitogen_test_support::skip;
+use crate::skip;
 use std::path::{Path, PathBuf};
 
 /// The workspace root.
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -14,7 +16,7 @@ fn workspace() -> PathBuf {
 /// The venv's python (`$MITOGEN_ANSIBLE_VENV`, else `target/ansible-venv`,
 /// as `scripts/ansible-venv.sh` makes it), or `None` after `skip()`; a
 /// panic under `CI=true`.
-pub(crate) fn venv_python() -> Option<PathBuf> {
+pub fn venv_python() -> Option<PathBuf> {
     let venv = std::env::var_os("MITOGEN_ANSIBLE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/ansible-venv"));
@@ -31,4 +33,11 @@ pub(crate) fn venv_python() -> Option<PathBuf> {
     }
     skip(&why);
     None
+}
+
+/// The directory of the `capture` callback plugin, which writes each task
+/// result ansible-playbook reports to `$CAPTURE_FILE` as JSON lines (for
+/// `ANSIBLE_CALLBACK_PLUGINS`).
+pub fn capture_callback_dir() -> PathBuf {
+    workspace().join("mitogen-ansible/tests/fixtures/callback_plugins")
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// # Errors
 /// Unbalanced quotes.
 pub fn shlex_split(s: &str) -> Result<Vec<String>, String> {
-    crate::pycompat::shlex_split(s).ok_or_else(|| format!("unbalanced quotes in: {s}"))
+    mitogen_ansible::pycompat::shlex_split(s).ok_or_else(|| format!("unbalanced quotes in: {s}"))
 }
 
 /// Ansible's `parse_kv` (`ansible.parsing.splitter`): `k=v` tokens become
