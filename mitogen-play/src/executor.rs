@@ -1135,13 +1135,16 @@ impl Executor {
                 (Some(p), _) => {
                     let mut kw = t.kw.clone();
                     kw.when.clear();
-                    match playbook::load_task_file(
-                        p,
-                        &kw,
-                        t.role.clone(),
-                        &self.parse,
-                        &ctx.play.base,
-                    ) {
+                    // Tasks a role includes at run time (a handler's
+                    // include_tasks too) run even once the role completed:
+                    // ansible-core skips only the role's own iterated tasks.
+                    let role = t.role.as_ref().map(|r| {
+                        Arc::new(playbook::Role {
+                            allow_duplicates: true,
+                            ..(**r).clone()
+                        })
+                    });
+                    match playbook::load_task_file(p, &kw, role, &self.parse, &ctx.play.base) {
                         Ok((items, handlers)) => {
                             ctx.handlers.lock().extend(handlers);
                             self.linear_items(ctx, &items, &g.hosts);
@@ -1546,6 +1549,11 @@ impl Executor {
             if out.status == Status::Unreachable {
                 return out;
             }
+            // ansible-core makes `attempts` available to changed_when and
+            // failed_when when the task retries.
+            if t.until.is_some() && attempts_max > 1 {
+                out.set("attempts", attempt.into());
+            }
             let mut rv = vars.clone();
             if let Some(reg) = &t.register {
                 rv.push_one(reg, out.register.clone());
@@ -1585,12 +1593,12 @@ impl Executor {
                 let done = self.templar.cond(u, &uv).unwrap_or(false);
                 if done || attempt >= attempts_max {
                     if !done {
+                        // ansible-core, out of attempts: `attempts` is the
+                        // number of retries (one less than the runs).
+                        out.set("attempts", (attempts_max - 1).into());
                         out.set("failed", true.into());
                         out.set_default("msg", "Task failed: Module failed: ".into());
                         out.set_default("exception", NO_TRACEBACK.into());
-                    }
-                    if !done {
-                        out.set("retries", (attempts_max - 1).into());
                     }
                     return out.refresh(no_log);
                 }
@@ -2534,7 +2542,12 @@ impl Outcome {
         let Value::Object(m) = self.register else {
             return self;
         };
-        let failed = m.get("failed").is_some_and(truthy);
+        // ansible-core's TaskResult.is_failed: failed_when's verdict, when
+        // it gave one, over `failed` (an until that ran out sets that).
+        let failed = match m.get("failed_when_result") {
+            Some(f) => truthy(f),
+            None => m.get("failed").is_some_and(truthy),
+        };
         let skipped = m.get("skipped").is_some_and(truthy);
         let changed = m.get("changed").is_some_and(truthy);
         let status = if self.status == Status::Unreachable {

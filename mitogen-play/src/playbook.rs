@@ -1403,6 +1403,36 @@ impl Parser<'_> {
         self.static_action(t, handlers)
     }
 
+    /// An `action_plugins/` dir next to the playbook or in the task's role
+    /// overrides the action of that name (`debug` too): that Python code
+    /// cannot run here, so the task is refused, never run without it.
+    fn no_local_action_plugin(&self, t: &TaskDef) -> Result<(), PlayError> {
+        if t.action.contains('.') && !t.action.starts_with("ansible.legacy.") {
+            return Ok(());
+        }
+        let short = t.short_action();
+        let dirs = [
+            Some(self.play_base.clone()),
+            t.role.as_ref().map(|r| r.path.clone()),
+        ];
+        match dirs
+            .into_iter()
+            .flatten()
+            .map(|d| d.join("action_plugins").join(format!("{short}.py")))
+            .find(|p| p.is_file())
+        {
+            Some(p) => Err(PlayError::at(
+                &t.loc,
+                format!(
+                    "unsupported action '{}': its Python action plugin {} cannot run under mitogen-play yet; refused before anything runs rather than run without it",
+                    t.action,
+                    p.display()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Expands static actions (`import_tasks`, `import_role`) and checks
     /// the others exist.
     fn static_action(
@@ -1411,6 +1441,12 @@ impl Parser<'_> {
         handlers: &mut Vec<TaskDef>,
     ) -> Result<Vec<Item>, PlayError> {
         let a = t.short_action().to_owned();
+        if !matches!(
+            a.as_str(),
+            "import_tasks" | "import_role" | "include_role" | "include_tasks" | "meta" | "include"
+        ) {
+            self.no_local_action_plugin(&t)?;
+        }
         match a.as_str() {
             "import_tasks" => {
                 let f = raw_param(&t.args).or_else(|| {
@@ -1538,30 +1574,6 @@ impl Parser<'_> {
                 format!("unsupported action '{}'", t.action),
             )),
             _ => {
-                // An `action_plugins/` dir next to the playbook or in the
-                // task's role overrides the module of that name.
-                if !t.action.contains('.') || t.action.starts_with("ansible.legacy.") {
-                    let short = t.short_action().to_owned();
-                    let dirs = [
-                        Some(self.play_base.clone()),
-                        t.role.as_ref().map(|r| r.path.clone()),
-                    ];
-                    if let Some(p) = dirs
-                        .into_iter()
-                        .flatten()
-                        .map(|d| d.join("action_plugins").join(format!("{short}.py")))
-                        .find(|p| p.is_file())
-                    {
-                        return Err(PlayError::at(
-                            &t.loc,
-                            format!(
-                                "unsupported action '{}': its Python action plugin {} cannot run under mitogen-play yet; refused before anything runs rather than run its module without it",
-                                t.action,
-                                p.display()
-                            ),
-                        ));
-                    }
-                }
                 if let Some(check) = &self.opts.module_exists {
                     // A short name: the play's collections first, then
                     // ansible.legacy (ansible-core's search order).

@@ -642,12 +642,23 @@ fn bad_input_is_refused_before_running() {
             "- hosts: all\n  tasks:\n    - ping:\n    - mtg_local_act: {}\n",
             ":4: unsupported action 'mtg_local_act': its Python action plugin",
         ),
+        // One that overrides a controller-side action (ansible-core's
+        // module_defaults target ships an action_plugins/debug.py).
+        (
+            "- hosts: all\n  tasks:\n    - fail: msg=x\n",
+            ":3: unsupported action 'fail': its Python action plugin",
+        ),
     ];
     // A playbook-adjacent action plugin (for the last case).
     std::fs::create_dir_all(scratch.0.join("action_plugins")).unwrap();
     std::fs::write(
         scratch.0.join("action_plugins/mtg_local_act.py"),
         "from ansible.plugins.action import ActionBase\nclass ActionModule(ActionBase):\n    pass\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        scratch.0.join("action_plugins/mtg_local_act.py"),
+        scratch.0.join("action_plugins/fail.py"),
     )
     .unwrap();
     for (i, (pb, want)) in cases.iter().enumerate() {

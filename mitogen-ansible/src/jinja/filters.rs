@@ -315,10 +315,21 @@ pub(super) fn add(env: &mut Environment<'static>) {
     }
     env.add_test("truthy", |v: JValue| v.is_true());
     env.add_test("falsy", |v: JValue| !v.is_true());
+    // Python's `x in seq`: a substring of a string, a key of a dict, an
+    // item of anything else.
     env.add_test(
         "contains",
-        |seq: JValue, x: JValue| -> Result<bool, JError> { Ok(seq.try_iter()?.any(|i| i == x)) },
+        |seq: JValue, x: JValue| -> Result<bool, JError> {
+            if let (Some(s), Some(sub)) = (seq.as_str(), x.as_str()) {
+                return Ok(s.contains(sub));
+            }
+            if seq.kind() == ValueKind::Map {
+                return Ok(seq.get_item(&x).is_ok_and(|v| !v.is_undefined()));
+            }
+            Ok(seq.try_iter()?.any(|i| i == x))
+        },
     );
+    add_path_tests(env);
     env.add_test("any", |seq: JValue| -> Result<bool, JError> {
         Ok(seq.try_iter()?.any(|i| i.is_true()))
     });
@@ -701,5 +712,48 @@ fn sort_keys(v: Value) -> Value {
         }
         Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
         v => v,
+    }
+}
+
+/// ansible-core's path tests (`ansible.builtin.file` ...: run on the
+/// controller, as there).
+fn add_path_tests(env: &mut Environment<'static>) {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    let meta = |p: &str| std::fs::metadata(p).ok();
+    for n in ["abs", "is_abs"] {
+        env.add_test(n, |p: String| Path::new(&p).is_absolute());
+    }
+    for n in ["directory", "is_dir"] {
+        env.add_test(n, |p: String| Path::new(&p).is_dir());
+    }
+    for n in ["file", "is_file"] {
+        env.add_test(n, |p: String| Path::new(&p).is_file());
+    }
+    for n in ["link", "is_link"] {
+        env.add_test(n, |p: String| Path::new(&p).is_symlink());
+    }
+    env.add_test("exists", |p: String| Path::new(&p).exists());
+    env.add_test("link_exists", |p: String| {
+        std::fs::symlink_metadata(&p).is_ok()
+    });
+    for n in ["mount", "is_mount"] {
+        // os.path.ismount: another device than the parent's, or the same
+        // inode as the parent (`/`).
+        env.add_test(n, move |p: String| {
+            let parent = format!("{}/..", p.trim_end_matches('/'));
+            match (std::fs::symlink_metadata(&p).ok(), meta(&parent)) {
+                (Some(a), Some(b)) if !a.file_type().is_symlink() => {
+                    a.dev() != b.dev() || a.ino() == b.ino()
+                }
+                _ => false,
+            }
+        });
+    }
+    for n in ["same_file", "is_same_file"] {
+        env.add_test(n, move |a: String, b: String| match (meta(&a), meta(&b)) {
+            (Some(x), Some(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        });
     }
 }

@@ -175,6 +175,20 @@ pub const TESTS: &[&str] = &[
     "superset",
     "version",
     "version_compare",
+    "abs",
+    "is_abs",
+    "directory",
+    "is_dir",
+    "file",
+    "is_file",
+    "link",
+    "is_link",
+    "exists",
+    "link_exists",
+    "mount",
+    "is_mount",
+    "same_file",
+    "is_same_file",
 ];
 
 fn short(name: &str) -> &str {
