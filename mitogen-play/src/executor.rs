@@ -2398,29 +2398,16 @@ fn strip_omit(v: Value) -> Value {
 }
 
 fn gather_task(play: &Play) -> TaskDef {
-    TaskDef {
-        name: Some("Gathering Facts".into()),
-        action: "ansible.builtin.gather_facts".into(),
-        args: Value::Object(play.gather_args.clone()),
-        kw: play.kw.clone(),
-        register: None,
-        loop_: None,
-        loop_control: Map::new(),
-        until: None,
-        retries: None,
-        delay: None,
-        async_: None,
-        poll: None,
-        changed_when: None,
-        failed_when: None,
-        notify: Vec::new(),
-        listen: Vec::new(),
-        timeout: None,
-        role: None,
-        included: None,
-        base: play.base.clone(),
-        loc: play.loc.clone(),
-    }
+    let mut t = TaskDef::new(
+        "ansible.builtin.gather_facts",
+        Value::Object(play.gather_args.clone()),
+        play.kw.clone(),
+        None,
+        play.base.clone(),
+        play.loc.clone(),
+    );
+    t.name = Some("Gathering Facts".into());
+    t
 }
 
 /// ansible-core's `validate_variable_name`: an ASCII identifier that is

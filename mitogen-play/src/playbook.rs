@@ -193,29 +193,14 @@ impl Role {
     /// The task ansible-core appends to a role's tasks (`role_complete`):
     /// a host that ran any of them has run the role.
     fn complete_marker(self: &Arc<Self>, kw: &Keywords, loc: &Loc) -> TaskDef {
-        TaskDef {
-            name: None,
-            action: "meta".into(),
-            args: serde_json::json!({"_raw_params": "role_complete"}),
-            kw: kw.clone(),
-            register: None,
-            loop_: None,
-            loop_control: Map::new(),
-            until: None,
-            retries: None,
-            delay: None,
-            async_: None,
-            poll: None,
-            changed_when: None,
-            failed_when: None,
-            notify: Vec::new(),
-            listen: Vec::new(),
-            timeout: None,
-            role: Some(self.clone()),
-            included: None,
-            base: self.path.clone(),
-            loc: loc.clone(),
-        }
+        TaskDef::new(
+            "meta",
+            serde_json::json!({"_raw_params": "role_complete"}),
+            kw.clone(),
+            Some(self.clone()),
+            self.path.clone(),
+            loc.clone(),
+        )
     }
 }
 
@@ -267,6 +252,42 @@ pub struct TaskDef {
 }
 
 impl TaskDef {
+    /// A task running `action` with `args` and nothing else set (no name,
+    /// loop, conditions or notifications): what the parser fills in, and
+    /// the tasks ansible-core adds itself.
+    pub fn new(
+        action: &str,
+        args: Value,
+        kw: Keywords,
+        role: Option<Arc<Role>>,
+        base: PathBuf,
+        loc: Loc,
+    ) -> Self {
+        Self {
+            name: None,
+            action: action.to_owned(),
+            args,
+            kw,
+            register: None,
+            loop_: None,
+            loop_control: Map::new(),
+            until: None,
+            retries: None,
+            delay: None,
+            async_: None,
+            poll: None,
+            changed_when: None,
+            failed_when: None,
+            notify: Vec::new(),
+            listen: Vec::new(),
+            timeout: None,
+            role,
+            included: None,
+            base,
+            loc,
+        }
+    }
+
     /// The task's attributes as ansible-core's `Task.serialize()` gives
     /// them to `rescue:` (`ansible_failed_task`): what the playbook says,
     /// untemplated. ansible-core's internal ones (`uuid`, `finalized`,
@@ -1165,29 +1186,14 @@ impl Parser<'_> {
         let is_block = m
             .iter()
             .any(|(k, _, _)| BLOCK_KEYWORDS.contains(&k.as_str()));
-        let mut t = TaskDef {
-            name: None,
-            action: String::new(),
-            args: Value::Object(Map::new()),
-            kw: Keywords::default(),
-            register: None,
-            loop_: None,
-            loop_control: Map::new(),
-            until: None,
-            retries: None,
-            delay: None,
-            async_: None,
-            poll: None,
-            changed_when: None,
-            failed_when: None,
-            notify: Vec::new(),
-            listen: Vec::new(),
-            timeout: None,
-            role: role.clone(),
-            included: None,
-            base: base.to_owned(),
-            loc: loc.clone(),
-        };
+        let mut t = TaskDef::new(
+            "",
+            Value::Object(Map::new()),
+            Keywords::default(),
+            role.clone(),
+            base.to_owned(),
+            loc.clone(),
+        );
         let mut action: Option<(String, Node, usize)> = None;
         let mut extra_args: Option<Value> = None;
         let mut block_parts: [Option<&Node>; 3] = [None, None, None];
