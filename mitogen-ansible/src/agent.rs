@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Registers the runner's functions, and `mitogen-service` (its file
@@ -665,14 +664,10 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A random part for temp names (a tmp dir's is ansible-core's
+/// `random.randint(0, 2**48)`).
 fn unique() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (u64::from(std::process::id()) << 40)
-        ^ (t.subsec_nanos() as u64)
-        ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+    fastrand::u64(..1 << 48)
 }
 
 /// `mkdir -p` under `umask 77`, new dirs given to `owner`.
@@ -694,26 +689,6 @@ fn mkdir_p(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A user's `/etc/passwd` entry.
-struct Passwd {
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-fn passwd_by_name(name: &str) -> Option<Passwd> {
-    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
-    pw.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() >= 6 && f[0] == name).then(|| Passwd {
-            uid: f[2].parse().unwrap_or(u32::MAX),
-            gid: f[3].parse().unwrap_or(u32::MAX),
-            home: PathBuf::from(f[5]),
-        })
-    })
-}
-
-/// The agent user's home: `/etc/passwd` for its uid, else `$HOME`.
 /// Where a task runs when the caller names no directory: the agent's own
 /// working directory, which is the ssh login's (its home) and which an
 /// agent started through sudo/su/doas inherits, as a module run by
@@ -726,17 +701,12 @@ pub(crate) fn login_dir() -> Option<String> {
         .map(|d| d.display().to_string())
 }
 
+/// The agent user's home: the user database's for its uid, else `$HOME`.
 pub(crate) fn home_dir() -> Option<PathBuf> {
-    let uid = rustix::process::getuid().as_raw().to_string();
-    if let Ok(pw) = std::fs::read_to_string("/etc/passwd") {
-        for line in pw.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() >= 6 && f[2] == uid && !f[5].is_empty() {
-                return Some(PathBuf::from(f[5]));
-            }
-        }
-    }
-    std::env::var_os("HOME").map(PathBuf::from)
+    mitogen_core::layer::user_by_uid(rustix::process::getuid().as_raw())
+        .map(|u| u.home)
+        .filter(|h| !h.as_os_str().is_empty())
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
 }
 
 /// A task's remote tmp dir, `ansible-tmp-<time.time()>-<pid>-<rand>`
@@ -761,7 +731,7 @@ impl TmpDir {
             .login_user
             .as_deref()
             .filter(|_| !spec.system && me == 0)
-            .and_then(passwd_by_name)
+            .and_then(mitogen_core::layer::user_by_name)
             .filter(|p| p.uid != me);
         let home = match &login {
             Some(p) => Some(p.home.clone()),

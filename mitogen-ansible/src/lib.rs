@@ -34,6 +34,29 @@
 //!       *_lines, failed/changed defaults, warnings → TaskResult{status, result, register}
 //! ```
 //!
+//! # Where things live
+//! Arrows point one way: `runner` → `action` → `exec` → (`agent` calls,
+//! `source`, `args`, `result`); nothing below imports what is above it.
+//! - `runner.rs`: [`Runner`], the facade: one task on one target, the
+//!   result shaped at the end. `task.rs`: the public [`Task`], [`Target`],
+//!   [`TaskResult`] and [`Timings`].
+//! - `action/`: ansible-core's action plugins, one file each (`normal.rs`
+//!   holds the normal action, `command`/`shell` and `raw`), dispatched by
+//!   name in `action/mod.rs`.
+//! - `exec/`: the primitives actions are built from, as ansible-core's
+//!   `ActionBase`: the per-task `Act` (result being shaped, tmp dir,
+//!   timings), `Engine` (what is known per target context), running a
+//!   module (`module.rs`), interpreter discovery (`python.rs`), starting an
+//!   async job (`async_wrap.rs`).
+//! - `source.rs`: finding modules and their payload (`module_utils`
+//!   closure); `args.rs`: the `_ansible_*` arguments; `result.rs`: result
+//!   shaping and the one status classification ([`Status`]).
+//! - `agent.rs`, `forkserver.rs`, `process.rs`: the target side (what
+//!   [`register`] registers): payload cache, fork servers, processes.
+//! - [`jinja`], [`yaml`], [`vault`], [`pycompat`]: Ansible's template
+//!   engine, YAML dialect, vault format and the Python behaviours results
+//!   depend on, shared with the play layer (`mitogen-play`).
+//!
 //! # Getting started
 //!
 //! ```no_run
@@ -129,7 +152,9 @@
 //! remote `stat`, `fetch` reports `md5sum`); for [`vault`], RustCrypto's
 //! maintained primitives, default features off: `pbkdf2` (the key
 //! derivation, PBKDF2-HMAC-SHA256), `hmac` (the vault's HMAC-SHA256,
-//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`.
+//! compared in constant time), `aes` + `ctr` (AES-256-CTR), with `sha2`;
+//! `fastrand` (the random parts of tmp dir, temp file and async job
+//! names: one small seeded source for all of them).
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -138,6 +163,7 @@ pub use action::template_vars;
 mod agent;
 mod args;
 mod error;
+mod exec;
 mod forkserver;
 pub mod jinja;
 mod process;
@@ -145,11 +171,13 @@ pub mod pycompat;
 mod result;
 mod runner;
 mod source;
+mod task;
 pub mod vault;
 pub mod yaml;
 
 pub use agent::register;
 pub use error::Error;
 pub use result::{Status, callback_view};
-pub use runner::{Connection, Runner, Target, Task, TaskResult, Timings};
+pub use runner::Runner;
 pub use source::{Module, ModuleSource, Style};
+pub use task::{Connection, Target, Task, TaskResult, Timings};

@@ -28,6 +28,37 @@ pub enum Status {
     Unreachable,
 }
 
+impl Status {
+    /// The status a finished result dict fires, as ansible-core's
+    /// `TaskResult.is_failed`/`is_skipped`/`is_changed` decide it:
+    /// `failed_when`'s verdict, when it gave one, over `failed`; then
+    /// `skipped`, then `changed`. (Unreachable is decided by the
+    /// connection, not by the dict.) The one classification of a result:
+    /// the runner and the play layer's conditionals and loops use it.
+    ///
+    /// ```
+    /// use mitogen_ansible::Status;
+    /// let d = serde_json::json!({"failed": true, "failed_when_result": false, "changed": true});
+    /// assert_eq!(Status::of(d.as_object().unwrap()), Status::Changed);
+    /// ```
+    pub fn of(d: &Map<String, Value>) -> Self {
+        let set = |k: &str| d.get(k).is_some_and(|v| !is_falsy(v));
+        let failed = match d.get("failed_when_result") {
+            Some(f) => !is_falsy(f),
+            None => set("failed"),
+        };
+        if failed {
+            Self::Failed
+        } else if set("skipped") {
+            Self::Skipped
+        } else if set("changed") {
+            Self::Changed
+        } else {
+            Self::Ok
+        }
+    }
+}
+
 /// A result being shaped, with the warnings the action layer emitted.
 #[derive(Debug, Default)]
 pub(crate) struct Shaping {
@@ -314,17 +345,7 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
         let out: Vec<Value> = deps.iter().map(deprecation_view).collect();
         d.insert("deprecations".into(), Value::Array(out));
     }
-    let skipped = d.get("skipped").is_some_and(|v| !is_falsy(v));
-    let changed = d.get("changed").is_some_and(|v| !is_falsy(v));
-    let status = if failed {
-        Status::Failed
-    } else if skipped {
-        Status::Skipped
-    } else if changed {
-        Status::Changed
-    } else {
-        Status::Ok
-    };
+    let status = Status::of(d);
     // What the strategy stores for `register:`: internal keys stripped at
     // every level, `invocation` dropped.
     let mut register = Value::Object(s.data.clone());

@@ -349,7 +349,7 @@ impl ModuleSource {
     pub fn unsupported_action(&self, name: &str) -> Option<String> {
         let parts: Vec<&str> = name.split('.').collect();
         match parts.as_slice() {
-            ["ansible", "builtin" | "legacy", short] | [short] => crate::runner::UNSUPPORTED_ACTIONS
+            ["ansible", "builtin" | "legacy", short] | [short] => UNSUPPORTED_ACTIONS
                 .contains(short)
                 .then(|| format!("ansible-core's action plugin '{short}' is not implemented by mitogen-ansible yet")),
             [ns, coll, short] => self.collections.iter().find_map(|c| {
@@ -587,6 +587,28 @@ fn routed_action(collection: &Path, short: &str) -> bool {
         .and_then(|a| a.get(short))
         .is_some()
 }
+
+/// ansible-core action plugins not reimplemented yet: running their module
+/// bare would not give ansible-core's result, so they are refused.
+const UNSUPPORTED_ACTIONS: &[&str] = &[
+    "add_host",
+    "assemble",
+    "assert",
+    "debug",
+    "dnf",
+    "fail",
+    "gather_facts",
+    "group_by",
+    "include_vars",
+    "pause",
+    "reboot",
+    "set_fact",
+    "set_stats",
+    "unarchive",
+    "uri",
+    "validate_argument_spec",
+    "wait_for_connection",
+];
 
 #[cfg(test)]
 mod tests;

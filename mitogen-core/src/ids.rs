@@ -1,5 +1,7 @@
 //! Typed identifiers: contexts and handles.
 
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock, threads or processes (clippy.toml)
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -88,7 +88,9 @@
 //! `postcard` (typed payloads: a small, specified wire format), `parking_lot`
 //! (small, fast locks), `crossbeam-channel` (receivers and select with
 //! deadlines), `log` (the facade forwarded logs arrive in), `rustix` (safe
-//! syscalls: poll, dup, kill, uname), `thiserror` (error types).
+//! syscalls: poll, dup, kill, uname), `thiserror` (error types), `uzers`
+//! (user accounts through libc's `getpw*_r`, so NSS users count too, where
+//! reading `/etc/passwd` would miss them), `fastrand` (unique temp names).
 #![doc(test(attr(deny(warnings))))]
 
 mod agent;
@@ -129,6 +131,8 @@ pub mod layer {
     //! - Further policies after the router's: [`Source`] (what a handler gets)
     //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
     //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
+    //!   accounts from the system's user database (NSS): [`user_by_name`],
+    //!   [`user_by_uid`];
     //!   [`raise_nofile_limit`] for layers that open many connections.
     //! - A per-user directory for what a layer works out once per controller:
     //!   [`controller_cache_dir`].
@@ -140,7 +144,9 @@ pub mod layer {
     pub use crate::diag::DUMP_ENV;
     pub use crate::policy::{Source, Trust};
     pub use crate::spin::SPIN_ENV;
-    pub use crate::sys::{host_name, raise_nofile_limit, user_name};
+    pub use crate::sys::{
+        UserEntry, host_name, raise_nofile_limit, user_by_name, user_by_uid, user_name,
+    };
     pub use crate::transport::agent_image::controller_cache_dir;
 }
 

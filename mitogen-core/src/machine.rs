@@ -35,6 +35,8 @@
 //!                          └─────► Drop(why) ──► Action::Dropped (logged by the driver)
 //! ```
 
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock, threads or processes (clippy.toml)
+
 use crate::ids::{ContextId, Handle, IdMap};
 use crate::message::{self, Enc, Message};
 use crate::policy::{Policy, Source, Trust};

@@ -4,6 +4,8 @@
 //! reverse-path source check (see [`crate::router`]) and before delivery; a
 //! refused message gets a dead reply saying "refused by policy".
 
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock, threads or processes (clippy.toml)
+
 use crate::ids::ContextId;
 use crate::message::Message;
 use std::sync::Arc;

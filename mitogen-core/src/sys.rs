@@ -56,18 +56,48 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
-/// The effective user name (from the passwd database, else `$USER`, else the uid).
+/// A user account as the system's user database (NSS: files, LDAP,
+/// sssd, ...) has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserEntry {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: std::path::PathBuf,
+}
+
+impl UserEntry {
+    fn from_uzers(u: &uzers::User) -> Self {
+        use uzers::os::unix::UserExt;
+        Self {
+            name: u.name().to_string_lossy().into_owned(),
+            uid: u.uid(),
+            gid: u.primary_group_id(),
+            home: u.home_dir().to_owned(),
+        }
+    }
+}
+
+/// The account named `name`, if the user database has one.
+pub fn user_by_name(name: &str) -> Option<UserEntry> {
+    uzers::get_user_by_name(name).map(|u| UserEntry::from_uzers(&u))
+}
+
+/// The account with user id `uid`, if the user database has one.
+pub fn user_by_uid(uid: u32) -> Option<UserEntry> {
+    uzers::get_user_by_uid(uid).map(|u| UserEntry::from_uzers(&u))
+}
+
+/// The effective user name (from the user database, else `$USER`, else the uid).
 pub fn user_name() -> String {
     let uid = rustix::process::geteuid().as_raw();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-            })
-        })
+    user_by_uid(uid)
+        .map(|u| u.name)
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| uid.to_string())
 }

@@ -57,6 +57,12 @@
 //! ```
 //!
 //! # Choices
+//! - Dependencies beyond the layers below: `regex` (Ansible's regex
+//!   filters and tests), `minijinja` (the one Jinja engine),
+//!   `crossbeam-channel` (event subscribers), `fastrand` (`order:
+//!   shuffle`); for the CLI, `clap` (ansible-playbook's options as
+//!   argparse parses them) and `signal-hook` (Ctrl-C ends a run as
+//!   ansible-playbook's does, from a safe handler).
 //! - YAML: `saphyr-parser` (the maintained successor of `yaml-rust2`;
 //!   `serde_yaml` is archived). Its event stream carries a span for every
 //!   node, which is what file:line errors need; [`yaml`] resolves plain

@@ -1,14 +1,9 @@
 //! `mitogen-play`: runs Ansible playbooks over mitogen-rs, like
 //! `ansible-playbook`.
 //!
-//! ```text
-//! mitogen-play -i INVENTORY PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
-//!              [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]...
-//!              [--json FILE] [--syntax-check] [--ansible-python PY] [-v]
-//!              [-u USER] [-c ssh|local] [--private-key FILE] [-T SECS]
-//!              [-b] [--become-user USER] [--become-method METHOD]
-//!              [-k] [-K] [-J] [--vault-id [ID@]FILE|prompt]...
-//! ```
+//! `mitogen-play --help` lists the options: ansible-playbook's, spelt
+//! as it spells them (see `cli.rs`), and a few of its own (`--json`,
+//! `--ansible-python`, `--no-multiplex`).
 //!
 //! `-k`, `-K` and `-J` (`--ask-vault-pass`) prompt on the terminal, as
 //! ansible-playbook does; `--connection-password-file` and
@@ -16,9 +11,15 @@
 //!
 //! `MITOGEN_PLAY_LOG=debug` logs what the library does (to stderr).
 //!
-//! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts, 4
-//! unreachable hosts or a parse error, 5 bad options.
+//! Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts (or a
+//! command line argparse would refuse), 4 unreachable hosts or a parse
+//! error, 5 bad options, 99 interrupted.
 
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use cli::{Args, PasswordFrom};
 use mitogen_ansible::{ModuleSource, Runner, Status};
 use mitogen_play::playbook::{ModuleCheck, Refusal};
 use mitogen_play::{
@@ -29,220 +30,6 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-const USAGE: &str =
-    "usage: mitogen-play [-i INVENTORY]... PLAYBOOK... [-l LIMIT] [-f FORKS] [-C] [-D]
-       [-e k=v|@file|JSON]... [-t TAGS] [--skip-tags TAGS] [-M DIR]... [--json FILE]
-       [--vault-id [ID@]FILE|[ID@]prompt]... [--vault-password-file FILE]... [-J]
-       [-u REMOTE_USER] [-c ssh|local] [--private-key FILE] [-T TIMEOUT]
-       [-b] [--become-user USER] [--become-method sudo|su|doas]
-       [-k] [-K] [--connection-password-file FILE] [--become-password-file FILE]
-       [--start-at-task NAME] [--syntax-check] [--list-hosts] [--list-tasks] [--list-tags]
-       [--ansible-python PY] [--no-multiplex] [-v]";
-
-struct Args {
-    inventory: Vec<String>,
-    playbooks: Vec<PathBuf>,
-    limit: Option<String>,
-    forks: Option<usize>,
-    check: bool,
-    diff: bool,
-    extra: Vec<String>,
-    tags: Vec<String>,
-    skip_tags: Vec<String>,
-    module_path: Vec<PathBuf>,
-    json: Option<PathBuf>,
-    syntax_check: bool,
-    list_hosts: bool,
-    list_tasks: bool,
-    list_tags: bool,
-    start_at_task: Option<String>,
-    python: Option<PathBuf>,
-    multiplex: bool,
-    verbose: u8,
-    /// `--vault-id` / `--vault-password-file`: `[id@]FILE`, `[id@]prompt`.
-    vault: Vec<String>,
-    /// `-J`: prompt for the default vault id's password.
-    ask_vault_pass: bool,
-    /// `-u`.
-    remote_user: Option<String>,
-    /// `-c`.
-    connection: Option<String>,
-    /// `--private-key`.
-    private_key: Option<PathBuf>,
-    /// `-T`.
-    timeout: Option<u64>,
-    /// `-b`.
-    become_: bool,
-    /// `--become-user`.
-    become_user: Option<String>,
-    /// `--become-method`.
-    become_method: Option<String>,
-    /// `-k` / `--connection-password-file`.
-    connection_password: PasswordFrom,
-    /// `-K` / `--become-password-file`.
-    become_password: PasswordFrom,
-}
-
-/// Where a password comes from.
-#[derive(Default)]
-enum PasswordFrom {
-    #[default]
-    Nowhere,
-    Prompt,
-    File(PathBuf),
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        inventory: Vec::new(),
-        playbooks: Vec::new(),
-        limit: None,
-        forks: None,
-        check: false,
-        diff: false,
-        extra: Vec::new(),
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-        module_path: Vec::new(),
-        json: None,
-        syntax_check: false,
-        list_hosts: false,
-        list_tasks: false,
-        list_tags: false,
-        start_at_task: None,
-        python: None,
-        multiplex: true,
-        verbose: 0,
-        vault: Vec::new(),
-        ask_vault_pass: false,
-        remote_user: None,
-        connection: None,
-        private_key: None,
-        timeout: None,
-        become_: false,
-        become_user: None,
-        become_method: None,
-        connection_password: PasswordFrom::Nowhere,
-        become_password: PasswordFrom::Nowhere,
-    };
-    // Short switches may be grouped, as argparse allows: `-bK`, `-CD`.
-    let args = std::env::args().skip(1).flat_map(|a| {
-        let cluster = a.len() > 2
-            && a.starts_with('-')
-            && !a.starts_with("--")
-            && a[1..].chars().all(|c| "bCDkKJv".contains(c))
-            && !a[1..].chars().all(|c| c == 'v');
-        if cluster {
-            a[1..].chars().map(|c| format!("-{c}")).collect::<Vec<_>>()
-        } else {
-            vec![a]
-        }
-    });
-    let mut it = args;
-    while let Some(arg) = it.next() {
-        // `--flag=value`, and argparse's attached short values:
-        // `-e@vars.yml`, `-ekey=v`, `-f10`, `-iinv`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ if arg.len() > 2
-                && !arg.starts_with("--")
-                && arg.starts_with('-')
-                && arg.chars().nth(1).is_some_and(|c| "ilfetMucT".contains(c)) =>
-            {
-                (arg[..2].to_owned(), Some(arg[2..].to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        match flag.as_str() {
-            "-i" | "--inventory" | "--inventory-file" => a.inventory.push(value(&flag)?),
-            "-l" | "--limit" => a.limit = Some(value(&flag)?),
-            "-f" | "--forks" => {
-                let v = value(&flag)?;
-                a.forks = Some(
-                    v.parse()
-                        .map_err(|_| format!("--forks: not a number: {v}"))?,
-                );
-            }
-            "-C" | "--check" => a.check = true,
-            "-D" | "--diff" => a.diff = true,
-            "-e" | "--extra-vars" => a.extra.push(value(&flag)?),
-            "-t" | "--tags" => a
-                .tags
-                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
-            "--skip-tags" => a
-                .skip_tags
-                .extend(value(&flag)?.split(',').map(|s| s.trim().to_owned())),
-            "-M" | "--module-path" => {
-                a.module_path.extend(
-                    value(&flag)?
-                        .split(':')
-                        .filter(|s| !s.is_empty())
-                        .map(PathBuf::from),
-                );
-            }
-            "--json" => a.json = Some(PathBuf::from(value(&flag)?)),
-            "--vault-id" => a.vault.push(value(&flag)?),
-            "--vault-password-file" | "--vault-pass-file" => {
-                // A file, never `id@file`: the id is `default`.
-                a.vault.push(format!("@{}", value(&flag)?));
-            }
-            "-J" | "--ask-vault-pass" | "--ask-vault-password" => a.ask_vault_pass = true,
-            "-u" | "--user" => a.remote_user = Some(value(&flag)?),
-            "-c" | "--connection" => a.connection = Some(value(&flag)?),
-            "--private-key" | "--key-file" => a.private_key = Some(PathBuf::from(value(&flag)?)),
-            "-T" | "--timeout" => {
-                let v = value(&flag)?;
-                a.timeout = Some(
-                    v.parse()
-                        .map_err(|_| format!("--timeout: not a number of seconds: {v}"))?,
-                );
-            }
-            "-b" | "--become" => a.become_ = true,
-            "--become-user" => a.become_user = Some(value(&flag)?),
-            "--become-method" => a.become_method = Some(value(&flag)?),
-            "-k" | "--ask-pass" => a.connection_password = PasswordFrom::Prompt,
-            "-K" | "--ask-become-pass" => a.become_password = PasswordFrom::Prompt,
-            "--connection-password-file" | "--conn-pass-file" => {
-                a.connection_password = PasswordFrom::File(PathBuf::from(value(&flag)?));
-            }
-            "--become-password-file" | "--become-pass-file" => {
-                a.become_password = PasswordFrom::File(PathBuf::from(value(&flag)?));
-            }
-            "--syntax-check" => a.syntax_check = true,
-            "--list-hosts" => a.list_hosts = true,
-            "--list-tasks" => a.list_tasks = true,
-            "--list-tags" => a.list_tags = true,
-            "--start-at-task" => a.start_at_task = Some(value(&flag)?),
-            "--ansible-python" => a.python = Some(PathBuf::from(value(&flag)?)),
-            "--no-multiplex" => a.multiplex = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--version" => {
-                println!("mitogen-play {}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            v if v.starts_with("-v") && v[1..].chars().all(|c| c == 'v') => {
-                a.verbose += (v.len() - 1) as u8
-            }
-            "--verbose" => a.verbose += 1,
-            v if v.starts_with('-') && v.len() > 1 => return Err(format!("unknown option {v}")),
-            _ => a.playbooks.push(PathBuf::from(arg)),
-        }
-    }
-    if a.playbooks.is_empty() {
-        return Err("no playbook given".into());
-    }
-    Ok(a)
-}
 
 /// ansible-core's python: `--ansible-python`, `$MITOGEN_ANSIBLE_PYTHON`,
 /// the interpreter of `ansible-playbook` in `PATH`, else `python3`.
@@ -607,34 +394,24 @@ fn register(reg: &mut mitogen_core::Registry) {
     mitogen_ansible::register(reg);
 }
 
-/// Ctrl-C and SIGTERM, as ansible-playbook takes them: blocked in every
-/// thread (this runs before any is started; processes we start get an
-/// empty mask from `std::process`, so ssh, agents and modules see signals
-/// as usual) and taken by one thread, which ends the run: "User
-/// interrupted execution", exit 99 (143 for SIGTERM). What `--json` has
+/// Ctrl-C and SIGTERM, as ansible-playbook takes them: `signal-hook`'s
+/// handler (processes we start get the default disposition back at
+/// exec, so ssh, agents and modules see signals as usual) wakes one
+/// thread, which ends the run: "User interrupted execution", exit 99 (143
+/// for SIGTERM). What `--json` has
 /// written stays (each record is flushed); the agents end with their
 /// connections and take their tasks with them.
 fn catch_interrupts() {
-    // SAFETY: plain libc calls on a zeroed sigset_t owned by this frame
-    // and then moved into the waiting thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return;
-        }
-        set
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
     };
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: `set` is a valid, initialised sigset_t.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            let Some(sig) = signals.forever().next() else {
                 return;
-            }
+            };
             // Interrupted at a password prompt: echo back on first.
             if let Some((tty, saved)) = PROMPTING.lock().ok().and_then(|mut p| p.take()) {
                 let _ =
@@ -645,7 +422,7 @@ fn catch_interrupts() {
                 eprint!("\r\x1b[2K");
             }
             let _ = std::io::stdout().flush();
-            if sig == libc::SIGINT {
+            if sig == SIGINT {
                 eprintln!("\n[ERROR]: User interrupted execution");
                 std::process::exit(99);
             }
@@ -671,10 +448,10 @@ fn main() -> ExitCode {
     // context's periodic state dump.
     mitogen_core::log_to_stderr_from_env("MITOGEN_PLAY_LOG");
     let _ = mitogen_core::layer::raise_nofile_limit();
-    let args = match parse_args() {
+    let args = match cli::parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("ERROR! {e}\n{USAGE}");
+            eprintln!("ERROR! {e}");
             return ExitCode::from(5);
         }
     };
@@ -843,21 +620,21 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         .private_key
         .clone()
         .or_else(|| cfg.private_key_file.clone());
-    opts.become_ = (
-        args.become_ || cfg.become_,
-        args.become_user
-            .clone()
-            .unwrap_or_else(|| cfg.become_user.clone()),
-        args.become_method
-            .clone()
-            .unwrap_or_else(|| cfg.become_method.clone()),
-    );
-    if !matches!(opts.become_.2.as_str(), "sudo" | "su" | "doas") {
+    opts.become_.enabled = args.become_ || cfg.become_;
+    opts.become_.user = args
+        .become_user
+        .clone()
+        .unwrap_or_else(|| cfg.become_user.clone());
+    opts.become_.method = args
+        .become_method
+        .clone()
+        .unwrap_or_else(|| cfg.become_method.clone());
+    if !matches!(opts.become_.method.as_str(), "sudo" | "su" | "doas") {
         return Err((
             5,
             format!(
                 "unsupported become method '{}' (supported: sudo, su, doas)",
-                opts.become_.2
+                opts.become_.method
             ),
         ));
     }
@@ -882,6 +659,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         .as_deref()
         .map(|s| mitogen_play::util::shlex_split(s).unwrap_or_default())
         .unwrap_or_default();
+    opts.ssh_args.extend(args.ssh_args.iter().cloned());
     opts.gather_explicit = cfg.gathering == "explicit";
     opts.start_at_task = args.start_at_task.clone();
     if args.list_hosts || args.list_tasks || args.list_tags {

@@ -249,6 +249,22 @@ pub struct TaskDef {
     pub base: PathBuf,
     /// Where it is.
     pub loc: Loc,
+    /// This task's identity (ansible-core's `_uuid`): each task the parser
+    /// or the executor makes has its own; a clone is the same task.
+    pub id: TaskId,
+}
+
+/// A task's identity: see [`TaskDef::id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// A new identity, never handed out before in this process.
+    fn fresh() -> Self {
+        // Identity only (no request state): a process-wide counter.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl TaskDef {
@@ -285,6 +301,7 @@ impl TaskDef {
             included: None,
             base,
             loc,
+            id: TaskId::fresh(),
         }
     }
 

@@ -7,12 +7,12 @@
 //! The remote `stat` (`_execute_remote_stat`, also `fetch`'s) is answered
 //! by the agent ([`crate::agent::QuickStat`]: one round trip instead of a
 //! module run that starts `file` and `lsattr`) whenever that cannot change
-//! the task's result; see [`crate::runner::Runner::quick_stat`] for when.
+//! the task's result; see [`crate::exec::Engine::quick_stat`] for when.
 
 use super::{Act, action_failure, boolean};
 use crate::error::Error;
+use crate::exec::Exec;
 use crate::pycompat::{b64decode, decode, json_dumps};
-use crate::runner::Exec;
 use serde_json::{Map, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(
             Value::Object(_) | Value::Array(_) => json_dumps(c),
             other => crate::pycompat::py_str(other),
         };
-        let root = super::template::local_dir(&act.runner.local_tmp)?;
+        let root = super::template::local_dir(&act.engine.local_tmp)?;
         content_file = Some(TempFile(root.clone()));
         let path = local_tempfile(&root, text.as_bytes())?;
         files = vec![Source {
@@ -116,7 +116,7 @@ pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(
         source_shown = path.display().to_string();
     } else if remote_src {
         let data =
-            act.runner
+            act.engine
                 .exec_module(act, "ansible.legacy.copy", args.clone(), &Exec::default())?;
         act.s.data = ensure_invocation(act, data, args);
         return Ok(());
@@ -197,7 +197,7 @@ pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(
         m.insert("recurse".into(), false.into());
         m.shift_remove("src");
         let ret = act
-            .runner
+            .engine
             .exec_module(act, "ansible.legacy.file", m, &Exec::default())?;
         if ret.get("failed").and_then(Value::as_bool) == Some(true) {
             act.s.data = ensure_invocation(act, ret, args);
@@ -220,7 +220,7 @@ pub(super) fn run_with(act: &mut Act<'_>, args: &Map<String, Value>) -> Result<(
             m.shift_remove("mode");
         }
         let ret = act
-            .runner
+            .engine
             .exec_module(act, "ansible.legacy.file", m, &Exec::default())?;
         module_executed = true;
         if ret.get("failed").and_then(Value::as_bool) == Some(true) {
@@ -320,7 +320,7 @@ pub(super) fn remote_stat(
     follow: bool,
     get_checksum: bool,
 ) -> Result<Result<Map<String, Value>, String>, Error> {
-    if let Some(q) = act.runner.quick_stat(act, path, follow, get_checksum)? {
+    if let Some(q) = act.engine.quick_stat(act, path, follow, get_checksum)? {
         let mut st = Map::new();
         st.insert("exists".into(), q.exists.into());
         if q.exists {
@@ -346,7 +346,7 @@ pub(super) fn remote_stat(
         ..Exec::default()
     };
     let r = act
-        .runner
+        .engine
         .exec_module(act, "ansible.legacy.stat", m, &opts)?;
     if r.get("failed").and_then(Value::as_bool) == Some(true) {
         let pick = |k: &str| {
@@ -425,7 +425,7 @@ fn copy_file(
                 return Ok(Some(result));
             }
         };
-        let root = super::template::local_dir(&act.runner.local_tmp)?;
+        let root = super::template::local_dir(&act.engine.local_tmp)?;
         _plain_dir = TempFile(root.clone());
         plain = Source {
             rel: src.rel.clone(),
@@ -519,7 +519,7 @@ fn copy_file(
         }
         act.last_tmp_use = last;
         module_return = act
-            .runner
+            .engine
             .exec_module(act, "ansible.legacy.copy", m, &Exec::default())?;
     } else {
         if raw {
@@ -546,7 +546,7 @@ fn copy_file(
         }
         act.last_tmp_use = last;
         module_return = act
-            .runner
+            .engine
             .exec_module(act, "ansible.legacy.file", m, &Exec::default())?;
     }
     let mut module_return = module_return;
@@ -591,7 +591,7 @@ fn diff_data(
     m.insert("path".into(), destination.into());
     m.insert("_diff_peek".into(), true.into());
     let peek = act
-        .runner
+        .engine
         .exec_module(act, "ansible.legacy.file", m, &Exec::default())?;
     if flag(&peek, "failed") {
         act.s.warnings.push(format!(
@@ -623,7 +623,7 @@ fn diff_data(
             let mut m = Map::new();
             m.insert("path".into(), destination.into());
             let r = act
-                .runner
+                .engine
                 .exec_module(act, "ansible.legacy.slurp", m, &Exec::default())?;
             if let Some(c) = r.get("content").and_then(Value::as_str) {
                 let bytes = b64decode(c).unwrap_or_default();

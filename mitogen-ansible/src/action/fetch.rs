@@ -5,8 +5,8 @@
 
 use super::{Act, action_failure, boolean};
 use crate::error::Error;
+use crate::exec::Exec;
 use crate::pycompat::b64decode;
-use crate::runner::Exec;
 use md5::Md5;
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
@@ -116,7 +116,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         let mut m = Map::new();
         m.insert("src".into(), source.clone().into());
         let slurp = act
-            .runner
+            .engine
             .exec_module(act, "ansible.legacy.slurp", m, &Exec::default())?;
         if slurp.get("failed").and_then(Value::as_bool) == Some(true) {
             if fail_on_missing {
@@ -151,7 +151,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         }
     }
     let base = act
-        .runner
+        .engine
         .base_dir
         .clone()
         .or_else(|| std::env::current_dir().ok())
@@ -235,7 +235,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
             result.insert("changed".into(), true.into());
             result.insert("md5sum".into(), new_md5.into());
             // 2.20 added the remote path to a successful fetch's result.
-            if act.runner.source.version_at_least(2, 20) {
+            if act.engine.source.version_at_least(2, 20) {
                 result.insert("file".into(), source.into());
             }
             result.insert("dest".into(), dest_path.into());

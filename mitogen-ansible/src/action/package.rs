@@ -9,7 +9,7 @@
 
 use super::{Act, action_failure};
 use crate::error::Error;
-use crate::runner::Exec;
+use crate::exec::Exec;
 use serde_json::{Map, Value, json};
 
 /// `PKG_MGRS` names in `module_utils/facts/system/pkg_mgr.py`: run as
@@ -57,14 +57,13 @@ fn gather(act: &mut Act<'_>, fact: &str) -> Result<Map<String, Value>, Error> {
     let Value::Object(args) = args else {
         unreachable!("a literal object")
     };
-    let runner = act.runner;
-    runner.exec_module(act, "ansible.legacy.setup", args, &Exec::default())
+    act.engine
+        .exec_module(act, "ansible.legacy.setup", args, &Exec::default())
 }
 
 /// Runs `module` (already prefixed) with `args` as the task's module.
 fn run_backend(act: &mut Act<'_>, module: &str, args: Map<String, Value>) -> Result<(), Error> {
-    let runner = act.runner;
-    runner.normal(act, module, args)
+    super::normal::normal(act, module, args)
 }
 
 pub(crate) fn package(act: &mut Act<'_>) -> Result<(), Error> {
@@ -118,7 +117,7 @@ pub(crate) fn package(act: &mut Act<'_>) -> Result<(), Error> {
         );
         return Ok(());
     }
-    if act.runner.find(&module).is_err() {
+    if act.engine.find(&module).is_err() {
         act.s.data = action_failure(&format!(
             "Could not find a matching action for the \"{module}\" package manager."
         ));
@@ -152,7 +151,7 @@ pub(crate) fn service(act: &mut Act<'_>) -> Result<(), Error> {
             .unwrap_or("auto")
             .to_owned();
     }
-    if module.is_empty() || module == "auto" || act.runner.find(&module).is_err() {
+    if module.is_empty() || module == "auto" || act.engine.find(&module).is_err() {
         module = "ansible.legacy.service".into();
     }
     args.shift_remove("use");

@@ -5,8 +5,8 @@
 use super::{Act, action_failure};
 use crate::agent::{FileKind, ProcTask, RunProcess, TmpMode};
 use crate::error::Error;
+use crate::exec::{CALL_SLACK, env_string, millis, raw_result};
 use crate::pycompat::{shlex_quote, shlex_split};
-use crate::runner::{CALL_SLACK, env_string, millis, raw_result};
 use serde_json::{Map, Value};
 
 fn skip(act: &mut Act<'_>, msg: &str) {
@@ -18,7 +18,7 @@ fn skip(act: &mut Act<'_>, msg: &str) {
 
 /// `test -e PATH` on the target as the become user.
 fn remote_exists(act: &mut Act<'_>, path: &str) -> Result<bool, Error> {
-    let cwd = act.runner.cwd(act.target);
+    let cwd = act.engine.cwd(act.target);
     let run = act.call::<RunProcess>(
         &ProcTask {
             files: Vec::new(),
@@ -119,19 +119,19 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
     if let Some(c) = &chdir {
         script_cmd = format!("cd {c} && {script_cmd}");
     }
-    let (target, task, runner) = (act.target, act.task, act.runner);
+    let (target, task, engine) = (act.target, act.task, act.engine);
     let run = act.call::<RunProcess>(
         &ProcTask {
             files: vec![(base, data, FileKind::Plain)],
             command: format!("{script_cmd} && sleep 0"),
             tmp: Some(TmpMode::Shared { path: tmp, remove }),
             env: Vec::new(),
-            cwd: runner.cwd(target),
+            cwd: engine.cwd(target),
             timeout_ms: millis(task.timeout),
         },
         task.timeout + CALL_SLACK,
     )?;
-    let run = runner.transport_view(target, run);
+    let run = engine.transport_view(target, run);
     act.s.data = raw_result(&run);
     Ok(())
 }

@@ -100,7 +100,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
     // `ansible_search_path`, the base directory and the template's own,
     // each `DIR/templates` then `DIR` (for `{% include %}`).
     let mut search: Vec<PathBuf> = hook.as_ref().map(|h| h.search_path()).unwrap_or_default();
-    search.extend(act.runner.base_dir.clone());
+    search.extend(act.engine.base_dir.clone());
     search.extend(full.parent().map(Path::to_owned));
     let file = File {
         text: &text,
@@ -122,7 +122,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         Ok(r) => r,
         Err(e) => {
             // What the template raised: a task failure, not the action's.
-            act.s.data = crate::runner::failure(&e);
+            act.s.data = crate::exec::failure(&e);
             act.s.data.insert("changed".into(), false.into());
             return Ok(());
         }
@@ -132,7 +132,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
     } else {
         rendered.replace('\n', &newline)
     };
-    let root = local_dir(&act.runner.local_tmp)?;
+    let root = local_dir(&act.engine.local_tmp)?;
     let _cleanup = TempFile(root.clone());
     let dir = root.join(format!("tmp{}", rand_name(8)));
     let base = full
@@ -200,11 +200,7 @@ fn hostname() -> String {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
-    pw.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
-    })
+    mitogen_core::layer::user_by_uid(uid).map(|u| u.name)
 }
 
 /// A template file and how to read it.
@@ -363,22 +359,9 @@ pub(super) fn local_dir(local_tmp: &Path) -> Result<PathBuf, Error> {
 
 /// `n` random characters of `[a-z0-9_]`, as `tempfile` names use.
 pub(super) fn rand_name(n: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
     const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    let mut x = h.finish();
     (0..n)
-        .map(|_| {
-            let c = CH[(x % CH.len() as u64) as usize] as char;
-            x = (x / CH.len() as u64) ^ x.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            c
-        })
+        .map(|_| char::from(CH[fastrand::usize(..CH.len())]))
         .collect()
 }
 

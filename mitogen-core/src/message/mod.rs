@@ -6,6 +6,8 @@
 //! ([`Enc::TYPED`]). A *dead* message (`reply_to == Handle::IS_DEAD`) carries a
 //! UTF-8 reason and tells a waiting receiver that no reply will come.
 
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock, threads or processes (clippy.toml)
+
 pub mod codec;
 
 use crate::ids::{ContextId, Handle};

@@ -400,13 +400,7 @@ fn compress(tool: &str, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (t << 16) ^ N.fetch_add(1, Ordering::Relaxed)
+    fastrand::u64(..)
 }
 
 /// Writes `path` through a temp name and a rename, so readers see the old
