@@ -164,6 +164,7 @@ struct Cli {
     #[arg(
         long = "ssh-common-args",
         value_name = "SSH_COMMON_ARGS",
+        allow_hyphen_values = true,
         help_heading = "Connection Options"
     )]
     ssh_common_args: Option<String>,
@@ -172,6 +173,7 @@ struct Cli {
     #[arg(
         long = "ssh-extra-args",
         value_name = "SSH_EXTRA_ARGS",
+        allow_hyphen_values = true,
         help_heading = "Connection Options"
     )]
     ssh_extra_args: Option<String>,

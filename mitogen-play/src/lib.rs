@@ -145,11 +145,16 @@
 //! - Collections are looked for where ansible-core looks: next to the
 //!   playbook, `collections_path` (default `ANSIBLE_HOME/collections`,
 //!   `/usr/share/ansible/collections`), the Python's `site-packages`.
+//! - Python plugins ([`plugins`]): filter, test and lookup plugins not
+//!   implemented here (ansible-core's own such as `to_nice_yaml`, `hash`,
+//!   `human_readable`; any installed collection's, by FQCN; a playbook's or
+//!   role's `filter_plugins/`, `test_plugins/`, `lookup_plugins/`) run in
+//!   one warm Python with ansible-core's plugin loader, started only when a
+//!   playbook names one. Names neither has are refused at parse time.
 //!
 //! # Not supported (refused with file:line before running)
 //! `module_defaults` action groups (`group/...`),
-//! `debugger`, `become_exe`/`become_flags`, lookup plugins other than those
-//! above (in templates and as `with_<lookup>`), `add_host`/`group_by`/
+//! `debugger`, `become_exe`/`become_flags`, `add_host`/`group_by`/
 //! `pause`, strategies other than linear/free, connections other than
 //! ssh/local, action plugins this crate lacks (ansible-core's `uri`,
 //! `unarchive`, `assemble`, ...; a collection's or an `action_plugins/`
@@ -163,6 +168,7 @@ mod hostvars;
 pub mod inventory;
 pub mod lookup;
 pub mod playbook;
+pub mod plugins;
 pub mod template;
 pub mod util;
 /// YAML with line numbers, resolved as PyYAML resolves plain scalars (the

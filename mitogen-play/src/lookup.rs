@@ -20,8 +20,11 @@
 //!   `with_first_found`, where the task's action picks `templates`, `vars`
 //!   or `files`.
 //!
-//! Unknown plugin names are refused before the run (the templates' static
-//! check and the `with_<lookup>` keywords), with their file:line.
+//! Other lookups (ansible-core's that are not here, a collection's, a
+//! playbook's or role's `lookup_plugins/`) run in the plugin host
+//! ([`crate::plugins`]) with the task's variables; names neither knows are
+//! refused before the run (the templates' static check and the
+//! `with_<lookup>` keywords), with their file:line.
 
 use super::template::{Templar, Vars, truthy};
 use minijinja::value::Value as JValue;
@@ -126,7 +129,7 @@ pub(crate) fn invoke(
     cx: &Ctx<'_>,
 ) -> Result<JValue, String> {
     let plugin = short(name);
-    if !LOOKUPS.contains(&plugin) {
+    if !LOOKUPS.contains(&plugin) && !hosted(name, cx) {
         return Err(format!("The lookup plugin {} was not found.", quoted(name)));
     }
     if !matches!(plugin, "env" | "first_found") {
@@ -244,8 +247,29 @@ fn run(
         "subelements" => values(subelements(terms)?),
         "fileglob" => values(fileglob(terms, cx)?),
         "first_found" => values(first_found(terms, kw, cx)?),
-        other => return Err(Failure::new(format!("no lookup plugin '{other}'"))),
+        other => match cx.templar.plugins() {
+            Some(host) if hosted(other, cx) => {
+                let list = host
+                    .lookup(
+                        other,
+                        terms.to_vec(),
+                        kw.clone(),
+                        cx.vars.flatten(),
+                        &basedir(cx.vars),
+                    )
+                    .map_err(|e| Failure::new(e.to_string()))?;
+                values(list)
+            }
+            _ => return Err(Failure::new(format!("no lookup plugin '{other}'"))),
+        },
     })
+}
+
+/// Whether the plugin host serves lookup `name`.
+fn hosted(name: &str, cx: &Ctx<'_>) -> bool {
+    cx.templar
+        .plugins()
+        .is_some_and(|h| matches!(h.resolve(crate::plugins::Kind::Lookup, name), Ok(Some(_))))
 }
 
 /// Python's `str(x)` of a term.

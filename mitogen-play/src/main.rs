@@ -520,6 +520,16 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
                 .map(|_| ())
                 .map_err(|e| Refusal::NotFound(e.to_string()))
         }))),
+        // Python plugins through ansible-core's loader, under the same
+        // interpreter as the modules; started only if a template needs it.
+        plugins: Some(Arc::new(
+            mitogen_play::plugins::PluginHost::new(source.python()).playbook_dirs(
+                args.playbooks
+                    .iter()
+                    .filter_map(|pb| std::path::absolute(pb).ok()?.parent().map(Path::to_owned))
+                    .collect(),
+            ),
+        )),
     };
     // Passwords first, as ansible-playbook asks them: ssh, become, vault.
     let connection_password = match &args.connection_password {

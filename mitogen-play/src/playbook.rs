@@ -478,6 +478,10 @@ pub struct ParseOptions {
     pub roles_path: Vec<PathBuf>,
     /// Modules the runner can find (checked at parse time); `None`: no check.
     pub module_exists: Option<ModuleCheck>,
+    /// Serves the filter, test and lookup plugins mitogen-play lacks (a
+    /// template naming one that neither has is refused at parse time);
+    /// `None`: only the native ones exist.
+    pub plugins: Option<Arc<crate::plugins::PluginHost>>,
 }
 
 /// Whether a module or action can run (`Err` says why not).
@@ -542,7 +546,7 @@ pub fn load_playbook(path: &Path, opts: &ParseOptions) -> Result<Vec<Play>, Play
     };
     let mut p = Parser {
         opts,
-        templar: Templar::new(),
+        templar: Templar::with_plugins(opts.plugins.clone()),
         play_base: base.clone(),
         depth: 0,
         including: None,
@@ -1118,6 +1122,10 @@ impl Parser<'_> {
         let defaults = read_main("defaults")?;
         let mut vars = read_main("vars")?;
         vars.extend(params);
+        if let Some(h) = self.templar.plugins() {
+            // ansible-core adds a role's plugin dirs when it loads the role.
+            h.add_plugin_dir(&dir);
+        }
         let role = Arc::new(Role {
             name: name.to_owned(),
             path: dir.clone(),
@@ -1237,7 +1245,12 @@ impl Parser<'_> {
                 }
                 k if k.starts_with("with_") => {
                     let name = &k["with_".len()..];
-                    if !super::lookup::exists(name) {
+                    let hosted = || {
+                        self.templar.plugins().is_some_and(|h| {
+                            matches!(h.resolve(crate::plugins::Kind::Lookup, name), Ok(Some(_)))
+                        })
+                    };
+                    if !super::lookup::exists(name) && !hosted() {
                         return Err(PlayError::at(
                             &kloc,
                             format!(
@@ -1693,7 +1706,7 @@ pub fn load_task_file(
 ) -> Result<(Vec<Item>, Vec<TaskDef>), PlayError> {
     let mut p = Parser {
         opts,
-        templar: Templar::new(),
+        templar: Templar::with_plugins(opts.plugins.clone()),
         play_base: play_base.to_owned(),
         depth: 0,
         including: None,

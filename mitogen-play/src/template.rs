@@ -11,6 +11,7 @@
 //! same variables, lookups and search paths to the files a `template`
 //! task renders in the runner.
 
+use crate::plugins::{Kind, PluginHost};
 use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue};
 use minijinja::{Environment, Error as JError, ErrorKind, State};
 use mitogen_ansible::jinja::{self, Syntax, TemplateHook, undefined};
@@ -142,7 +143,13 @@ impl From<Failed> for TemplateError {
 /// The template engine (cheap to clone).
 #[derive(Clone)]
 pub struct Templar {
-    env: Arc<Environment<'static>>,
+    /// Ansible's filters, tests and lookups in minijinja.
+    base: Arc<Environment<'static>>,
+    /// `base` with proxies for the plugins the plugin host found so far,
+    /// and the host's generation it was built at (shared by clones).
+    current: Arc<parking_lot::RwLock<(u64, Arc<Environment<'static>>)>>,
+    /// Serves what `base` lacks (Python plugins).
+    plugins: Option<Arc<PluginHost>>,
 }
 
 impl std::fmt::Debug for Templar {
@@ -401,9 +408,45 @@ impl Templar {
     pub fn new() -> Self {
         // Jinja drops the source's last newline; string results get the
         // source's trailing newlines back ([`Templar::value`]).
+        Self::with_plugins(None)
+    }
+
+    /// An engine that also serves, through `plugins`, the filter, test
+    /// and lookup plugins it does not implement (`None`: those fail).
+    pub fn with_plugins(plugins: Option<Arc<PluginHost>>) -> Self {
         let mut env = jinja::environment();
         add_lookups(&mut env);
-        Self { env: Arc::new(env) }
+        let base = Arc::new(env);
+        Self {
+            current: Arc::new(parking_lot::RwLock::new((0, base.clone()))),
+            base,
+            plugins,
+        }
+    }
+
+    /// The plugin host, if this engine has one.
+    pub fn plugins(&self) -> Option<&Arc<PluginHost>> {
+        self.plugins.as_ref()
+    }
+
+    /// The environment to render in: the base one with a proxy for every
+    /// plugin the host has found (rebuilt when it found another).
+    fn env(&self) -> Arc<Environment<'static>> {
+        let Some(host) = &self.plugins else {
+            return self.base.clone();
+        };
+        let g = host.generation();
+        {
+            let cur = self.current.read();
+            if cur.0 == g {
+                return cur.1.clone();
+            }
+        }
+        let mut env = (*self.base).clone();
+        crate::plugins::register(&mut env, host);
+        let env = Arc::new(env);
+        *self.current.write() = (g, env.clone());
+        env
     }
 
     /// `vars` as a mapping object whose values are templated on access
@@ -434,7 +477,7 @@ impl Templar {
         syntax: &Syntax,
         trim_blocks: bool,
     ) -> Result<Environment<'static>, TemplateError> {
-        let mut env = (*self.env).clone();
+        let mut env = (*self.env()).clone();
         syntax.apply(&mut env)?;
         env.set_trim_blocks(trim_blocks);
         Ok(env)
@@ -451,7 +494,8 @@ impl Templar {
         vars: &Vars,
         depth: usize,
     ) -> Result<Value, Failed> {
-        let (env, plain) = env.unwrap_or((&self.env, true));
+        let own = self.env();
+        let (env, plain) = env.unwrap_or((&own, true));
         self.render_in(env, plain, false, text, vars, depth)
     }
 
@@ -472,7 +516,7 @@ impl Templar {
     fn value_at(&self, v: &Value, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
         match v {
             Value::String(s) if is_template(s) => {
-                Ok(self.render_in(&self.env, true, true, s, vars, depth)?)
+                Ok(self.render_in(&self.env(), true, true, s, vars, depth)?)
             }
             Value::Array(a) => a.iter().map(|x| self.value_at(x, vars, depth)).collect(),
             Value::Object(o) => {
@@ -581,13 +625,13 @@ impl Templar {
                 }
                 let _notes = undefined::Fresh::begin();
                 let ctx = self.ctx(vars, 0);
-                let v = self
-                    .env
+                let env = self.env();
+                let v = env
                     .compile_expression(expr)
                     .and_then(|e| e.eval(&ctx))
-                    .map_err(|e| fail(&self.env, &ctx, expr, &e, true))?;
+                    .map_err(|e| fail(&env, &ctx, expr, &e, true))?;
                 if v.is_undefined() {
-                    return Err(undefined_value(&self.env, &ctx, expr).into());
+                    return Err(undefined_value(&env, &ctx, expr).into());
                 }
                 // A string result that is a template again (a variable
                 // holding "{{ x }}") is resolved like any other value.
@@ -609,7 +653,7 @@ impl Templar {
     /// As [`Templar::value`].
     pub fn expr(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
         let _notes = undefined::Fresh::begin();
-        Ok(self.eval(&self.env, expr, &self.ctx(vars, 0))?)
+        Ok(self.eval(&self.env(), expr, &self.ctx(vars, 0))?)
     }
 
     /// `debug: var=`'s value, as ansible-core's `ReplacingMarkerBehavior`
@@ -627,7 +671,7 @@ impl Templar {
             Some(raw) if bare && (raw.is_array() || raw.is_object()) && has_template(raw) => {
                 self.replacing(raw, vars, &mut errors)?
             }
-            _ => match self.eval(&self.env, expr, &self.ctx(vars, 0)) {
+            _ => match self.eval(&self.env(), expr, &self.ctx(vars, 0)) {
                 Ok(v) => v,
                 Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
                     marker(&mut errors, expr, f.msg)
@@ -662,7 +706,7 @@ impl Templar {
     ) -> Result<Value, TemplateError> {
         Ok(match v {
             Value::String(s) if is_template(s) => {
-                match self.render_in(&self.env, true, true, s, vars, 1) {
+                match self.render_in(&self.env(), true, true, s, vars, 1) {
                     Ok(x) => x,
                     Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
                         marker(errors, s, f.msg)
@@ -695,21 +739,21 @@ impl Templar {
         if is_expr {
             let e = single_expression(s.trim()).unwrap_or_else(|| s.trim());
             if !e.is_empty() {
-                self.env
+                self.env()
                     .compile_expression(e)
                     .map_err(|e| TemplateError::from(e).0)?;
             }
-            return check_names(e);
+            return check_names(e, self.plugins.as_deref());
         }
         if !is_template(s) {
             return Ok(());
         }
         let escaped = escape_backslashes(s);
         let s = escaped.as_deref().unwrap_or(s);
-        self.env
+        self.env()
             .template_from_str(s)
             .map_err(|e| TemplateError::from(e).0)?;
-        check_template_names(s)
+        check_template_names(s, self.plugins.as_deref())
     }
 }
 
@@ -828,8 +872,17 @@ impl PlayHook {
 }
 
 impl TemplateHook for PlayHook {
+    fn prepare(&self, source: &str) {
+        // Finds the Python filters and tests the file names; one neither
+        // side has fails where it is used, with minijinja's message.
+        let _ = check_template_names(source, self.templar.plugins.as_deref());
+    }
+
     fn add_globals(&self, env: &mut Environment<'static>) {
         add_lookups(env);
+        if let Some(h) = &self.templar.plugins {
+            crate::plugins::register(env, h);
+        }
     }
 
     fn variables(&self, template_vars: &Map<String, Value>) -> Option<JValue> {
@@ -886,32 +939,47 @@ static BLOCK_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("static regex"));
 
 /// Checks filter and test names inside a template's `{{ }}`/`{% %}`.
-fn check_template_names(src: &str) -> Result<(), String> {
+fn check_template_names(src: &str, plugins: Option<&PluginHost>) -> Result<(), String> {
     for c in BLOCK_RE.captures_iter(src) {
         let inner = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
-        check_names(inner)?;
+        check_names(inner, plugins)?;
     }
     Ok(())
 }
 
-fn check_names(src: &str) -> Result<(), String> {
+/// Whether the plugin host (if any) has plugin `name` of `kind`; the
+/// error says why not.
+fn hosted(plugins: Option<&PluginHost>, kind: Kind, name: &str) -> Result<(), String> {
+    let what = match kind {
+        Kind::Filter => "filter",
+        Kind::Test => "test",
+        Kind::Lookup => "lookup",
+    };
+    match plugins.map(|p| p.resolve(kind, name)) {
+        Some(Ok(Some(_))) => Ok(()),
+        Some(Ok(None)) | None => Err(format!("unsupported {what} '{name}'")),
+        Some(Err(e)) => Err(format!("unsupported {what} '{name}' ({e})")),
+    }
+}
+
+fn check_names(src: &str, plugins: Option<&PluginHost>) -> Result<(), String> {
     for c in LOOKUP_RE.captures_iter(src) {
         let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
         if !super::lookup::exists(name) {
-            return Err(format!("unsupported lookup '{name}'"));
+            hosted(plugins, Kind::Lookup, name)?;
         }
     }
     let code = STR_RE.replace_all(src, "''");
     for c in FILTER_RE.captures_iter(&code) {
         let name = &c[1];
         if !jinja::is_filter(name) {
-            return Err(format!("unsupported filter '{name}'"));
+            hosted(plugins, Kind::Filter, name)?;
         }
     }
     for c in TEST_RE.captures_iter(&code) {
         let name = &c[1];
         if !jinja::is_test(name) {
-            return Err(format!("unsupported test '{name}'"));
+            hosted(plugins, Kind::Test, name)?;
         }
     }
     Ok(())

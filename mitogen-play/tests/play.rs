@@ -42,6 +42,7 @@ fn main() {
         listings_match_ansible_playbook,
         connection_keywords_ssh,
         interrupted_run_ends_like_ansible_playbook,
+        plugin_host_failures_are_clear,
     ]);
 }
 
@@ -195,6 +196,11 @@ fn cases() -> Vec<Case> {
         Case {
             args: &["-e@{fixtures}/vars/common.yml", "-eextra_one=1", "-f5"],
             ..case("29_cli_forms.yml")
+        },
+        Case {
+            env: &[("ANSIBLE_COLLECTIONS_PATH", "{fixtures}/collections")],
+            needs: &["template"],
+            ..case("30_python_plugins.yml")
         },
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
@@ -1051,4 +1057,72 @@ fn interrupted_run_ends_like_ansible_playbook() {
         }),
         "the interrupted task's process {sleep} was left running"
     );
+}
+
+/// The plugin host's bad cases: no interpreter, a Python without
+/// ansible-core, a plugin that hangs (the deadline kills the host and the
+/// next call gets a fresh one), a plugin that raises, an unknown name.
+fn plugin_host_failures_are_clear() {
+    use mitogen_play::plugins::{Kind, PluginError, PluginHost};
+    let Some(py) = venv_python() else { return };
+    let missing = PluginHost::new("/nonexistent/python3");
+    let e = missing.resolve(Kind::Filter, "x").unwrap_err();
+    assert!(e.to_string().contains("cannot start it"), "{e}");
+    assert!(!missing.is_running());
+
+    let bare = PluginHost::new("/usr/bin/python3");
+    let e = bare.resolve(Kind::Filter, "x").unwrap_err();
+    assert!(matches!(e, PluginError::Host { .. }), "{e}");
+    assert!(e.to_string().contains("/usr/bin/python3"), "{e}");
+
+    let scratch = Scratch::new("plugin-host");
+    let dir = scratch.0.join("filter_plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("slow.py"),
+        "import time\n\ndef hang(v):\n    time.sleep(3600)\n\ndef bad(v):\n    raise ValueError('no %s' % v)\n\nclass FilterModule(object):\n    def filters(self):\n        return {'hang': hang, 'bad': bad}\n",
+    )
+    .unwrap();
+    let host = PluginHost::new(&py)
+        .playbook_dirs(vec![scratch.0.clone()])
+        .timeout(Duration::from_secs(3));
+    assert!(host.resolve(Kind::Filter, "hang").unwrap().is_some());
+    assert_eq!(host.resolve(Kind::Filter, "no_such_filter").unwrap(), None);
+    let t = std::time::Instant::now();
+    let e = host
+        .call(
+            Kind::Filter,
+            "hang",
+            vec![Value::from(1)],
+            Default::default(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no answer within 3s"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(!host.is_running(), "the hung host was left running");
+    // A fresh host serves the next call.
+    match host
+        .call(
+            Kind::Filter,
+            "bad",
+            vec![Value::from("way")],
+            Default::default(),
+        )
+        .unwrap_err()
+    {
+        PluginError::Raised { kind, message } => {
+            assert_eq!(kind, "ValueError");
+            assert_eq!(message, "no way");
+        }
+        other => panic!("{other}"),
+    }
+    let j = host
+        .call(
+            Kind::Filter,
+            "to_json",
+            vec![serde_json::json!({"a": 1})],
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(j, Value::from("{\"a\": 1}"));
 }

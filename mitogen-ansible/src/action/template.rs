@@ -322,6 +322,7 @@ fn render(
         Ok(None)
     });
     if let Some(h) = hook {
+        h.prepare(file.text);
         h.add_globals(&mut env);
     }
     let _notes = undefined::Fresh::begin();

@@ -431,6 +431,13 @@ pub(crate) fn py_type(v: &JValue) -> &'static str {
 /// # let _ = task;
 /// ```
 pub trait TemplateHook: Send + Sync {
+    /// Called with the template's source before it renders (before
+    /// [`TemplateHook::add_globals`]): a hook that serves filters and
+    /// tests on demand finds the ones it names here.
+    fn prepare(&self, source: &str) {
+        let _ = source;
+    }
+
     /// Adds globals (functions such as `lookup`, objects) to the
     /// environment, after the filters and tests.
     fn add_globals(&self, env: &mut Environment<'static>) {

@@ -151,6 +151,7 @@ impl Executor {
 
     /// Parse options used for `include_tasks` at run time.
     pub fn parse_options(mut self, p: ParseOptions) -> Self {
+        self.templar = Templar::with_plugins(p.plugins.clone());
         self.parse = p;
         self
     }
