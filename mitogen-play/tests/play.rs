@@ -202,6 +202,7 @@ fn cases() -> Vec<Case> {
             needs: &["template"],
             ..case("30_python_plugins.yml")
         },
+        case("31_builtin_plugins.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).

@@ -83,11 +83,23 @@ def _add_dirs(req):
     return None
 
 
-def _jinja_plugin(kind, name):
+def _jinja_builtin(kind, name):
+    """Jinja's own filters and tests (truncate, wordcount, format...):
+    ansible-core's environment has them beside its plugins."""
+    import jinja2.filters
+    import jinja2.tests
+    table = jinja2.filters.FILTERS if kind == 'filter' else jinja2.tests.TESTS
+    return table.get(name.removeprefix('ansible.builtin.'))
+
+
+def _function(kind, name):
     p = _loaders[kind].get(name)
-    if p is None:
+    if p is not None:
+        return p.j2_function
+    f = _jinja_builtin(kind, name)
+    if f is None:
         raise KeyError(name)
-    return p
+    return f
 
 
 def _resolve(req):
@@ -102,12 +114,14 @@ def _resolve(req):
     except Exception as e:  # a broken plugin file, a missing collection
         return {'found': False, 'why': '%s: %s' % (type(e).__name__, e)}
     if p is None:
+        if _jinja_builtin(kind, name) is not None:
+            return {'found': True, 'fqcn': name}
         return {'found': False}
     return {'found': True, 'fqcn': getattr(p, 'ansible_name', name)}
 
 
 def _call_jinja(req):
-    f = _jinja_plugin(req['kind'], req['name']).j2_function
+    f = _function(req['kind'], req['name'])
     args = req.get('args') or []
     kwargs = req.get('kwargs') or {}
     passed = getattr(f, 'jinja_pass_arg', None)
