@@ -18,6 +18,8 @@ pub struct Loc {
     pub file: Arc<PathBuf>,
     /// 1-based line (0: unknown).
     pub line: usize,
+    /// 1-based column (0: unknown); not shown by `Display`.
+    pub col: usize,
 }
 
 impl std::fmt::Display for Loc {
@@ -37,6 +39,8 @@ pub struct Node {
     pub y: Y,
     /// 1-based line where it starts.
     pub line: usize,
+    /// 1-based column where it starts (0: unknown).
+    pub col: usize,
 }
 
 /// The shape of a [`Node`].
@@ -106,6 +110,7 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
         loc: Loc {
             file: file.clone(),
             line,
+            col: 0,
         },
         msg,
     };
@@ -118,6 +123,7 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
             err(line, format!("YAML syntax error: {}", e.info()))
         })?;
         let line = span.start.line();
+        let col = span.start.col() + 1;
         let done: Option<(Node, usize)> = match ev {
             Event::Scalar(v, style, anchor, tag) => {
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
@@ -152,6 +158,7 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
                     Node {
                         y: Y::Scalar(value),
                         line,
+                        col,
                     },
                     anchor,
                 ))
@@ -161,28 +168,30 @@ pub fn parse_all(text: &str, file: &Path) -> Result<Vec<Node>, YamlError> {
                 None => return Err(err(line, "YAML alias to an unknown anchor".into())),
             },
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(Vec::new(), line, anchor));
+                stack.push(Frame::Seq(Vec::new(), (line, col), anchor));
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(Vec::new(), None, line, anchor));
+                stack.push(Frame::Map(Vec::new(), None, (line, col), anchor));
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, l, anchor)) => Some((
+                Some(Frame::Seq(items, (l, c), anchor)) => Some((
                     Node {
                         y: Y::Seq(items),
                         line: l,
+                        col: c,
                     },
                     anchor,
                 )),
                 _ => return Err(err(line, "unbalanced YAML sequence".into())),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(items, None, l, anchor)) => Some((
+                Some(Frame::Map(items, None, (l, c), anchor)) => Some((
                     Node {
                         y: Y::Map(items),
                         line: l,
+                        col: c,
                     },
                     anchor,
                 )),
@@ -251,24 +260,27 @@ pub fn parse_one(text: &str, file: &Path) -> Result<Node, YamlError> {
         0 => Ok(Node {
             y: Y::Scalar(Value::Null),
             line: 1,
+            col: 0,
         }),
         1 => Ok(docs.remove(0)),
         _ => Err(YamlError {
             loc: Loc {
                 file: Arc::new(file.to_owned()),
                 line: docs[1].line,
+                col: 0,
             },
             msg: "expected one YAML document, found several".into(),
         }),
     }
 }
 
+/// A collection being built: its items, (line, column) and anchor.
 enum Frame {
-    Seq(Vec<Node>, usize, usize),
+    Seq(Vec<Node>, (usize, usize), usize),
     Map(
         Vec<(String, usize, Node)>,
         Option<(String, usize)>,
-        usize,
+        (usize, usize),
         usize,
     ),
 }

@@ -267,6 +267,7 @@ impl Config {
             let loc = super::yaml::Loc {
                 file: std::sync::Arc::new(file.to_owned()),
                 line: n + 1,
+                col: 0,
             };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with(';') {

@@ -45,6 +45,9 @@ pub struct HostResult {
     pub duration: Duration,
     /// `delegate_to` target.
     pub delegated_to: Option<String>,
+    /// Where the task is written (file, line and column), for the
+    /// excerpt an error shows.
+    pub origin: crate::Loc,
 }
 
 /// An executor event.

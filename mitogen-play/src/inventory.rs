@@ -249,6 +249,7 @@ impl Inventory {
             let loc = Loc {
                 file: file.clone(),
                 line: n + 1,
+                col: 0,
             };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -334,6 +335,7 @@ impl Inventory {
                 &Loc {
                     file,
                     line: doc.line,
+                    col: 0,
                 },
                 "a YAML inventory must be a mapping of groups",
             )),
@@ -355,6 +357,7 @@ impl Inventory {
                 &Loc {
                     file: file.clone(),
                     line: node.line,
+                    col: 0,
                 },
                 format!("group '{name}' must be a mapping (hosts, vars, children)"),
             ));
@@ -363,6 +366,7 @@ impl Inventory {
             let loc = Loc {
                 file: file.clone(),
                 line: *kline,
+                col: 0,
             };
             match key.as_str() {
                 "hosts" => match &v.y {
@@ -371,6 +375,7 @@ impl Inventory {
                             let hloc = Loc {
                                 file: file.clone(),
                                 line: *hline,
+                                col: 0,
                             };
                             let (pattern, port) = split_host_port(h);
                             for host in
@@ -674,6 +679,7 @@ pub fn read_vars_file(p: &Path) -> Result<Map<String, Value>, PlayError> {
             &Loc {
                 file: Arc::new(p.to_owned()),
                 line: n.line,
+                col: 0,
             },
             "a vars file must be a mapping",
         )),

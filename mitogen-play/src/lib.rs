@@ -162,6 +162,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod display;
 pub mod events;
 pub mod executor;
 mod hostvars;

@@ -277,8 +277,8 @@ fn banner(title: &str) -> String {
 }
 
 struct Printer {
+    callback: mitogen_play::display::DefaultCallback,
     json: Option<std::io::BufWriter<std::fs::File>>,
-    verbose: u8,
     tty: bool,
     task_hosts: usize,
     done: usize,
@@ -315,38 +315,7 @@ impl Printer {
             }
             Event::HostResult(r) => {
                 self.clear_progress();
-                let host = match &r.delegated_to {
-                    Some(d) if *d != r.host => format!("{} -> {d}", r.host),
-                    _ => r.host.clone(),
-                };
-                let shown = {
-                    let mut v = r.result.clone();
-                    if let Value::Object(m) = &mut v {
-                        m.retain(|k, _| !k.starts_with("_ansible_"));
-                    }
-                    v
-                };
-                let verbose_always = r.result.get("_ansible_verbose_always").is_some();
-                let body = serde_json::to_string_pretty(&shown).unwrap_or_default();
-                let _ = match r.status {
-                    Status::Failed => {
-                        let line = writeln!(out, "fatal: [{host}]: FAILED! => {body}");
-                        if r.ignored {
-                            let _ = writeln!(out, "...ignoring");
-                        }
-                        line
-                    }
-                    Status::Unreachable => writeln!(out, "fatal: [{host}]: UNREACHABLE! => {body}"),
-                    Status::Skipped => writeln!(out, "skipping: [{host}]"),
-                    _ => {
-                        let word = if r.changed { "changed" } else { "ok" };
-                        if verbose_always || self.verbose > 0 {
-                            writeln!(out, "{word}: [{host}] => {body}")
-                        } else {
-                            writeln!(out, "{word}: [{host}]")
-                        }
-                    }
-                };
+                let _ = self.callback.host_result(out, r);
                 if let Some(j) = &mut self.json {
                     let rec = json!({
                         "host": r.host, "task": r.task, "action": r.action,
@@ -383,6 +352,7 @@ impl Printer {
                         s.ok, s.changed, s.unreachable, s.failed, s.skipped, s.rescued, s.ignored
                     );
                 }
+                let _ = writeln!(out);
             }
             _ => {}
         }
@@ -699,8 +669,8 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     let exec = Executor::new(router, runner, inventory, opts).parse_options(parse);
     let rx = exec.subscribe();
     let mut printer = Printer {
+        callback: mitogen_play::display::DefaultCallback::new(args.verbose),
         json,
-        verbose: args.verbose,
         tty: std::io::stderr().is_terminal(),
         task_hosts: 0,
         done: 0,

@@ -523,6 +523,16 @@ fn loc_of(file: &Arc<PathBuf>, line: usize) -> Loc {
     Loc {
         file: file.clone(),
         line,
+        col: 0,
+    }
+}
+
+/// Where node `n` of `file` starts, with its column (a task's origin, as
+/// ansible-core's error excerpts show it).
+fn loc_at(file: &Arc<PathBuf>, n: &Node) -> Loc {
+    Loc {
+        col: n.col,
+        ..loc_of(file, n.line)
     }
 }
 
@@ -1206,7 +1216,7 @@ impl Parser<'_> {
         handlers: &mut Vec<TaskDef>,
     ) -> Result<Vec<Item>, PlayError> {
         let m = as_map(n, file, "a task")?;
-        let loc = loc_of(file, n.line);
+        let loc = loc_at(file, n);
         let mut kw = Keywords::default();
         let is_block = m
             .iter()
@@ -1336,6 +1346,7 @@ impl Parser<'_> {
                         Node {
                             y: Y::Scalar(Value::String(rest.trim().to_owned())),
                             line: v.line,
+                            col: v.col,
                         },
                         *kline,
                     ));

@@ -43,6 +43,7 @@ fn main() {
         connection_keywords_ssh,
         interrupted_run_ends_like_ansible_playbook,
         plugin_host_failures_are_clear,
+        stdout_matches_ansible_playbook,
     ]);
 }
 
@@ -1126,4 +1127,101 @@ fn plugin_host_failures_are_clear() {
         )
         .unwrap();
     assert_eq!(j, Value::from("{\"a\": 1}"));
+}
+
+/// Fixtures whose stdout (`-f 1`, no colour, timings normalized) is
+/// ansible-playbook's byte for byte: the default callback's lines, JSON,
+/// loop items, `[ERROR]` excerpts. Those not listed are printed with their
+/// first difference (templating errors' "caused by" chains, `included:`
+/// lines, warnings are not there yet).
+const STDOUT_SAME: &[&str] = &[
+    "03_linear_fail.yml",
+    "10_copy_template.yml",
+    "11_delegate_once.yml",
+    "12_gather.yml",
+    "13_tags.yml",
+    "16_hostvars.yml",
+    "20_delegate_facts_order_throttle.yml",
+    "21_module_defaults.yml",
+    "22_collections.yml",
+    "25_default_collections.yml",
+    "31_builtin_plugins.yml",
+];
+
+/// What differs between two runs of the same playbook by nature: times,
+/// tmp names.
+fn normalize_stdout(s: &str) -> String {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#""(start|end|delta)": "[^"]*"|ansible-tmp-[0-9.]+-[0-9]+-[0-9]+|"(atime|mtime|ctime)": [0-9.]+"#,
+        )
+        .unwrap()
+    });
+    RE.replace_all(s, "<volatile>").into_owned()
+}
+
+fn stdout_of(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run");
+    normalize_stdout(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn stdout_matches_ansible_playbook() {
+    let Some(py) = venv_python() else { return };
+    let bin = py.parent().unwrap();
+    let scratch = Scratch::new("stdout");
+    std::fs::create_dir_all(scratch.0.join("home")).unwrap();
+    let missing = missing_actions(&py);
+    let (mut same, mut total, mut regressed) = (0, 0, Vec::new());
+    for c in cases() {
+        if c.needs.iter().any(|a| missing.contains(&a.to_string())) {
+            continue;
+        }
+        total += 1;
+        let inv = scratch
+            .0
+            .join(format!("inv-{}", c.file_name().trim_end_matches(".yml")));
+        std::fs::write(&inv, format!("{LOCAL3}{}", c.extra_inventory)).unwrap();
+        let run = |program: &Path, ours: bool| {
+            let mut cmd = Command::new(program);
+            env_cmd(&mut cmd, &scratch.0, bin);
+            case_env(&c, &mut cmd);
+            cmd.env("ANSIBLE_NOCOLOR", "1")
+                .arg("-i")
+                .arg(&inv)
+                .arg(fixtures().join(c.playbook))
+                .args(case_args(&c))
+                .arg("-f")
+                .arg("1");
+            if ours {
+                cmd.arg("--ansible-python").arg(&py);
+            }
+            stdout_of(cmd)
+        };
+        let theirs = run(&bin.join("ansible-playbook"), false);
+        let ours = run(Path::new(env!("CARGO_BIN_EXE_mitogen-play")), true);
+        let name = c.file_name().to_owned();
+        if ours == theirs {
+            same += 1;
+            eprintln!("  same      {name}");
+            continue;
+        }
+        let first = ours
+            .lines()
+            .zip(theirs.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map_or_else(
+                || "(one output is a prefix of the other)".to_owned(),
+                |(i, (a, b))| format!("line {}: ours {a:?} / ansible {b:?}", i + 1),
+            );
+        eprintln!("  differs   {name}: {first}");
+        if STDOUT_SAME.contains(&name.as_str()) {
+            regressed.push(name);
+        }
+    }
+    eprintln!("stdout: {same} of {total} playbooks print what ansible-playbook prints");
+    assert!(
+        regressed.is_empty(),
+        "stdout no longer ansible-playbook's: {regressed:?}"
+    );
 }

@@ -393,6 +393,7 @@ impl Executor {
             result: out.callback.clone(),
             duration: out.duration,
             delegated_to: delegated,
+            origin: t.loc.clone(),
         }));
     }
 
