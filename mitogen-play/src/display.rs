@@ -60,6 +60,17 @@ fn host_result(
         Some(d) if *d != r.host => format!("{} -> {d}", r.host),
         _ => r.host.clone(),
     };
+    let short = r
+        .action
+        .strip_prefix("ansible.builtin.")
+        .or_else(|| r.action.strip_prefix("ansible.legacy."))
+        .unwrap_or(&r.action);
+    if matches!(short, "include_tasks" | "include_role" | "include")
+        && matches!(r.status, Status::Ok | Status::Changed)
+    {
+        // An include's result is its `included:` line(s).
+        return Ok(());
+    }
     let mut result = match &r.result {
         Value::Object(m) => m.clone(),
         _ => Map::new(),

@@ -72,6 +72,26 @@ pub enum Event {
     },
     /// A result.
     HostResult(HostResult),
+    /// `include_tasks`/`include_role` brings a file (or a role) in for
+    /// these hosts (ansible-core's `v2_playbook_on_include`).
+    Included {
+        /// The file's absolute path, or the role's name.
+        file: String,
+        /// The hosts it is for, in order.
+        hosts: Vec<String>,
+        /// The loop item's label, when the include loops.
+        item: Option<String>,
+    },
+    /// An `until` attempt failed and the task runs again
+    /// (`v2_runner_retry`).
+    Retry {
+        /// Inventory name.
+        host: String,
+        /// The task's name (no role prefix).
+        task: String,
+        /// Attempts still to come.
+        retries_left: u64,
+    },
     /// A warning for the user.
     Warning(String),
     /// The run ended: stats per host.

@@ -338,6 +338,28 @@ impl Printer {
                     self.progress_shown = true;
                 }
             }
+            Event::Retry {
+                host,
+                task,
+                retries_left,
+            } => {
+                self.clear_progress();
+                let _ = writeln!(
+                    out,
+                    "FAILED - RETRYING: [{host}]: {task} ({retries_left} retries left)."
+                );
+            }
+            Event::Included { file, hosts, item } => {
+                self.clear_progress();
+                let _ = match item {
+                    Some(label) => writeln!(
+                        out,
+                        "included: {file} for {} => (item={label})",
+                        hosts.join(", ")
+                    ),
+                    None => writeln!(out, "included: {file} for {}", hosts.join(", ")),
+                };
+            }
             Event::Warning(w) => {
                 self.clear_progress();
                 eprintln!("[WARNING]: {w}");
@@ -475,12 +497,13 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
         .chain(cfg.collections_path.iter().cloned())
         .chain(site)
         .collect();
-    for c in dirs {
+    for c in &dirs {
         source = source.collections_path(c);
     }
     let check_source = source.clone();
     let parse = ParseOptions {
         roles_path: cfg.roles_path.clone(),
+        collections_paths: dirs,
         module_exists: Some(ModuleCheck(Arc::new(move |name: &str| {
             if let Some(why) = check_source.unsupported_action(name) {
                 return Err(Refusal::Unsupported(why));

@@ -172,8 +172,10 @@ impl Keywords {
 /// A role as loaded: its directory, defaults, vars and handlers.
 #[derive(Debug, Clone)]
 pub struct Role {
-    /// The role's name.
+    /// The role's name as shown (`ns.coll.role` for a collection's).
     pub name: String,
+    /// The collection it is from (`ns.coll`), if any.
+    pub collection: Option<String>,
     /// Its directory.
     pub path: PathBuf,
     /// `defaults/main.yml`.
@@ -190,6 +192,18 @@ pub struct Role {
 }
 
 impl Role {
+    /// `role_name`: the name without its collection.
+    pub fn short_name(&self) -> &str {
+        match &self.collection {
+            Some(c) => self
+                .name
+                .strip_prefix(c.as_str())
+                .and_then(|n| n.strip_prefix('.'))
+                .unwrap_or(&self.name),
+            None => &self.name,
+        }
+    }
+
     /// The task ansible-core appends to a role's tasks (`role_complete`):
     /// a host that ran any of them has run the role.
     fn complete_marker(self: &Arc<Self>, kw: &Keywords, loc: &Loc) -> TaskDef {
@@ -476,6 +490,9 @@ pub struct Play {
 pub struct ParseOptions {
     /// Extra role directories (`roles_path`).
     pub roles_path: Vec<PathBuf>,
+    /// Where collections are (each holding `ansible_collections/`): roles
+    /// named by FQCN or through `collections:` are found there.
+    pub collections_paths: Vec<PathBuf>,
     /// Modules the runner can find (checked at parse time); `None`: no check.
     pub module_exists: Option<ModuleCheck>,
     /// Serves the filter, test and lookup plugins mitogen-play lacks (a
@@ -1043,6 +1060,37 @@ impl Parser<'_> {
         self.load_role(&name, params, &kw, &loc, handlers, seen, "main")
     }
 
+    /// A role in a collection, as ansible-core's `_get_collection_role_path`
+    /// finds it: `ns.coll.role` in that collection, a short name in each
+    /// collection of the `collections:` list (`ansible.builtin` and
+    /// `ansible.legacy` mean the role paths). The role's dir and FQCN.
+    fn find_collection_role(
+        &self,
+        name: &str,
+        collections: &[String],
+    ) -> Option<(PathBuf, String)> {
+        let in_collection = |coll: &str, role: &str| {
+            let (ns, c) = coll.split_once('.')?;
+            self.opts.collections_paths.iter().find_map(|p| {
+                let d = p
+                    .join("ansible_collections")
+                    .join(ns)
+                    .join(c)
+                    .join("roles")
+                    .join(role);
+                d.is_dir().then(|| (d, format!("{coll}.{role}")))
+            })
+        };
+        match name.rsplit_once('.') {
+            Some((coll, role)) if coll.contains('.') => in_collection(coll, role),
+            Some(_) => None,
+            None => collections
+                .iter()
+                .filter(|c| !matches!(c.as_str(), "ansible.builtin" | "ansible.legacy"))
+                .find_map(|c| in_collection(c, name)),
+        }
+    }
+
     fn find_role(&self, name: &str, from: &Path) -> Option<PathBuf> {
         let mut cands = vec![
             self.play_base.join("roles").join(name),
@@ -1072,15 +1120,48 @@ impl Parser<'_> {
                 format!("role '{name}': dependencies nest too deep (a cycle?)"),
             ));
         }
-        let Some(dir) = self.find_role(name, &self.play_base.clone()) else {
-            return Err(PlayError::at(
-                loc,
-                format!(
-                    "the role '{name}' was not found in {}/roles, the roles path, or {}",
-                    self.play_base.display(),
-                    self.play_base.display()
-                ),
-            ));
+        // A collection's role first (by FQCN, or through `collections:`),
+        // then the role paths.
+        let collections = kw.collections.clone().unwrap_or_default();
+        let (dir, name, collection) = match self.find_collection_role(name, &collections) {
+            Some((d, fq)) => {
+                let coll = fq.rsplit_once('.').map(|(c, _)| c.to_owned());
+                (d, fq, coll)
+            }
+            None => match self.find_role(name, &self.play_base.clone()) {
+                Some(d) => (d, name.to_owned(), None),
+                None => {
+                    return Err(PlayError::at(
+                        loc,
+                        format!(
+                            "the role '{name}' was not found in {}/roles, the roles path, {}or {}",
+                            self.play_base.display(),
+                            if collections.is_empty() && !name.contains('.') {
+                                String::new()
+                            } else {
+                                "the collections, ".to_owned()
+                            },
+                            self.play_base.display()
+                        ),
+                    ));
+                }
+            },
+        };
+        let name = name.as_str();
+        // A collection's role looks its short module names up in its own
+        // collection first (ansible-core puts it at the head of the role's
+        // collection list).
+        let coll_kw;
+        let kw = match &collection {
+            Some(c) => {
+                let mut k = kw.clone();
+                let mut list = vec![c.clone()];
+                list.extend(collections.iter().filter(|x| *x != c).cloned());
+                k.collections = Some(list);
+                coll_kw = k;
+                &coll_kw
+            }
+            None => kw,
         };
         let mut out = Vec::new();
         // meta/main.yml dependencies first.
@@ -1138,6 +1219,7 @@ impl Parser<'_> {
         }
         let role = Arc::new(Role {
             name: name.to_owned(),
+            collection: collection.clone(),
             path: dir.clone(),
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
@@ -1537,6 +1619,9 @@ impl Parser<'_> {
                     .to_owned();
                 let name = name.to_owned();
                 let mut seen = Vec::new();
+                // ansible-core loads an imported role as a new role
+                // (`from_include`): never the same as one that ran.
+                self.including = Some(true);
                 self.depth += 1;
                 let r =
                     self.load_role(&name, Map::new(), &t.kw, &t.loc, handlers, &mut seen, &from);

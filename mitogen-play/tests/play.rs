@@ -204,6 +204,10 @@ fn cases() -> Vec<Case> {
             ..case("30_python_plugins.yml")
         },
         case("31_builtin_plugins.yml"),
+        Case {
+            env: &[("ANSIBLE_COLLECTIONS_PATH", "{fixtures}/collections")],
+            ..case("32_collection_roles.yml")
+        },
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).
@@ -585,7 +589,7 @@ fn bad_input_is_refused_before_running() {
             ":5: conflicting action statements: command, bogus_kw",
         ),
         (
-            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ x | to_yaml }}\"\n",
+            "- hosts: all\n  tasks:\n    - debug: msg=\"{{ x | frobnicate_mtg }}\"\n",
             ":3: template error",
         ),
         (

@@ -4,7 +4,7 @@
 use super::host::HostState;
 use super::outcome::{error_outcome, finish_outcome, skipped_outcome};
 use super::{Executor, PlayCtx};
-use crate::events::Outcome;
+use crate::events::{Event, Outcome};
 use crate::playbook::{self, TaskDef, raw_param};
 use crate::template::Vars;
 use mitogen_ansible::Status;
@@ -82,7 +82,37 @@ impl Executor {
             };
             self.account(ctx, t, h, &out, name, None);
         }
-        for g in groups.into_inner() {
+        let groups = groups.into_inner();
+        // Every include is announced before any of them runs, as
+        // ansible-core's strategy sends them.
+        for g in &groups {
+            let loop_var = t
+                .loop_control
+                .get("loop_var")
+                .and_then(Value::as_str)
+                .unwrap_or("item");
+            let file = match &g.file {
+                Some(p) => super::abs(p).display().to_string(),
+                None => raw_param(&t.args)
+                    .or_else(|| {
+                        t.args
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default(),
+            };
+            self.emit(Event::Included {
+                file,
+                hosts: g.hosts.iter().map(|h| h.name.clone()).collect(),
+                item: t
+                    .loop_
+                    .as_ref()
+                    .and_then(|_| g.vars.get(loop_var))
+                    .map(mitogen_ansible::pycompat::py_str),
+            });
+        }
+        for g in groups {
             let layer = Arc::new(g.vars);
             for h in &g.hosts {
                 h.include_vars.lock().push(layer.clone());

@@ -203,6 +203,13 @@ impl Executor {
                 self.emit(Event::Warning("no hosts matched".into()));
                 continue;
             }
+            // Roles are a play's (ansible-core caches them per play): one
+            // that ran in an earlier play runs again in this one.
+            for h in &hosts {
+                let st = self.host(h);
+                st.roles_ran.lock().clear();
+                st.roles_done.lock().clear();
+            }
             // --start-at-task: a play without the task does not run; in
             // the one that has it, facts are gathered, then tasks before
             // it are skipped (ansible-core's PlayIterator).

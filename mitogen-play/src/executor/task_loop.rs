@@ -8,7 +8,7 @@ use super::outcome::{
 };
 use super::vars::OMIT;
 use super::{Executor, PlayCtx, bool_val};
-use crate::events::Outcome;
+use crate::events::{Event, Outcome};
 use crate::playbook::TaskDef;
 use crate::template::Vars;
 use mitogen_ansible::Status;
@@ -370,6 +370,11 @@ impl Executor {
                     }
                     return out.refresh(no_log);
                 }
+                self.emit(Event::Retry {
+                    host: h.name.clone(),
+                    task: self.plain_name(t, h, ctx),
+                    retries_left: attempts_max.saturating_sub(attempt),
+                });
                 std::thread::sleep(Duration::from_secs_f64(delay.clamp(0.0, 3600.0)));
                 continue;
             }

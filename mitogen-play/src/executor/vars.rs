@@ -124,7 +124,7 @@ impl Executor {
         // the playbook's (ansible-core's `Task.get_search_path`).
         let mut search: Vec<String> = Vec::new();
         if let Some(r) = &t.role {
-            magic.insert("role_name".into(), r.name.clone().into());
+            magic.insert("role_name".into(), r.short_name().into());
             let rp = abs(&r.path).display().to_string();
             magic.insert("role_path".into(), rp.clone().into());
             search.push(rp);
