@@ -113,12 +113,22 @@ impl Executor {
             });
         }
         for g in groups {
+            // ansible-core's `_load_included_file`: ok once per host for
+            // every file (or role) included, once it loaded.
+            let count_ok = || {
+                for h in &g.hosts {
+                    h.stats.lock().ok += 1;
+                }
+            };
             let layer = Arc::new(g.vars);
             for h in &g.hosts {
                 h.include_vars.lock().push(layer.clone());
             }
             match (&g.file, &t.included) {
-                (None, Some(items)) => self.linear_items(ctx, items, &g.hosts),
+                (None, Some(items)) => {
+                    count_ok();
+                    self.linear_items(ctx, items, &g.hosts);
+                }
                 (None, None) => {}
                 (Some(p), _) => {
                     let mut kw = t.kw.clone();
@@ -134,6 +144,7 @@ impl Executor {
                     });
                     match playbook::load_task_file(p, &kw, role, &self.parse, &ctx.play.base) {
                         Ok((items, handlers)) => {
+                            count_ok();
                             ctx.handlers.lock().extend(handlers);
                             self.linear_items(ctx, &items, &g.hosts);
                         }
