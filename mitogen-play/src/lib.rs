@@ -145,6 +145,9 @@
 //! - Collections are looked for where ansible-core looks: next to the
 //!   playbook, `collections_path` (default `ANSIBLE_HOME/collections`,
 //!   `/usr/share/ansible/collections`), the Python's `site-packages`.
+//!   Their roles are found by FQCN (`ns.coll.role`) and, for short names,
+//!   in the `collections:` list before the role paths; a collection role's
+//!   tasks find its collection's modules by short name first.
 //! - Python plugins ([`plugins`]): filter, test and lookup plugins not
 //!   implemented here (ansible-core's own such as `to_nice_yaml`, `hash`,
 //!   `human_readable`; any installed collection's, by FQCN; a playbook's or

@@ -1219,7 +1219,7 @@ impl Parser<'_> {
         }
         let role = Arc::new(Role {
             name: name.to_owned(),
-            collection: collection.clone(),
+            collection,
             path: dir.clone(),
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
