@@ -12,14 +12,19 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "mitogen-play",
-    version,
+    disable_version_flag = true,
     about = "Runs Ansible playbooks, executing the defined tasks on the targeted hosts (ansible-playbook's options, over mitogen-rs).",
     after_help = "MITOGEN_PLAY_LOG=debug logs what the library does (to stderr). Exit codes as ansible-playbook: 0 ok, 1 error, 2 failed hosts (or a bad command line), 4 unreachable hosts or a parse error, 5 bad options, 99 interrupted."
 )]
 struct Cli {
     /// Playbook(s)
-    #[arg(value_name = "playbook", required = true)]
+    #[arg(value_name = "playbook", required_unless_present = "version")]
     playbooks: Vec<PathBuf>,
+
+    /// show program's version number, config file location, configured
+    /// module search path, module location, executable location and exit
+    #[arg(long = "version")]
+    version: bool,
 
     /// Causes Ansible to print more debug messages. Adding multiple -v will
     /// increase the verbosity. This argument may be specified multiple
@@ -278,6 +283,8 @@ pub(crate) enum PasswordFrom {
 pub(crate) struct Args {
     pub(crate) inventory: Vec<String>,
     pub(crate) playbooks: Vec<PathBuf>,
+    /// `--version`: print versions and locations, run nothing.
+    pub(crate) version: bool,
     pub(crate) limit: Option<String>,
     pub(crate) forks: Option<usize>,
     pub(crate) check: bool,
@@ -315,7 +322,7 @@ pub(crate) struct Args {
     pub(crate) become_password: PasswordFrom,
 }
 
-/// The command line of this process; on `--help`, `--version` or a bad
+/// The command line of this process; on `--help` or a bad
 /// command line, clap's exit (0, or 2 with the usage).
 pub(crate) fn parse() -> Result<Args, String> {
     from(Cli::parse())
@@ -351,6 +358,7 @@ fn from(c: Cli) -> Result<Args, String> {
     Ok(Args {
         inventory: c.inventory,
         playbooks: c.playbooks,
+        version: c.version,
         limit: c.limit,
         forks: c.forks,
         check: c.check,
@@ -443,6 +451,11 @@ mod tests {
         // ansible-core's build_vault_ids: --vault-id first.
         assert_eq!(a.vault, ["dev@g", "@f"]);
         assert_eq!(a.ssh_args, ["-o", "A=b c"]);
+    }
+
+    #[test]
+    fn version_needs_no_playbook() {
+        assert!(args(&["--version"]).unwrap().version);
     }
 
     #[test]

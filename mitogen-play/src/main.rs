@@ -447,12 +447,42 @@ fn main() -> ExitCode {
             return ExitCode::from(5);
         }
     };
+    if args.version {
+        print_version(args.python);
+        return ExitCode::SUCCESS;
+    }
     match run(router, args) {
         Ok(code) => ExitCode::from(code),
         Err((code, msg)) => {
             eprintln!("ERROR! {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `--version`: ansible-playbook's text (ansible-core's own
+/// `option_helpers.version`, from the Python modules come from) under
+/// mitogen-play's name and version, with this program as the executable.
+fn print_version(python: Option<PathBuf>) {
+    let me = format!("mitogen-play {}", env!("CARGO_PKG_VERSION"));
+    let python = find_python(python);
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "mitogen-play".into());
+    let script = "import sys\nsys.argv[0] = sys.argv[2]\nfrom ansible.cli.arguments import option_helpers as o\nprint(o.version(sys.argv[1]))\n";
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&me)
+        .arg(&exe)
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        _ => println!(
+            "{me}\n  ansible-core: not found under {} (pass --ansible-python or set MITOGEN_ANSIBLE_PYTHON)",
+            python.display()
+        ),
     }
 }
 

@@ -44,6 +44,7 @@ fn main() {
         interrupted_run_ends_like_ansible_playbook,
         plugin_host_failures_are_clear,
         stdout_matches_ansible_playbook,
+        version_says_what_it_runs_with,
     ]);
 }
 
@@ -1234,4 +1235,36 @@ fn stdout_matches_ansible_playbook() {
         regressed.is_empty(),
         "stdout no longer ansible-playbook's: {regressed:?}"
     );
+}
+
+/// `--version` is ansible-playbook's, under mitogen-play's name and with
+/// its own executable: every other line the same as ansible-playbook's.
+fn version_says_what_it_runs_with() {
+    let Some(py) = venv_python() else { return };
+    let ours = Command::new(env!("CARGO_BIN_EXE_mitogen-play"))
+        .args(["--version", "--ansible-python"])
+        .arg(&py)
+        .output()
+        .unwrap();
+    assert!(ours.status.success());
+    let ours = String::from_utf8_lossy(&ours.stdout).into_owned();
+    let theirs = Command::new(py.parent().unwrap().join("ansible-playbook"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+    let (o, t): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), theirs.lines().collect());
+    assert_eq!(o.len(), t.len(), "{ours}\n{theirs}");
+    let core = t[0].trim_start_matches("ansible-playbook ");
+    assert_eq!(
+        o[0],
+        format!("mitogen-play {} {core}", env!("CARGO_PKG_VERSION"))
+    );
+    for (a, b) in o.iter().zip(&t).skip(1) {
+        if b.trim_start().starts_with("executable location = ") {
+            assert!(a.ends_with("mitogen-play"), "{a}");
+        } else {
+            assert_eq!(a, b);
+        }
+    }
 }
