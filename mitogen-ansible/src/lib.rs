@@ -177,7 +177,7 @@ pub mod yaml;
 
 pub use agent::register;
 pub use error::Error;
-pub use result::{Status, callback_view};
+pub use result::{Status, callback_view, strip_internal_keys};
 pub use runner::Runner;
 pub use source::{Module, ModuleSource, Style};
 pub use task::{Connection, Target, Task, TaskResult, Timings};

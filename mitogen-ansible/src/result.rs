@@ -349,7 +349,7 @@ pub(crate) fn finish(mut s: Shaping, no_log: bool) -> (Status, Value, Value) {
     // What the strategy stores for `register:`: internal keys stripped at
     // every level, `invocation` dropped.
     let mut register = Value::Object(s.data.clone());
-    strip_all_internal(&mut register);
+    strip_internal_keys(&mut register);
     if let Value::Object(m) = &mut register {
         m.shift_remove("invocation");
     }
@@ -407,14 +407,21 @@ pub fn callback_view(d: &Map<String, Value>, no_log: bool) -> Value {
     v
 }
 
-/// `strip_internal_keys(v)`: every `_ansible_*` key, at every level.
-fn strip_all_internal(v: &mut Value) {
+/// ansible-core's `strip_internal_keys(v)`: every `_ansible_*` key, at
+/// every level (what `register:` stores and callbacks dump).
+///
+/// ```
+/// let mut v = serde_json::json!({"a": 1, "_ansible_no_log": false, "r": [{"_ansible_x": 1}]});
+/// mitogen_ansible::strip_internal_keys(&mut v);
+/// assert_eq!(v, serde_json::json!({"a": 1, "r": [{}]}));
+/// ```
+pub fn strip_internal_keys(v: &mut Value) {
     match v {
         Value::Object(m) => {
             m.retain(|k, _| !k.starts_with("_ansible_"));
-            m.values_mut().for_each(strip_all_internal);
+            m.values_mut().for_each(strip_internal_keys);
         }
-        Value::Array(a) => a.iter_mut().for_each(strip_all_internal),
+        Value::Array(a) => a.iter_mut().for_each(strip_internal_keys),
         _ => {}
     }
 }

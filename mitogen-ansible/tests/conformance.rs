@@ -557,33 +557,14 @@ fn status_name(s: Status) -> &'static str {
 
 /// Field-by-field differences, ignoring [`VOLATILE`] keys anywhere.
 fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
-    match (ours, theirs) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, va) in a {
-                if VOLATILE.contains(&k.as_str()) {
-                    continue;
-                }
-                match b.get(k) {
-                    Some(vb) => diff(&format!("{path}.{k}"), va, vb, out),
-                    None => out.push(format!("{path}.{k}: only ours: {va}")),
-                }
-            }
-            for (k, vb) in b {
-                if !a.contains_key(k) && !VOLATILE.contains(&k.as_str()) {
-                    out.push(format!("{path}.{k}: only ansible: {vb}"));
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff(&format!("{path}[{i}]"), x, y, out);
-            }
-        }
-        (a, b) if a == b => {}
-        (Value::String(a), Value::String(b))
-            if payload_paths(&normalize(a)) == payload_paths(&normalize(b)) => {}
-        (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
-    }
+    mitogen_test_support::ansible::diff_values(
+        path,
+        ours,
+        theirs,
+        VOLATILE,
+        &|_, a, b| payload_paths(&normalize(a)) == payload_paths(&normalize(b)),
+        out,
+    );
 }
 
 /// Tracebacks name the module's payload dir (a temp name under ansible,

@@ -12,6 +12,7 @@
 //! ```
 
 use crate::events::HostResult;
+use crate::playbook::short;
 use mitogen_ansible::Status;
 use mitogen_ansible::pycompat::py_str;
 use serde_json::{Map, Value};
@@ -60,13 +61,10 @@ fn host_result(
         Some(d) if *d != r.host => format!("{} -> {d}", r.host),
         _ => r.host.clone(),
     };
-    let short = r
-        .action
-        .strip_prefix("ansible.builtin.")
-        .or_else(|| r.action.strip_prefix("ansible.legacy."))
-        .unwrap_or(&r.action);
-    if matches!(short, "include_tasks" | "include_role" | "include")
-        && matches!(r.status, Status::Ok | Status::Changed)
+    if matches!(
+        short(&r.action),
+        "include_tasks" | "include_role" | "include"
+    ) && matches!(r.status, Status::Ok | Status::Changed)
     {
         // An include's result is its `included:` line(s).
         return Ok(());
@@ -126,10 +124,6 @@ fn host_result(
     Ok(())
 }
 
-/// The actions the controller runs itself: their failures read "Action
-/// failed", a module's "Module failed".
-const CONTROLLER_ACTIONS: &[&str] = &["fail", "assert", "debug", "set_fact", "include_vars"];
-
 /// `_handle_exception`: 2.19's `[ERROR]: Task failed: ...` with the task's
 /// origin and the lines before it.
 fn error_block(
@@ -142,15 +136,10 @@ fn error_block(
     let msg = result
         .get("msg")
         .map_or_else(|| "Unknown error.".to_owned(), py_str);
-    let short = r
-        .action
-        .strip_prefix("ansible.builtin.")
-        .or_else(|| r.action.strip_prefix("ansible.legacy."))
-        .unwrap_or(&r.action);
     // ansible-core's error normalization: a failure the module reported
     // is "Module failed", one the action or `failed_when` decided is
     // "Action failed"; an empty message leaves the default sentence.
-    let by_action = CONTROLLER_ACTIONS.contains(&short)
+    let by_action = crate::executor::is_controller_action(short(&r.action))
         || result
             .get("failed_when_result")
             .is_some_and(crate::template::truthy);
@@ -299,11 +288,7 @@ fn run_is_verbose(result: &Map<String, Value>, verbosity: u8) -> bool {
 
 /// `_clean_results`: what `debug` shows is what it was asked for.
 fn clean_results(result: &mut Map<String, Value>, action: &str) {
-    let short = action
-        .strip_prefix("ansible.builtin.")
-        .or_else(|| action.strip_prefix("ansible.legacy."))
-        .unwrap_or(action);
-    if short != "debug" {
+    if short(action) != "debug" {
         return;
     }
     if result.contains_key("msg") {
@@ -329,7 +314,7 @@ pub fn dump_results(result: &Value, verbosity: u8) -> String {
         || verbosity > 2)
         .then_some(4);
     let mut abridged = Value::Object(m.clone());
-    strip_internal(&mut abridged);
+    mitogen_ansible::strip_internal_keys(&mut abridged);
     if let Value::Object(a) = &mut abridged {
         if verbosity < 3 {
             a.shift_remove("invocation");
@@ -338,18 +323,6 @@ pub fn dump_results(result: &Value, verbosity: u8) -> String {
         a.shift_remove("exception");
     }
     python_json(&abridged, indent)
-}
-
-/// `strip_internal_keys`: every `_ansible_*` key, at every level.
-fn strip_internal(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with("_ansible_"));
-            m.values_mut().for_each(strip_internal);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_internal),
-        _ => {}
-    }
 }
 
 /// Python's `json.dumps(v, sort_keys=True, ensure_ascii=False,

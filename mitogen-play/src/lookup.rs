@@ -267,9 +267,16 @@ fn run(
 
 /// Whether the plugin host serves lookup `name`.
 fn hosted(name: &str, cx: &Ctx<'_>) -> bool {
-    cx.templar
-        .plugins()
-        .is_some_and(|h| matches!(h.resolve(crate::plugins::Kind::Lookup, name), Ok(Some(_))))
+    served(name, cx.templar)
+}
+
+/// Whether `templar` can run lookup `name`: natively or in its plugin
+/// host.
+pub(crate) fn served(name: &str, templar: &Templar) -> bool {
+    exists(name)
+        || templar
+            .plugins()
+            .is_some_and(|h| h.has(crate::plugins::Kind::Lookup, name))
 }
 
 /// Python's `str(x)` of a term.

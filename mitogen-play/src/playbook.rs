@@ -395,6 +395,20 @@ impl TaskDef {
         short(&self.action)
     }
 
+    /// An `include_tasks` or `include_role` (whose tasks come in when it
+    /// runs).
+    pub fn is_include(&self) -> bool {
+        self.short_action() == "include_tasks" || self.included.is_some()
+    }
+
+    /// `loop_control.loop_var` (default `item`).
+    pub fn loop_var(&self) -> &str {
+        self.loop_control
+            .get("loop_var")
+            .and_then(Value::as_str)
+            .unwrap_or("item")
+    }
+
     /// ansible-core's `Task.get_name()`: the untemplated name (else the
     /// action), after `role : ` for a role's task. What `--list-tasks`
     /// shows and `--start-at-task` matches.
@@ -1337,12 +1351,7 @@ impl Parser<'_> {
                 }
                 k if k.starts_with("with_") => {
                     let name = &k["with_".len()..];
-                    let hosted = || {
-                        self.templar.plugins().is_some_and(|h| {
-                            matches!(h.resolve(crate::plugins::Kind::Lookup, name), Ok(Some(_)))
-                        })
-                    };
-                    if !super::lookup::exists(name) && !hosted() {
+                    if !super::lookup::served(name, &self.templar) {
                         return Err(PlayError::at(
                             &kloc,
                             format!(

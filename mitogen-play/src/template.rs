@@ -950,11 +950,7 @@ fn check_template_names(src: &str, plugins: Option<&PluginHost>) -> Result<(), S
 /// Whether the plugin host (if any) has plugin `name` of `kind`; the
 /// error says why not.
 fn hosted(plugins: Option<&PluginHost>, kind: Kind, name: &str) -> Result<(), String> {
-    let what = match kind {
-        Kind::Filter => "filter",
-        Kind::Test => "test",
-        Kind::Lookup => "lookup",
-    };
+    let what = kind.as_str();
     match plugins.map(|p| p.resolve(kind, name)) {
         Some(Ok(Some(_))) => Ok(()),
         Some(Ok(None)) | None => Err(format!("unsupported {what} '{name}'")),

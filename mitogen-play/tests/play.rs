@@ -342,32 +342,7 @@ fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String
 }
 
 fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
-    match (ours, theirs) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, va) in a {
-                if VOLATILE.contains(&k.as_str()) {
-                    continue;
-                }
-                match b.get(k) {
-                    Some(vb) => diff(&format!("{path}.{k}"), va, vb, out),
-                    None => out.push(format!("{path}.{k}: only ours: {va}")),
-                }
-            }
-            for (k, vb) in b {
-                if !a.contains_key(k) && !VOLATILE.contains(&k.as_str()) {
-                    out.push(format!("{path}.{k}: only ansible: {vb}"));
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff(&format!("{path}[{i}]"), x, y, out);
-            }
-        }
-        (a, b) if a == b => {}
-        (Value::String(a), Value::String(b)) if volatile_only(path, a, b) => {}
-        (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
-    }
+    mitogen_test_support::ansible::diff_values(path, ours, theirs, VOLATILE, &volatile_only, out);
 }
 
 /// Whether two strings differ only in what is volatile, like times: async

@@ -41,3 +41,46 @@ pub fn venv_python() -> Option<PathBuf> {
 pub fn capture_callback_dir() -> PathBuf {
     workspace().join("mitogen-ansible/tests/fixtures/callback_plugins")
 }
+
+/// Field-by-field differences between our result and ansible-core's, as
+/// lines `path: ours X != ansible Y` (and `only ours`/`only ansible`):
+/// keys in `volatile` are skipped at every level, and two strings that
+/// `same_str(path, ours, theirs)` accepts count as equal.
+pub fn diff_values(
+    path: &str,
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+    volatile: &[&str],
+    same_str: &dyn Fn(&str, &str, &str) -> bool,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                if volatile.contains(&k.as_str()) {
+                    continue;
+                }
+                match b.get(k) {
+                    Some(vb) => {
+                        diff_values(&format!("{path}.{k}"), va, vb, volatile, same_str, out)
+                    }
+                    None => out.push(format!("{path}.{k}: only ours: {va}")),
+                }
+            }
+            for (k, vb) in b {
+                if !a.contains_key(k) && !volatile.contains(&k.as_str()) {
+                    out.push(format!("{path}.{k}: only ansible: {vb}"));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&format!("{path}[{i}]"), x, y, volatile, same_str, out);
+            }
+        }
+        (a, b) if a == b => {}
+        (Value::String(a), Value::String(b)) if same_str(path, a, b) => {}
+        (a, b) => out.push(format!("{path}: ours {a} != ansible {b}")),
+    }
+}

@@ -8,9 +8,8 @@
 //! modules that file is a small stand-in for the AnsiballZ wrapper that
 //! runs the module from the target's payload cache tree.
 
-use super::{Act, CALL_SLACK, Engine, REMOTE_TMP, env_string, failure, millis};
+use super::{Act, CALL_SLACK, Engine, env_string, failure, millis};
 use crate::agent::{FileKind, ProcTask, RunProcess, TMPDIR_TOKEN, TmpMode};
-use crate::args::{self, Internal};
 use crate::error::Error;
 use crate::pycompat::{json_dumps, shlex_quote};
 use crate::result;
@@ -76,18 +75,7 @@ pub(crate) fn start(
 ) -> Result<(), Error> {
     let (target, task) = (act.target, act.task);
     let tmp = act.make_tmp()?;
-    let internal = Internal {
-        check_mode: task.check_mode,
-        no_log: task.no_log,
-        diff: task.diff,
-        version: r.source.version(),
-        module_name: name,
-        tmpdir: (!target.become_unprivileged).then_some(TMPDIR_TOKEN),
-        remote_tmp: REMOTE_TMP,
-        keep_remote_files: task.keep_remote_files,
-        ignore_unknown_opts: false,
-    };
-    let margs = args::with_internal(&user_args, &internal);
+    let margs = r.module_args(target, task, name, &user_args, false);
     let (python, discovered) = r.python(target, &mut act.s)?;
     let (mut files, module_file, args_file) = match module.style {
         Style::NewPython => {

@@ -95,6 +95,30 @@ impl Engine {
         })
     }
 
+    /// `user_args` with the `_ansible_*` keys `_update_module_args` adds
+    /// for `task` running module `name` on `target`.
+    pub(crate) fn module_args(
+        &self,
+        target: &Target,
+        task: &Task,
+        name: &str,
+        user_args: &Map<String, Value>,
+        ignore_unknown_opts: bool,
+    ) -> Map<String, Value> {
+        let internal = Internal {
+            check_mode: task.check_mode,
+            no_log: task.no_log,
+            diff: task.diff,
+            version: self.source.version(),
+            module_name: name,
+            tmpdir: (!target.become_unprivileged).then_some(TMPDIR_TOKEN),
+            remote_tmp: REMOTE_TMP,
+            keep_remote_files: task.keep_remote_files,
+            ignore_unknown_opts,
+        };
+        args::with_internal(user_args, &internal)
+    }
+
     /// `ActionBase._execute_module`: runs module `name` with `user_args`
     /// in the action's tmp dir (or a fresh one per call) and returns its
     /// parsed, post-processed data. Warnings go to the action's list.
@@ -123,19 +147,7 @@ impl Engine {
         if opts.wrap_async {
             return super::async_wrap::start(self, act, &module, name, user_args);
         }
-        let tmpdir = (!target.become_unprivileged).then_some(TMPDIR_TOKEN);
-        let internal = Internal {
-            check_mode: task.check_mode,
-            no_log: task.no_log,
-            diff: task.diff,
-            version: self.source.version(),
-            module_name: name,
-            tmpdir,
-            remote_tmp: REMOTE_TMP,
-            keep_remote_files: task.keep_remote_files,
-            ignore_unknown_opts: opts.ignore_unknown_opts,
-        };
-        let margs = args::with_internal(&user_args, &internal);
+        let margs = self.module_args(target, task, name, &user_args, opts.ignore_unknown_opts);
         let env_string = env_string(task);
         let tmp_mode = act.tmp_mode();
         match module.style {

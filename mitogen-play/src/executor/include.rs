@@ -24,11 +24,9 @@ pub(super) struct IncludeGroup {
 /// The loop variables `looped` set for this item (what an included file's
 /// tasks see of their include's loop).
 pub(super) fn loop_vars(t: &TaskDef, iv: &Vars) -> Map<String, Value> {
-    let lc = &t.loop_control;
-    let loop_var = lc.get("loop_var").and_then(Value::as_str).unwrap_or("item");
-    let index_var = lc.get("index_var").and_then(Value::as_str);
+    let index_var = t.loop_control.get("index_var").and_then(Value::as_str);
     let keys = [
-        Some(loop_var),
+        Some(t.loop_var()),
         Some("ansible_loop_var"),
         index_var,
         index_var.map(|_| "ansible_index_var"),
@@ -86,11 +84,6 @@ impl Executor {
         // Every include is announced before any of them runs, as
         // ansible-core's strategy sends them.
         for g in &groups {
-            let loop_var = t
-                .loop_control
-                .get("loop_var")
-                .and_then(Value::as_str)
-                .unwrap_or("item");
             let file = match &g.file {
                 Some(p) => super::abs(p).display().to_string(),
                 None => raw_param(&t.args)
@@ -108,7 +101,7 @@ impl Executor {
                 item: t
                     .loop_
                     .as_ref()
-                    .and_then(|_| g.vars.get(loop_var))
+                    .and_then(|_| g.vars.get(t.loop_var()))
                     .map(mitogen_ansible::pycompat::py_str),
             });
         }

@@ -28,6 +28,12 @@ mod task_loop;
 mod vars;
 
 pub(crate) use host::HostState;
+
+/// Whether the controller runs action `short_name` itself (its failures
+/// are an action's, not a module's).
+pub(crate) fn is_controller_action(short_name: &str) -> bool {
+    controller::controller_action(short_name).is_some()
+}
 use host::SshDest;
 pub use options::{Become, DEFAULT_BECOME_LIMIT, DEFAULT_FORKS, Options};
 

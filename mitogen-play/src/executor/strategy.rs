@@ -220,7 +220,7 @@ impl Executor {
             self.meta(ctx, t, &hosts);
             return;
         }
-        if a == "include_tasks" || t.included.is_some() {
+        if t.is_include() {
             self.include(ctx, t, &hosts);
             return;
         }
@@ -353,7 +353,7 @@ impl Executor {
                 Status::Skipped => st.skipped += 1,
                 // An include counts ok once per file (or role) it brings
                 // in, when that is loaded (`include`), not for its result.
-                _ if t.short_action() == "include_tasks" || t.included.is_some() => {}
+                _ if t.is_include() => {}
                 _ => {
                     st.ok += 1;
                     if out.changed {

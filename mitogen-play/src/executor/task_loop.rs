@@ -131,11 +131,7 @@ impl Executor {
             }
         };
         let lc = &t.loop_control;
-        let loop_var = lc
-            .get("loop_var")
-            .and_then(Value::as_str)
-            .unwrap_or("item")
-            .to_owned();
+        let loop_var = t.loop_var().to_owned();
         let index_var = lc
             .get("index_var")
             .and_then(Value::as_str)

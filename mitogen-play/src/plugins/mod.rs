@@ -55,7 +55,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    /// ansible-core's name for the kind (`filter`, `test`, `lookup`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Filter => "filter",
             Self::Test => "test",
@@ -227,6 +228,12 @@ impl PluginHost {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(found)
+    }
+
+    /// Whether plugin `name` of `kind` is served (a host that cannot be
+    /// started serves nothing).
+    pub fn has(&self, kind: Kind, name: &str) -> bool {
+        matches!(self.resolve(kind, name), Ok(Some(_)))
     }
 
     /// Calls filter or test `name` with `args` (the value first) and
