@@ -1082,6 +1082,9 @@ fn plugin_host_failures_are_clear() {
     assert!(e.to_string().contains("no answer within 3s"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     assert!(!host.is_running(), "the hung host was left running");
+    // What resolved before stays resolved (no new host is needed to say so).
+    assert!(host.has(Kind::Filter, "hang"));
+    assert!(!host.is_running());
     // A fresh host serves the next call.
     match host
         .call(

@@ -298,9 +298,10 @@ impl PluginHost {
             Ok(a) => a,
             Err(e) => {
                 // A host that failed a frame is in an unknown state: it goes,
-                // and the next request starts a fresh one.
+                // and the next request starts a fresh one, which loads the
+                // same plugins (what resolved stays resolved: the templars'
+                // proxies for it stay registered).
                 *guard = None;
-                self.resolved.write().clear();
                 return Err(self.host_error(e));
             }
         };
