@@ -1236,13 +1236,6 @@ pub(crate) fn search_path(vars: &Vars) -> Vec<String> {
     }
 }
 
-/// Where `needle` is for the task whose variables are `vars`, as a lookup
-/// with `subdir` searches (a `template` task's source, through
-/// [`PlayHook`](super::template::PlayHook)).
-pub(crate) fn find_in_search_path(vars: &Vars, subdir: &str, needle: &str) -> Option<String> {
-    find_file(vars, Some(subdir), needle, true)
-}
-
 /// `LookupBase.find_file_in_search_path` (`subdir` `None` searches as
 /// Python does: under a directory literally named `None`, then the path).
 fn find_file(
@@ -1251,15 +1244,7 @@ fn find_file(
     needle: &str,
     ignore_missing: bool,
 ) -> Option<String> {
-    let paths = search_path(vars);
-    let is_role = vars.get("role_path").is_some();
-    let r = dwim_stack(
-        &paths,
-        subdir.unwrap_or("None"),
-        needle,
-        is_role,
-        &basedir(vars),
-    );
+    let r = find_needle(vars, subdir.unwrap_or("None"), needle).ok();
     if r.is_none() && !ignore_missing {
         vars.warn(format!(
             "Unable to find {} in expected paths (use -vvvvv to see paths)",
@@ -1269,18 +1254,32 @@ fn find_file(
     r
 }
 
-/// `DataLoader.path_dwim_relative_stack`.
+/// ansible-core's `ActionBase._find_needle(dirname, needle)` for the task
+/// whose variables are `vars`: the file, or (not found) the paths searched.
+pub(crate) fn find_needle(vars: &Vars, dirname: &str, needle: &str) -> Result<String, Vec<String>> {
+    let is_role = vars.get("role_path").is_some();
+    dwim_stack(&search_path(vars), dirname, needle, is_role, &basedir(vars))
+}
+
+/// `DataLoader.path_dwim_relative_stack`: the first candidate that
+/// exists, or every candidate tried.
 fn dwim_stack(
     paths: &[String],
     dirname: &str,
     source: &str,
     is_role: bool,
     basedir: &str,
-) -> Option<String> {
+) -> Result<String, Vec<String>> {
     if source.starts_with('~') || source.starts_with('/') {
         let p = unfrack(source);
-        return Path::new(&p).exists().then_some(p);
+        return if Path::new(&p).exists() {
+            Ok(p)
+        } else {
+            Err(Vec::new())
+        };
     }
+    // `dirname` is not added where the source already starts with it.
+    let under = source.split('/').next() != Some(dirname);
     let mut search = Vec::new();
     for path in paths {
         let upath = unfrack(path);
@@ -1289,12 +1288,19 @@ fn dwim_stack(
             search.push(py_join(&py_join(py_dirname(&pb_base), dirname), source));
             search.push(py_join(&pb_base, source));
         }
-        search.push(py_join(&py_join(&upath, dirname), source));
+        if under {
+            search.push(py_join(&py_join(&upath, dirname), source));
+        }
         search.push(py_join(&upath, source));
     }
-    search.push(py_join(&py_join(basedir, dirname), source));
+    if under {
+        search.push(py_join(&py_join(basedir, dirname), source));
+    }
     search.push(py_join(basedir, source));
-    search.into_iter().find(|c| Path::new(c).exists())
+    match search.iter().find(|c| Path::new(c).exists()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(search),
+    }
 }
 
 /// `DataLoader._is_role`.

@@ -695,6 +695,7 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.ssh_args.extend(args.ssh_args.iter().cloned());
     opts.gather_explicit = cfg.gathering == "explicit";
     opts.start_at_task = args.start_at_task.clone();
+    opts.verbosity = args.verbose;
     if args.list_hosts || args.list_tasks || args.list_tags {
         list(&books, &mut inventory, &opts, &args).map_err(|e| (4, e))?;
         return Ok(0);

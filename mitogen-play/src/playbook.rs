@@ -4,7 +4,7 @@
 use super::PlayError;
 use super::inventory::{read_text, read_vars_file};
 use super::template::Templar;
-use super::util::parse_kv;
+use super::util::{parse_kv, parse_kv_raw};
 use super::yaml::{self, Loc, Node, Y};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -218,6 +218,13 @@ impl Role {
     }
 }
 
+/// ansible-core's `is_possibly_all_template`: `s` starts and ends with
+/// Jinja delimiters.
+fn all_template(s: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|d| s.starts_with(d))
+        && ["}}", "%}", "#}"].iter().any(|d| s.ends_with(d))
+}
+
 /// One task.
 #[derive(Debug, Clone)]
 pub struct TaskDef {
@@ -227,6 +234,10 @@ pub struct TaskDef {
     pub action: String,
     /// Its arguments (untemplated): an object, or a string for free form.
     pub args: Value,
+    /// Arguments given as one template that must render to a mapping
+    /// (`args: '{{ x }}'`, `add_host: '{{ y }}'`), in ansible-core's
+    /// order: each later one, then [`TaskDef::args`], wins over those before.
+    pub arg_templates: Vec<String>,
     /// Inherited keywords.
     pub kw: Keywords,
     /// `register:`.
@@ -297,6 +308,7 @@ impl TaskDef {
             name: None,
             action: action.to_owned(),
             args,
+            arg_templates: Vec::new(),
             kw,
             register: None,
             loop_: None,
@@ -667,24 +679,30 @@ fn string_list(n: &Node) -> Vec<String> {
 }
 
 impl Parser<'_> {
+    /// Looks ahead at the templates in `v`: the plugins they name are
+    /// resolved now, so the first task that uses one finds it ready. A
+    /// template that does not compile or names what nobody has is not an
+    /// error here: as under ansible-core, it fails the task that
+    /// evaluates it, and a task that never does (`when:` false) runs.
     fn check_templates(&self, v: &Value, loc: &Loc) -> Result<(), PlayError> {
         match v {
-            Value::String(s) => self
-                .templar
-                .check(s, false)
-                .map_err(|e| PlayError::at(loc, format!("template error in {s:?}: {e}"))),
+            Value::String(s) => {
+                let _ = self.templar.check(s, false);
+                Ok(())
+            }
             Value::Array(a) => a.iter().try_for_each(|x| self.check_templates(x, loc)),
             Value::Object(o) => o.values().try_for_each(|x| self.check_templates(x, loc)),
             _ => Ok(()),
         }
     }
 
+    /// As [`Parser::check_templates`], for a bare expression.
     fn check_cond(&self, v: &Value, loc: &Loc, key: &str) -> Result<(), PlayError> {
         match v {
-            Value::String(s) => self
-                .templar
-                .check(s, true)
-                .map_err(|e| PlayError::at(loc, format!("in '{key}: {s}': {e}"))),
+            Value::String(s) => {
+                let _ = self.templar.check(s, true);
+                Ok(())
+            }
             Value::Array(a) => a.iter().try_for_each(|x| self.check_cond(x, loc, key)),
             _ => Ok(()),
         }
@@ -1407,7 +1425,16 @@ impl Parser<'_> {
                 "args" => {
                     let a = v.to_json();
                     self.check_templates(&a, &kloc)?;
-                    extra_args = Some(a);
+                    match a {
+                        Value::String(s) if all_template(&s) => t.arg_templates.push(s),
+                        Value::Object(_) | Value::Null => extra_args = Some(a),
+                        _ => {
+                            return Err(PlayError::at(
+                                &kloc,
+                                "The value of the task `args` keyword is invalid.",
+                            ));
+                        }
+                    }
                 }
                 "action" | "local_action" => {
                     let Some(s) = v.as_str() else {
@@ -1500,10 +1527,17 @@ impl Parser<'_> {
                     o.insert("_raw_params".into(), raw.clone());
                     Value::Object(o)
                 }
-                (Value::String(s), _) => Value::Object(
-                    parse_kv(s, false)
-                        .map_err(|e| PlayError::at(&aloc, format!("{}: {e}", t.action)))?,
-                ),
+                (Value::String(s), _) => {
+                    let err = |e: String| PlayError::at(&aloc, format!("{}: {e}", t.action));
+                    let (kv, raw) = parse_kv_raw(s).map_err(err)?;
+                    match raw {
+                        // Words that are one template: a mapping at run time.
+                        Some(r) if all_template(&r) => t.arg_templates.push(r),
+                        Some(_) => return Err(err(parse_kv(s, false).err().unwrap_or_default())),
+                        None => {}
+                    }
+                    Value::Object(kv)
+                }
                 (Value::Null, _) => Value::Object(Map::new()),
                 (Value::Object(_), _) => raw.clone(),
                 (other, _) => {

@@ -449,6 +449,37 @@ impl Templar {
         env
     }
 
+    /// Runs `run` in `env`. A filter or test that `env` lacks may be a
+    /// plugin nobody asked the host for yet (only what the playbook's
+    /// parse saw was resolved: `assert: that:` and `debug: var=` are
+    /// read at run time): the host resolves the names in `src`, and `run`
+    /// goes once more in the environment rebuilt with them.
+    fn attempt<T>(
+        &self,
+        env: &Environment<'static>,
+        src: &str,
+        ctx: &JValue,
+        expression: bool,
+        run: impl Fn(&Environment<'static>) -> Result<T, JError>,
+    ) -> Result<T, Failed> {
+        let e = match run(env) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let unknown = matches!(e.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest);
+        if let (true, Some(host)) = (unknown, &self.plugins) {
+            // Only this engine's own environment is rebuilt (not one made
+            // by `with_options`, whose syntax differs).
+            let own = std::ptr::eq(env, Arc::as_ptr(&self.current.read().1));
+            let before = host.generation();
+            if own && check_names(src, Some(host)).is_ok() && host.generation() != before {
+                let env = self.env();
+                return run(&env).map_err(|e| fail(&env, ctx, src, &e, expression));
+            }
+        }
+        Err(fail(env, ctx, src, &e, expression))
+    }
+
     /// `vars` as a mapping object whose values are templated on access
     /// (`hostvars[host]`).
     pub(crate) fn lazy(&self, vars: Vars) -> JValue {
@@ -554,22 +585,26 @@ impl Templar {
             None
         };
         let ctx = self.ctx(vars, depth);
-        match native {
-            Some(expr) => self.eval(env, expr, &ctx),
+        let v = match native {
+            Some(expr) => self.eval(env, expr, &ctx)?,
             None => {
-                let r = env
-                    .render_str(s, &ctx)
-                    .map_err(|e| fail(env, &ctx, s, &e, false))?;
-                // ansible-core's `_post_render_mutation`: the source's
-                // trailing newlines the result lost come back.
+                Value::String(self.attempt(env, s, &ctx, false, |env| env.render_str(s, &ctx))?)
+            }
+        };
+        // ansible-core's `preserve_trailing_newlines`: a string result gets
+        // back the source's trailing newlines it lost (`"{{ x }}\n"` is
+        // `x` and a newline), whether one expression made it or not.
+        Ok(match v {
+            Value::String(r) => {
                 let (want, have) = (trailing_newlines(s), trailing_newlines(&r));
-                Ok(Value::String(if want > have {
+                Value::String(if want > have {
                     r + &"\n".repeat(want - have)
                 } else {
                     r
-                }))
+                })
             }
-        }
+            other => other,
+        })
         // Only a variable's value is a template (templated when it is
         // read); what a template produced is not templated again.
     }
@@ -577,10 +612,9 @@ impl Templar {
     /// The value of the bare expression `expr` (undefined, or holding an
     /// undefined value, fails).
     fn eval(&self, env: &Environment<'static>, expr: &str, ctx: &JValue) -> Result<Value, Failed> {
-        let v = env
-            .compile_expression(expr)
-            .and_then(|e| e.eval(ctx))
-            .map_err(|e| fail(env, ctx, expr, &e, true))?;
+        let v = self.attempt(env, expr, ctx, true, |env| {
+            env.compile_expression(expr).and_then(|e| e.eval(ctx))
+        })?;
         if undefined::holds_undefined(&v) {
             return Err(undefined_value(env, ctx, expr));
         }
@@ -626,10 +660,9 @@ impl Templar {
                 let _notes = undefined::Fresh::begin();
                 let ctx = self.ctx(vars, 0);
                 let env = self.env();
-                let v = env
-                    .compile_expression(expr)
-                    .and_then(|e| e.eval(&ctx))
-                    .map_err(|e| fail(&env, &ctx, expr, &e, true))?;
+                let v = self.attempt(&env, expr, &ctx, true, |env| {
+                    env.compile_expression(expr).and_then(|e| e.eval(&ctx))
+                })?;
                 if v.is_undefined() {
                     return Err(undefined_value(&env, &ctx, expr).into());
                 }
@@ -891,8 +924,12 @@ impl TemplateHook for PlayHook {
         Some(self.ctx_of(vars))
     }
 
-    fn find_template(&self, src: &str) -> Option<PathBuf> {
-        super::lookup::find_in_search_path(&self.vars, "templates", src).map(PathBuf::from)
+    fn find_needle(&self, dirname: &str, needle: &str) -> Option<Result<PathBuf, Vec<PathBuf>>> {
+        Some(
+            super::lookup::find_needle(&self.vars, dirname, needle)
+                .map(PathBuf::from)
+                .map_err(|tried| tried.into_iter().map(PathBuf::from).collect()),
+        )
     }
 
     fn search_path(&self) -> Vec<PathBuf> {

@@ -19,6 +19,31 @@ pub fn shlex_split(s: &str) -> Result<Vec<String>, String> {
 /// Unbalanced quotes or Jinja blocks; a bare word where only `k=v` is
 /// allowed.
 pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> {
+    let (mut out, raw) = parse_kv_words(s, free_form)?;
+    if !raw.is_empty() {
+        if !free_form {
+            return Err(format!(
+                "expected key=value arguments, found '{}'",
+                raw[0].trim()
+            ));
+        }
+        out.insert("_raw_params".into(), Value::String(join_args(&raw)));
+    }
+    Ok(out)
+}
+
+/// A module's `k=v` arguments in `s` (all but free-form ones when
+/// `free_form`) and its other words, joined as ansible-core joins its
+/// `_raw_params` (`None`: there are none).
+///
+/// # Errors
+/// Unbalanced quotes or template delimiters.
+pub fn parse_kv_raw(s: &str) -> Result<(Map<String, Value>, Option<String>), String> {
+    let (out, raw) = parse_kv_words(s, false)?;
+    Ok((out, (!raw.is_empty()).then(|| join_args(&raw))))
+}
+
+fn parse_kv_words(s: &str, free_form: bool) -> Result<(Map<String, Value>, Vec<String>), String> {
     let mut out = Map::new();
     let mut raw: Vec<String> = Vec::new();
     for orig in split_args(s)? {
@@ -41,16 +66,7 @@ pub fn parse_kv(s: &str, free_form: bool) -> Result<Map<String, Value>, String> 
             out.insert(k.trim().to_owned(), Value::String(unquote(v.trim())));
         }
     }
-    if !raw.is_empty() {
-        if !free_form {
-            return Err(format!(
-                "expected key=value arguments, found '{}'",
-                raw[0].trim()
-            ));
-        }
-        out.insert("_raw_params".into(), Value::String(join_args(&raw)));
-    }
-    Ok(out)
+    Ok((out, raw))
 }
 
 /// The first `=` after the first character that no backslash escapes.

@@ -68,8 +68,7 @@ pub(super) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         return fail(act, "newline_sequence needs to be one of: \n, \r or \r\n");
     }
     let hook = act.task.template_hook.clone();
-    let found = hook.as_ref().and_then(|h| h.find_template(&source));
-    let full = match found.map_or_else(|| act.find_needle("templates", &source), Ok) {
+    let full = match act.find_needle("templates", &source) {
         Ok(p) => p,
         Err(m) => return fail(act, &m),
     };

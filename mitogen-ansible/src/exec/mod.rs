@@ -283,15 +283,51 @@ impl<'a> Act<'a> {
 
     /// `_find_needle(dirname, needle)`: absolute as is, else the first of
     /// `<base>/<dirname>/<needle>` and `<base>/<needle>` that exists.
+    /// The task's [`TemplateHook`](crate::jinja::TemplateHook) decides
+    /// where, when it knows (a play's role and task file paths).
     pub(crate) fn find_needle(&self, dirname: &str, needle: &str) -> Result<PathBuf, String> {
+        let found = match self
+            .task
+            .template_hook
+            .as_ref()
+            .and_then(|h| h.find_needle(dirname, needle))
+        {
+            Some(r) => r,
+            None => self.find_in_base(dirname, needle),
+        };
+        let tried = match found {
+            Ok(p) => {
+                let mut s = p.display().to_string();
+                if needle.ends_with('/') && !s.ends_with('/') {
+                    s.push('/');
+                }
+                return Ok(PathBuf::from(s));
+            }
+            Err(tried) => tried,
+        };
+        let searched: String = tried
+            .iter()
+            .map(|p| format!("\n\t{}", p.display()))
+            .collect();
+        Err(format!(
+            "Could not find or access '{needle}'{}{searched} on the Ansible Controller.\nIf you are using a module and expect the file to exist on the remote, see the remote_src option",
+            if tried.is_empty() {
+                ""
+            } else {
+                "\nSearched in:"
+            },
+        ))
+    }
+
+    /// `<base>/<dirname>/<needle>`, then `<base>/<needle>` (an absolute
+    /// `needle` as it is).
+    fn find_in_base(&self, dirname: &str, needle: &str) -> Result<PathBuf, Vec<PathBuf>> {
         let p = Path::new(needle);
         if p.is_absolute() {
             return if p.exists() {
                 Ok(p.to_owned())
             } else {
-                Err(format!(
-                    "Could not find or access '{needle}' on the Ansible Controller.\nIf you are using a module and expect the file to exist on the remote, see the remote_src option"
-                ))
+                Err(Vec::new())
             };
         }
         let base = self
@@ -300,20 +336,11 @@ impl<'a> Act<'a> {
             .clone()
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("."));
-        for c in [base.join(dirname).join(needle), base.join(needle)] {
-            if c.exists() {
-                let mut s = c.display().to_string();
-                if needle.ends_with('/') && !s.ends_with('/') {
-                    s.push('/');
-                }
-                return Ok(PathBuf::from(s));
-            }
+        let tried = vec![base.join(dirname).join(needle), base.join(needle)];
+        match tried.iter().find(|c| c.exists()) {
+            Some(c) => Ok(c.clone()),
+            None => Err(tried),
         }
-        Err(format!(
-            "Could not find or access '{needle}'\nSearched in:\n\t{}\n\t{} on the Ansible Controller.\nIf you are using a module and expect the file to exist on the remote, see the remote_src option",
-            base.join(dirname).join(needle).display(),
-            base.join(needle).display(),
-        ))
     }
 }
 

@@ -170,6 +170,7 @@ pub(super) fn add(env: &mut Environment<'static>) {
         }
     });
     env.add_filter("quote", |s: String| crate::pycompat::shlex_quote(&s));
+    env.add_filter("urlencode", urlencode);
     env.add_filter("b64encode", |s: String| b64encode(s.as_bytes()));
     env.add_filter("b64decode", |s: String| -> Result<String, JError> {
         let b = b64decode(&s).ok_or_else(|| jerr("b64decode: invalid base64"))?;
@@ -510,6 +511,57 @@ fn regex_findall(s: String, pattern: String, k: Kwargs) -> Result<JValue, JError
         out.push(v);
     }
     Ok(JValue::from(out))
+}
+
+/// Jinja2's `urlencode`: a string (or anything not iterable) quoted with
+/// `/` kept; a dict, or a sequence of `(key, value)` pairs, as a query
+/// string (`/` quoted, spaces as `+`).
+fn urlencode(v: JValue) -> Result<String, JError> {
+    fn quote(v: &JValue, for_qs: bool) -> String {
+        let s = match v.as_str() {
+            Some(s) => s.to_owned(),
+            None => crate::pycompat::py_str(&jv_to_json(v)),
+        };
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                    out.push(b as char)
+                }
+                b'/' if !for_qs => out.push('/'),
+                b' ' if for_qs => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+    let pairs: Vec<(JValue, JValue)> = match v.kind() {
+        ValueKind::Map => v
+            .try_iter()?
+            .map(|k| {
+                let x = v.get_item(&k).unwrap_or_default();
+                (k, x)
+            })
+            .collect(),
+        ValueKind::Seq | ValueKind::Iterable => v
+            .try_iter()?
+            .map(
+                |p| match (p.len(), p.get_item_by_index(0), p.get_item_by_index(1)) {
+                    (Some(2), Ok(k), Ok(x)) => Ok((k, x)),
+                    _ => Err(jerr(format!(
+                        "cannot unpack {} into a (key, value) pair",
+                        py_repr(&jv_to_json(&p))
+                    ))),
+                },
+            )
+            .collect::<Result<_, _>>()?,
+        _ => return Ok(quote(&v, false)),
+    };
+    Ok(pairs
+        .iter()
+        .map(|(k, x)| format!("{}={}", quote(k, true), quote(x, true)))
+        .collect::<Vec<_>>()
+        .join("&"))
 }
 
 fn ternary(v: JValue, t: JValue, f: JValue, none: Option<JValue>) -> JValue {

@@ -345,23 +345,21 @@ pub fn failure_message(
         let n = detail.strip_prefix(prefix).unwrap_or(detail);
         n.strip_suffix(" is unknown").unwrap_or(n).to_owned()
     };
+    let what = if expression { "expression" } else { "template" };
     match e.kind() {
         ErrorKind::UnknownFilter => format!(
-            "Syntax error in template: No filter named '{}'.",
+            "Syntax error in {what}: No filter named '{}'.",
             named("filter ")
         ),
         ErrorKind::UnknownTest => format!(
-            "Syntax error in template: No test named '{}'.",
+            "Syntax error in {what}: No test named '{}'.",
             named("test ")
         ),
         ErrorKind::UnknownFunction => format!(
             "{} is undefined",
             crate::pycompat::py_repr(&Value::String(named("")))
         ),
-        ErrorKind::SyntaxError => format!(
-            "Syntax error in {}: {detail}",
-            if expression { "expression" } else { "template" }
-        ),
+        ErrorKind::SyntaxError => format!("Syntax error in {what}: {detail}"),
         ErrorKind::UndefinedError => undefined::explain(env, ctx, source, Some(e), expression)
             .unwrap_or_else(|| error_text(e)),
         _ => error_text(e),
@@ -453,10 +451,13 @@ pub trait TemplateHook: Send + Sync {
         None
     }
 
-    /// Where the template `src` is (`None`: the runner's base directory,
-    /// `<base>/templates/<src>` then `<base>/<src>`).
-    fn find_template(&self, src: &str) -> Option<PathBuf> {
-        let _ = src;
+    /// Where an action's controller-side file `needle` is (ansible-core's
+    /// `_find_needle`: a `template`'s `src` under `templates`, a `copy`'s
+    /// or `script`'s under `files`): `Ok(path)`, or `Err(the paths
+    /// searched)`. `None` (the default): the runner searches its base
+    /// directory, `<base>/<dirname>/<needle>` then `<base>/<needle>`.
+    fn find_needle(&self, dirname: &str, needle: &str) -> Option<Result<PathBuf, Vec<PathBuf>>> {
+        let _ = (dirname, needle);
         None
     }
 

@@ -105,6 +105,43 @@ fn debug(c: &Call<'_>) -> Outcome {
         ..
     } = *c;
     let mut m = Map::new();
+    if args.get("msg").is_some() && args.get("var").is_some() {
+        return error_outcome(
+            "Task failed: Action failed: parameters are mutually exclusive: msg|var",
+            no_log,
+            false,
+        );
+    }
+    // ansible-core's `type='int'`: an int, or a string of one.
+    let verbosity = match args.get("verbosity") {
+        None => Some(0),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let Some(verbosity) = verbosity else {
+        let v = args
+            .get("verbosity")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        return error_outcome(
+            &format!(
+                "Task failed: Action failed: argument 'verbosity' is of type {} and we were unable to convert to int: {v}",
+                mitogen_ansible::pycompat::py_type_name(&args["verbosity"])
+            ),
+            no_log,
+            false,
+        );
+    };
+    if verbosity > i64::from(ex.opts.verbosity) {
+        m.insert(
+            "skipped_reason".into(),
+            "Verbosity threshold not met.".into(),
+        );
+        m.insert("skipped".into(), true.into());
+        m.insert("changed".into(), false.into());
+        return finish_outcome(Status::Skipped, m, no_log);
+    }
     if let Some(var) = args.get("var") {
         let name = var.as_str().map_or_else(|| var.to_string(), str::to_owned);
         let v = match ex.templar.debug_var(&name, vars) {

@@ -84,11 +84,11 @@ impl Executor {
             }
             task = task.vars(m);
         }
-        if matches!(short(&action), "template") {
-            // The template file sees the task's variables (templated on
-            // access, `hostvars` too), its lookups and search paths.
-            task = task.template_hook(Arc::new(PlayHook::new(&self.templar, vars)));
-        }
+        // A template file sees the task's variables (templated on access,
+        // `hostvars` too), its lookups and search paths; every action
+        // finds its files (`copy`'s, `script`'s `src`) in the task's
+        // search path: its roles' directories, then its own file's.
+        task = task.template_hook(Arc::new(PlayHook::new(&self.templar, vars)));
         if let Some(to) = t
             .timeout
             .as_ref()

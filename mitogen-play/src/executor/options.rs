@@ -70,6 +70,9 @@ pub struct Options {
     /// first whose name is this or matches it as a glob (`fnmatch`), also
     /// as `role : name`; plays before the one holding it do not run.
     pub start_at_task: Option<String>,
+    /// How many `-v` were given: `debug` tasks with a higher `verbosity`
+    /// are skipped.
+    pub verbosity: u8,
 }
 
 /// Become defaults: whether, to whom, how.
@@ -169,6 +172,7 @@ impl Default for Options {
             connection_password: None,
             become_password: None,
             start_at_task: None,
+            verbosity: 0,
         }
     }
 }

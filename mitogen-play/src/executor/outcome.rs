@@ -14,6 +14,10 @@ pub(super) const NO_TRACEBACK: &str = "(traceback unavailable)";
 /// ansible-core's words for a conditional that could not be evaluated
 /// (`failed_when_result`, `changed_when_result`).
 pub(super) fn when_error(e: &TemplateError) -> String {
+    // A syntax error is raised as it is; anything else is wrapped.
+    if e.0.starts_with("Syntax error in ") {
+        return e.0.clone();
+    }
     format!("Error while evaluating conditional: {e}")
 }
 

@@ -395,7 +395,9 @@ impl Executor {
         }
     }
 
-    /// The task's arguments templated, a failure as ansible-core words it
+    /// The task's arguments templated (with those given as templates, as
+    /// ansible-core's `TaskArgsFinalizer` layers them), a failure as
+    /// ansible-core words it
     /// (`Error while resolving value for '<argument>'`).
     pub(super) fn task_args(&self, t: &TaskDef, vars: &Vars) -> Result<Value, String> {
         let action = match t.action.contains('.') {
@@ -449,6 +451,39 @@ impl Executor {
                 .map_err(|e| format!("{head}: Error while resolving value for '{k}': {e}"))?;
             m.insert(k.clone(), x);
         }
+        if t.arg_templates.is_empty() {
+            return Ok(Value::Object(m));
+        }
+        // Arguments given as templates: each must render to a mapping; the
+        // task's own arguments win over them, and they over module_defaults
+        // (which `m` holds under the task's own).
+        let own: Map<String, Value> = match &t.args {
+            Value::Object(o) => o
+                .keys()
+                .filter_map(|k| Some((k.clone(), m.get(k)?.clone())))
+                .collect(),
+            _ => Map::new(),
+        };
+        for src in &t.arg_templates {
+            self.emit(Event::Warning(format!(
+                "Using a template for task args is unsafe in some situations (see {ARGSPLAT_FAQ})."
+            )));
+            match self.templar.value(&Value::String(src.clone()), vars) {
+                Ok(Value::Object(layer)) => m.extend(layer),
+                Ok(other) => {
+                    return Err(format!(
+                        "{head}: Task args must resolve to a 'dict' not '{}'.",
+                        mitogen_ansible::pycompat::py_type_name(&other)
+                    ));
+                }
+                Err(e) => return Err(format!("{head}: {e}")),
+            }
+        }
+        m.extend(own);
         Ok(Value::Object(m))
     }
 }
+
+/// Where ansible-core's warning about templated task args points.
+const ARGSPLAT_FAQ: &str =
+    "https://docs.ansible.com/ansible/devel/reference_appendices/faq.html#argsplat-unsafe";

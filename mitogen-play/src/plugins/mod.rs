@@ -193,12 +193,12 @@ impl PluginHost {
     }
 
     /// Names of `kind` found so far (with the FQCN each resolves to).
-    pub(crate) fn found(&self, kind: Kind) -> Vec<String> {
+    pub(crate) fn found(&self, kind: Kind) -> Vec<(String, String)> {
         self.resolved
             .read()
             .iter()
-            .filter(|((k, _), v)| *k == kind && v.is_some())
-            .map(|((_, n), _)| n.clone())
+            .filter(|((k, _), _)| *k == kind)
+            .filter_map(|((_, n), v)| Some((n.clone(), v.clone()?)))
             .collect()
     }
 
@@ -417,7 +417,7 @@ pub(crate) fn register(
     host: &std::sync::Arc<PluginHost>,
 ) {
     use minijinja::value::{Kwargs, Rest, Value as JValue};
-    for name in host.found(Kind::Filter) {
+    for (name, fqcn) in host.found(Kind::Filter) {
         let h = host.clone();
         let n = name.clone();
         env.add_filter(
@@ -426,11 +426,11 @@ pub(crate) fn register(
                 let (args, kwargs) = plain_args(Some(value), &args, &kwargs)?;
                 h.call(Kind::Filter, &n, args, kwargs)
                     .map(|v| mitogen_ansible::jinja::undefined::to_value(&v))
-                    .map_err(|e| jinja_error(Kind::Filter, &n, &e))
+                    .map_err(|e| jinja_error(Kind::Filter, &fqcn, &e))
             },
         );
     }
-    for name in host.found(Kind::Test) {
+    for (name, fqcn) in host.found(Kind::Test) {
         let h = host.clone();
         let n = name.clone();
         env.add_test(
@@ -439,7 +439,7 @@ pub(crate) fn register(
                 let (args, kwargs) = plain_args(Some(value), &args, &kwargs)?;
                 h.call(Kind::Test, &n, args, kwargs)
                     .map(|v| crate::template::truthy(&v))
-                    .map_err(|e| jinja_error(Kind::Test, &n, &e))
+                    .map_err(|e| jinja_error(Kind::Test, &fqcn, &e))
             },
         );
     }
@@ -472,8 +472,8 @@ fn plain_args(
     Ok((out, kw))
 }
 
-/// A plugin's failure as ansible-core words it: `The filter plugin 'x'
-/// failed: <its message>`.
+/// A plugin's failure as ansible-core words it: `The filter plugin
+/// 'ns.coll.x' failed: <its message>` (the name it resolved to).
 fn jinja_error(kind: Kind, name: &str, e: &PluginError) -> minijinja::Error {
     mitogen_ansible::jinja::Failure::error(format!(
         "The {} plugin '{name}' failed: {e}",
