@@ -217,7 +217,9 @@ pub struct ModuleSource {
     python: PathBuf,
     ansible_dir: PathBuf,
     version: String,
-    library: Vec<PathBuf>,
+    /// `library/` dirs; shared by every clone, so one a role brings (added
+    /// while a playbook is read) is searched by the runner too.
+    library: Arc<parking_lot::RwLock<Vec<PathBuf>>>,
     collections: Vec<PathBuf>,
     raw: HashMap<String, Arc<Vec<u8>>>,
 }
@@ -248,7 +250,7 @@ impl ModuleSource {
             python,
             ansible_dir: core.ansible_dir,
             version: core.version,
-            library: Vec::new(),
+            library: Arc::default(),
             collections: Vec::new(),
             raw: HashMap::new(),
         })
@@ -283,9 +285,21 @@ impl ModuleSource {
 
     /// Adds a `library/` directory (searched before ansible-core's modules
     /// for short and `ansible.legacy.` names, as ansible-core does).
-    pub fn library_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.library.push(dir.into());
+    pub fn library_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.add_library_dir(dir);
         self
+    }
+
+    /// Adds a `library/` directory to this source and every clone of it,
+    /// after those it has (ansible-core adds a role's `library/` when it
+    /// loads the role, for the rest of the run). A directory it has
+    /// already is not added again.
+    pub fn add_library_dir(&self, dir: impl Into<PathBuf>) {
+        let dir = dir.into();
+        let mut l = self.library.write();
+        if !l.contains(&dir) {
+            l.push(dir);
+        }
     }
 
     /// Adds a collections path (the directory holding `ansible_collections/`).
@@ -403,7 +417,7 @@ impl ModuleSource {
             found
         };
         let library = |short: &str, tried: &mut Vec<PathBuf>| {
-            for dir in &self.library {
+            for dir in self.library.read().iter() {
                 if let Some(p) = find_in_dir(dir, short, tried) {
                     return Some((p, format!("ansible.legacy.{short}")));
                 }

@@ -87,6 +87,7 @@ fn host_result(
         return Ok(());
     }
     clean_results(&mut result, &r.action);
+    handle_warnings(&mut result);
     let shown = Value::Object(result.clone());
     match r.status {
         Status::Failed => {
@@ -124,6 +125,16 @@ fn host_result(
     Ok(())
 }
 
+/// `_handle_warnings`: a result's warnings are shown as warnings (on
+/// stderr, as ansible-core's display does), not in its dump.
+fn handle_warnings(result: &mut Map<String, Value>) {
+    if let Some(Value::Array(ws)) = result.shift_remove("warnings") {
+        for w in ws {
+            eprintln!("[WARNING]: {}", py_str(&w));
+        }
+    }
+}
+
 /// `_handle_exception`: 2.19's `[ERROR]: Task failed: ...` with the task's
 /// origin and the lines before it.
 fn error_block(
@@ -146,6 +157,8 @@ fn error_block(
     let kind = if by_action { "Action" } else { "Module" };
     let text = if msg.starts_with("Task failed: ") {
         msg
+    } else if r.raised {
+        format!("Task failed: {msg}")
     } else if msg.is_empty() {
         format!("Task failed: {kind} failed.")
     } else {
@@ -240,6 +253,7 @@ fn item_line(
     let set = |k: &str| item.get(k).is_some_and(crate::template::truthy);
     let (failed, skipped, changed) = (set("failed"), set("skipped"), set("changed"));
     clean_results(&mut item, action);
+    handle_warnings(&mut item);
     let label = item
         .get("_ansible_item_label")
         .or_else(|| item.get("item"))

@@ -48,6 +48,10 @@ pub struct HostResult {
     /// Where the task is written (file, line and column), for the
     /// excerpt an error shows.
     pub origin: crate::Loc,
+    /// The action raised its failure rather than return a failed result
+    /// (the error reads `Task failed: <msg>`, not `Task failed: Action
+    /// failed: <msg>`).
+    pub raised: bool,
 }
 
 /// An executor event.
@@ -107,4 +111,7 @@ pub(crate) struct Outcome {
     pub(crate) register: Value,
     pub(crate) callback: Value,
     pub(crate) duration: Duration,
+    /// The action raised its failure (ansible-core shows `Task failed:
+    /// <msg>`), rather than returning a failed result (`Action failed:`).
+    pub(crate) raised: bool,
 }

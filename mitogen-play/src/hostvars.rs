@@ -26,12 +26,40 @@ pub(crate) struct Source {
     pub(crate) hosts: Arc<Mutex<HashMap<String, Arc<HostState>>>>,
     pub(crate) extra_vars: Arc<Map<String, Value>>,
     /// Magic variables every host has in this play (`groups`,
-    /// `playbook_dir`, `ansible_check_mode`, ...).
-    pub(crate) magic: Arc<Map<String, Value>>,
+    /// `playbook_dir`, `ansible_check_mode`, ...); `groups` is made again
+    /// when a task changes the inventory ([`Source::refresh_groups`]).
+    pub(crate) magic: parking_lot::RwLock<Arc<Map<String, Value>>>,
     pub(crate) templar: Templar,
 }
 
 impl Source {
+    /// The magic variables every host has now.
+    pub(crate) fn magic(&self) -> Arc<Map<String, Value>> {
+        self.magic.read().clone()
+    }
+
+    /// `groups` as the inventory has them: each group's hosts.
+    pub(crate) fn groups(inv: &Inventory) -> Value {
+        Value::Object(
+            inv.group_names()
+                .into_iter()
+                .map(|g| {
+                    let hosts = inv.group_hosts(&g);
+                    (g, hosts.into())
+                })
+                .collect(),
+        )
+    }
+
+    /// Makes `groups` again after `add_host` or `group_by` changed the
+    /// inventory: later tasks see the new hosts and groups.
+    pub(crate) fn refresh_groups(&self) {
+        let groups = Self::groups(&self.inventory.lock());
+        let mut m = (*self.magic()).clone();
+        m.insert("groups".into(), groups);
+        *self.magic.write() = Arc::new(m);
+    }
+
     /// `name`'s inventory vars and its own magic variables
     /// (`inventory_hostname`, `inventory_hostname_short`, `group_names`).
     pub(crate) fn inventory_layers(&self, name: &str) -> (Map<String, Value>, Map<String, Value>) {
@@ -87,9 +115,15 @@ impl Source {
         let (inv, own) = self.inventory_layers(name);
         let mut v = Vars::new();
         v.push(Arc::new(inv));
-        v.push(self.magic.clone());
+        v.push(self.magic());
         v.push(Arc::new(own));
         let state = self.hosts.lock().get(name).cloned();
+        if state.is_none() {
+            // A host with no facts yet still has `ansible_facts`.
+            let mut f = Map::new();
+            f.insert("ansible_facts".into(), Value::Object(Map::new()));
+            v.push(Arc::new(f));
+        }
         if let Some(h) = state {
             if let Some(f) = Self::facts_layer(&h) {
                 v.push(Arc::new(f));

@@ -37,6 +37,8 @@ pub struct Inventory {
     /// directory is `inventory_dir`), and the file being read.
     host_source: HashMap<String, PathBuf>,
     current_source: Option<PathBuf>,
+    /// How many hosts `add_host` made (they lead [`Inventory::hosts`]).
+    dynamic: usize,
 }
 
 /// Names ansible-core treats as the controller (`C.LOCALHOST`).
@@ -192,6 +194,73 @@ impl Inventory {
         if !g.hosts.iter().any(|h| h == host) {
             g.hosts.push(host.to_owned());
         }
+    }
+
+    /// ansible-core's `add_dynamic_host` (an `add_host` task's result):
+    /// `host` joins the inventory and `groups` (made if new), with `vars`
+    /// over its own. Returns whether anything changed.
+    pub fn add_dynamic_host(
+        &mut self,
+        host: &str,
+        groups: &[String],
+        vars: &Map<String, Value>,
+    ) -> bool {
+        let mut changed = false;
+        if !self.hosts.iter().any(|h| h == host) {
+            // ansible-core adds it to `all` itself, whose own hosts come
+            // before its groups': the new hosts lead, in the order added.
+            self.hosts.insert(self.dynamic, host.to_owned());
+            self.dynamic += 1;
+            changed = true;
+        }
+        let own = self.host_vars.entry(host.to_owned()).or_default();
+        for (k, v) in vars {
+            if own.get(k) != Some(v) {
+                own.insert(k.clone(), v.clone());
+                changed = true;
+            }
+        }
+        for g in groups {
+            if self.group(g).is_none() {
+                changed = true;
+            }
+            let grp = self.group_mut(g);
+            if !grp.hosts.iter().any(|h| h == host) {
+                grp.hosts.push(host.to_owned());
+                changed = true;
+            }
+        }
+        if changed {
+            self.finish();
+        }
+        changed
+    }
+
+    /// ansible-core's `add_dynamic_group` (a `group_by` task's result):
+    /// `host` joins `group`, which becomes a child of each of `parents`
+    /// (all made if new). Returns whether anything changed.
+    pub fn add_dynamic_group(&mut self, host: &str, group: &str, parents: &[String]) -> bool {
+        let mut changed = false;
+        self.group_mut(group);
+        for p in parents {
+            if self.group(p).is_none() {
+                changed = true;
+            }
+            let had = self
+                .group(p)
+                .is_some_and(|g| g.children.iter().any(|c| c == group));
+            self.add_child(p, group);
+            changed |= !had;
+        }
+        let g = self.group_mut(group);
+        if !g.hosts.iter().any(|h| h == host) {
+            g.hosts.push(host.to_owned());
+            changed = true;
+        }
+        if changed {
+            self.finish();
+        }
+        changed
     }
 
     /// Sets a host variable.

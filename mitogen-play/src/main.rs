@@ -21,7 +21,6 @@ mod cli;
 
 use cli::{Args, PasswordFrom};
 use mitogen_ansible::{ModuleSource, Runner, Status};
-use mitogen_play::playbook::{ModuleCheck, Refusal};
 use mitogen_play::{
     Config, Event, Executor, Inventory, Options, ParseOptions, Play, load_playbook,
 };
@@ -530,19 +529,10 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     for c in &dirs {
         source = source.collections_path(c);
     }
-    let check_source = source.clone();
     let parse = ParseOptions {
         roles_path: cfg.roles_path.clone(),
         collections_paths: dirs,
-        module_exists: Some(ModuleCheck(Arc::new(move |name: &str| {
-            if let Some(why) = check_source.unsupported_action(name) {
-                return Err(Refusal::Unsupported(why));
-            }
-            check_source
-                .find(name)
-                .map(|_| ())
-                .map_err(|e| Refusal::NotFound(e.to_string()))
-        }))),
+        modules: Some(source.clone()),
         // Python plugins through ansible-core's loader, under the same
         // interpreter as the modules; started only if a template needs it.
         plugins: Some(Arc::new(
@@ -696,6 +686,22 @@ fn run(router: mitogen_core::Router, args: Args) -> Result<u8, (u8, String)> {
     opts.gather_explicit = cfg.gathering == "explicit";
     opts.start_at_task = args.start_at_task.clone();
     opts.verbosity = args.verbose;
+    // ansible-core's CLI: paths made absolute, host lists as given; with
+    // none, its default source.
+    opts.inventory_sources = if inv_src.is_empty() {
+        vec!["/etc/ansible/hosts".into()]
+    } else {
+        inv_src
+            .iter()
+            .map(|s| match s.contains(',') {
+                true => s.clone(),
+                false => {
+                    std::path::absolute(s).map_or_else(|_| s.clone(), |p| p.display().to_string())
+                }
+            })
+            .collect()
+    };
+    opts.config_file = cfg.file.map(|p| std::path::absolute(&p).unwrap_or(p));
     if args.list_hosts || args.list_tasks || args.list_tags {
         list(&books, &mut inventory, &opts, &args).map_err(|e| (4, e))?;
         return Ok(0);

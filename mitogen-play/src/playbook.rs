@@ -55,8 +55,35 @@ const TASK_KEYWORDS: &[&str] = &[
 /// Ansible keywords refused with a clear error (not implemented).
 const UNSUPPORTED_KEYWORDS: &[&str] = &["debugger", "become_exe", "become_flags"];
 const BLOCK_KEYWORDS: &[&str] = &["block", "rescue", "always"];
+/// `action` by its fully qualified name (a short one is `ansible.builtin`'s).
+pub(crate) fn fqcn(action: &str) -> String {
+    if action.contains('.') {
+        action.to_owned()
+    } else {
+        format!("ansible.builtin.{action}")
+    }
+}
+
+/// Actions given words that are not `k=v` (ansible-core's
+/// `RAW_PARAM_MODULES`: the free-form modules and these).
+pub(crate) fn takes_raw_params(short_name: &str) -> bool {
+    FREE_FORM.contains(&short_name)
+        || matches!(
+            short_name,
+            "include_vars"
+                | "include_tasks"
+                | "include_role"
+                | "import_tasks"
+                | "import_role"
+                | "add_host"
+                | "group_by"
+                | "set_fact"
+                | "meta"
+        )
+}
+
 /// Modules taking a free-form string.
-const FREE_FORM: &[&str] = &[
+pub(crate) const FREE_FORM: &[&str] = &[
     "command",
     "shell",
     "raw",
@@ -519,24 +546,19 @@ pub struct ParseOptions {
     /// Where collections are (each holding `ansible_collections/`): roles
     /// named by FQCN or through `collections:` are found there.
     pub collections_paths: Vec<PathBuf>,
-    /// Modules the runner can find (checked at parse time); `None`: no check.
-    pub module_exists: Option<ModuleCheck>,
+    /// The modules the runner runs: each task's module is checked against
+    /// it as the playbook is read, and a role's `library/` joins it when
+    /// the role loads (as in ansible-core); `None`: no check.
+    pub modules: Option<mitogen_ansible::ModuleSource>,
     /// Serves the filter, test and lookup plugins mitogen-play lacks (a
     /// template naming one that neither has is refused at parse time);
     /// `None`: only the native ones exist.
     pub plugins: Option<Arc<crate::plugins::PluginHost>>,
 }
 
-/// Whether a module or action can run (`Err` says why not).
-#[derive(Clone)]
-pub struct ModuleCheck(pub Arc<CheckFn>);
-
-/// The function inside a [`ModuleCheck`].
-pub type CheckFn = dyn Fn(&str) -> Result<(), Refusal> + Send + Sync;
-
 /// Why a task's module or action cannot run.
 #[derive(Debug, Clone)]
-pub enum Refusal {
+enum Refusal {
     /// No such module (the message says where it was looked for).
     NotFound(String),
     /// It exists, but an action plugin stands in front of it that
@@ -545,10 +567,15 @@ pub enum Refusal {
     Unsupported(String),
 }
 
-impl std::fmt::Debug for ModuleCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ModuleCheck")
+/// Whether `name` can run from `source` (`Err` says why not).
+fn check_module(source: &mitogen_ansible::ModuleSource, name: &str) -> Result<(), Refusal> {
+    if let Some(why) = source.unsupported_action(name) {
+        return Err(Refusal::Unsupported(why));
     }
+    source
+        .find(name)
+        .map(|_| ())
+        .map_err(|e| Refusal::NotFound(e.to_string()))
 }
 
 struct Parser<'a> {
@@ -684,27 +711,25 @@ impl Parser<'_> {
     /// template that does not compile or names what nobody has is not an
     /// error here: as under ansible-core, it fails the task that
     /// evaluates it, and a task that never does (`when:` false) runs.
-    fn check_templates(&self, v: &Value, loc: &Loc) -> Result<(), PlayError> {
+    fn resolve_ahead(&self, v: &Value) {
         match v {
             Value::String(s) => {
                 let _ = self.templar.check(s, false);
-                Ok(())
             }
-            Value::Array(a) => a.iter().try_for_each(|x| self.check_templates(x, loc)),
-            Value::Object(o) => o.values().try_for_each(|x| self.check_templates(x, loc)),
-            _ => Ok(()),
+            Value::Array(a) => a.iter().for_each(|x| self.resolve_ahead(x)),
+            Value::Object(o) => o.values().for_each(|x| self.resolve_ahead(x)),
+            _ => {}
         }
     }
 
-    /// As [`Parser::check_templates`], for a bare expression.
-    fn check_cond(&self, v: &Value, loc: &Loc, key: &str) -> Result<(), PlayError> {
+    /// As [`Parser::resolve_ahead`], for a bare expression (`when:`).
+    fn resolve_ahead_cond(&self, v: &Value) {
         match v {
             Value::String(s) => {
                 let _ = self.templar.check(s, true);
-                Ok(())
             }
-            Value::Array(a) => a.iter().try_for_each(|x| self.check_cond(x, loc, key)),
-            _ => Ok(()),
+            Value::Array(a) => a.iter().for_each(|x| self.resolve_ahead_cond(x)),
+            _ => {}
         }
     }
 
@@ -721,7 +746,7 @@ impl Parser<'_> {
         let v = n.to_json();
         match key {
             "when" => {
-                self.check_cond(&v, &loc, key)?;
+                self.resolve_ahead_cond(&v);
                 match v {
                     Value::Array(a) => kw.when.extend(a.into_iter().map(|x| (x, loc.clone()))),
                     v => kw.when.push((v, loc)),
@@ -742,7 +767,7 @@ impl Parser<'_> {
             }
             "vars" => match v {
                 Value::Object(o) => {
-                    self.check_templates(&Value::Object(o.clone()), &loc)?;
+                    self.resolve_ahead(&Value::Object(o.clone()));
                     kw.vars.extend(o);
                 }
                 Value::Null => {}
@@ -754,7 +779,7 @@ impl Parser<'_> {
             "diff" => kw.diff = Some(v),
             "no_log" => kw.no_log = Some(v),
             "environment" => {
-                self.check_templates(&v, &loc)?;
+                self.resolve_ahead(&v);
                 kw.environment.push(v);
             }
             "tags" => {
@@ -813,7 +838,7 @@ impl Parser<'_> {
                             ));
                         }
                     }
-                    self.check_templates(&Value::Object(m.clone()), &loc)?;
+                    self.resolve_ahead(&Value::Object(m.clone()));
                 }
                 kw.module_defaults.extend(maps);
             }
@@ -932,7 +957,7 @@ impl Parser<'_> {
                         other => vec![other],
                     };
                     for f in vf {
-                        self.check_templates(&f, &loc)?;
+                        self.resolve_ahead(&f);
                         play.vars_files.push((f, loc.clone()));
                     }
                 }
@@ -989,7 +1014,7 @@ impl Parser<'_> {
                     play.order = o.to_string();
                 }
                 "fact_path" | "gather_subset" | "gather_timeout" => {
-                    self.check_templates(&v.to_json(), &loc)?;
+                    self.resolve_ahead(&v.to_json());
                     play.gather_args.insert(key.clone(), v.to_json());
                 }
                 "force_handlers" => {
@@ -1245,9 +1270,15 @@ impl Parser<'_> {
         let defaults = read_main("defaults")?;
         let mut vars = read_main("vars")?;
         vars.extend(params);
+        // ansible-core adds a role's plugin dirs when it loads the role.
         if let Some(h) = self.templar.plugins() {
-            // ansible-core adds a role's plugin dirs when it loads the role.
             h.add_plugin_dir(&dir);
+        }
+        if let Some(m) = &self.opts.modules {
+            let lib = dir.join("library");
+            if lib.is_dir() {
+                m.add_library_dir(lib);
+            }
         }
         let role = Arc::new(Role {
             name: name.to_owned(),
@@ -1364,7 +1395,7 @@ impl Parser<'_> {
                 }
                 "register" => t.register = v.as_str(),
                 "loop" => {
-                    self.check_templates(&v.to_json(), &kloc)?;
+                    self.resolve_ahead(&v.to_json());
                     t.loop_ = Some((v.to_json(), "loop".into()));
                 }
                 k if k.starts_with("with_") => {
@@ -1378,7 +1409,7 @@ impl Parser<'_> {
                             ),
                         ));
                     }
-                    self.check_templates(&v.to_json(), &kloc)?;
+                    self.resolve_ahead(&v.to_json());
                     t.loop_ = Some((v.to_json(), k.to_owned()));
                 }
                 "loop_control" => match v.to_json() {
@@ -1404,7 +1435,7 @@ impl Parser<'_> {
                     _ => return Err(PlayError::at(&kloc, "'loop_control' must be a mapping")),
                 },
                 "until" => {
-                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    self.resolve_ahead_cond(&v.to_json());
                     t.until = Some(v.to_json());
                 }
                 "retries" => t.retries = Some(v.to_json()),
@@ -1413,18 +1444,18 @@ impl Parser<'_> {
                 "poll" => t.poll = Some(v.to_json()),
                 "timeout" => t.timeout = Some(v.to_json()),
                 "changed_when" => {
-                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    self.resolve_ahead_cond(&v.to_json());
                     t.changed_when = Some(v.to_json());
                 }
                 "failed_when" => {
-                    self.check_cond(&v.to_json(), &kloc, key)?;
+                    self.resolve_ahead_cond(&v.to_json());
                     t.failed_when = Some(v.to_json());
                 }
                 "notify" => t.notify = string_list(v),
                 "listen" => t.listen = string_list(v),
                 "args" => {
                     let a = v.to_json();
-                    self.check_templates(&a, &kloc)?;
+                    self.resolve_ahead(&a);
                     match a {
                         Value::String(s) if all_template(&s) => t.arg_templates.push(s),
                         Value::Object(_) | Value::Null => extra_args = Some(a),
@@ -1441,7 +1472,7 @@ impl Parser<'_> {
                         // `action: {module: x, args...}`
                         if let Value::Object(mut o) = v.to_json() {
                             if let Some(Value::String(mname)) = o.shift_remove("module") {
-                                self.check_templates(&Value::Object(o.clone()), &kloc)?;
+                                self.resolve_ahead(&Value::Object(o.clone()));
                                 t.action = mname;
                                 t.args = Value::Object(o);
                                 if key == "local_action" {
@@ -1527,13 +1558,21 @@ impl Parser<'_> {
                     o.insert("_raw_params".into(), raw.clone());
                     Value::Object(o)
                 }
-                (Value::String(s), _) => {
+                (Value::String(s), a) => {
                     let err = |e: String| PlayError::at(&aloc, format!("{}: {e}", t.action));
-                    let (kv, raw) = parse_kv_raw(s).map_err(err)?;
+                    let (mut kv, raw) = parse_kv_raw(s).map_err(err)?;
                     match raw {
-                        // Words that are one template: a mapping at run time.
-                        Some(r) if all_template(&r) => t.arg_templates.push(r),
-                        Some(_) => return Err(err(parse_kv(s, false).err().unwrap_or_default())),
+                        // Words that are one template, for an action that
+                        // takes no words: a mapping at run time.
+                        Some(r) if all_template(&r) && !takes_raw_params(a) => {
+                            t.arg_templates.push(r);
+                        }
+                        // Other words: the task fails when it runs, as in
+                        // ansible-core (an action that takes raw params
+                        // says what it makes of them).
+                        Some(r) => {
+                            kv.insert("_raw_params".into(), Value::String(r));
+                        }
                         None => {}
                     }
                     Value::Object(kv)
@@ -1557,12 +1596,12 @@ impl Parser<'_> {
                     }
                 }
             }
-            self.check_templates(&t.args, &aloc)?;
+            self.resolve_ahead(&t.args);
         } else if t.action.is_empty() {
             return Err(PlayError::at(&loc, "no module/action detected in task"));
         }
         if let Some(n) = &t.name {
-            self.check_templates(&Value::String(n.clone()), &loc)?;
+            self.resolve_ahead(&Value::String(n.clone()));
         }
         if let Some(r) = &t.register {
             if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || r.is_empty() {
@@ -1707,8 +1746,7 @@ impl Parser<'_> {
                 t.included = Some(Arc::new(items));
                 Ok(vec![Item::Task(Box::new(t))])
             }
-            "debug" | "set_fact" | "assert" | "fail" | "meta" | "include_tasks"
-            | "include_vars" | "gather_facts" | "setup" | "ping" => {
+            "meta" | "include_tasks" | "gather_facts" | "setup" | "ping" => {
                 if a == "meta" {
                     let m = raw_param(&t.args).unwrap_or_default();
                     if !matches!(
@@ -1738,18 +1776,16 @@ impl Parser<'_> {
                 &t.loc,
                 "'include' was removed from ansible-core: use include_tasks or import_tasks",
             )),
-            "add_host"
-            | "group_by"
-            | "pause"
-            | "wait_for_connection"
-            | "set_stats"
-            | "validate_argument_spec"
-            | "reboot" => Err(PlayError::at(
-                &t.loc,
-                format!("unsupported action '{}'", t.action),
-            )),
+            // What the executor runs itself (its one table says which).
+            a if crate::executor::is_controller_action(a) => Ok(vec![Item::Task(Box::new(t))]),
+            "pause" | "wait_for_connection" | "set_stats" | "validate_argument_spec" | "reboot" => {
+                Err(PlayError::at(
+                    &t.loc,
+                    format!("unsupported action '{}'", t.action),
+                ))
+            }
             _ => {
-                if let Some(check) = &self.opts.module_exists {
+                if let Some(modules) = &self.opts.modules {
                     // A short name: the play's collections first, then
                     // ansible.legacy (ansible-core's search order).
                     if !t.action.contains('.') {
@@ -1758,13 +1794,14 @@ impl Parser<'_> {
                                 return None;
                             }
                             let fq = format!("{c}.{}", t.action);
-                            (!matches!((check.0)(&fq), Err(Refusal::NotFound(_)))).then_some(fq)
+                            (!matches!(check_module(modules, &fq), Err(Refusal::NotFound(_))))
+                                .then_some(fq)
                         });
                         if let Some(fq) = found {
                             t.action = fq;
                         }
                     }
-                    (check.0)(&t.action).map_err(|e| {
+                    check_module(modules, &t.action).map_err(|e| {
                         PlayError::at(
                             &t.loc,
                             match e {

@@ -14,7 +14,7 @@
 use crate::plugins::{Kind, PluginHost};
 use minijinja::value::{Enumerator, Kwargs, Object, Rest, Value as JValue};
 use minijinja::{Environment, Error as JError, ErrorKind, State};
-use mitogen_ansible::jinja::{self, Syntax, TemplateHook, undefined};
+use mitogen_ansible::jinja::{self, Form, Syntax, TemplateHook, undefined};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -459,7 +459,7 @@ impl Templar {
         env: &Environment<'static>,
         src: &str,
         ctx: &JValue,
-        expression: bool,
+        form: Form,
         run: impl Fn(&Environment<'static>) -> Result<T, JError>,
     ) -> Result<T, Failed> {
         let e = match run(env) {
@@ -474,10 +474,10 @@ impl Templar {
             let before = host.generation();
             if own && check_names(src, Some(host)).is_ok() && host.generation() != before {
                 let env = self.env();
-                return run(&env).map_err(|e| fail(&env, ctx, src, &e, expression));
+                return run(&env).map_err(|e| fail(&env, ctx, src, &e, form));
             }
         }
-        Err(fail(env, ctx, src, &e, expression))
+        Err(fail(env, ctx, src, &e, form))
     }
 
     /// `vars` as a mapping object whose values are templated on access
@@ -586,10 +586,10 @@ impl Templar {
         };
         let ctx = self.ctx(vars, depth);
         let v = match native {
-            Some(expr) => self.eval(env, expr, &ctx)?,
-            None => {
-                Value::String(self.attempt(env, s, &ctx, false, |env| env.render_str(s, &ctx))?)
-            }
+            Some(expr) => self.eval(env, expr, &ctx, Form::TemplateExpression)?,
+            None => Value::String(
+                self.attempt(env, s, &ctx, Form::Template, |env| env.render_str(s, &ctx))?,
+            ),
         };
         // ansible-core's `preserve_trailing_newlines`: a string result gets
         // back the source's trailing newlines it lost (`"{{ x }}\n"` is
@@ -611,8 +611,14 @@ impl Templar {
 
     /// The value of the bare expression `expr` (undefined, or holding an
     /// undefined value, fails).
-    fn eval(&self, env: &Environment<'static>, expr: &str, ctx: &JValue) -> Result<Value, Failed> {
-        let v = self.attempt(env, expr, ctx, true, |env| {
+    fn eval(
+        &self,
+        env: &Environment<'static>,
+        expr: &str,
+        ctx: &JValue,
+        form: Form,
+    ) -> Result<Value, Failed> {
+        let v = self.attempt(env, expr, ctx, form, |env| {
             env.compile_expression(expr).and_then(|e| e.eval(ctx))
         })?;
         if undefined::holds_undefined(&v) {
@@ -660,7 +666,7 @@ impl Templar {
                 let _notes = undefined::Fresh::begin();
                 let ctx = self.ctx(vars, 0);
                 let env = self.env();
-                let v = self.attempt(&env, expr, &ctx, true, |env| {
+                let v = self.attempt(&env, expr, &ctx, Form::Expression, |env| {
                     env.compile_expression(expr).and_then(|e| e.eval(&ctx))
                 })?;
                 if v.is_undefined() {
@@ -686,7 +692,7 @@ impl Templar {
     /// As [`Templar::value`].
     pub fn expr(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
         let _notes = undefined::Fresh::begin();
-        Ok(self.eval(&self.env(), expr, &self.ctx(vars, 0))?)
+        Ok(self.eval(&self.env(), expr, &self.ctx(vars, 0), Form::Expression)?)
     }
 
     /// `debug: var=`'s value, as ansible-core's `ReplacingMarkerBehavior`
@@ -704,7 +710,7 @@ impl Templar {
             Some(raw) if bare && (raw.is_array() || raw.is_object()) && has_template(raw) => {
                 self.replacing(raw, vars, &mut errors)?
             }
-            _ => match self.eval(&self.env(), expr, &self.ctx(vars, 0)) {
+            _ => match self.eval(&self.env(), expr, &self.ctx(vars, 0), Form::Expression) {
                 Ok(v) => v,
                 Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
                     marker(&mut errors, expr, f.msg)
@@ -791,9 +797,9 @@ impl Templar {
 }
 
 /// The error for a failed render of `source`, as ansible-core words it.
-fn fail(env: &Environment<'_>, ctx: &JValue, source: &str, e: &JError, expression: bool) -> Failed {
+fn fail(env: &Environment<'_>, ctx: &JValue, source: &str, e: &JError, form: Form) -> Failed {
     Failed {
-        msg: jinja::failure_message(env, ctx, source, e, expression),
+        msg: jinja::failure_message(env, ctx, source, e, form),
         undefined: e.kind() == ErrorKind::UndefinedError,
     }
 }

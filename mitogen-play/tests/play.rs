@@ -13,17 +13,13 @@ use mitogen_core::{Local, Registry, Router, RouterOptions};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
 
 use mitogen_test_support::ansible::venv_python;
+use mitogen_test_support::compare::{Results, compare_results, env_cmd, read_results};
 use mitogen_test_support::{skip, tests};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-/// As in `tests/conformance.rs`, and `atime`: the first read of a file in a
-/// day moves it (relatime), so a file both tools stat and then checksum
-/// (`/etc/hostname` on a fresh machine) has another atime for the second.
-const VOLATILE: &[&str] = &["start", "end", "delta", "atime"];
 
 fn register(reg: &mut Registry) {
     mitogen_ssh::register(reg);
@@ -210,6 +206,7 @@ fn cases() -> Vec<Case> {
             ..case("32_collection_roles.yml")
         },
         case("33_template_errors_at_run.yml"),
+        case("34_inventory_actions.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).
@@ -232,56 +229,6 @@ fn cases() -> Vec<Case> {
             ..case("17_vault.yml")
         },
     ]
-}
-
-/// `(host, task, n-th occurrence) -> (status, result)`.
-type Results = BTreeMap<(String, String, usize), (String, Value)>;
-
-fn read_results(path: &Path) -> Results {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut out = Results::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let host = v["host"].as_str().unwrap_or("").to_owned();
-        let task = v["task"].as_str().unwrap_or("").to_owned();
-        let n = seen.entry((host.clone(), task.clone())).or_default();
-        *n += 1;
-        out.insert(
-            (host, task, *n),
-            (
-                v["status"].as_str().unwrap_or("").to_owned(),
-                v["result"].clone(),
-            ),
-        );
-    }
-    out
-}
-
-fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
-    cmd.env_clear()
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                venv_bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        // The user's own home: a HOME that is not the account's makes the
-        // local connection's `~` (the account's) and the job's disagree,
-        // and every local async job "could not be found", in both runners.
-        .env(
-            "HOME",
-            std::env::var_os("HOME").unwrap_or_else(|| scratch.join("home").into()),
-        )
-        .env("LANG", "C.UTF-8")
-        .env("ANSIBLE_LOCAL_TEMP", scratch.join("local-tmp"))
-        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", scratch.join("cp"))
-        .current_dir(scratch);
 }
 
 fn run_ansible(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String) {
@@ -340,88 +287,6 @@ fn run_ours(py: &Path, scratch: &Path, inv: &Path, c: &Case) -> (Results, String
         ),
         out.status.code(),
     )
-}
-
-fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
-    mitogen_test_support::ansible::diff_values(path, ours, theirs, VOLATILE, &volatile_only, out);
-}
-
-/// Whether two strings differ only in what is volatile, like times: async
-/// job ids (`j<digits>.<digits>`: a random number and the wrapper's pid),
-/// remote temp dir names (`ansible-tmp-<time>-<pid>-<random>`), and the
-/// random temp name `copy content=` reports as `_original_basename`.
-fn volatile_only(path: &str, a: &str, b: &str) -> bool {
-    fn mask(s: &str) -> String {
-        let mut out = String::new();
-        let mut rest = s;
-        while let Some(c) = rest.chars().next() {
-            if let Some(t) = rest.strip_prefix("ansible-tmp-") {
-                let n = t
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-                    .unwrap_or(t.len());
-                out.push_str("ansible-tmp-#");
-                rest = &t[n..];
-                continue;
-            }
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-            if c == 'j' && rest.starts_with(|c: char| c.is_ascii_digit()) {
-                let n = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                    .unwrap_or(rest.len());
-                out.push('#');
-                rest = &rest[n..];
-            }
-        }
-        out
-    }
-    if path.ends_with("._original_basename") && a.starts_with('.') && b.starts_with('.') {
-        return true;
-    }
-    mask(a) == mask(b)
-}
-
-/// Facts differ between any two gathers (time, uptime, memory): compare
-/// that facts came back, and a few stable ones.
-fn facts_view(v: &Value) -> Value {
-    let f = &v["ansible_facts"];
-    serde_json::json!({
-        "has_facts": f.as_object().is_some_and(|o| o.len() > 20),
-        "system": f["ansible_system"],
-        "user_id": f["ansible_user_id"],
-        "python": f["discovered_interpreter_python"],
-    })
-}
-
-/// Every difference between two runs' results (status, fields, results
-/// only one of them has).
-fn compare_results(ours: &Results, theirs: &Results) -> Vec<String> {
-    let mut d = Vec::new();
-    for (k, (ts, tv)) in theirs {
-        let Some((os, ov)) = ours.get(k) else {
-            d.push(format!("{k:?}: only ansible ({ts})"));
-            continue;
-        };
-        if os != ts {
-            d.push(format!("{k:?}: status ours {os} != ansible {ts}"));
-        }
-        if k.1 == "Gathering Facts" {
-            diff(
-                &format!("{}/{}", k.0, k.1),
-                &facts_view(ov),
-                &facts_view(tv),
-                &mut d,
-            );
-        } else {
-            diff(&format!("{}/{}#{}", k.0, k.1, k.2), ov, tv, &mut d);
-        }
-    }
-    for k in ours.keys() {
-        if !theirs.contains_key(k) {
-            d.push(format!("{k:?}: only ours"));
-        }
-    }
-    d
 }
 
 /// Runs every case against `inventory`; returns the mismatching ones.

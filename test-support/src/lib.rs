@@ -344,6 +344,7 @@ pub fn kill9(pid: u32) {
 }
 
 pub mod ansible;
+pub mod compare;
 pub mod mesh;
 pub mod sshd;
 pub use sshd::{Sshd, netns_available, sshd_available};

@@ -336,7 +336,7 @@ fn render(
 
 fn render_in(env: &Environment<'_>, text: &str, vars: &JValue) -> Result<String, String> {
     env.render_str(text, vars)
-        .map_err(|e| jinja::failure_message(env, vars, text, &e, false))
+        .map_err(|e| jinja::failure_message(env, vars, text, &e, jinja::Form::Template))
 }
 
 /// A fresh `ansible-local-<pid><rand>` dir under `local_tmp` (ansible-core's

@@ -325,18 +325,30 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What a failed `source` was, for [`failure_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A template, with its delimiters.
+    Template,
+    /// A bare expression (`when:`, `that:`, `var=`).
+    Expression,
+    /// The expression inside a template that is one `{{ expr }}` (read
+    /// bare, worded as a template).
+    TemplateExpression,
+}
+
 /// ansible-core's message for a render of `source` that failed with `e`
-/// in `env` (`ctx`: the render's context; `expression`: `source` is a
-/// bare expression): a lookup's or filter's own message, an unknown
-/// filter or test as a syntax error, an undefined value's reason, else
-/// minijinja's text.
+/// in `env` (`ctx`: the render's context; `form`: what `source` is): a
+/// lookup's or filter's own message, an unknown filter or test as a
+/// syntax error, an undefined value's reason, else minijinja's text.
 pub fn failure_message(
     env: &Environment<'_>,
     ctx: &JValue,
     source: &str,
     e: &JError,
-    expression: bool,
+    form: Form,
 ) -> String {
+    let expression = form != Form::Template;
     if let Some(m) = Failure::find(e) {
         return m.to_owned();
     }
@@ -345,7 +357,11 @@ pub fn failure_message(
         let n = detail.strip_prefix(prefix).unwrap_or(detail);
         n.strip_suffix(" is unknown").unwrap_or(n).to_owned()
     };
-    let what = if expression { "expression" } else { "template" };
+    let what = if form == Form::Expression {
+        "expression"
+    } else {
+        "template"
+    };
     match e.kind() {
         ErrorKind::UnknownFilter => format!(
             "Syntax error in {what}: No filter named '{}'.",

@@ -3,7 +3,7 @@
 //! `assert`, `fail`. Everything else goes to the runner ([`super::module`]).
 
 use super::host::HostState;
-use super::outcome::{NO_TRACEBACK, cond_error, error_outcome, finish_outcome};
+use super::outcome::{NO_TRACEBACK, cond_error, error_outcome, finish_outcome, raised_outcome};
 use super::task_loop::strip_omit;
 use super::{Executor, PlayCtx, abs, bool_val};
 use crate::events::Outcome;
@@ -53,7 +53,15 @@ const ACTIONS: &[(&str, Action)] = &[
     ("include_vars", include_vars),
     ("assert", assert),
     ("fail", fail),
+    ("add_host", add_host),
+    ("group_by", group_by),
 ];
+
+/// Actions that run once per task, not once per host (ansible-core's
+/// `BYPASS_HOST_LOOP`), for the first host of the batch.
+pub(super) fn bypasses_host_loop(short_name: &str) -> bool {
+    matches!(short_name, "add_host")
+}
 
 /// The controller action for a task's short action name, if it is one.
 pub(super) fn controller_action(short_name: &str) -> Option<Action> {
@@ -79,17 +87,40 @@ impl Executor {
             Ok(a) => strip_omit(a),
             Err(e) => return error_outcome(&e, no_log, false),
         };
-        match controller_action(t.short_action()) {
-            Some(action) => action(&Call {
-                ex: self,
-                ctx,
-                t,
-                h,
-                vars,
-                args: &args,
+        if args.get("_raw_params").is_some() && !crate::playbook::takes_raw_params(t.short_action())
+        {
+            return error_outcome(
+                &format!(
+                    "Task failed: Action '{}' does not support raw params.",
+                    crate::playbook::fqcn(&t.action)
+                ),
                 no_log,
-                delegated,
-            }),
+                false,
+            );
+        }
+        match controller_action(t.short_action()) {
+            Some(action) => {
+                let mut out = action(&Call {
+                    ex: self,
+                    ctx,
+                    t,
+                    h,
+                    vars,
+                    args: &args,
+                    no_log,
+                    delegated,
+                });
+                // ansible-core's TaskExecutor: a result that ran says
+                // whether it failed.
+                if out.status != Status::Skipped {
+                    out.set_default("failed", (out.status == Status::Failed).into());
+                }
+                // Its failure normalized (`AnsibleActionCapturedError`).
+                if out.status == Status::Failed {
+                    out.set_default("exception", NO_TRACEBACK.into());
+                }
+                out
+            }
             None => self.module(ctx, t, h, vars, args, no_log, delegated),
         }
     }
@@ -106,11 +137,7 @@ fn debug(c: &Call<'_>) -> Outcome {
     } = *c;
     let mut m = Map::new();
     if args.get("msg").is_some() && args.get("var").is_some() {
-        return error_outcome(
-            "Task failed: Action failed: parameters are mutually exclusive: msg|var",
-            no_log,
-            false,
-        );
+        return raised_outcome("parameters are mutually exclusive: msg|var", no_log, false);
     }
     // ansible-core's `type='int'`: an int, or a string of one.
     let verbosity = match args.get("verbosity") {
@@ -120,14 +147,12 @@ fn debug(c: &Call<'_>) -> Outcome {
         Some(_) => None,
     };
     let Some(verbosity) = verbosity else {
-        let v = args
-            .get("verbosity")
-            .map(Value::to_string)
-            .unwrap_or_default();
-        return error_outcome(
+        let v = &args["verbosity"];
+        return raised_outcome(
             &format!(
-                "Task failed: Action failed: argument 'verbosity' is of type {} and we were unable to convert to int: {v}",
-                mitogen_ansible::pycompat::py_type_name(&args["verbosity"])
+                "argument 'verbosity' is of type {} and we were unable to convert to int: \"{}\" cannot be converted to an int",
+                mitogen_ansible::pycompat::py_type_name(v),
+                mitogen_ansible::pycompat::py_repr(v),
             ),
             no_log,
             false,
@@ -350,4 +375,160 @@ fn assert(c: &Call<'_>) -> Outcome {
             .unwrap_or_else(|| "All assertions passed".into()),
     );
     finish_outcome(Status::Ok, m, no_log)
+}
+
+/// An action's raised failure (`AnsibleActionFail`) once its result was
+/// started, as ansible-core reports it.
+fn action_fail(msg: &str, no_log: bool) -> Outcome {
+    raised_outcome(msg, no_log, true)
+}
+
+/// `add_host`: a host (and its groups) joins the in-memory inventory, for
+/// the rest of the run (ansible-core's action and `add_dynamic_host`).
+fn add_host(c: &Call<'_>) -> Outcome {
+    let Call {
+        ex,
+        ctx,
+        args,
+        no_log,
+        ..
+    } = *c;
+    let Some(args) = args.as_object() else {
+        return action_fail(
+            "Invalid raw parameters passed, requires a dictionary/mapping",
+            no_log,
+        );
+    };
+    let mut args = args.clone();
+    match args.shift_remove("_raw_params") {
+        // `add_host: "{{ x }}"`: the mapping, under the other arguments.
+        Some(Value::Object(raw)) => {
+            let own = std::mem::replace(&mut args, raw);
+            args.extend(own);
+        }
+        None => {}
+        // The class ansible-core 2.19 names for a playbook's string.
+        Some(_) => {
+            return action_fail(
+                "Invalid raw parameters passed, requires a dictionary/mapping got a  <class 'ansible.module_utils._internal._datatag._AnsibleTaggedStr'>",
+                no_log,
+            );
+        }
+    }
+    let Some(new_name) = ["name", "hostname", "host"]
+        .iter()
+        .find_map(|k| args.get(*k).filter(|v| !v.is_null()))
+    else {
+        return action_fail("name, host or hostname needs to be provided", no_log);
+    };
+    let new_name = new_name
+        .as_str()
+        .map_or_else(|| new_name.to_string(), str::to_owned);
+    let (name, port) = parse_address(&new_name);
+    if let Some(port) = port {
+        args.insert("ansible_ssh_port".into(), port.into());
+    }
+    let groups = match ["groupname", "groups", "group"]
+        .iter()
+        .find_map(|k| args.get(*k).filter(|v| !v.is_null()))
+    {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(mitogen_ansible::pycompat::py_str).collect(),
+        Some(Value::String(s)) if s.is_empty() => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(str::to_owned).collect(),
+        Some(_) => return action_fail("Groups must be specified as a list.", no_log),
+    };
+    let mut new_groups: Vec<String> = Vec::new();
+    for g in groups {
+        let g = g.trim().to_owned();
+        if !new_groups.contains(&g) {
+            new_groups.push(g);
+        }
+    }
+    let host_vars: Map<String, Value> = args
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "hostname" | "groupname" | "groups"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let changed = ex
+        .inventory
+        .lock()
+        .add_dynamic_host(&name, &new_groups, &host_vars);
+    if changed {
+        ctx.src.refresh_groups();
+    }
+    let mut m = Map::new();
+    m.insert(
+        "add_host".into(),
+        json!({"host_name": name, "groups": new_groups, "host_vars": host_vars}),
+    );
+    m.insert("changed".into(), changed.into());
+    finish_outcome(
+        if changed { Status::Changed } else { Status::Ok },
+        m,
+        no_log,
+    )
+}
+
+/// ansible-core's `parse_address` (no ranges): `host`, `host:port`,
+/// `[v6]:port`; anything else is the name as it is.
+fn parse_address(s: &str) -> (String, Option<u64>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (host.to_owned(), port);
+        }
+    }
+    match s.split_once(':') {
+        Some((host, port)) if !port.contains(':') && !port.is_empty() => match port.parse() {
+            Ok(p) => (host.to_owned(), Some(p)),
+            Err(_) => (s.to_owned(), None),
+        },
+        _ => (s.to_owned(), None),
+    }
+}
+
+/// `group_by`: the host joins the group `key` names (ansible-core's
+/// action and `add_dynamic_group`), a child of `parents` (default `all`).
+fn group_by(c: &Call<'_>) -> Outcome {
+    let Call {
+        ex,
+        ctx,
+        h,
+        args,
+        no_log,
+        ..
+    } = *c;
+    let Some(key) = args.get("key").filter(|v| !v.is_null()) else {
+        let mut m = Map::new();
+        m.insert("failed".into(), true.into());
+        m.insert(
+            "msg".into(),
+            "the 'key' param is required when using group_by".into(),
+        );
+        return finish_outcome(Status::Failed, m, no_log);
+    };
+    let dash = |v: &Value| mitogen_ansible::pycompat::py_str(v).replace(' ', "-");
+    let group = dash(key);
+    let parents: Vec<String> = match args.get("parents") {
+        None | Some(Value::Null) => vec!["all".into()],
+        Some(Value::Array(a)) => a.iter().map(dash).collect(),
+        Some(v) => vec![dash(v)],
+    };
+    let changed = ex
+        .inventory
+        .lock()
+        .add_dynamic_group(&h.name, &group, &parents);
+    if changed {
+        ctx.src.refresh_groups();
+    }
+    let mut m = Map::new();
+    m.insert("add_group".into(), group.into());
+    m.insert("parent_groups".into(), parents.into());
+    m.insert("changed".into(), changed.into());
+    finish_outcome(
+        if changed { Status::Changed } else { Status::Ok },
+        m,
+        no_log,
+    )
 }

@@ -172,6 +172,7 @@ impl Executor {
                     register,
                     callback: r.result,
                     duration: Duration::ZERO,
+                    raised: false,
                 }
             }
             Err(e) => error_outcome(&e.to_string(), no_log, false),

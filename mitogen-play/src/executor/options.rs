@@ -73,6 +73,10 @@ pub struct Options {
     /// How many `-v` were given: `debug` tasks with a higher `verbosity`
     /// are skipped.
     pub verbosity: u8,
+    /// The inventory sources given (`ansible_inventory_sources`).
+    pub inventory_sources: Vec<String>,
+    /// The config file read, if any (`ansible_config_file`).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Become defaults: whether, to whom, how.
@@ -173,6 +177,8 @@ impl Default for Options {
             become_password: None,
             start_at_task: None,
             verbosity: 0,
+            inventory_sources: Vec::new(),
+            config_file: None,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(super) fn finish_outcome(status: Status, mut reg: Map<String, Value>, no_log
         register: Value::Object(reg),
         callback,
         duration: Duration::ZERO,
+        raised: false,
     }
 }
 
@@ -66,6 +67,20 @@ pub(super) fn error_outcome(msg: &str, no_log: bool, _ignore: bool) -> Outcome {
     m.insert("changed".into(), false.into());
     m.insert("exception".into(), NO_TRACEBACK.into());
     finish_outcome(Status::Failed, m, no_log)
+}
+
+/// The failure an action raised (`AnsibleActionFail`): `msg` as the
+/// exception says it; `changed` when the action had its result started.
+pub(super) fn raised_outcome(msg: &str, no_log: bool, changed: bool) -> Outcome {
+    let mut out = error_outcome(msg, no_log, false);
+    if !changed {
+        out.remove("changed");
+        if let Value::Object(c) = &mut out.callback {
+            c.shift_remove("changed");
+        }
+    }
+    out.raised = true;
+    out
 }
 
 /// ansible-core's result for a loop that has no items to run: no
@@ -132,6 +147,7 @@ impl Outcome {
             register: Value::Object(m),
             callback,
             duration: self.duration,
+            raised: self.raised,
         }
     }
 }

@@ -228,7 +228,7 @@ impl Executor {
         self.task_start(ctx, t, &display, handler);
         let display = self.plain_name(t, &hosts[0], ctx);
         let run_once = t.kw.run_once.as_ref().is_some_and(bool_val);
-        let targets: Vec<Arc<HostState>> = if run_once {
+        let targets: Vec<Arc<HostState>> = if run_once || super::controller::bypasses_host_loop(a) {
             hosts[..1].to_vec()
         } else {
             hosts.clone()
@@ -397,6 +397,7 @@ impl Executor {
             duration: out.duration,
             delegated_to: delegated,
             origin: t.loc.clone(),
+            raised: out.raised,
         }));
     }
 

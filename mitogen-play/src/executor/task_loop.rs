@@ -79,9 +79,12 @@ impl Executor {
             _ => false,
         };
         if let Some(reg) = &t.register {
-            h.registered
-                .lock()
-                .insert(reg.clone(), out.register.clone());
+            // The strategy's `strip_internal_keys`, at the top level.
+            let mut v = out.register.clone();
+            if let Value::Object(m) = &mut v {
+                m.retain(|k, _| !k.starts_with("_ansible_"));
+            }
+            h.registered.lock().insert(reg.clone(), v);
         }
         (out, delegated)
     }
@@ -400,10 +403,7 @@ impl Executor {
     /// ansible-core words it
     /// (`Error while resolving value for '<argument>'`).
     pub(super) fn task_args(&self, t: &TaskDef, vars: &Vars) -> Result<Value, String> {
-        let action = match t.action.contains('.') {
-            true => t.action.clone(),
-            false => format!("ansible.builtin.{}", t.action),
-        };
+        let action = crate::playbook::fqcn(&t.action);
         let head = format!("Task failed: Finalization of task args for '{action}' failed");
         // module_defaults for this module (keys by FQCN or short name;
         // inner ones win), below the task's own arguments.

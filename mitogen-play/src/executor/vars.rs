@@ -67,19 +67,40 @@ impl Executor {
     /// What `hostvars` and every task of `play` build host variables from.
     pub(super) fn var_source(&self, play: &Play) -> Source {
         let mut magic = Map::new();
-        let inv = self.inventory.lock();
-        let mut groups = Map::new();
-        for g in inv.group_names() {
-            groups.insert(g.clone(), inv.group_hosts(&g).into());
-        }
-        drop(inv);
-        magic.insert("groups".into(), Value::Object(groups));
+        let groups = Source::groups(&self.inventory.lock());
+        magic.insert("groups".into(), groups);
         magic.insert(
             "playbook_dir".into(),
             abs(&play.base).display().to_string().into(),
         );
+        // ansible-core's options vars (`load_options_vars`).
         magic.insert("ansible_check_mode".into(), self.opts.check.into());
         magic.insert("ansible_diff_mode".into(), self.opts.diff.into());
+        magic.insert("ansible_forks".into(), self.opts.forks.into());
+        magic.insert(
+            "ansible_inventory_sources".into(),
+            self.opts.inventory_sources.clone().into(),
+        );
+        let tags = match self.opts.tags.is_empty() {
+            true => vec!["all".to_owned()],
+            false => self.opts.tags.clone(),
+        };
+        magic.insert("ansible_run_tags".into(), tags.into());
+        magic.insert(
+            "ansible_skip_tags".into(),
+            self.opts.skip_tags.clone().into(),
+        );
+        if let Some(l) = &self.opts.limit {
+            magic.insert("ansible_limit".into(), l.clone().into());
+        }
+        magic.insert("ansible_verbosity".into(), self.opts.verbosity.into());
+        magic.insert(
+            "ansible_config_file".into(),
+            self.opts
+                .config_file
+                .as_ref()
+                .map_or(Value::Null, |p| p.display().to_string().into()),
+        );
         magic.insert("ansible_version".into(), self.ansible_version());
         magic.insert(
             "ansible_playbook_python".into(),
@@ -89,7 +110,7 @@ impl Executor {
             inventory: self.inventory.clone(),
             hosts: self.hosts.clone(),
             extra_vars: self.extra_vars.clone(),
-            magic: Arc::new(magic),
+            magic: parking_lot::RwLock::new(Arc::new(magic)),
             templar: self.templar.clone(),
         }
     }
@@ -103,7 +124,7 @@ impl Executor {
         let (inventory, own) = ctx.src.inventory_layers(&h.name);
         v.push(Arc::new(inventory));
         // The play's common magic is shared, not copied (`groups` is big).
-        v.push(ctx.src.magic.clone());
+        v.push(ctx.src.magic());
         let mut magic = own;
         magic.insert("ansible_play_hosts_all".into(), ctx.hosts.clone().into());
         magic.insert("ansible_play_batch".into(), ctx.batch.clone().into());
