@@ -6,6 +6,7 @@
 //! diagnostic dump. No user code runs here: user threads block in receivers,
 //! and the agent's calls run on its main thread.
 
+use crate::cmd::{Cmd, Registration, WAKER};
 use crate::diag;
 use crate::ids::IdMap;
 use crate::message::Message;
@@ -15,7 +16,7 @@ use crate::stream::{StreamId, StreamOut};
 use crate::sys;
 use bytes::BytesMut;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,63 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const WAKER: Token = Token(usize::MAX);
 /// Bytes read from one stream per turn before other streams get a go.
 const READ_BUDGET: usize = 4 << 20;
 /// How long a disconnected child gets to exit before it is killed.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 const REAP_TICK: Duration = Duration::from_millis(5);
-
-/// Work handed to the broker by other threads.
-pub(crate) enum Cmd {
-    /// Start polling a new stream.
-    Register(Registration),
-    /// The stream has queued output: ask for WRITABLE.
-    WantWrite(StreamId),
-    /// Mark a child stream detached: never kill it, keep reaping it.
-    Detached(StreamId),
-    /// Shut the broker down; with `Some(code)` exit the process afterwards.
-    Shutdown(Option<i32>),
-    /// Run a function on the broker thread at a time.
-    Timer(Instant, Box<dyn FnOnce() + Send>),
-    /// A receiver's queue went back under its low-water mark: resume the
-    /// streams paused on it.
-    Drained,
-}
-
-/// A new stream for the broker to poll.
-pub(crate) struct Registration {
-    pub(crate) out: Arc<StreamOut>,
-    pub(crate) rx: Arc<File>,
-    /// Whether writes go to another fd than `rx`.
-    pub(crate) separate_tx: Option<Arc<File>>,
-    pub(crate) child: Option<Child>,
-    /// The child's stderr and, for methods that answer prompts, its
-    /// terminal: read and logged line by line (at most two).
-    pub(crate) logs: Vec<File>,
-    /// Held open until the stream closes (a method's terminal: closing it
-    /// would hang up the program).
-    pub(crate) keep: Vec<File>,
-    /// Bytes already read past the greeting.
-    pub(crate) initial: BytesMut,
-}
-
-/// The sending side of the broker's command queue.
-#[derive(Clone)]
-pub(crate) struct BrokerTx {
-    tx: crossbeam_channel::Sender<Cmd>,
-    waker: Arc<Waker>,
-}
-
-impl BrokerTx {
-    pub(crate) fn send(&self, cmd: Cmd) {
-        if self.tx.send(cmd).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake broker: {e}");
-            }
-        }
-    }
-}
 
 /// A split message being put back together: its first frame (header
 /// fields) and the fragments so far (joined in one copy at the end);
@@ -128,10 +77,26 @@ struct Reap {
     kill_at: Option<Instant>,
 }
 
+/// What the broker does for the layers above the router without knowing
+/// them (implemented by the context's state in `api.rs`).
+pub(crate) trait Upkeep: Send + Sync {
+    /// Runs once per turn (sends a changed log level to the children).
+    fn turn(&self);
+    /// The periodic diagnostic dump; `reaping` children are being reaped.
+    fn dump(&self, reaping: usize);
+    /// Whether this context is detached: when its parent goes it finishes
+    /// its queued calls instead of exiting.
+    fn is_detached(&self) -> bool;
+    /// The last thing before the broker exits: drops higher layers' state
+    /// (which may hold router handles).
+    fn finish(&self);
+}
+
 pub(crate) struct Broker {
     poll: Poll,
     cmds: crossbeam_channel::Receiver<Cmd>,
     shared: Arc<Shared>,
+    upkeep: Arc<dyn Upkeep>,
     streams: IdMap<StreamId, StreamIn>,
     stderrs: HashMap<Token, StderrLog>,
     reaping: Vec<Reap>,
@@ -171,14 +136,6 @@ impl Ord for Timer {
     }
 }
 
-/// Creates the poll, waker and command queue.
-pub(crate) fn channel() -> io::Result<(BrokerTx, Poll, crossbeam_channel::Receiver<Cmd>)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    Ok((BrokerTx { tx, waker }, poll, rx))
-}
-
 fn rx_token(id: StreamId) -> Token {
     Token(id.0 * 4)
 }
@@ -194,12 +151,14 @@ impl Broker {
         poll: Poll,
         cmds: crossbeam_channel::Receiver<Cmd>,
         shared: Arc<Shared>,
+        upkeep: Arc<dyn Upkeep>,
     ) -> Self {
         let next_dump = diag::dump_interval().map(|d| Instant::now() + d);
         Self {
             poll,
             cmds,
             shared,
+            upkeep,
             streams: IdMap::default(),
             stderrs: HashMap::new(),
             reaping: Vec::new(),
@@ -269,12 +228,12 @@ impl Broker {
                 self.read(sid);
             }
             crate::spin::note_len(std::mem::take(&mut self.turn_bytes));
-            crate::logfwd::sync_level(&self.shared);
+            self.upkeep.turn();
             self.reap();
             self.fire_timers();
             if let Some(at) = self.next_dump {
                 if Instant::now() >= at {
-                    diag::dump(&self.shared, self.reaping.len());
+                    self.upkeep.dump(self.reaping.len());
                     self.next_dump = diag::dump_interval().map(|d| Instant::now() + d);
                 }
             }
@@ -678,7 +637,7 @@ impl Broker {
     /// The parent is gone: a detached agent finishes its queued calls, any
     /// other context shuts down and exits.
     fn parent_lost(&mut self) {
-        if self.shared.detached.load(Ordering::Acquire) {
+        if self.upkeep.is_detached() {
             log::debug!(
                 "{}: parent gone; detached, finishing queued calls",
                 self.shared.id.name
@@ -741,8 +700,7 @@ impl Broker {
         }
         self.shared.fail_all_handlers();
         // Higher layers' state may hold router handles: break those cycles.
-        let ext = std::mem::take(&mut *self.shared.extensions.lock());
-        drop(ext);
+        self.upkeep.finish();
         if let Some((_, Some(code))) = self.shutdown {
             log::logger().flush();
             std::process::exit(code);

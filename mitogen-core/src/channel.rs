@@ -230,8 +230,8 @@ impl Sender {
         let mut msg = Message::typed(self.context, self.handle, value)?;
         msg.src_id = router.id();
         msg.auth_id = router.id();
-        crate::logfwd::sync_level(&router.shared);
-        Ok(router.shared.route_until(msg, deadline)?)
+        router.node.log.sync(router.shared());
+        Ok(router.shared().route_until(msg, deadline)?)
     }
 
     /// Sends raw bytes.

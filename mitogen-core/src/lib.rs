@@ -100,6 +100,7 @@ mod broker;
 mod builtin;
 mod call;
 mod channel;
+mod cmd;
 mod context;
 mod diag;
 mod error;

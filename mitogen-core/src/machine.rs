@@ -204,7 +204,7 @@ const GONE_MAX: usize = 1 << 16;
 /// The routing state of one context. `S` is the driver's handler sink, `T`
 /// its stream writer; both are cloned into actions.
 pub struct RouterCore<S, T> {
-    id: Identity,
+    id: Arc<Identity>,
     links: IdMap<StreamId, Link<T>>,
     routes: IdMap<ContextId, StreamId>,
     parent: Option<StreamId>,
@@ -227,9 +227,10 @@ impl<S, T> std::fmt::Debug for RouterCore<S, T> {
 
 impl<S: Clone, T: Clone> RouterCore<S, T> {
     /// A core for the context `id` describes, with no streams or handlers.
-    pub fn new(id: Identity) -> Self {
+    /// (The driver may keep a clone of the same `Arc` for lock-free reads.)
+    pub fn new(id: impl Into<Arc<Identity>>) -> Self {
         Self {
-            id,
+            id: id.into(),
             links: IdMap::default(),
             routes: IdMap::default(),
             parent: None,

@@ -29,7 +29,6 @@
 //! broker stops reading the streams whose messages it routed here, until the
 //! queue is back under [`LOW_WATER`].
 
-use crate::broker::{BrokerTx, Cmd};
 use crate::ids::{ContextId, Handle};
 use crate::message::{Enc, Message, codec};
 use bytes::Bytes;
@@ -161,8 +160,12 @@ pub(crate) struct StreamOut {
     pending: AtomicUsize,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_bytes: AtomicU64,
-    broker: BrokerTx,
+    /// Asks the broker to flush this stream when its fd turns writable.
+    want_write: WantWrite,
 }
+
+/// How a [`StreamOut`] asks its driver (the broker) for WRITABLE.
+pub(crate) type WantWrite = Box<dyn Fn() + Send + Sync>;
 
 /// Why a frame could not be written.
 #[derive(Debug)]
@@ -175,7 +178,7 @@ impl StreamOut {
         name: Arc<str>,
         is_parent: bool,
         tx: Arc<File>,
-        broker: BrokerTx,
+        want_write: WantWrite,
     ) -> Self {
         Self {
             id,
@@ -188,7 +191,7 @@ impl StreamOut {
             pending: AtomicUsize::new(0),
             tx_bytes: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
-            broker,
+            want_write,
         }
     }
 
@@ -271,7 +274,7 @@ impl StreamOut {
         if !q.want_write {
             q.want_write = true;
             drop(q);
-            self.broker.send(Cmd::WantWrite(self.id));
+            (self.want_write)();
         }
         Ok(())
     }
