@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A connection method: how to start a new context (`local`, `ssh`, `sudo`, ...).
 ///
@@ -99,7 +99,7 @@ pub(crate) struct Node {
     pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Per-router state of higher layers ([`crate::layer::LayerRouter::extension`]),
     /// dropped when the broker exits.
-    extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    pub(crate) extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Node {
@@ -282,137 +282,15 @@ impl Router {
         Receiver::new(self.shared().clone(), policy, respondent, false, label)
     }
 
-    /// Installs a handler function on a fixed `handle` (for higher layers,
-    /// e.g. services). It runs on whatever thread routes the message, usually
-    /// the broker: it must not block. Replaces any handler on that handle.
-    ///
-    /// It gets the message and the [`Source`] the router verified it came
-    /// from, for layers that apply further policies after the router's
-    /// (`policy.allows(&msg, &source, &router.trust())`).
-    pub fn add_handler(
-        &self,
-        handle: Handle,
-        policy: Policy,
-        f: impl Fn(Message, &Source) + Send + Sync + 'static,
-    ) {
-        self.shared().add_handler(
-            handle,
-            HandlerEntry {
-                policy,
-                sink: Sink::Fn(Arc::new(move |m, _, src| f(m, src))),
-                persist: true,
-                respondent: None,
-                label: "handler",
-                since: Instant::now(),
-            },
-        );
-    }
-
-    /// Runs `f` on the broker thread once `after` has passed. Like handlers,
-    /// it must not block. Timers still pending at shutdown are dropped.
-    pub fn schedule(&self, after: Duration, f: impl FnOnce() + Send + 'static) {
-        self.shared()
-            .broker_cmd(Cmd::Timer(Instant::now() + after, Box::new(f)));
-    }
-
-    /// A fresh dynamic handle, for [`Router::add_handler`].
-    pub fn new_handle(&self) -> Handle {
-        self.shared().alloc_handle()
-    }
-
-    /// Per-router state of a higher layer, created by `init` on first use
-    /// (one value per type; `init` must not call `extension`). Dropped when
-    /// the router is.
-    pub fn extension<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> T) -> Arc<T> {
-        let id = TypeId::of::<T>();
-        let mut ext = self.node.extensions.lock();
-        if let Some(t) = ext
-            .get(&id)
-            .and_then(|any| any.clone().downcast::<T>().ok())
-        {
-            return t;
-        }
-        // `init` runs under the lock: it must not call `extension` itself.
-        let t = Arc::new(init());
-        ext.insert(id, t.clone());
-        t
-    }
-
-    /// A handle that does not keep the tree alive: for threads of higher
-    /// layers that must not stop a controller from shutting down when the
-    /// user drops the last handle. It works until the router shuts down.
-    pub fn downgrade(&self) -> Self {
-        Self::borrowed(self.node.clone())
-    }
-
     /// Whether this router has shut down (or is shutting down).
     pub fn is_shut_down(&self) -> bool {
         self.shared().is_shut_down()
-    }
-
-    /// Removes the handler on `handle`.
-    pub fn remove_handler(&self, handle: Handle) {
-        self.shared().remove_handler(handle);
-    }
-
-    /// Routes `msg` exactly as given, source fields included.
-    ///
-    /// Receivers downstream verify the source, so a forged `src_id` or
-    /// `auth_id` is dropped by the next router (tests use this).
-    pub fn route(&self, msg: Message) {
-        self.shared().route(msg);
-    }
-
-    /// Routes `msg` from this context (sets `src_id` and `auth_id`).
-    pub fn send_stamped(&self, msg: Message) {
-        self.node.send_stamped(msg);
-    }
-
-    /// Bytes queued in this process on the stream that leads to `ctx`, or
-    /// `None` when there is no such stream. Flow control builds on this.
-    pub fn pending_bytes(&self, ctx: ContextId) -> Option<usize> {
-        self.shared()
-            .stream_by_context(ctx)
-            .map(|s| s.pending_bytes())
-    }
-
-    /// Runs `f` once the stream that leads to `ctx` has at most `below` bytes
-    /// queued (at once if it already has, or if there is no such stream),
-    /// or when that stream closes: how flow control waits for a link to
-    /// drain without polling. `f` runs on the thread that drains the stream
-    /// (usually the broker) with the stream locked: it must be quick and
-    /// must not send or block (notify a condition variable, say).
-    pub fn when_drained(&self, ctx: ContextId, below: usize, f: impl FnOnce() + Send + 'static) {
-        match self.shared().stream_by_context(ctx) {
-            Some(s) => s.when_drained(below, Box::new(f)),
-            None => f(),
-        }
     }
 
     /// How many replies this context is waiting for from `ctx` (calls in
     /// flight, and other receivers bound to it): zero means idle.
     pub fn pending_calls(&self, ctx: ContextId) -> usize {
         self.shared().core.lock().pending_from(ctx)
-    }
-
-    /// What this context trusts (itself and its ancestors), for
-    /// [`Policy::allows`].
-    pub fn trust(&self) -> crate::policy::Trust<'_> {
-        crate::policy::Trust {
-            me: self.id(),
-            ancestors: &self.shared().id.ancestors,
-        }
-    }
-
-    /// Bytes sent and received so far on the stream that leads to `ctx`
-    /// (frames and headers included), or `None` without such a stream.
-    pub fn stream_bytes(&self, ctx: ContextId) -> Option<(u64, u64)> {
-        self.shared().stream_by_context(ctx).map(|s| {
-            (
-                s.tx_bytes.load(Ordering::Relaxed),
-                s.rx_bytes.load(Ordering::Relaxed),
-            )
-        })
     }
 
     /// Whether `ctx` is currently routable from here.

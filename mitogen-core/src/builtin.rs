@@ -44,7 +44,8 @@ impl Function for Detach {
         let router = cx.router();
         router.node.detached.store(true, Ordering::Release);
         if let Some(parent) = router.parent_id() {
-            cx.router()
+            router
+                .node
                 .send_stamped(Message::bytes(parent, Handle::DETACHING, Vec::new()));
         }
         Ok(())

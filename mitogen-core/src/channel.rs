@@ -236,7 +236,9 @@ impl Sender {
 
     /// Sends raw bytes.
     pub fn send_bytes(&self, router: &Router, data: impl Into<bytes::Bytes>) {
-        router.send_stamped(Message::bytes(self.context, self.handle, data));
+        router
+            .node
+            .send_stamped(Message::bytes(self.context, self.handle, data));
     }
 
     /// Tells the receiver no more messages will come ([`RecvError::Closed`]).
@@ -247,7 +249,7 @@ impl Sender {
             message::DEAD_CHANNEL_CLOSED.as_bytes(),
         );
         msg.reply_to = Handle::IS_DEAD;
-        router.send_stamped(msg);
+        router.node.send_stamped(msg);
     }
 }
 

@@ -106,6 +106,7 @@ mod diag;
 mod error;
 mod ids;
 mod ids_alloc;
+pub mod layer;
 mod logfwd;
 pub mod machine;
 pub mod manual;
@@ -120,36 +121,6 @@ pub mod transport;
 
 #[doc(hidden)]
 pub mod fuzzing;
-
-pub mod layer {
-    //! For crates that build on mitogen-core: connection methods, service
-    //! layers, runners. An application calling functions in contexts needs
-    //! none of this.
-    //!
-    //! - Answering requests in the standard reply format: [`send_reply`],
-    //!   [`send_encoded_reply`] (with `Context::request` on the asking side);
-    //!   [`panic_message`] for a caught panic, as calls report it.
-    //! - Further policies after the router's: [`Source`] (what a handler gets)
-    //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
-    //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
-    //!   accounts from the system's user database (NSS): [`user_by_name`],
-    //!   [`user_by_uid`];
-    //!   [`raise_nofile_limit`] for layers that open many connections.
-    //! - A per-user directory for what a layer works out once per controller:
-    //!   [`controller_cache_dir`].
-    //! - Environment variables agents honour: [`DUMP_ENV`], [`SPIN_ENV`].
-    //! - The wire: [`crate::message`] (payload encodings, the codec),
-    //!   [`crate::machine`] (the routing state machine), [`crate::limits`].
-
-    pub use crate::call::{panic_message, send_encoded_reply, send_reply};
-    pub use crate::diag::DUMP_ENV;
-    pub use crate::policy::{Source, Trust};
-    pub use crate::spin::SPIN_ENV;
-    pub use crate::sys::{
-        UserEntry, host_name, raise_nofile_limit, user_by_name, user_by_uid, user_name,
-    };
-    pub use crate::transport::agent_image::controller_cache_dir;
-}
 
 /// The sizes that bound memory and shape the wire (see
 /// [`manual`]'s "Backpressure" section).

@@ -8,7 +8,7 @@
 //! handler functions, with backpressure (waiting for room, pausing the
 //! input that filled a queue) applied here.
 //!
-//! [`crate::Router::route`] may be called from any thread; the core is held
+//! [`crate::layer::LayerRouter::route`] may be called from any thread; the core is held
 //! under one lock only while it decides, never while actions run.
 
 use crate::cmd::{BrokerTx, Cmd};
