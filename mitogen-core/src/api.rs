@@ -420,6 +420,7 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
     let broker = shared.broker.clone();
     let out = Arc::new(StreamOut::new(
         sid,
+        shared.me(),
         s.remote,
         s.name.clone(),
         s.is_parent,

@@ -9,12 +9,10 @@
 use crate::cmd::{Cmd, Registration, WAKER};
 use crate::diag;
 use crate::ids::IdMap;
-use crate::message::Message;
-use crate::message::codec::Decoder;
 use crate::router::{Blocked, Shared};
 use crate::stream::{StreamId, StreamOut};
+use crate::stream_core::{Inbound, Input};
 use crate::sys;
-use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{BinaryHeap, HashMap};
@@ -32,32 +30,12 @@ const READ_BUDGET: usize = 4 << 20;
 const REAP_GRACE: Duration = Duration::from_secs(2);
 const REAP_TICK: Duration = Duration::from_millis(5);
 
-/// A split message being put back together: its first frame (header
-/// fields) and the fragments so far (joined in one copy at the end);
-/// `None` once it went over the limit.
-struct Partial {
-    head: Message,
-    data: Option<Vec<bytes::Bytes>>,
-    len: usize,
-}
-
-/// Split messages one stream may have in progress at once before it is
-/// considered corrupt.
-const MAX_PARTIALS: usize = 64;
-
-type PartialKey = (
-    crate::ids::ContextId,
-    crate::ids::ContextId,
-    crate::ids::Handle,
-);
-
 struct StreamIn {
     out: Arc<StreamOut>,
-    partials: IdMap<PartialKey, Partial>,
+    /// The stream protocol's input half: frames, reassembly.
+    inbound: Inbound,
     rx: Arc<File>,
     separate_tx: Option<Arc<File>>,
-    decoder: Decoder,
-    buf: BytesMut,
     child: Option<Child>,
     detached: bool,
     want_write: bool,
@@ -329,16 +307,15 @@ impl Broker {
             }
         }
         let pending = r.out.pending_bytes() > 0;
-        let max = self.shared.id.max_message_size;
+        let mut inbound = Inbound::new(self.shared.me(), self.shared.id.max_message_size);
+        *inbound.buffer_mut() = r.initial;
         self.streams.insert(
             sid,
             StreamIn {
                 out: r.out,
                 rx: r.rx,
                 separate_tx: r.separate_tx,
-                decoder: Decoder::new(max),
-                partials: IdMap::default(),
-                buf: r.initial,
+                inbound,
                 child: r.child,
                 detached: false,
                 want_write: false,
@@ -437,11 +414,8 @@ impl Broker {
             let Some(s) = self.streams.get_mut(&sid) else {
                 return;
             };
-            let want = s
-                .decoder
-                .frame_len_hint(&s.buf)
-                .map_or(0, |n| n.saturating_sub(s.buf.len()));
-            match sys::read_into_spare(&s.rx, &mut s.buf, want.clamp(64 << 10, READ_BUDGET)) {
+            let want = s.inbound.read_hint().clamp(64 << 10, READ_BUDGET);
+            match sys::read_into_spare(&s.rx, s.inbound.buffer_mut(), want) {
                 Ok(0) => return self.close_stream(sid, "end of stream"),
                 Ok(n) => {
                     s.out.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -455,18 +429,23 @@ impl Broker {
         }
     }
 
-    /// Routes the whole frames buffered for `sid`, putting split messages
-    /// for this context back together. False once the stream is gone
-    /// (closed here because it was corrupt, or earlier) or paused because
-    /// what it routed to is full.
+    /// Routes the whole messages buffered for `sid` (the stream protocol
+    /// puts split ones for this context back together). False once the
+    /// stream is gone (closed here because it was corrupt, or earlier) or
+    /// paused because what it routed to is full.
     fn route_buffered(&mut self, sid: StreamId) -> bool {
-        let me = self.shared.me();
         loop {
             let Some(s) = self.streams.get_mut(&sid) else {
                 return false;
             };
-            let m = match s.decoder.decode(&mut s.buf) {
-                Ok(Some(m)) => m,
+            let shared = &self.shared;
+            let out = &s.out;
+            let m = match s.inbound.poll(|m| shared.source_ok(m, out)) {
+                Ok(Some(Input::Message(m))) => m,
+                Ok(Some(Input::TooLarge { head, len })) => {
+                    shared.refuse_too_large(&head, len);
+                    continue;
+                }
                 Ok(None) => return true,
                 Err(e) => {
                     let name = s.out.name.clone();
@@ -476,94 +455,11 @@ impl Broker {
                 }
             };
             let out = s.out.clone();
-            let key = (m.dst_id, m.src_id, m.handle);
-            let split =
-                m.enc.is_more() || (!s.partials.is_empty() && s.partials.contains_key(&key));
-            let whole = if m.dst_id == me && split {
-                match Self::reassemble(&self.shared, s, key, m) {
-                    Ok(whole) => whole,
-                    Err(why) => {
-                        log::error!(
-                            "{}: closing stream to {}: {why}",
-                            self.shared.id.name,
-                            out.name
-                        );
-                        self.close_stream(sid, &format!("corrupt stream: {why}"));
-                        return false;
-                    }
-                }
-            } else {
-                Some(m)
-            };
-            let Some(m) = whole else { continue };
             if let Some(blocked) = self.shared.route_from(m, Some(&out)) {
                 if !blocked.is_clear() {
                     self.paused.insert(sid, blocked);
                     return false;
                 }
-            }
-        }
-    }
-
-    /// Adds one frame of a split message; returns the message once whole.
-    fn reassemble(
-        shared: &Shared,
-        s: &mut StreamIn,
-        key: PartialKey,
-        m: Message,
-    ) -> Result<Option<Message>, &'static str> {
-        if !s.partials.contains_key(&key) {
-            if !shared.source_ok(&m, &s.out) {
-                // Routed as is: the router drops it with a log line.
-                return Ok(Some(m));
-            }
-            if s.partials.len() >= MAX_PARTIALS {
-                return Err("too many split messages in progress");
-            }
-            s.partials.insert(
-                key,
-                Partial {
-                    head: Message {
-                        data: bytes::Bytes::new(),
-                        ..m
-                    },
-                    data: Some(Vec::new()),
-                    len: 0,
-                },
-            );
-        }
-        let Some(p) = s.partials.get_mut(&key) else {
-            return Err("lost a split message");
-        };
-        p.len += m.data.len();
-        if p.len > shared.id.max_message_size {
-            p.data = None;
-        }
-        if let Some(frags) = &mut p.data {
-            frags.push(m.data.clone());
-        }
-        if m.enc.is_more() {
-            return Ok(None);
-        }
-        let Some(p) = s.partials.remove(&key) else {
-            return Err("lost a split message");
-        };
-        let mut head = p.head;
-        head.enc = head.enc.base();
-        match p.data {
-            Some(frags) => {
-                let mut buf = BytesMut::with_capacity(p.len);
-                for f in &frags {
-                    buf.extend_from_slice(f);
-                }
-                Ok(Some(Message {
-                    data: buf.freeze(),
-                    ..head
-                }))
-            }
-            None => {
-                shared.refuse_too_large(&head, p.len);
-                Ok(None)
             }
         }
     }

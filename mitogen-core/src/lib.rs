@@ -116,6 +116,7 @@ mod remote_error;
 mod router;
 mod spin;
 mod stream;
+pub mod stream_core;
 mod sys;
 pub mod transport;
 
@@ -126,7 +127,7 @@ pub mod fuzzing;
 /// [`manual`]'s "Backpressure" section).
 pub mod limits {
     pub use crate::router::{RECV_HIGH_WATER, RECV_LOW_WATER};
-    pub use crate::stream::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
+    pub use crate::stream_core::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
 }
 
 pub use agent::{agent_main, is_agent};

@@ -16,7 +16,7 @@ use crate::ids::{ContextId, Handle};
 use crate::machine::{Action, Handler, RouterCore};
 use crate::message::{self, Message};
 use crate::policy::Source;
-use crate::stream::{StreamId, StreamOut};
+use crate::stream::{Closed, StreamId, StreamOut};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -109,7 +109,7 @@ impl Blocked {
     /// Whether the blockage is gone (under the low-water mark, or closed).
     pub(crate) fn is_clear(&self) -> bool {
         match self {
-            Self::Stream(s) => s.pending_bytes() <= crate::stream::LOW_WATER,
+            Self::Stream(s) => s.pending_bytes() <= crate::stream_core::LOW_WATER,
             Self::Queue(g) => g.is_clear(),
         }
     }
@@ -325,12 +325,14 @@ impl Shared {
                 stream: out.name.to_string(),
             };
             log::warn!("{}: {stalled}: dropped {msg:?}", self.id.name);
-            self.send_dead(&msg, &stalled.to_string());
+            if let Some(dead) = out.stalled(&msg, &stalled.to_string()) {
+                self.route(dead);
+            }
             return Routed::Stalled(stalled);
         }
-        if out.send(&msg).is_err() {
-            if !msg.enc.is_more() {
-                self.send_dead(&msg, message::DEAD_NO_ROUTE);
+        if let Err(Closed(dead)) = out.send(&msg) {
+            if let Some(dead) = dead {
+                self.route(dead);
             }
             return Routed::Done;
         }
@@ -374,16 +376,10 @@ impl Shared {
     }
 
     /// Whether `msg`, arriving on `from`, passes the reverse-path check
-    /// (before the broker buffers the frames of a split message for it).
+    /// (asked by the stream's [`crate::stream_core::Inbound`] before it
+    /// keeps the frames of a split message).
     pub(crate) fn source_ok(&self, msg: &Message, from: &StreamOut) -> bool {
         self.core.lock().source_ok(msg, from.id)
-    }
-
-    fn send_dead(&self, msg: &Message, reason: &str) {
-        let dead = self.core.lock().dead_reply(msg, reason);
-        if let Some(dead) = dead {
-            self.route(dead);
-        }
     }
 
     /// Drops every handler, waking its receiver with "router shut down".
