@@ -97,6 +97,14 @@ impl CallCx<'_> {
     }
 }
 
+impl RemoteError {
+    /// Captures `e` and its sources; the first of a type registered in
+    /// `registry` ([`Registry::add_error`]) is kept typed.
+    pub fn capture(e: &(dyn std::error::Error + 'static), registry: &Registry) -> Self {
+        Self::capture_with(e, &registry.errors)
+    }
+}
+
 /// Cancelled-call records kept before they are dropped in bulk.
 const CANCELLED_MAX: usize = 4096;
 

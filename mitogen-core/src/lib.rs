@@ -71,17 +71,46 @@
 //! and `Deserialize` (`serde = { version = "1", features = ["derive"] }`).
 //!
 //! # What is where
+//! For applications:
 //! - [`Message`] and the IO-free [`message::codec`]: the wire format (Python Mitogen's header).
-//! - [`Router`]: routes, handlers, [`Policy`], connections ([`Local`], [`Method`]).
-//! - [`Context`]: calls ([`Context::call`], [`PendingCall`], [`CallChain`]), shutdown.
+//! - [`Router`] (`api.rs`): connections ([`Local`], [`Method`]), contexts,
+//!   receivers, [`Policy`], shutdown.
+//! - [`Context`] (`context.rs`): calls ([`Context::call`], [`PendingCall`],
+//!   [`CallChain`]), shutdown.
 //! - Errors: [`CallError`] (with [`CallErrorKind`]), [`ConnectError`], and
 //!   [`RemoteError`] / [`ErrorType`] for errors that keep their type across hops.
-//! - [`Receiver`], [`Sender`], [`Select`], [`Latch`]: waiting, always with optional deadlines.
-//! - [`Function`], [`Registry`]: what can be called by name.
-//! - [`transport`]: the bootstrap every connection method shares.
-//! - [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
-//! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`layer::DUMP_ENV`]).
+//! - [`Receiver`], [`Sender`], [`Select`], [`Latch`] (`channel.rs`): waiting,
+//!   always with optional deadlines.
+//! - [`Function`], [`Registry`] (`call.rs`, built-ins in `builtin.rs`): what
+//!   can be called by name, and how calls are run.
 //! - [`manual`]: the security model, threads and lifecycle, in prose.
+//!
+//! For layers built on the core (services, connection methods, runners):
+//! - [`layer`] (`layer.rs`): the [`layer::LayerRouter`] methods an
+//!   application does not need (handlers on fixed handles, raw routing,
+//!   timers, per-router state, flow control), reply helpers, process facts.
+//! - [`transport`]: the bootstrap every connection method shares;
+//!   [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
+//! - [`limits`]: the sizes that bound memory and shape the wire.
+//!
+//! Inside, from the wire up (each sans-IO part is fuzzed and driven by
+//! `mitogen_test_support::Mesh` under a virtual clock):
+//! - [`stream_core`] (sans-IO): the stream protocol: bytes in, whole
+//!   messages out (reassembly, the reverse-path pre-check); messages in,
+//!   fragments out by lane; backpressure marks; dead replies for closed and
+//!   stalled streams.
+//! - [`machine`] (sans-IO): the router core: routes, handlers, policies,
+//!   route announcements and stream loss.
+//! - `stream.rs`: a stream's writer (fd, lock, the direct-write fast path,
+//!   waits for room); `router.rs`: `Shared`, what drives the router core
+//!   (carries out its actions, backpressure on receivers); `cmd.rs`: what
+//!   threads hand the broker; `broker.rs`: the mio thread (reads into each
+//!   stream's `Inbound`, flushes writers, timers, reaping).
+//! - `api.rs`'s `Node`: a context's state, each part owned by the module
+//!   that uses it (registry, id allocation in `ids_alloc.rs`, call state,
+//!   log level in `logfwd.rs`, extensions); `agent.rs`: the agent process;
+//!   `diag.rs`: the periodic dump (set `MITOGEN_RS_DUMP=SECONDS`, see
+//!   [`layer::DUMP_ENV`]).
 //!
 //! # Dependencies
 //! `mio` (the poll loop), `bytes` (zero-copy payload slices), `serde` +

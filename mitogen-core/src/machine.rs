@@ -5,7 +5,8 @@
 //! for its driver to carry out. The broker and the direct-write fast path
 //! drive one per process (`Shared` in `router.rs`: it writes `Transmit`s to
 //! sockets and hands `Deliver`s to channels); `mitogen_test_support::Mesh`
-//! drives several joined by in-memory links under a virtual clock, and the
+//! drives several, joined by byte pipes through the stream protocol
+//! ([`crate::stream_core`]), under a virtual clock, and the
 //! operation-sequence fuzz target drives that.
 //!
 //! # Call order

@@ -25,7 +25,7 @@ impl Enc {
     pub const TYPED: Self = Self(0x5253);
 
     /// Set in `enc` on every frame of a split message but the last (see
-    /// `stream` in the crate docs: large messages are split on the wire).
+    /// [`crate::stream_core`]: large messages are split on the wire).
     pub const MORE: Self = Self(0x8000);
 
     /// Whether a router accepts frames with this encoding (with or without
