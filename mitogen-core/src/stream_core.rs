@@ -198,6 +198,7 @@ impl Inbound {
     ///
     /// # Errors
     /// [`StreamError`] when the stream is corrupt: close it.
+    #[inline]
     pub fn poll(
         &mut self,
         mut source_ok: impl FnMut(&Message) -> bool,
@@ -206,64 +207,75 @@ impl Inbound {
             let Some(m) = self.decoder.decode(&mut self.buf)? else {
                 return Ok(None);
             };
-            if m.dst_id != self.me {
+            // The common case, kept small enough to inline into the
+            // reader's loop: a whole frame, or one for another context.
+            let whole = !m.enc.is_more()
+                && (self.partials.is_empty() || !self.partials.contains_key(&lane_key(&m)));
+            if m.dst_id != self.me || whole {
                 return Ok(Some(Input::Message(m)));
             }
-            let key = lane_key(&m);
-            let split =
-                m.enc.is_more() || (!self.partials.is_empty() && self.partials.contains_key(&key));
-            if !split {
-                return Ok(Some(Input::Message(m)));
+            if let Some(input) = self.split(m, &mut source_ok)? {
+                return Ok(Some(input));
             }
-            let n = self.partials.len();
-            let mut entry = match self.partials.entry(key) {
-                Entry::Occupied(e) => e,
-                Entry::Vacant(v) => {
-                    if !source_ok(&m) {
-                        return Ok(Some(Input::Message(m)));
-                    }
-                    if n >= MAX_PARTIALS {
-                        return Err(StreamError::TooManySplit);
-                    }
-                    let head = Message {
-                        data: Bytes::new(),
-                        ..m.clone()
-                    };
-                    v.insert_entry(Partial {
-                        head,
-                        data: Some(Vec::new()),
-                        len: 0,
-                    })
-                }
-            };
-            let p = entry.get_mut();
-            p.len += m.data.len();
-            if p.len > self.max_message_size {
-                p.data = None;
-            }
-            if let Some(frags) = &mut p.data {
-                frags.push(m.data);
-            }
-            if m.enc.is_more() {
-                continue;
-            }
-            let p = entry.remove();
-            let mut head = p.head;
-            head.enc = head.enc.base();
-            return Ok(Some(match p.data {
-                Some(frags) => {
-                    let mut buf = BytesMut::with_capacity(p.len);
-                    for f in &frags {
-                        buf.extend_from_slice(f);
-                    }
-                    Input::Message(Message {
-                        data: buf.freeze(),
-                        ..head
-                    })
-                }
-                None => Input::TooLarge { head, len: p.len },
-            }));
         }
+    }
+
+    /// Takes one frame of a split message for this context; `Ok(None)`
+    /// while more are to come.
+    #[inline(never)]
+    fn split(
+        &mut self,
+        m: Message,
+        source_ok: &mut impl FnMut(&Message) -> bool,
+    ) -> Result<Option<Input>, StreamError> {
+        let n = self.partials.len();
+        let mut entry = match self.partials.entry(lane_key(&m)) {
+            Entry::Occupied(e) => e,
+            Entry::Vacant(v) => {
+                if !source_ok(&m) {
+                    return Ok(Some(Input::Message(m)));
+                }
+                if n >= MAX_PARTIALS {
+                    return Err(StreamError::TooManySplit);
+                }
+                let head = Message {
+                    data: Bytes::new(),
+                    ..m.clone()
+                };
+                v.insert_entry(Partial {
+                    head,
+                    data: Some(Vec::new()),
+                    len: 0,
+                })
+            }
+        };
+        let p = entry.get_mut();
+        p.len += m.data.len();
+        if p.len > self.max_message_size {
+            p.data = None;
+        }
+        if let Some(frags) = &mut p.data {
+            frags.push(m.data);
+        }
+        if m.enc.is_more() {
+            return Ok(None);
+        }
+        let p = entry.remove();
+        let mut head = p.head;
+        head.enc = head.enc.base();
+        Ok(Some(match p.data {
+            Some(frags) => {
+                let mut buf = BytesMut::with_capacity(p.len);
+                for f in &frags {
+                    buf.extend_from_slice(f);
+                }
+                Input::Message(Message {
+                    data: buf.freeze(),
+                    ..head
+                })
+            }
+            None => Input::TooLarge { head, len: p.len },
+        }))
     }
 }
 

@@ -216,6 +216,7 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, 
 
 /// Splits a payload made of a postcard value followed by raw bytes (call
 /// requests and replies), without copying the tail.
+#[inline]
 pub(crate) fn decode_with_tail<'a, T: serde::Deserialize<'a>>(
     data: &'a [u8],
 ) -> Result<(T, &'a [u8]), PayloadError> {
