@@ -4,6 +4,7 @@
 
 use crate::forkserver::{PyRequest, Reaper, Servers};
 use crate::process::{self, ProcSpec};
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{CallCx, FnError, Function, Registry};
 use serde::{Deserialize, Serialize};
 use std::io::Write;

@@ -8,6 +8,7 @@
 //! `scripts/test-hosts.sh setup`.
 
 use mitogen_ansible::{Connection, ModuleSource, Runner, Status, Target, Task};
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{Context, Local, Registry, Router, RouterOptions};
 use mitogen_ssh::{Ssh, Sudo};
 use mitogen_test_support::sshd::{Sshd, sshd_available};

@@ -10,8 +10,9 @@
 //! is one) and exits: the bootstrap's first stage runs this before it runs
 //! a cached or uploaded agent (see [`crate::transport::bootstrap`]).
 
-use crate::api::{NewStream, add_stream, start};
+use crate::api::{NewStream, add_stream, fn_handler, start};
 use crate::call::{Executor, Registry};
+use crate::cmd::Cmd;
 use crate::ids::Handle;
 use crate::message::codec::Decoder;
 use crate::policy::Policy;
@@ -23,9 +24,6 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Cancelled-call records kept before they are dropped in bulk.
-const CANCELLED_MAX: usize = 4096;
 
 /// How long an agent waits for its configuration after greeting.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,37 +106,30 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         .copied()
         .ok_or_else(|| crate::Error::Agent("config names no parent".into()))?;
     let name: Arc<str> = format!("parent {parent}").into();
-    let shared = start(config.identity, Arc::new(registry))?;
-    shared
-        .log_level
-        .store(level as u8, std::sync::atomic::Ordering::Relaxed);
+    let node = start(config.identity, Arc::new(registry))?;
+    node.log.set(level);
     let forwarding = log::set_boxed_logger(Box::new(crate::logfwd::ForwardLogger {
-        shared: Arc::downgrade(&shared),
+        shared: Arc::downgrade(&node.shared),
     }))
     .is_ok();
     log::set_max_level(level);
-    let weak = Arc::downgrade(&shared);
-    shared.add_handler(
+    fn_handler(
+        &node,
         Handle::SET_LOG_LEVEL,
-        HandlerEntry {
-            policy: Policy::ParentAuthority,
-            sink: Sink::Fn(Arc::new(move |m, _, _| {
-                if let (Some(s), Ok(v)) = (weak.upgrade(), m.decode::<u8>()) {
-                    log::set_max_level(crate::logfwd::level_filter(v));
-                    // Relays it to this context's children.
-                    crate::logfwd::sync_level(&s);
-                }
-            })),
-            persist: true,
-            respondent: None,
-            label: "set-log-level",
-            since: Instant::now(),
+        Policy::ParentAuthority,
+        "set-log-level",
+        |n, m, _| {
+            if let Ok(v) = m.decode::<u8>() {
+                log::set_max_level(crate::logfwd::level_filter(v));
+                // Relays it to this context's children.
+                n.log.sync(&n.shared);
+            }
         },
     );
     install_panic_hook();
 
     let (call_tx, call_rx) = crossbeam_channel::unbounded();
-    shared.add_handler(
+    node.shared.add_handler(
         Handle::CALL_FUNCTION,
         HandlerEntry {
             policy: Policy::ParentAuthority,
@@ -149,52 +140,32 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
             since: Instant::now(),
         },
     );
-    let weak = Arc::downgrade(&shared);
-    shared.add_handler(
+    fn_handler(
+        &node,
         Handle::SHUTDOWN,
-        HandlerEntry {
-            policy: Policy::ParentAuthority,
-            sink: Sink::Fn(Arc::new(move |_, _, _| {
-                if let Some(s) = weak.upgrade() {
-                    log::debug!("{}: shutdown requested", s.id.name);
-                    s.broker_cmd(crate::broker::Cmd::Shutdown(Some(0)));
-                }
-            })),
-            persist: true,
-            respondent: None,
-            label: "shutdown",
-            since: Instant::now(),
+        Policy::ParentAuthority,
+        "shutdown",
+        |n, _, _| {
+            log::debug!("{}: shutdown requested", n.shared.id.name);
+            n.shared.broker_cmd(Cmd::Shutdown(Some(0)));
         },
     );
-    let weak = Arc::downgrade(&shared);
-    shared.add_handler(
+    // Keyed by the (verified) sender: a context can cancel only its own calls.
+    fn_handler(
+        &node,
         Handle::CANCEL_CALL,
-        HandlerEntry {
-            policy: Policy::Any,
-            sink: Sink::Fn(Arc::new(move |m, _, _| {
-                let (Some(s), Ok(handle)) = (weak.upgrade(), m.decode::<Handle>()) else {
-                    return;
-                };
-                // Keyed by the (verified) sender: a context can cancel only
-                // its own calls. Bounded: cancels of calls that already
-                // ended are forgotten in bulk.
-                let mut set = s.cancelled.lock();
-                if set.len() >= CANCELLED_MAX {
-                    set.clear();
-                }
-                set.insert((m.src_id, handle));
-            })),
-            persist: true,
-            respondent: None,
-            label: "cancel-call",
-            since: Instant::now(),
+        Policy::Any,
+        "cancel-call",
+        |n, m, _| {
+            if let Ok(handle) = m.decode::<Handle>() {
+                n.calls.cancel(m.src_id, handle);
+            }
         },
     );
     // Every handler must be in place before the parent stream is read: the
     // parent may send as soon as it has configured us.
-    shared
-        .registry
-        .run_start_hooks(&Router::borrowed(shared.clone()));
+    node.registry
+        .run_start_hooks(&Router::borrowed(node.clone()));
     for f in [&rx, &tx] {
         sys::set_nonblocking(f, true).map_err(|e| err("non-blocking", e))?;
         // Through sshd or sudo the channel is a pair of pipes: 1 MiB
@@ -202,7 +173,7 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
         sys::grow_pipe(f, 1 << 20);
     }
     add_stream(
-        &shared,
+        &node.shared,
         NewStream {
             remote: parent,
             name,
@@ -218,9 +189,9 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     if !forwarding {
         // The program installed its own logger before `init`: it runs here
         // too, and its records reach the controller only as stderr lines.
-        crate::logfwd::warn_not_forwarding(&shared);
+        crate::logfwd::warn_not_forwarding(&node.shared);
     }
-    let mut exec = Executor::new(Router::borrowed(shared.clone()));
+    let mut exec = Executor::new(Router::borrowed(node.clone()));
     while let Some(msg) =
         crate::spin::spin(None, || call_rx.try_recv().ok()).or_else(|| call_rx.recv().ok())
     {
@@ -229,8 +200,8 @@ fn run(registry: Registry) -> Result<Never, crate::Error> {
     // Only a detached agent whose parent is gone gets here: its queued calls
     // are done, so it shuts down (the broker exits the process).
     drop(exec);
-    shared.broker_cmd(crate::broker::Cmd::Shutdown(Some(0)));
-    let handle = shared.broker_thread.lock().take();
+    node.shared.broker_cmd(Cmd::Shutdown(Some(0)));
+    let handle = node.broker_thread.lock().take();
     if let Some(h) = handle {
         let _ = h.join();
     }

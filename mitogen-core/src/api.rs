@@ -1,20 +1,26 @@
 //! `Router`: the handle user code holds on its context's router.
 
-use crate::broker::{self, Broker, Cmd, Registration};
-use crate::call::Registry;
+use crate::broker::{Broker, Upkeep};
+use crate::call::{CallState, Registry};
 use crate::channel::Receiver;
+use crate::cmd::{self, Cmd, Registration};
 use crate::context::Context;
 use crate::error::{ConnectError, Error};
 use crate::ids::{ContextId, Handle};
+use crate::ids_alloc::IdAllocator;
+use crate::logfwd::LevelSync;
 use crate::message::{Message, codec::DEFAULT_MAX_MESSAGE_SIZE};
 use crate::policy::{Policy, Source};
 use crate::router::{HandlerEntry, Identity, Shared, Sink};
 use crate::stream::{StreamId, StreamOut};
+use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A connection method: how to start a new context (`local`, `ssh`, `sudo`, ...).
 ///
@@ -72,8 +78,67 @@ impl RouterOptions {
     }
 }
 
+/// A context's state: the driver of its router core ([`Shared`]) and what
+/// the modules above the router keep per context, each in its own type.
+pub(crate) struct Node {
+    /// Drives the router core (routes, handlers, streams).
+    pub(crate) shared: Arc<Shared>,
+    /// The functions and methods this program knows (`call.rs`).
+    pub(crate) registry: Arc<Registry>,
+    /// Context ids for new children (`ids_alloc.rs`).
+    pub(crate) ids: IdAllocator,
+    /// The call the main thread runs and the calls whose callers gave up
+    /// (`call.rs`).
+    pub(crate) calls: CallState,
+    /// The log level last sent to the children (`logfwd.rs`).
+    pub(crate) log: LevelSync,
+    /// Set by the built-in detach: when the parent goes, the broker lets
+    /// queued calls finish instead of exiting.
+    pub(crate) detached: AtomicBool,
+    /// The broker thread, joined by shutdown.
+    pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Per-router state of higher layers ([`crate::layer::LayerRouter::extension`]),
+    /// dropped when the broker exits.
+    pub(crate) extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Node {
+    /// This context's id.
+    pub(crate) fn me(&self) -> ContextId {
+        self.shared.me()
+    }
+
+    /// Routes a message from this context (sets `src_id` and `auth_id`),
+    /// first telling the children of a changed log level.
+    pub(crate) fn send_stamped(&self, mut msg: Message) {
+        self.log.sync(&self.shared);
+        msg.src_id = self.shared.me();
+        msg.auth_id = self.shared.me();
+        self.shared.route(msg);
+    }
+}
+
+impl Upkeep for Node {
+    fn turn(&self) {
+        self.log.sync(&self.shared);
+    }
+
+    fn dump(&self, reaping: usize) {
+        crate::diag::dump(&self.shared, self.calls.current(), reaping);
+    }
+
+    fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Acquire)
+    }
+
+    fn finish(&self) {
+        let ext = std::mem::take(&mut *self.extensions.lock());
+        drop(ext);
+    }
+}
+
 /// Shuts the router down when the last user handle is dropped.
-struct Owner(Arc<Shared>);
+struct Owner(Arc<Node>);
 impl Drop for Owner {
     fn drop(&mut self) {
         shutdown(&self.0);
@@ -88,7 +153,7 @@ impl Drop for Owner {
 /// it through [`crate::CallCx::router`].
 #[derive(Clone)]
 pub struct Router {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) node: Arc<Node>,
     _owner: Option<Arc<Owner>>,
 }
 
@@ -117,45 +182,47 @@ impl Router {
             unidirectional: options.unidirectional,
             max_message_size: options.max_message_size.min(u32::MAX as usize),
         };
-        let shared = start(identity, Arc::new(registry))?;
-        install_controller_handlers(&shared);
-        let router = Self::owning(shared);
-        router.shared.registry.run_start_hooks(&router);
+        let node = start(identity, Arc::new(registry))?;
+        install_controller_handlers(&node);
+        let router = Self::owning(node);
+        router.node.registry.run_start_hooks(&router);
         Ok(router)
     }
 
-    pub(crate) fn owning(shared: Arc<Shared>) -> Self {
+    pub(crate) fn owning(node: Arc<Node>) -> Self {
         Self {
-            _owner: Some(Arc::new(Owner(shared.clone()))),
-            shared,
+            _owner: Some(Arc::new(Owner(node.clone()))),
+            node,
         }
     }
 
-    pub(crate) fn borrowed(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            _owner: None,
-        }
+    pub(crate) fn borrowed(node: Arc<Node>) -> Self {
+        Self { node, _owner: None }
+    }
+
+    /// The router driver.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.node.shared
     }
 
     /// This context's id (0 in the controller).
     pub fn id(&self) -> ContextId {
-        self.shared.me()
+        self.node.me()
     }
 
     /// This context's name.
     pub fn name(&self) -> &str {
-        &self.shared.id.name
+        &self.shared().id.name
     }
 
     /// The parent's id, `None` in the controller.
     pub fn parent_id(&self) -> Option<ContextId> {
-        self.shared.parent()
+        self.shared().parent()
     }
 
     /// The function registry.
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.node.registry
     }
 
     /// Starts a new child context with `method` (e.g. [`crate::Local`]).
@@ -163,7 +230,7 @@ impl Router {
     /// # Errors
     /// [`ConnectError`] naming the stage that failed.
     pub fn connect<M: Method>(&self, method: &M) -> Result<Context, ConnectError> {
-        if self.shared.is_shut_down() {
+        if self.shared().is_shut_down() {
             return Err(ConnectError::Shutdown);
         }
         method.connect(self)
@@ -187,13 +254,13 @@ impl Router {
                 via: via.id(),
                 source,
             })?;
-        self.shared.core.lock().set_name(id, name.as_str().into());
+        self.shared().core.lock().set_name(id, name.as_str().into());
         Ok(Context::new(self.clone(), id, name.into()))
     }
 
     /// A handle on an already connected context, by id.
     pub fn context(&self, id: ContextId) -> Context {
-        Context::new(self.clone(), id, self.shared.name_of(id))
+        Context::new(self.clone(), id, self.shared().name_of(id))
     }
 
     /// A new receiver accepting messages from any (source-verified) context.
@@ -203,7 +270,7 @@ impl Router {
 
     /// A new receiver with a policy.
     pub fn receiver_with(&self, policy: Policy) -> Receiver {
-        Receiver::new(self.shared.clone(), policy, None, true, "receiver")
+        Receiver::new(self.shared().clone(), policy, None, true, "receiver")
     }
 
     pub(crate) fn receiver_for(
@@ -212,193 +279,81 @@ impl Router {
         respondent: Option<ContextId>,
         label: &'static str,
     ) -> Receiver {
-        Receiver::new(self.shared.clone(), policy, respondent, false, label)
-    }
-
-    /// Installs a handler function on a fixed `handle` (for higher layers,
-    /// e.g. services). It runs on whatever thread routes the message, usually
-    /// the broker: it must not block. Replaces any handler on that handle.
-    ///
-    /// It gets the message and the [`Source`] the router verified it came
-    /// from, for layers that apply further policies after the router's
-    /// (`policy.allows(&msg, &source, &router.trust())`).
-    pub fn add_handler(
-        &self,
-        handle: Handle,
-        policy: Policy,
-        f: impl Fn(Message, &Source) + Send + Sync + 'static,
-    ) {
-        self.shared.add_handler(
-            handle,
-            HandlerEntry {
-                policy,
-                sink: Sink::Fn(Arc::new(move |m, _, src| f(m, src))),
-                persist: true,
-                respondent: None,
-                label: "handler",
-                since: Instant::now(),
-            },
-        );
-    }
-
-    /// Runs `f` on the broker thread once `after` has passed. Like handlers,
-    /// it must not block. Timers still pending at shutdown are dropped.
-    pub fn schedule(&self, after: Duration, f: impl FnOnce() + Send + 'static) {
-        self.shared
-            .broker_cmd(Cmd::Timer(Instant::now() + after, Box::new(f)));
-    }
-
-    /// A fresh dynamic handle, for [`Router::add_handler`].
-    pub fn new_handle(&self) -> Handle {
-        self.shared.alloc_handle()
-    }
-
-    /// Per-router state of a higher layer, created by `init` on first use
-    /// (one value per type; `init` must not call `extension`). Dropped when
-    /// the router is.
-    pub fn extension<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> T) -> Arc<T> {
-        let id = std::any::TypeId::of::<T>();
-        let mut ext = self.shared.extensions.lock();
-        if let Some(t) = ext
-            .get(&id)
-            .and_then(|any| any.clone().downcast::<T>().ok())
-        {
-            return t;
-        }
-        // `init` runs under the lock: it must not call `extension` itself.
-        let t = Arc::new(init());
-        ext.insert(id, t.clone());
-        t
-    }
-
-    /// A handle that does not keep the tree alive: for threads of higher
-    /// layers that must not stop a controller from shutting down when the
-    /// user drops the last handle. It works until the router shuts down.
-    pub fn downgrade(&self) -> Self {
-        Self::borrowed(self.shared.clone())
+        Receiver::new(self.shared().clone(), policy, respondent, false, label)
     }
 
     /// Whether this router has shut down (or is shutting down).
     pub fn is_shut_down(&self) -> bool {
-        self.shared.is_shut_down()
-    }
-
-    /// Removes the handler on `handle`.
-    pub fn remove_handler(&self, handle: Handle) {
-        self.shared.remove_handler(handle);
-    }
-
-    /// Routes `msg` exactly as given, source fields included.
-    ///
-    /// Receivers downstream verify the source, so a forged `src_id` or
-    /// `auth_id` is dropped by the next router (tests use this).
-    pub fn route(&self, msg: Message) {
-        self.shared.route(msg);
-    }
-
-    /// Routes `msg` from this context (sets `src_id` and `auth_id`).
-    pub fn send_stamped(&self, mut msg: Message) {
-        crate::logfwd::sync_level(&self.shared);
-        msg.src_id = self.shared.me();
-        msg.auth_id = self.shared.me();
-        self.shared.route(msg);
-    }
-
-    /// Bytes queued in this process on the stream that leads to `ctx`, or
-    /// `None` when there is no such stream. Flow control builds on this.
-    pub fn pending_bytes(&self, ctx: ContextId) -> Option<usize> {
-        self.shared
-            .stream_by_context(ctx)
-            .map(|s| s.pending_bytes())
-    }
-
-    /// Runs `f` once the stream that leads to `ctx` has at most `below` bytes
-    /// queued (at once if it already has, or if there is no such stream),
-    /// or when that stream closes: how flow control waits for a link to
-    /// drain without polling. `f` runs on the thread that drains the stream
-    /// (usually the broker) with the stream locked: it must be quick and
-    /// must not send or block (notify a condition variable, say).
-    pub fn when_drained(&self, ctx: ContextId, below: usize, f: impl FnOnce() + Send + 'static) {
-        match self.shared.stream_by_context(ctx) {
-            Some(s) => s.when_drained(below, Box::new(f)),
-            None => f(),
-        }
+        self.shared().is_shut_down()
     }
 
     /// How many replies this context is waiting for from `ctx` (calls in
     /// flight, and other receivers bound to it): zero means idle.
     pub fn pending_calls(&self, ctx: ContextId) -> usize {
-        self.shared.core.lock().pending_from(ctx)
-    }
-
-    /// What this context trusts (itself and its ancestors), for
-    /// [`Policy::allows`].
-    pub fn trust(&self) -> crate::policy::Trust<'_> {
-        crate::policy::Trust {
-            me: self.id(),
-            ancestors: &self.shared.id.ancestors,
-        }
-    }
-
-    /// Bytes sent and received so far on the stream that leads to `ctx`
-    /// (frames and headers included), or `None` without such a stream.
-    pub fn stream_bytes(&self, ctx: ContextId) -> Option<(u64, u64)> {
-        self.shared.stream_by_context(ctx).map(|s| {
-            (
-                s.tx_bytes.load(Ordering::Relaxed),
-                s.rx_bytes.load(Ordering::Relaxed),
-            )
-        })
+        self.shared().core.lock().pending_from(ctx)
     }
 
     /// Whether `ctx` is currently routable from here.
     pub fn is_connected(&self, ctx: ContextId) -> bool {
-        self.shared.core.lock().is_connected(ctx)
+        self.shared().core.lock().is_connected(ctx)
     }
 
     /// Shuts the router down now: children are told (their streams close),
     /// reaped, and every waiting receiver fails. Idempotent.
     pub fn shutdown(&self) {
-        shutdown(&self.shared);
+        shutdown(&self.node);
     }
 }
 
-fn shutdown(shared: &Arc<Shared>) {
-    let handle = shared.broker_thread.lock().take();
+fn shutdown(node: &Node) {
+    let handle = node.broker_thread.lock().take();
     let Some(handle) = handle else { return };
-    shared.broker_cmd(Cmd::Shutdown(None));
+    node.shared.broker_cmd(Cmd::Shutdown(None));
     if handle.thread().id() != std::thread::current().id() {
         let _ = handle.join();
     }
 }
 
 /// Starts a router's broker thread and the handlers every context has.
-pub(crate) fn start(identity: Identity, registry: Arc<Registry>) -> Result<Arc<Shared>, Error> {
-    let (btx, poll, cmds) = broker::channel().map_err(Error::Start)?;
-    let shared = Arc::new(Shared::new(identity, btx, registry));
-    let broker = Broker::new(poll, cmds, shared.clone());
+pub(crate) fn start(identity: Identity, registry: Arc<Registry>) -> Result<Arc<Node>, Error> {
+    let (btx, poll, cmds) = cmd::channel().map_err(Error::Start)?;
+    let is_controller = identity.me == ContextId::CONTROLLER;
+    let shared = Arc::new(Shared::new(identity, btx));
+    let node = Arc::new(Node {
+        shared: shared.clone(),
+        registry,
+        ids: IdAllocator::new(is_controller),
+        calls: CallState::default(),
+        log: LevelSync::new(log::max_level()),
+        detached: AtomicBool::new(false),
+        broker_thread: Mutex::new(None),
+        extensions: Mutex::new(HashMap::new()),
+    });
+    let broker = Broker::new(poll, cmds, shared, node.clone());
     let handle = std::thread::Builder::new()
         .name("mitogen-broker".into())
         .spawn(move || broker.run())
         .map_err(Error::Start)?;
-    *shared.broker_thread.lock() = Some(handle);
-    Ok(shared)
+    *node.broker_thread.lock() = Some(handle);
+    Ok(node)
 }
 
-fn fn_handler(
-    shared: &Arc<Shared>,
+/// Installs an internal handler function that gets the context's state
+/// (held weakly: handlers live in the core the state owns).
+pub(crate) fn fn_handler(
+    node: &Arc<Node>,
     handle: Handle,
     policy: Policy,
     label: &'static str,
-    f: impl Fn(&Arc<Shared>, Message, Option<StreamId>) + Send + Sync + 'static,
+    f: impl Fn(&Arc<Node>, Message, Option<StreamId>) + Send + Sync + 'static,
 ) {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let weak: Weak<Node> = Arc::downgrade(node);
     let sink = Sink::Fn(Arc::new(move |m, from, _: &Source| {
         if let Some(s) = weak.upgrade() {
             f(&s, m, from);
         }
     }));
-    shared.add_handler(
+    node.shared.add_handler(
         handle,
         HandlerEntry {
             policy,
@@ -411,9 +366,9 @@ fn fn_handler(
     );
 }
 
-fn install_controller_handlers(shared: &Arc<Shared>) {
+fn install_controller_handlers(node: &Arc<Node>) {
     fn_handler(
-        shared,
+        node,
         Handle::ALLOCATE_ID,
         Policy::Any,
         "allocate-id",
@@ -425,17 +380,17 @@ fn install_controller_handlers(shared: &Arc<Shared>) {
             if let Some(mut r) = reply {
                 r.src_id = s.me();
                 r.auth_id = s.me();
-                s.route(r);
+                s.shared.route(r);
             }
         },
     );
     fn_handler(
-        shared,
+        node,
         Handle::FORWARD_LOG,
         Policy::Any,
         "forward-log",
         |s, m, _| {
-            crate::logfwd::emit(s, &m);
+            crate::logfwd::emit(&s.shared, &m);
         },
     );
 }
@@ -462,13 +417,15 @@ pub(crate) fn add_stream(shared: &Shared, s: NewStream) {
     let rx = Arc::new(s.rx);
     let separate = s.tx.map(Arc::new);
     let tx = separate.clone().unwrap_or_else(|| rx.clone());
+    let broker = shared.broker.clone();
     let out = Arc::new(StreamOut::new(
         sid,
+        shared.me(),
         s.remote,
         s.name.clone(),
         s.is_parent,
         tx,
-        shared.broker.clone(),
+        Box::new(move || broker.send(Cmd::WantWrite(sid))),
     ));
     // The core records the route (and announces a child's upward).
     shared.stream_opened(out.clone());

@@ -6,16 +6,15 @@
 //! diagnostic dump. No user code runs here: user threads block in receivers,
 //! and the agent's calls run on its main thread.
 
+use crate::cmd::{Cmd, Registration, WAKER};
 use crate::diag;
 use crate::ids::IdMap;
-use crate::message::Message;
-use crate::message::codec::Decoder;
 use crate::router::{Blocked, Shared};
 use crate::stream::{StreamId, StreamOut};
+use crate::stream_core::{Inbound, Input};
 use crate::sys;
-use bytes::BytesMut;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,90 +24,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const WAKER: Token = Token(usize::MAX);
 /// Bytes read from one stream per turn before other streams get a go.
 const READ_BUDGET: usize = 4 << 20;
 /// How long a disconnected child gets to exit before it is killed.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 const REAP_TICK: Duration = Duration::from_millis(5);
 
-/// Work handed to the broker by other threads.
-pub(crate) enum Cmd {
-    /// Start polling a new stream.
-    Register(Registration),
-    /// The stream has queued output: ask for WRITABLE.
-    WantWrite(StreamId),
-    /// Mark a child stream detached: never kill it, keep reaping it.
-    Detached(StreamId),
-    /// Shut the broker down; with `Some(code)` exit the process afterwards.
-    Shutdown(Option<i32>),
-    /// Run a function on the broker thread at a time.
-    Timer(Instant, Box<dyn FnOnce() + Send>),
-    /// A receiver's queue went back under its low-water mark: resume the
-    /// streams paused on it.
-    Drained,
-}
-
-/// A new stream for the broker to poll.
-pub(crate) struct Registration {
-    pub(crate) out: Arc<StreamOut>,
-    pub(crate) rx: Arc<File>,
-    /// Whether writes go to another fd than `rx`.
-    pub(crate) separate_tx: Option<Arc<File>>,
-    pub(crate) child: Option<Child>,
-    /// The child's stderr and, for methods that answer prompts, its
-    /// terminal: read and logged line by line (at most two).
-    pub(crate) logs: Vec<File>,
-    /// Held open until the stream closes (a method's terminal: closing it
-    /// would hang up the program).
-    pub(crate) keep: Vec<File>,
-    /// Bytes already read past the greeting.
-    pub(crate) initial: BytesMut,
-}
-
-/// The sending side of the broker's command queue.
-#[derive(Clone)]
-pub(crate) struct BrokerTx {
-    tx: crossbeam_channel::Sender<Cmd>,
-    waker: Arc<Waker>,
-}
-
-impl BrokerTx {
-    pub(crate) fn send(&self, cmd: Cmd) {
-        if self.tx.send(cmd).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake broker: {e}");
-            }
-        }
-    }
-}
-
-/// A split message being put back together: its first frame (header
-/// fields) and the fragments so far (joined in one copy at the end);
-/// `None` once it went over the limit.
-struct Partial {
-    head: Message,
-    data: Option<Vec<bytes::Bytes>>,
-    len: usize,
-}
-
-/// Split messages one stream may have in progress at once before it is
-/// considered corrupt.
-const MAX_PARTIALS: usize = 64;
-
-type PartialKey = (
-    crate::ids::ContextId,
-    crate::ids::ContextId,
-    crate::ids::Handle,
-);
-
 struct StreamIn {
     out: Arc<StreamOut>,
-    partials: IdMap<PartialKey, Partial>,
+    /// The stream protocol's input half: frames, reassembly.
+    inbound: Inbound,
     rx: Arc<File>,
     separate_tx: Option<Arc<File>>,
-    decoder: Decoder,
-    buf: BytesMut,
     child: Option<Child>,
     detached: bool,
     want_write: bool,
@@ -128,10 +55,26 @@ struct Reap {
     kill_at: Option<Instant>,
 }
 
+/// What the broker does for the layers above the router without knowing
+/// them (implemented by the context's state in `api.rs`).
+pub(crate) trait Upkeep: Send + Sync {
+    /// Runs once per turn (sends a changed log level to the children).
+    fn turn(&self);
+    /// The periodic diagnostic dump; `reaping` children are being reaped.
+    fn dump(&self, reaping: usize);
+    /// Whether this context is detached: when its parent goes it finishes
+    /// its queued calls instead of exiting.
+    fn is_detached(&self) -> bool;
+    /// The last thing before the broker exits: drops higher layers' state
+    /// (which may hold router handles).
+    fn finish(&self);
+}
+
 pub(crate) struct Broker {
     poll: Poll,
     cmds: crossbeam_channel::Receiver<Cmd>,
     shared: Arc<Shared>,
+    upkeep: Arc<dyn Upkeep>,
     streams: IdMap<StreamId, StreamIn>,
     stderrs: HashMap<Token, StderrLog>,
     reaping: Vec<Reap>,
@@ -171,14 +114,6 @@ impl Ord for Timer {
     }
 }
 
-/// Creates the poll, waker and command queue.
-pub(crate) fn channel() -> io::Result<(BrokerTx, Poll, crossbeam_channel::Receiver<Cmd>)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    Ok((BrokerTx { tx, waker }, poll, rx))
-}
-
 fn rx_token(id: StreamId) -> Token {
     Token(id.0 * 4)
 }
@@ -194,12 +129,14 @@ impl Broker {
         poll: Poll,
         cmds: crossbeam_channel::Receiver<Cmd>,
         shared: Arc<Shared>,
+        upkeep: Arc<dyn Upkeep>,
     ) -> Self {
         let next_dump = diag::dump_interval().map(|d| Instant::now() + d);
         Self {
             poll,
             cmds,
             shared,
+            upkeep,
             streams: IdMap::default(),
             stderrs: HashMap::new(),
             reaping: Vec::new(),
@@ -269,12 +206,12 @@ impl Broker {
                 self.read(sid);
             }
             crate::spin::note_len(std::mem::take(&mut self.turn_bytes));
-            crate::logfwd::sync_level(&self.shared);
+            self.upkeep.turn();
             self.reap();
             self.fire_timers();
             if let Some(at) = self.next_dump {
                 if Instant::now() >= at {
-                    diag::dump(&self.shared, self.reaping.len());
+                    self.upkeep.dump(self.reaping.len());
                     self.next_dump = diag::dump_interval().map(|d| Instant::now() + d);
                 }
             }
@@ -370,16 +307,15 @@ impl Broker {
             }
         }
         let pending = r.out.pending_bytes() > 0;
-        let max = self.shared.id.max_message_size;
+        let mut inbound = Inbound::new(self.shared.me(), self.shared.id.max_message_size);
+        *inbound.buffer_mut() = r.initial;
         self.streams.insert(
             sid,
             StreamIn {
                 out: r.out,
                 rx: r.rx,
                 separate_tx: r.separate_tx,
-                decoder: Decoder::new(max),
-                partials: IdMap::default(),
-                buf: r.initial,
+                inbound,
                 child: r.child,
                 detached: false,
                 want_write: false,
@@ -478,11 +414,8 @@ impl Broker {
             let Some(s) = self.streams.get_mut(&sid) else {
                 return;
             };
-            let want = s
-                .decoder
-                .frame_len_hint(&s.buf)
-                .map_or(0, |n| n.saturating_sub(s.buf.len()));
-            match sys::read_into_spare(&s.rx, &mut s.buf, want.clamp(64 << 10, READ_BUDGET)) {
+            let want = s.inbound.read_hint().clamp(64 << 10, READ_BUDGET);
+            match sys::read_into_spare(&s.rx, s.inbound.buffer_mut(), want) {
                 Ok(0) => return self.close_stream(sid, "end of stream"),
                 Ok(n) => {
                     s.out.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -496,18 +429,23 @@ impl Broker {
         }
     }
 
-    /// Routes the whole frames buffered for `sid`, putting split messages
-    /// for this context back together. False once the stream is gone
-    /// (closed here because it was corrupt, or earlier) or paused because
-    /// what it routed to is full.
+    /// Routes the whole messages buffered for `sid` (the stream protocol
+    /// puts split ones for this context back together). False once the
+    /// stream is gone (closed here because it was corrupt, or earlier) or
+    /// paused because what it routed to is full.
     fn route_buffered(&mut self, sid: StreamId) -> bool {
-        let me = self.shared.me();
         loop {
             let Some(s) = self.streams.get_mut(&sid) else {
                 return false;
             };
-            let m = match s.decoder.decode(&mut s.buf) {
-                Ok(Some(m)) => m,
+            let shared = &self.shared;
+            let out = &s.out;
+            let m = match s.inbound.poll(|m| shared.source_ok(m, out)) {
+                Ok(Some(Input::Message(m))) => m,
+                Ok(Some(Input::TooLarge { head, len })) => {
+                    shared.refuse_too_large(&head, len);
+                    continue;
+                }
                 Ok(None) => return true,
                 Err(e) => {
                     let name = s.out.name.clone();
@@ -517,94 +455,11 @@ impl Broker {
                 }
             };
             let out = s.out.clone();
-            let key = (m.dst_id, m.src_id, m.handle);
-            let split =
-                m.enc.is_more() || (!s.partials.is_empty() && s.partials.contains_key(&key));
-            let whole = if m.dst_id == me && split {
-                match Self::reassemble(&self.shared, s, key, m) {
-                    Ok(whole) => whole,
-                    Err(why) => {
-                        log::error!(
-                            "{}: closing stream to {}: {why}",
-                            self.shared.id.name,
-                            out.name
-                        );
-                        self.close_stream(sid, &format!("corrupt stream: {why}"));
-                        return false;
-                    }
-                }
-            } else {
-                Some(m)
-            };
-            let Some(m) = whole else { continue };
             if let Some(blocked) = self.shared.route_from(m, Some(&out)) {
                 if !blocked.is_clear() {
                     self.paused.insert(sid, blocked);
                     return false;
                 }
-            }
-        }
-    }
-
-    /// Adds one frame of a split message; returns the message once whole.
-    fn reassemble(
-        shared: &Shared,
-        s: &mut StreamIn,
-        key: PartialKey,
-        m: Message,
-    ) -> Result<Option<Message>, &'static str> {
-        if !s.partials.contains_key(&key) {
-            if !shared.source_ok(&m, &s.out) {
-                // Routed as is: the router drops it with a log line.
-                return Ok(Some(m));
-            }
-            if s.partials.len() >= MAX_PARTIALS {
-                return Err("too many split messages in progress");
-            }
-            s.partials.insert(
-                key,
-                Partial {
-                    head: Message {
-                        data: bytes::Bytes::new(),
-                        ..m
-                    },
-                    data: Some(Vec::new()),
-                    len: 0,
-                },
-            );
-        }
-        let Some(p) = s.partials.get_mut(&key) else {
-            return Err("lost a split message");
-        };
-        p.len += m.data.len();
-        if p.len > shared.id.max_message_size {
-            p.data = None;
-        }
-        if let Some(frags) = &mut p.data {
-            frags.push(m.data.clone());
-        }
-        if m.enc.is_more() {
-            return Ok(None);
-        }
-        let Some(p) = s.partials.remove(&key) else {
-            return Err("lost a split message");
-        };
-        let mut head = p.head;
-        head.enc = head.enc.base();
-        match p.data {
-            Some(frags) => {
-                let mut buf = BytesMut::with_capacity(p.len);
-                for f in &frags {
-                    buf.extend_from_slice(f);
-                }
-                Ok(Some(Message {
-                    data: buf.freeze(),
-                    ..head
-                }))
-            }
-            None => {
-                shared.refuse_too_large(&head, p.len);
-                Ok(None)
             }
         }
     }
@@ -678,7 +533,7 @@ impl Broker {
     /// The parent is gone: a detached agent finishes its queued calls, any
     /// other context shuts down and exits.
     fn parent_lost(&mut self) {
-        if self.shared.detached.load(Ordering::Acquire) {
+        if self.upkeep.is_detached() {
             log::debug!(
                 "{}: parent gone; detached, finishing queued calls",
                 self.shared.id.name
@@ -741,8 +596,7 @@ impl Broker {
         }
         self.shared.fail_all_handlers();
         // Higher layers' state may hold router handles: break those cycles.
-        let ext = std::mem::take(&mut *self.shared.extensions.lock());
-        drop(ext);
+        self.upkeep.finish();
         if let Some((_, Some(code))) = self.shutdown {
             log::logger().flush();
             std::process::exit(code);

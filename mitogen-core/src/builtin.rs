@@ -25,8 +25,7 @@ impl Function for ProxyConnect {
     fn call(cx: &CallCx<'_>, (method, opts): Self::Args) -> Result<Self::Output, FnError> {
         let router = cx.router();
         let thunk = router
-            .shared
-            .registry
+            .registry()
             .method(&method)
             .ok_or_else(|| crate::ConnectError::UnknownMethod(method.clone()))?;
         let ctx = thunk(router, &opts)?;
@@ -42,10 +41,11 @@ impl Function for Detach {
     type Args = ();
     type Output = ();
     fn call(cx: &CallCx<'_>, (): ()) -> Result<(), FnError> {
-        let shared = &cx.router().shared;
-        shared.detached.store(true, Ordering::Release);
-        if let Some(parent) = shared.parent() {
-            cx.router()
+        let router = cx.router();
+        router.node.detached.store(true, Ordering::Release);
+        if let Some(parent) = router.parent_id() {
+            router
+                .node
                 .send_stamped(Message::bytes(parent, Handle::DETACHING, Vec::new()));
         }
         Ok(())

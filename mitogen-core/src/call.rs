@@ -89,10 +89,49 @@ impl CallCx<'_> {
         self.reply_to != Handle::NONE
             && self
                 .router
-                .shared
+                .node
+                .calls
                 .cancelled
                 .lock()
                 .contains(&(self.caller, self.reply_to))
+    }
+}
+
+impl RemoteError {
+    /// Captures `e` and its sources; the first of a type registered in
+    /// `registry` ([`Registry::add_error`]) is kept typed.
+    pub fn capture(e: &(dyn std::error::Error + 'static), registry: &Registry) -> Self {
+        Self::capture_with(e, &registry.errors)
+    }
+}
+
+/// Cancelled-call records kept before they are dropped in bulk.
+const CANCELLED_MAX: usize = 4096;
+
+/// What a context keeps about calls: the one its main thread is running
+/// (for the diagnostic dump) and those whose callers gave up.
+#[derive(Default)]
+pub(crate) struct CallState {
+    current: parking_lot::Mutex<Option<(String, std::time::Instant)>>,
+    /// Calls whose callers gave up: (caller, reply handle).
+    cancelled: parking_lot::Mutex<std::collections::HashSet<(ContextId, Handle)>>,
+}
+
+impl CallState {
+    /// The call the main thread is running, and since when.
+    pub(crate) fn current(&self) -> Option<(String, std::time::Instant)> {
+        self.current.lock().clone()
+    }
+
+    /// The caller `caller` gave up on the call whose reply goes to
+    /// `reply_to`. Bounded: records of calls that already ended are
+    /// forgotten in bulk.
+    pub(crate) fn cancel(&self, caller: ContextId, reply_to: Handle) {
+        let mut set = self.cancelled.lock();
+        if set.len() >= CANCELLED_MAX {
+            set.clear();
+        }
+        set.insert((caller, reply_to));
     }
 }
 
@@ -396,7 +435,7 @@ pub fn send_encoded_reply(
         }
         Err(kind) => postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
     };
-    route_reply(&router.shared, request, data);
+    route_reply(router.shared(), request, data);
     Ok(())
 }
 
@@ -466,15 +505,15 @@ impl Executor {
                 cause: Box::new(cause.clone()),
             });
         }
-        let shared = &self.router.shared;
-        *shared.current_call.lock() = Some((func.to_owned(), std::time::Instant::now()));
+        let node = &self.router.node;
+        *node.calls.current.lock() = Some((func.to_owned(), std::time::Instant::now()));
         let cx = CallCx {
             router: &self.router,
             caller,
             reply_to,
         };
-        let r = shared.registry.invoke(func, &cx, args, out);
-        *shared.current_call.lock() = None;
+        let r = node.registry.invoke(func, &cx, args, out);
+        *node.calls.current.lock() = None;
         if let (Err(kind), Some(chain)) = (&r, chain) {
             self.failed_chains
                 .insert(chain, (func.to_owned(), kind.clone()));
@@ -493,7 +532,7 @@ impl Executor {
                 let func = head.func.to_owned();
                 let key = (msg.src_id, msg.reply_to);
                 let skip = msg.reply_to != Handle::NONE
-                    && self.router.shared.cancelled.lock().remove(&key);
+                    && self.router.node.calls.cancelled.lock().remove(&key);
                 let result = if skip {
                     log::debug!("call to {func} skipped: its caller gave up before it started");
                     Err(CallErrorKind::Refused(
@@ -501,7 +540,7 @@ impl Executor {
                     ))
                 } else {
                     let r = self.run(&func, head.chain, key, args, &mut out);
-                    self.router.shared.cancelled.lock().remove(&key);
+                    self.router.node.calls.cancelled.lock().remove(&key);
                     r
                 };
                 (func, result)
@@ -516,6 +555,6 @@ impl Executor {
             Ok(()) => out,
             Err(kind) => postcard::to_stdvec(&ReplyHead::Err(kind)).unwrap_or_default(),
         };
-        route_reply(&self.router.shared, &msg, data);
+        route_reply(self.router.shared(), &msg, data);
     }
 }

@@ -230,13 +230,15 @@ impl Sender {
         let mut msg = Message::typed(self.context, self.handle, value)?;
         msg.src_id = router.id();
         msg.auth_id = router.id();
-        crate::logfwd::sync_level(&router.shared);
-        Ok(router.shared.route_until(msg, deadline)?)
+        router.node.log.sync(router.shared());
+        Ok(router.shared().route_until(msg, deadline)?)
     }
 
     /// Sends raw bytes.
     pub fn send_bytes(&self, router: &Router, data: impl Into<bytes::Bytes>) {
-        router.send_stamped(Message::bytes(self.context, self.handle, data));
+        router
+            .node
+            .send_stamped(Message::bytes(self.context, self.handle, data));
     }
 
     /// Tells the receiver no more messages will come ([`RecvError::Closed`]).
@@ -247,7 +249,7 @@ impl Sender {
             message::DEAD_CHANNEL_CLOSED.as_bytes(),
         );
         msg.reply_to = Handle::IS_DEAD;
-        router.send_stamped(msg);
+        router.node.send_stamped(msg);
     }
 }
 

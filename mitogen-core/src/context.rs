@@ -119,7 +119,7 @@ impl Context {
     pub fn call_no_reply<F: Function>(&self, args: &F::Args) -> Result<(), CallError> {
         let msg = call::request::<F>(self.id, args, None)
             .map_err(|e| self.error(F::NAME, bad_args(e)))?;
-        self.router.send_stamped(msg);
+        self.router.node.send_stamped(msg);
         Ok(())
     }
 
@@ -137,7 +137,7 @@ impl Context {
     /// Sends a message to `handle` in this context (source fields stamped).
     pub fn send(&self, mut msg: Message) {
         msg.dst_id = self.id;
-        self.router.send_stamped(msg);
+        self.router.node.send_stamped(msg);
     }
 
     /// Asks the context to shut down (its children go with it). Returns at once.
@@ -185,7 +185,7 @@ impl Context {
         let mut msg = Message::bytes(self.id, handle, payload);
         msg.enc = crate::message::Enc::TYPED;
         msg.reply_to = receiver.handle();
-        self.router.send_stamped(msg);
+        self.router.node.send_stamped(msg);
         PendingCall {
             receiver,
             ctx: self.clone(),
@@ -206,7 +206,7 @@ impl Context {
             self.router
                 .receiver_for(Policy::Respondent(self.id), Some(self.id), F::NAME);
         msg.reply_to = receiver.handle();
-        self.router.send_stamped(msg);
+        self.router.node.send_stamped(msg);
         Ok(PendingCall {
             receiver,
             ctx: self.clone(),
@@ -247,7 +247,7 @@ impl<T> Drop for PendingCall<T> {
             return;
         }
         if let Ok(msg) = Message::typed(self.ctx.id, Handle::CANCEL_CALL, &self.receiver.handle()) {
-            self.ctx.router.send_stamped(msg);
+            self.ctx.router.node.send_stamped(msg);
         }
     }
 }
@@ -342,7 +342,7 @@ impl CallChain {
     pub fn call_no_reply<F: Function>(&self, args: &F::Args) -> Result<(), CallError> {
         let msg = call::request::<F>(self.ctx.id, args, Some(self.id))
             .map_err(|e| self.ctx.error(F::NAME, bad_args(e)))?;
-        self.ctx.router.send_stamped(msg);
+        self.ctx.router.node.send_stamped(msg);
         Ok(())
     }
 

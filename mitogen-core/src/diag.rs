@@ -36,7 +36,9 @@ pub(crate) fn set_dump_interval(d: Option<Duration>) {
     let _ = INTERVAL.set(d);
 }
 
-pub(crate) fn dump(shared: &Shared, reaping: usize) {
+/// Logs the state of `shared`'s router; `call` is what the main thread is
+/// running (and since when).
+pub(crate) fn dump(shared: &Shared, call: Option<(String, std::time::Instant)>, reaping: usize) {
     // Gather under the locks, log after releasing them: in an agent, logging
     // routes a message, which takes the same locks.
     let name = &shared.id.name;
@@ -75,7 +77,6 @@ pub(crate) fn dump(shared: &Shared, reaping: usize) {
             ));
         }
     }
-    let call = shared.current_call.lock().clone();
     if let Some((f, since)) = call {
         lines.push(format!("main thread running {f} for {:?}", since.elapsed()));
     }

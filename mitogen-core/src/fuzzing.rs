@@ -125,7 +125,7 @@ pub fn write_raw_to_parent(router: &crate::Router, bytes: &[u8]) -> bool {
     let Some(parent) = router.parent_id() else {
         return false;
     };
-    let Some(out) = router.shared.stream_by_context(parent) else {
+    let Some(out) = router.shared().stream_by_context(parent) else {
         return false;
     };
     out.write_raw(bytes)

@@ -71,17 +71,46 @@
 //! and `Deserialize` (`serde = { version = "1", features = ["derive"] }`).
 //!
 //! # What is where
+//! For applications:
 //! - [`Message`] and the IO-free [`message::codec`]: the wire format (Python Mitogen's header).
-//! - [`Router`]: routes, handlers, [`Policy`], connections ([`Local`], [`Method`]).
-//! - [`Context`]: calls ([`Context::call`], [`PendingCall`], [`CallChain`]), shutdown.
+//! - [`Router`] (`api.rs`): connections ([`Local`], [`Method`]), contexts,
+//!   receivers, [`Policy`], shutdown.
+//! - [`Context`] (`context.rs`): calls ([`Context::call`], [`PendingCall`],
+//!   [`CallChain`]), shutdown.
 //! - Errors: [`CallError`] (with [`CallErrorKind`]), [`ConnectError`], and
 //!   [`RemoteError`] / [`ErrorType`] for errors that keep their type across hops.
-//! - [`Receiver`], [`Sender`], [`Select`], [`Latch`]: waiting, always with optional deadlines.
-//! - [`Function`], [`Registry`]: what can be called by name.
-//! - [`transport`]: the bootstrap every connection method shares.
-//! - [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
-//! - Diagnostics: set `MITOGEN_RS_DUMP=SECONDS` (see [`layer::DUMP_ENV`]).
+//! - [`Receiver`], [`Sender`], [`Select`], [`Latch`] (`channel.rs`): waiting,
+//!   always with optional deadlines.
+//! - [`Function`], [`Registry`] (`call.rs`, built-ins in `builtin.rs`): what
+//!   can be called by name, and how calls are run.
 //! - [`manual`]: the security model, threads and lifecycle, in prose.
+//!
+//! For layers built on the core (services, connection methods, runners):
+//! - [`layer`] (`layer.rs`): the [`layer::LayerRouter`] methods an
+//!   application does not need (handlers on fixed handles, raw routing,
+//!   timers, per-router state, flow control), reply helpers, process facts.
+//! - [`transport`]: the bootstrap every connection method shares;
+//!   [`transport::bootstrap`]: how agents get onto targets that have only `sh`.
+//! - [`limits`]: the sizes that bound memory and shape the wire.
+//!
+//! Inside, from the wire up (each sans-IO part is fuzzed and driven by
+//! `mitogen_test_support::Mesh` under a virtual clock):
+//! - [`stream_core`] (sans-IO): the stream protocol: bytes in, whole
+//!   messages out (reassembly, the reverse-path pre-check); messages in,
+//!   fragments out by lane; backpressure marks; dead replies for closed and
+//!   stalled streams.
+//! - [`machine`] (sans-IO): the router core: routes, handlers, policies,
+//!   route announcements and stream loss.
+//! - `stream.rs`: a stream's writer (fd, lock, the direct-write fast path,
+//!   waits for room); `router.rs`: `Shared`, what drives the router core
+//!   (carries out its actions, backpressure on receivers); `cmd.rs`: what
+//!   threads hand the broker; `broker.rs`: the mio thread (reads into each
+//!   stream's `Inbound`, flushes writers, timers, reaping).
+//! - `api.rs`'s `Node`: a context's state, each part owned by the module
+//!   that uses it (registry, id allocation in `ids_alloc.rs`, call state,
+//!   log level in `logfwd.rs`, extensions); `agent.rs`: the agent process;
+//!   `diag.rs`: the periodic dump (set `MITOGEN_RS_DUMP=SECONDS`, see
+//!   [`layer::DUMP_ENV`]).
 //!
 //! # Dependencies
 //! `mio` (the poll loop), `bytes` (zero-copy payload slices), `serde` +
@@ -100,11 +129,13 @@ mod broker;
 mod builtin;
 mod call;
 mod channel;
+mod cmd;
 mod context;
 mod diag;
 mod error;
 mod ids;
 mod ids_alloc;
+pub mod layer;
 mod logfwd;
 pub mod machine;
 pub mod manual;
@@ -114,47 +145,18 @@ mod remote_error;
 mod router;
 mod spin;
 mod stream;
+pub mod stream_core;
 mod sys;
 pub mod transport;
 
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub mod layer {
-    //! For crates that build on mitogen-core: connection methods, service
-    //! layers, runners. An application calling functions in contexts needs
-    //! none of this.
-    //!
-    //! - Answering requests in the standard reply format: [`send_reply`],
-    //!   [`send_encoded_reply`] (with `Context::request` on the asking side);
-    //!   [`panic_message`] for a caught panic, as calls report it.
-    //! - Further policies after the router's: [`Source`] (what a handler gets)
-    //!   and [`Trust`] (`Router::trust`), for [`crate::Policy::allows`].
-    //! - Facts about the process a layer reports: [`host_name`], [`user_name`];
-    //!   accounts from the system's user database (NSS): [`user_by_name`],
-    //!   [`user_by_uid`];
-    //!   [`raise_nofile_limit`] for layers that open many connections.
-    //! - A per-user directory for what a layer works out once per controller:
-    //!   [`controller_cache_dir`].
-    //! - Environment variables agents honour: [`DUMP_ENV`], [`SPIN_ENV`].
-    //! - The wire: [`crate::message`] (payload encodings, the codec),
-    //!   [`crate::machine`] (the routing state machine), [`crate::limits`].
-
-    pub use crate::call::{panic_message, send_encoded_reply, send_reply};
-    pub use crate::diag::DUMP_ENV;
-    pub use crate::policy::{Source, Trust};
-    pub use crate::spin::SPIN_ENV;
-    pub use crate::sys::{
-        UserEntry, host_name, raise_nofile_limit, user_by_name, user_by_uid, user_name,
-    };
-    pub use crate::transport::agent_image::controller_cache_dir;
-}
-
 /// The sizes that bound memory and shape the wire (see
 /// [`manual`]'s "Backpressure" section).
 pub mod limits {
     pub use crate::router::{RECV_HIGH_WATER, RECV_LOW_WATER};
-    pub use crate::stream::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
+    pub use crate::stream_core::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
 }
 
 pub use agent::{agent_main, is_agent};

@@ -18,6 +18,7 @@ use crate::router::Shared;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::sync::Weak;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -102,26 +103,35 @@ pub(crate) fn emit(shared: &Shared, msg: &Message) {
     );
 }
 
-/// Sends the current `log::max_level()` to every child when it differs
-/// from the level last sent (or configured): cheap enough to call on every
-/// send (one atomic load when nothing changed).
-pub(crate) fn sync_level(shared: &Shared) {
-    let now = log::max_level() as u8;
-    if shared.log_level.load(std::sync::atomic::Ordering::Relaxed) == now {
-        return;
+/// The log level last sent to (or configured for) this context's children.
+pub(crate) struct LevelSync(AtomicU8);
+
+impl LevelSync {
+    /// Starts at `level` (what the children were configured with).
+    pub(crate) fn new(level: log::LevelFilter) -> Self {
+        Self(AtomicU8::new(level as u8))
     }
-    if shared
-        .log_level
-        .swap(now, std::sync::atomic::Ordering::Relaxed)
-        == now
-    {
-        return;
+
+    /// Records the level this context was configured with.
+    pub(crate) fn set(&self, level: log::LevelFilter) {
+        self.0.store(level as u8, Ordering::Relaxed);
     }
-    for out in shared.child_streams() {
-        if let Ok(mut msg) = Message::typed(out.remote_id, Handle::SET_LOG_LEVEL, &now) {
-            msg.src_id = shared.me();
-            msg.auth_id = shared.me();
-            let _ = out.send(&msg);
+
+    /// Sends the current `log::max_level()` to every child of `shared`'s
+    /// context when it differs from the level last sent (or configured):
+    /// cheap enough to call on every send (one atomic load when nothing
+    /// changed).
+    pub(crate) fn sync(&self, shared: &Shared) {
+        let now = log::max_level() as u8;
+        if self.0.load(Ordering::Relaxed) == now || self.0.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        for out in shared.child_streams() {
+            if let Ok(mut msg) = Message::typed(out.remote_id, Handle::SET_LOG_LEVEL, &now) {
+                msg.src_id = shared.me();
+                msg.auth_id = shared.me();
+                let _ = out.send(&msg);
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! for its driver to carry out. The broker and the direct-write fast path
 //! drive one per process (`Shared` in `router.rs`: it writes `Transmit`s to
 //! sockets and hands `Deliver`s to channels); `mitogen_test_support::Mesh`
-//! drives several joined by in-memory links under a virtual clock, and the
+//! drives several, joined by byte pipes through the stream protocol
+//! ([`crate::stream_core`]), under a virtual clock, and the
 //! operation-sequence fuzz target drives that.
 //!
 //! # Call order
@@ -204,7 +205,7 @@ const GONE_MAX: usize = 1 << 16;
 /// The routing state of one context. `S` is the driver's handler sink, `T`
 /// its stream writer; both are cloned into actions.
 pub struct RouterCore<S, T> {
-    id: Identity,
+    id: Arc<Identity>,
     links: IdMap<StreamId, Link<T>>,
     routes: IdMap<ContextId, StreamId>,
     parent: Option<StreamId>,
@@ -227,9 +228,10 @@ impl<S, T> std::fmt::Debug for RouterCore<S, T> {
 
 impl<S: Clone, T: Clone> RouterCore<S, T> {
     /// A core for the context `id` describes, with no streams or handlers.
-    pub fn new(id: Identity) -> Self {
+    /// (The driver may keep a clone of the same `Arc` for lock-free reads.)
+    pub fn new(id: impl Into<Arc<Identity>>) -> Self {
         Self {
-            id,
+            id: id.into(),
             links: IdMap::default(),
             routes: IdMap::default(),
             parent: None,

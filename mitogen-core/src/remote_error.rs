@@ -156,12 +156,12 @@ impl RemoteError {
         }))
     }
 
-    /// Captures `e` and its sources; the first of a type registered in
-    /// `registry` is kept typed.
-    pub fn capture(e: &(dyn StdError + 'static), registry: &crate::Registry) -> Self {
+    /// Captures `e` and its sources; the first of a type in `types` is kept
+    /// typed (`RemoteError::capture`, in `call.rs`, passes a registry's).
+    pub(crate) fn capture_with(e: &(dyn StdError + 'static), types: &ErrorTypes) -> Self {
         let mut chain = Vec::new();
         push_sources(e, &mut chain);
-        let (code, detail) = match registry.errors.encode(e) {
+        let (code, detail) = match types.encode(e) {
             Some((c, d)) => (Some(c), d),
             None => (None, Vec::new()),
         };
@@ -172,7 +172,7 @@ impl RemoteError {
             detail,
             typed: None,
         }));
-        registry.errors.revive(&mut re);
+        types.revive(&mut re);
         re
     }
 

@@ -8,18 +8,16 @@
 //! handler functions, with backpressure (waiting for room, pausing the
 //! input that filled a queue) applied here.
 //!
-//! [`crate::Router::route`] may be called from any thread; the core is held
+//! [`crate::layer::LayerRouter::route`] may be called from any thread; the core is held
 //! under one lock only while it decides, never while actions run.
 
-use crate::broker::{BrokerTx, Cmd};
-use crate::call::Registry;
+use crate::cmd::{BrokerTx, Cmd};
 use crate::ids::{ContextId, Handle};
 use crate::machine::{Action, Handler, RouterCore};
 use crate::message::{self, Message};
 use crate::policy::Source;
-use crate::stream::{StreamId, StreamOut};
+use crate::stream::{Closed, StreamId, StreamOut};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -111,7 +109,7 @@ impl Blocked {
     /// Whether the blockage is gone (under the low-water mark, or closed).
     pub(crate) fn is_clear(&self) -> bool {
         match self {
-            Self::Stream(s) => s.pending_bytes() <= crate::stream::LOW_WATER,
+            Self::Stream(s) => s.pending_bytes() <= crate::stream_core::LOW_WATER,
             Self::Queue(g) => g.is_clear(),
         }
     }
@@ -156,41 +154,35 @@ pub(crate) use crate::machine::Identity;
 pub(crate) type Core = RouterCore<Sink, Arc<StreamOut>>;
 type Actions = Vec<Action<Sink, Arc<StreamOut>>>;
 
+/// What drives a context's [`RouterCore`]: the core under its lock, and
+/// what carrying out its actions needs. Everything else a context keeps
+/// (registry, id allocator, call and log state, extensions) belongs to the
+/// modules that use it (see `api::Node`).
 pub(crate) struct Shared {
-    pub(crate) id: Identity,
+    /// This context's identity: the same `Arc` the core holds (stored once),
+    /// read here without taking the core's lock.
+    pub(crate) id: Arc<Identity>,
+    /// The routing state machine, locked only while it decides.
     pub(crate) core: Mutex<Core>,
+    /// The next dynamic handle [`Shared::alloc_handle`] gives out.
     next_handle: AtomicU32,
+    /// The broker's command queue (detached children; receivers' gauges
+    /// tell it when a paused stream may resume).
     pub(crate) broker: BrokerTx,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) ids: crate::ids_alloc::IdAllocator,
-    pub(crate) shut_down: AtomicBool,
-    pub(crate) detached: AtomicBool,
-    pub(crate) broker_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    pub(crate) current_call: Mutex<Option<(String, Instant)>>,
-    /// The log level last sent to (or configured for) the children.
-    pub(crate) log_level: std::sync::atomic::AtomicU8,
-    /// Calls whose callers gave up: (caller, reply handle).
-    pub(crate) cancelled: Mutex<std::collections::HashSet<(ContextId, Handle)>>,
-    pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Set when shutdown begins; read without the core's lock (receivers
+    /// made after it fail at once, connects are refused).
+    shut_down: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn new(id: Identity, broker: BrokerTx, registry: Arc<Registry>) -> Self {
-        let ids = crate::ids_alloc::IdAllocator::new(id.me == ContextId::CONTROLLER);
+    pub(crate) fn new(id: Identity, broker: BrokerTx) -> Self {
+        let id = Arc::new(id);
         Self {
             core: Mutex::new(RouterCore::new(id.clone())),
             id,
             next_handle: AtomicU32::new(Handle::FIRST_DYNAMIC.0),
             broker,
-            registry,
-            ids,
             shut_down: AtomicBool::new(false),
-            detached: AtomicBool::new(false),
-            broker_thread: Mutex::new(None),
-            current_call: Mutex::new(None),
-            cancelled: Mutex::new(std::collections::HashSet::new()),
-            log_level: std::sync::atomic::AtomicU8::new(log::max_level() as u8),
-            extensions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -333,12 +325,14 @@ impl Shared {
                 stream: out.name.to_string(),
             };
             log::warn!("{}: {stalled}: dropped {msg:?}", self.id.name);
-            self.send_dead(&msg, &stalled.to_string());
+            if let Some(dead) = out.stalled(&msg, &stalled.to_string()) {
+                self.route(dead);
+            }
             return Routed::Stalled(stalled);
         }
-        if out.send(&msg).is_err() {
-            if !msg.enc.is_more() {
-                self.send_dead(&msg, message::DEAD_NO_ROUTE);
+        if let Err(Closed(dead)) = out.send(&msg) {
+            if let Some(dead) = dead {
+                self.route(dead);
             }
             return Routed::Done;
         }
@@ -382,16 +376,10 @@ impl Shared {
     }
 
     /// Whether `msg`, arriving on `from`, passes the reverse-path check
-    /// (before the broker buffers the frames of a split message for it).
+    /// (asked by the stream's [`crate::stream_core::Inbound`] before it
+    /// keeps the frames of a split message).
     pub(crate) fn source_ok(&self, msg: &Message, from: &StreamOut) -> bool {
         self.core.lock().source_ok(msg, from.id)
-    }
-
-    fn send_dead(&self, msg: &Message, reason: &str) {
-        let dead = self.core.lock().dead_reply(msg, reason);
-        if let Some(dead) = dead {
-            self.route(dead);
-        }
     }
 
     /// Drops every handler, waking its receiver with "router shut down".

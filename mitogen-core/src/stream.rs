@@ -5,72 +5,32 @@
 //! payload, no copy). Only what the socket does not take (`WouldBlock`) is
 //! queued, and the broker is asked to flush it when the fd turns writable.
 //!
-//! # Large messages are split on the wire
-//!
-//! A payload over [`FRAGMENT`] bytes may go out as several frames, each with
-//! the full 26-byte header of the message and part of its payload; every
-//! frame but the last has [`Enc::MORE`] set in `enc`. Queued messages wait
-//! in *lanes*, one per (destination, source, handle), and the writer takes
-//! one fragment of at most [`FRAGMENT`] bytes from each lane in turn, so a
-//! small call never waits behind more than one fragment of each bulk
-//! transfer (or, when a transfer is alone on the link, one frame of at most
-//! [`ALONE_MAX`] bytes).
-//! Order is kept within a lane (a lane's fragments never interleave, which
-//! is what lets the receiver reassemble by that key); a large message may be
-//! overtaken by smaller ones sent after it to other handles.
-//!
-//! # Backpressure
-//!
-//! [`StreamOut::pending_bytes`] counts what is queued in this process. Above
-//! [`HIGH_WATER`], threads other than the broker wait in
-//! [`StreamOut::wait_room`] (with a deadline) before queueing more (except
-//! a one-frame message whose lane is empty: a small call is not held up
-//! for a large message ahead of it to drain), and the
-//! broker stops reading the streams whose messages it routed here, until the
-//! queue is back under [`LOW_WATER`].
+//! What is queued, how it is cut into fragments by lane, the high- and
+//! low-water marks and which messages get dead replies are decided by the
+//! sans-IO [`Outbound`] half of the stream protocol
+//! ([`crate::stream_core`]); this file owns the fd, the lock, the waits
+//! for room and the drain hooks.
 
-use crate::broker::{BrokerTx, Cmd};
-use crate::ids::{ContextId, Handle};
-use crate::message::{Enc, Message, codec};
-use bytes::Bytes;
+use crate::ids::ContextId;
+use crate::message::{Message, codec};
+use crate::stream_core::Outbound;
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Largest payload of one frame on the wire: larger messages are split.
-pub const FRAGMENT: usize = 256 << 10;
-/// Largest frame a lane sends when no other lane is waiting.
-pub const ALONE_MAX: usize = 1 << 20;
-/// Queued bytes on one stream above which senders wait and inputs pause.
-pub const HIGH_WATER: usize = 8 << 20;
-/// Queued bytes under which waiting senders and paused inputs resume.
-pub const LOW_WATER: usize = 4 << 20;
+use crate::stream_core::{HIGH_WATER, LOW_WATER};
+
 /// Slices handed to one `writev`.
 const IOV_MAX: usize = 64;
 
 pub(crate) use crate::machine::StreamId;
 
-type LaneKey = (ContextId, ContextId, Handle);
-
-/// Messages to one (destination, source, handle), written in order.
-struct Lane {
-    key: LaneKey,
-    /// Messages, and how much of the front one was taken.
-    msgs: VecDeque<Message>,
-    off: usize,
-}
-
-#[derive(Default)]
+/// The stream protocol's output half and what the threads around it wait on.
 struct OutQueue {
-    /// Bytes whose order on the wire is fixed: a partly written frame, and
-    /// fragments taken from the lanes for the next write.
-    wire: VecDeque<Bytes>,
-    lanes: VecDeque<Lane>,
-    closed: bool,
+    core: Outbound,
     want_write: bool,
     /// Threads in [`StreamOut::wait_room`].
     waiters: usize,
@@ -79,74 +39,6 @@ struct OutQueue {
 }
 
 type DrainHook = Box<dyn FnOnce() + Send>;
-
-impl OutQueue {
-    fn is_empty(&self) -> bool {
-        self.wire.is_empty() && self.lanes.is_empty()
-    }
-
-    fn push(&mut self, msg: Message) {
-        let key = (msg.dst_id, msg.src_id, msg.handle);
-        match self.lanes.iter_mut().find(|l| l.key == key) {
-            Some(lane) => lane.msgs.push_back(msg),
-            None => self.lanes.push_back(Lane {
-                key,
-                msgs: VecDeque::from([msg]),
-                off: 0,
-            }),
-        }
-    }
-
-    /// Once the wire has drained, commits the next round to it: one
-    /// fragment from each waiting lane. A lane that is alone may send up to
-    /// [`ALONE_MAX`] in one frame: nothing waits behind it, and a message
-    /// of up to that size then arrives whole (no reassembly copy).
-    /// Returns the header bytes it committed (payload bytes were counted
-    /// as pending when queued; headers only now, as their number depends on
-    /// how the payload is cut).
-    fn refill(&mut self) -> usize {
-        let mut headers = 0;
-        if !self.wire.is_empty() {
-            return headers;
-        }
-        let round = self.lanes.len();
-        let step = if round == 1 { ALONE_MAX } else { FRAGMENT };
-        for _ in 0..round {
-            let Some(mut lane) = self.lanes.pop_front() else {
-                return headers;
-            };
-            let Some(msg) = lane.msgs.front() else {
-                continue;
-            };
-            let len = msg.data.len();
-            let end = (lane.off + step).min(len);
-            headers += codec::HEADER_LEN;
-            let mut head = Message {
-                data: Bytes::new(),
-                ..msg.clone()
-            };
-            if end < len {
-                head.enc = Enc(head.enc.0 | Enc::MORE.0);
-            }
-            let mut header = codec::encode_header(&head);
-            header[22..26].copy_from_slice(&((end - lane.off) as u32).to_be_bytes());
-            self.wire.push_back(Bytes::copy_from_slice(&header));
-            if end > lane.off {
-                self.wire.push_back(msg.data.slice(lane.off..end));
-            }
-            if end == len {
-                lane.msgs.pop_front();
-                lane.off = 0;
-            } else {
-                lane.off = end;
-            }
-            if !lane.msgs.is_empty() {
-                self.lanes.push_back(lane);
-            }
-        }
-        headers
-    }
-}
 
 /// The write side of one stream to a neighbouring context.
 pub(crate) struct StreamOut {
@@ -158,24 +50,32 @@ pub(crate) struct StreamOut {
     tx: Arc<File>,
     q: Mutex<OutQueue>,
     room: Condvar,
+    /// [`Outbound::pending`], readable without the lock.
     pending: AtomicUsize,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_bytes: AtomicU64,
-    broker: BrokerTx,
+    /// Asks the broker to flush this stream when its fd turns writable.
+    want_write: WantWrite,
 }
 
-/// Why a frame could not be written.
+/// How a [`StreamOut`] asks its driver (the broker) for WRITABLE.
+pub(crate) type WantWrite = Box<dyn Fn() + Send + Sync>;
+
+/// Why a message could not be queued: the stream is closed. Holds the
+/// dead reply to route, if the message wants one.
 #[derive(Debug)]
-pub(crate) struct Closed;
+pub(crate) struct Closed(pub(crate) Option<Message>);
 
 impl StreamOut {
+    /// The writer of a stream from context `me` to `remote_id`.
     pub(crate) fn new(
         id: StreamId,
+        me: ContextId,
         remote_id: ContextId,
         name: Arc<str>,
         is_parent: bool,
         tx: Arc<File>,
-        broker: BrokerTx,
+        want_write: WantWrite,
     ) -> Self {
         Self {
             id,
@@ -183,12 +83,17 @@ impl StreamOut {
             name,
             is_parent,
             tx,
-            q: Mutex::new(OutQueue::default()),
+            q: Mutex::new(OutQueue {
+                core: Outbound::new(me),
+                want_write: false,
+                waiters: 0,
+                drained: Vec::new(),
+            }),
             room: Condvar::new(),
             pending: AtomicUsize::new(0),
             tx_bytes: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
-            broker,
+            want_write,
         }
     }
 
@@ -202,28 +107,28 @@ impl StreamOut {
         self.pending_bytes() > HIGH_WATER
     }
 
+    fn sync_pending(&self, q: &OutQueue) -> usize {
+        let now = q.core.pending();
+        self.pending.store(now, Ordering::Relaxed);
+        now
+    }
+
     /// Waits while the queue is over [`HIGH_WATER`], until it is back under
     /// [`LOW_WATER`] (or the stream closes). Returns false at the deadline.
-    ///
-    /// A message of one frame whose lane holds nothing goes at once: the
-    /// mark is there to push back on whoever fills the queue, and a small
-    /// call on a link busy with a large message is not that. Each lane so
-    /// holds at most one such message beyond the mark; a sender of many
-    /// (the same lane) waits from its second.
+    /// A message [`Outbound::must_wait`] lets through goes at once.
     pub(crate) fn wait_room(&self, msg: &Message, deadline: Instant) -> bool {
         if !self.is_full() {
             return true;
         }
         let mut q = self.q.lock();
-        let key = (msg.dst_id, msg.src_id, msg.handle);
-        if msg.data.len() <= FRAGMENT && !q.lanes.iter().any(|l| l.key == key) {
+        if !q.core.must_wait(msg) {
             return true;
         }
         q.waiters += 1;
         let mut ok = true;
-        while self.is_full() && !q.closed {
+        while self.is_full() && !q.core.is_closed() {
             if self.room.wait_until(&mut q, deadline).timed_out() {
-                ok = !self.is_full() || q.closed;
+                ok = !self.is_full() || q.core.is_closed();
                 break;
             }
         }
@@ -231,13 +136,19 @@ impl StreamOut {
         ok
     }
 
+    /// The dead reply to `msg`, dropped because its sender waited for room
+    /// until its deadline (`reason`), if it wants one.
+    pub(crate) fn stalled(&self, msg: &Message, reason: &str) -> Option<Message> {
+        self.q.lock().core.stalled(msg, reason)
+    }
+
     /// Writes one message now, or queues what the socket does not take.
+    ///
+    /// # Errors
+    /// [`Closed`] (with the dead reply to route) when the stream is closed.
     pub(crate) fn send(&self, msg: &Message) -> Result<(), Closed> {
         let mut q = self.q.lock();
-        if q.closed {
-            return Err(Closed);
-        }
-        if q.is_empty() && msg.data.len() <= FRAGMENT {
+        if q.core.can_write_direct(msg) {
             // The fast path: one frame, written by this thread.
             let header = codec::encode_header(msg);
             let total = header.len() + msg.data.len();
@@ -250,20 +161,15 @@ impl StreamOut {
             if done == total {
                 return Ok(());
             }
-            if done < header.len() {
-                q.wire.push_back(Bytes::copy_from_slice(&header[done..]));
-                q.wire.push_back(msg.data.clone());
-            } else {
-                q.wire.push_back(msg.data.slice(done - header.len()..));
-            }
-            self.pending.fetch_add(total - done, Ordering::Relaxed);
+            q.core.rest_of_direct(&header, msg, done);
+            self.sync_pending(&q);
         } else {
-            self.pending.fetch_add(msg.data.len(), Ordering::Relaxed);
-            q.push(msg.clone());
-            if q.wire.is_empty() && !q.want_write {
+            q.core.queue(msg.clone()).map_err(Closed)?;
+            self.sync_pending(&q);
+            if !q.want_write {
                 // Nothing is being flushed: start writing from this thread.
                 let _ = self.write_queued(&mut q);
-                if q.is_empty() {
+                if q.core.is_empty() {
                     return Ok(());
                 }
             }
@@ -271,7 +177,7 @@ impl StreamOut {
         if !q.want_write {
             q.want_write = true;
             drop(q);
-            self.broker.send(Cmd::WantWrite(self.id));
+            (self.want_write)();
         }
         Ok(())
     }
@@ -280,44 +186,36 @@ impl StreamOut {
     /// `Ok(true)` when the queue is empty.
     fn write_queued(&self, q: &mut OutQueue) -> io::Result<bool> {
         loop {
-            let headers = q.refill();
-            self.pending.fetch_add(headers, Ordering::Relaxed);
-            if q.wire.is_empty() {
+            let wire = q.core.next_bytes();
+            if wire.is_empty() {
+                self.sync_pending(q);
                 return Ok(true);
             }
-            let slices: Vec<IoSlice<'_>> = q
-                .wire
-                .iter()
-                .take(IOV_MAX)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let mut n = match (&*self.tx).write_vectored(&slices) {
+            let slices: Vec<IoSlice<'_>> =
+                wire.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+            let r = (&*self.tx).write_vectored(&slices);
+            drop(slices);
+            let n = match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Headers of the round just cut count as pending.
+                    self.sync_pending(q);
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(false),
+                        _ => Err(e),
+                    };
+                }
             };
-            drop(slices);
             self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            let before = self.pending.fetch_sub(n, Ordering::Relaxed);
-            let now = before - n;
+            q.core.advance(n);
+            let now = self.sync_pending(q);
             if q.waiters > 0 && now <= LOW_WATER {
                 self.room.notify_all();
             }
             if !q.drained.is_empty() {
                 fire_drained(q, now);
-            }
-            // The written bytes came from the wire buffers, so they cannot
-            // run out before `n` does.
-            while let (true, Some(front)) = (n > 0, q.wire.front_mut()) {
-                if n >= front.len() {
-                    n -= front.len();
-                    q.wire.pop_front();
-                } else {
-                    bytes::Buf::advance(front, n);
-                    n = 0;
-                }
             }
         }
     }
@@ -339,7 +237,7 @@ impl StreamOut {
     /// be quick and must not send.
     pub(crate) fn when_drained(&self, below: usize, f: DrainHook) {
         let mut q = self.q.lock();
-        if q.closed || self.pending_bytes() <= below {
+        if q.core.is_closed() || self.pending_bytes() <= below {
             drop(q);
             f();
             return;
@@ -350,10 +248,8 @@ impl StreamOut {
     /// Marks the stream closed and drops anything queued.
     pub(crate) fn close(&self) {
         let mut q = self.q.lock();
-        q.closed = true;
-        q.wire.clear();
-        q.lanes.clear();
-        self.pending.store(0, Ordering::Relaxed);
+        q.core.close();
+        self.sync_pending(&q);
         self.room.notify_all();
         fire_drained(&mut q, usize::MAX);
     }
@@ -361,7 +257,7 @@ impl StreamOut {
     /// Writes bytes that are not a frame (tests of corrupt streams only).
     pub(crate) fn write_raw(&self, bytes: &[u8]) -> bool {
         let q = self.q.lock();
-        !q.closed && q.is_empty() && (&*self.tx).write_all(bytes).is_ok()
+        !q.core.is_closed() && q.core.is_empty() && (&*self.tx).write_all(bytes).is_ok()
     }
 }
 

@@ -3,6 +3,7 @@
 mod functions;
 
 use functions::*;
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{
     CallErrorKind, ConnectError, Context, Local, Message, Policy, RecvError, Registry, Router,
     RouterOptions, Select,

@@ -1,5 +1,6 @@
 //! Functions the test agents run (registered on both ends).
 
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{
     CallCx, ContextId, FnError, Function, Handle, Local, Message, Registry, Sender,
 };

@@ -18,7 +18,7 @@
 //! key: intermediaries fetch it again instead of serving the copy they
 //! hold, and drop the older version. The per-router state (which keys are
 //! being fetched, which destinations were written) lives in the router
-//! ([`Router::extension`]), so two routers in one process never see each
+//! ([`LayerRouter::extension`]), so two routers in one process never see each
 //! other's pushes.
 
 use crate::file::{
@@ -26,6 +26,7 @@ use crate::file::{
     fetch_to_file, place,
 };
 use crate::service::{ServiceCx, ServiceExt, ServiceMethod};
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{CallError, Context, FnError, Policy, Router};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};

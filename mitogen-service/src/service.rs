@@ -9,6 +9,7 @@
 //!           M::call(&service, cx, args) ─► reply (Ok, Failed, or Panicked)
 //! ```
 
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::layer::{Source, send_encoded_reply};
 use mitogen_core::{
     CallError, CallErrorKind, Context, FnError, Handle, Message, PendingCall, Policy, Registry,

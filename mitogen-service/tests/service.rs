@@ -1,5 +1,6 @@
 //! mitogen-service on real agent processes.
 
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{
     CallCx, CallErrorKind, Context, ContextId, FnError, Function, Local, Policy, Registry, Router,
     RouterOptions,

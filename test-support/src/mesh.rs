@@ -1,11 +1,25 @@
-//! A deterministic mesh of router cores joined by in-memory links.
+//! A deterministic mesh of router cores joined by in-memory byte pipes.
 //!
 //! Each node is a [`RouterCore`] (the IO-free routing state machine of
-//! `mitogen-core`) with the id of its index; links are pairs of message
-//! queues. Nothing runs until [`Mesh::step`] moves one message (the first
-//! non-empty queue in link order) or [`Mesh::drive`] runs until every queue
-//! is empty, so a test sees exactly the same interleaving every time, with
-//! no threads, sockets or sleeps. The clock is virtual ([`Mesh::advance`]).
+//! `mitogen-core`) with the id of its index. Each direction of a link is a
+//! *pipe*: the sender's [`Outbound`] (the sans-IO output half of the
+//! stream protocol: lanes, fragments, high- and low-water marks), a byte
+//! buffer of at most [`Mesh::pipe_capacity`] bytes in flight, and the
+//! receiver's [`Inbound`] (decoding, reassembly, the reverse-path
+//! pre-check). So messages cross the mesh as frames, large ones split into
+//! fragments that interleave with small calls, and a full pipe pushes back
+//! exactly as a full socket does: a local sender is *held* while the
+//! stream it writes to is over [`HIGH_WATER`] (until it is under
+//! [`LOW_WATER`]), and a node stops reading a stream whose messages filled
+//! another stream until that one is clear.
+//!
+//! Nothing runs until [`Mesh::step`] makes one move (route one message
+//! that a pipe's reader decoded, or let one pipe's writer put one chunk of
+//! bytes in flight, first pipe in link order) or [`Mesh::drive`] runs until
+//! nothing can move, so a test sees exactly the same interleaving every
+//! time, with no threads, sockets or sleeps. The clock is virtual
+//! ([`Mesh::advance`]). [`Mesh::stall`] stops a pipe's reader, as a peer
+//! that does not read.
 //!
 //! ```
 //! use mitogen_core::{ContextId, Handle, Message, Policy};
@@ -23,14 +37,17 @@
 
 use mitogen_core::layer::Source;
 use mitogen_core::machine::{Action, Handler, Identity, Link, RouterCore, StreamId};
+use mitogen_core::stream_core::{Inbound, Input, Outbound};
 use mitogen_core::{ContextId, Handle, Message, Policy};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use mitogen_core::stream_core::{ALONE_MAX, FRAGMENT, HIGH_WATER, LOW_WATER};
+
 /// A node's handler sink in the mesh: a tag naming the listener.
 pub type Tag = u32;
-/// A link end's writer: the index of the queue it writes into.
-type Pipe = usize;
+/// A link end's writer: the index of the pipe it writes into.
+type PipeId = usize;
 
 /// One message handed to a listener.
 #[derive(Debug, Clone)]
@@ -55,7 +72,7 @@ pub struct Dropped {
 }
 
 struct Node {
-    core: Option<RouterCore<Tag, Pipe>>,
+    core: Option<RouterCore<Tag, PipeId>>,
     parent: Option<ContextId>,
     children: Vec<ContextId>,
     /// The stream this node has to each neighbour.
@@ -63,19 +80,43 @@ struct Node {
     inbox: Vec<Delivery>,
 }
 
-struct Queue {
+/// One direction of a link: the sender's output half, the bytes in flight,
+/// the receiver's input half.
+struct Pipe {
     from: ContextId,
     to: ContextId,
     /// The receiving node's id for this stream.
     sid: StreamId,
-    msgs: VecDeque<Message>,
+    out: Outbound,
+    /// Local sends waiting for room (the sender is held).
+    held: VecDeque<Message>,
+    wire: Vec<u8>,
+    inb: Inbound,
+    /// Whether the reader has buffered bytes it has not decoded yet.
+    unread: bool,
     open: bool,
+    /// The reader does not read ([`Mesh::stall`]).
+    stalled: bool,
+    /// The reader stopped: what it routed filled this pipe.
+    paused_on: Option<PipeId>,
 }
 
-/// N router cores joined by in-memory streams under a virtual clock.
+/// Who brought a node's input, which decides how backpressure applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// A thread of the node (a send): held while the stream is full.
+    Thread,
+    /// The node's broker (stream set-up and loss, refusals): never held.
+    Broker,
+    /// A message read from this pipe: the pipe's reader pauses while what
+    /// it routed fills another pipe.
+    Stream(PipeId),
+}
+
+/// N router cores joined by in-memory byte pipes under a virtual clock.
 pub struct Mesh {
     nodes: Vec<Node>,
-    queues: Vec<Queue>,
+    pipes: Vec<Pipe>,
     unidirectional: bool,
     max_message_size: usize,
     epoch: Instant,
@@ -84,8 +125,12 @@ pub struct Mesh {
     next_handle: u32,
     dropped: Vec<Dropped>,
     steps: u64,
+    fragments: u64,
     /// Steps one `drive` may take before it is declared a loop.
     pub step_limit: u64,
+    /// Bytes a pipe holds in flight (what a socket buffer would): a writer
+    /// puts at most this much in before its reader takes it out.
+    pub pipe_capacity: usize,
 }
 
 impl Default for Mesh {
@@ -118,7 +163,7 @@ impl Mesh {
     pub fn with_options(unidirectional: bool, max_message_size: usize) -> Self {
         let mut mesh = Self {
             nodes: Vec::new(),
-            queues: Vec::new(),
+            pipes: Vec::new(),
             unidirectional,
             max_message_size,
             epoch: Instant::now(),
@@ -127,7 +172,9 @@ impl Mesh {
             next_handle: 1000,
             dropped: Vec::new(),
             steps: 0,
+            fragments: 0,
             step_limit: 1_000_000,
+            pipe_capacity: 64 << 10,
         };
         mesh.add_node(None);
         mesh
@@ -162,6 +209,22 @@ impl Mesh {
         me
     }
 
+    fn new_pipe(&self, from: ContextId, to: ContextId, sid: StreamId) -> Pipe {
+        Pipe {
+            from,
+            to,
+            sid,
+            out: Outbound::new(from),
+            held: VecDeque::new(),
+            wire: Vec::new(),
+            inb: Inbound::new(to, self.max_message_size),
+            unread: false,
+            open: true,
+            stalled: false,
+            paused_on: None,
+        }
+    }
+
     /// Starts a new context as a child of `parent` and returns its id; the
     /// ADD_ROUTE announcements it causes are queued (run [`Mesh::drive`]).
     ///
@@ -171,27 +234,17 @@ impl Mesh {
         assert!(self.is_alive(parent), "{parent} is not alive");
         let child = self.add_node(Some(parent));
         self.nodes[parent.0 as usize].children.push(child);
-        // Queue indexes: parent -> child, child -> parent.
-        let (down, up) = (self.queues.len(), self.queues.len() + 1);
+        // Pipe indexes: parent -> child, child -> parent.
+        let (down, up) = (self.pipes.len(), self.pipes.len() + 1);
         let (sid_p, sid_c) = (StreamId(down), StreamId(up));
-        self.queues.push(Queue {
-            from: parent,
-            to: child,
-            sid: sid_c,
-            msgs: VecDeque::new(),
-            open: true,
-        });
-        self.queues.push(Queue {
-            from: child,
-            to: parent,
-            sid: sid_p,
-            msgs: VecDeque::new(),
-            open: true,
-        });
+        let pipe = self.new_pipe(parent, child, sid_c);
+        self.pipes.push(pipe);
+        let pipe = self.new_pipe(child, parent, sid_p);
+        self.pipes.push(pipe);
         self.nodes[parent.0 as usize].streams.insert(child, sid_p);
         self.nodes[child.0 as usize].streams.insert(parent, sid_c);
         let name = format!("mesh.{}", child.0);
-        self.with_core(child, |core, out| {
+        self.with_core(child, Via::Broker, |core, out| {
             core.stream_opened(
                 sid_c,
                 Link {
@@ -203,7 +256,7 @@ impl Mesh {
                 out,
             );
         });
-        self.with_core(parent, |core, out| {
+        self.with_core(parent, Via::Broker, |core, out| {
             core.stream_opened(
                 sid_p,
                 Link {
@@ -221,6 +274,10 @@ impl Mesh {
     /// Kills `node` and everything below it (as a real subtree exits when
     /// its parent's stream closes); its parent sees the stream close.
     pub fn kill(&mut self, node: ContextId) {
+        self.kill_because(node, "killed");
+    }
+
+    fn kill_because(&mut self, node: ContextId, reason: &str) {
         if !self.is_alive(node) || node.0 == 0 {
             return;
         }
@@ -234,19 +291,32 @@ impl Mesh {
         for n in &doomed {
             self.nodes[n.0 as usize].core = None;
         }
-        // Whatever was in flight to or from the dead is lost with them.
-        for q in &mut self.queues {
-            if doomed.contains(&q.to) || doomed.contains(&q.from) {
-                q.open = false;
-                q.msgs.clear();
+        // Whatever was in flight to or from the dead is lost with them;
+        // senders held on those pipes wake to a closed stream.
+        let mut woken = Vec::new();
+        for p in &mut self.pipes {
+            if doomed.contains(&p.to) || doomed.contains(&p.from) {
+                p.open = false;
+                p.out.close();
+                p.wire.clear();
+                p.inb = Inbound::new(p.to, self.max_message_size);
+                p.unread = false;
+                for m in p.held.drain(..) {
+                    if let Err(Some(dead)) = p.out.queue(m) {
+                        woken.push((p.from, dead));
+                    }
+                }
             }
         }
         if let Some(parent) = self.nodes[node.0 as usize].parent {
             if let Some(sid) = self.nodes[parent.0 as usize].streams.get(&node).copied() {
-                self.with_core(parent, |core, out| {
-                    core.stream_closed(sid, "killed", out);
+                self.with_core(parent, Via::Broker, |core, out| {
+                    core.stream_closed(sid, reason, out);
                 });
             }
+        }
+        for (at, dead) in woken {
+            self.send(at, dead);
         }
     }
 
@@ -280,7 +350,7 @@ impl Mesh {
     /// Sends `msg` from `node` as its own threads would (source fields are
     /// taken as given: set them to forge).
     pub fn send(&mut self, node: ContextId, msg: Message) {
-        self.with_core(node, |core, out| core.route(msg, None, out));
+        self.with_core(node, Via::Thread, |core, out| core.route(msg, None, out));
     }
 
     /// Sends `msg` from `node` stamped with its id (`src_id`, `auth_id`).
@@ -301,25 +371,155 @@ impl Mesh {
         tag
     }
 
-    /// Moves one message; false when every queue is empty.
-    pub fn step(&mut self) -> bool {
-        let Some(qi) = self
-            .queues
+    /// Stops (`true`) or restarts the reader of the pipe from `from` to its
+    /// neighbour `to`: a peer that does not read, so the pipe fills and
+    /// backpressure builds behind it.
+    pub fn stall(&mut self, from: ContextId, to: ContextId, on: bool) {
+        if let Some(p) = self.pipe_mut(from, to) {
+            p.stalled = on;
+        }
+    }
+
+    /// Bytes `from` has queued for its neighbour `to` (not yet in flight).
+    pub fn pending(&self, from: ContextId, to: ContextId) -> usize {
+        self.pipe(from, to).map_or(0, |p| p.out.pending())
+    }
+
+    /// Bytes in flight from `from` to its neighbour `to`.
+    pub fn in_flight(&self, from: ContextId, to: ContextId) -> usize {
+        self.pipe(from, to).map_or(0, |p| p.wire.len())
+    }
+
+    /// Local sends of `from` held until the stream to `to` has room.
+    pub fn held(&self, from: ContextId, to: ContextId) -> usize {
+        self.pipe(from, to).map_or(0, |p| p.held.len())
+    }
+
+    /// Whether the reader of the pipe from `from` to `to` stopped because
+    /// what it routed filled another stream.
+    pub fn is_paused(&self, from: ContextId, to: ContextId) -> bool {
+        self.pipe(from, to).is_some_and(|p| p.paused_on.is_some())
+    }
+
+    /// Fragments (frames with more to come) readers have decoded so far.
+    pub fn fragments(&self) -> u64 {
+        self.fragments
+    }
+
+    fn pipe(&self, from: ContextId, to: ContextId) -> Option<&Pipe> {
+        self.pipes
             .iter()
-            .position(|q| q.open && !q.msgs.is_empty())
+            .find(|p| p.from == from && p.to == to && p.open)
+    }
+
+    fn pipe_mut(&mut self, from: ContextId, to: ContextId) -> Option<&mut Pipe> {
+        self.pipes
+            .iter_mut()
+            .find(|p| p.from == from && p.to == to && p.open)
+    }
+
+    /// Makes one move; false when nothing can move.
+    pub fn step(&mut self) -> bool {
+        for i in 0..self.pipes.len() {
+            if self.read_one(i) || self.write_one(i) {
+                self.steps += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Pipe `i`'s reader takes what is in flight and routes one message.
+    fn read_one(&mut self, i: PipeId) -> bool {
+        let p = &mut self.pipes[i];
+        if !p.open || p.stalled {
+            return false;
+        }
+        if let Some(q) = p.paused_on {
+            if !self.pipes[q].out.is_clear() && self.pipes[q].open {
+                return false;
+            }
+            self.pipes[i].paused_on = None;
+        }
+        let Some(core) = self
+            .nodes
+            .get(self.pipes[i].to.0 as usize)
+            .and_then(|n| n.core.as_ref())
         else {
             return false;
         };
-        let (to, sid) = (self.queues[qi].to, self.queues[qi].sid);
-        let Some(msg) = self.queues[qi].msgs.pop_front() else {
+        let p = &mut self.pipes[i];
+        if !p.wire.is_empty() {
+            p.inb.feed(&p.wire);
+            p.wire.clear();
+            p.unread = true;
+        }
+        if !p.unread {
             return false;
-        };
-        self.steps += 1;
-        self.with_core(to, |core, out| core.route(msg, Some(sid), out));
+        }
+        let (to, sid) = (p.to, p.sid);
+        let input = p.inb.poll(|m| core.source_ok(m, sid));
+        match input {
+            Ok(Some(Input::Message(m))) => {
+                if m.enc.is_more() {
+                    self.fragments += 1;
+                }
+                self.with_core(to, Via::Stream(i), |core, out| {
+                    core.route(m, Some(sid), out)
+                });
+            }
+            Ok(Some(Input::TooLarge { head, len })) => {
+                self.with_core(to, Via::Broker, |core, out| {
+                    core.refuse_too_large(&head, len, out);
+                });
+            }
+            Ok(None) => {
+                // Fragments of a message for this node are kept, not routed.
+                self.pipes[i].unread = false;
+            }
+            Err(e) => {
+                // The reader closes a corrupt stream: the child end exits.
+                let (a, b) = (self.pipes[i].from, self.pipes[i].to);
+                let child = if self.parent_of(a) == Some(b) { a } else { b };
+                self.kill_because(child, &format!("corrupt stream: {e}"));
+            }
+        }
         true
     }
 
-    /// Steps until every queue is empty; returns the steps taken.
+    /// Pipe `i`'s writer puts one chunk of queued bytes in flight.
+    fn write_one(&mut self, i: PipeId) -> bool {
+        let cap = self.pipe_capacity.max(1);
+        let p = &mut self.pipes[i];
+        if !p.open || p.wire.len() >= cap {
+            return false;
+        }
+        let mut room = cap - p.wire.len();
+        let mut n = 0;
+        for b in p.out.next_bytes() {
+            let take = b.len().min(room);
+            p.wire.extend_from_slice(&b[..take]);
+            n += take;
+            room -= take;
+            if room == 0 {
+                break;
+            }
+        }
+        if n == 0 {
+            return false;
+        }
+        p.out.advance(n);
+        if p.out.is_clear() && !p.held.is_empty() {
+            // The held senders wake and queue what they waited to send.
+            let held: Vec<Message> = p.held.drain(..).collect();
+            for m in held {
+                self.transmit(i, m, true);
+            }
+        }
+        true
+    }
+
+    /// Moves until nothing can move; returns the steps taken.
     ///
     /// # Panics
     /// After [`Mesh::step_limit`] steps: messages are looping.
@@ -377,7 +577,7 @@ impl Mesh {
     }
 
     /// The core of a live node.
-    pub fn core(&self, node: ContextId) -> Option<&RouterCore<Tag, Pipe>> {
+    pub fn core(&self, node: ContextId) -> Option<&RouterCore<Tag, PipeId>> {
         self.nodes.get(node.0 as usize)?.core.as_ref()
     }
 
@@ -407,15 +607,37 @@ impl Mesh {
         path
     }
 
-    fn core_mut(&mut self, node: ContextId) -> Option<&mut RouterCore<Tag, Pipe>> {
+    fn core_mut(&mut self, node: ContextId) -> Option<&mut RouterCore<Tag, PipeId>> {
         self.nodes.get_mut(node.0 as usize)?.core.as_mut()
     }
 
-    /// Runs `f` on `node`'s core and carries out the actions it produced.
+    /// Queues `msg` on pipe `out`, as the stream writer does: a local send
+    /// (`local`) to a stream over its high-water mark is held until the
+    /// stream has room (in order: behind any held send of its lane); a
+    /// closed stream answers with a dead reply.
+    fn transmit(&mut self, out: PipeId, msg: Message, local: bool) {
+        let Some(p) = self.pipes.get_mut(out) else {
+            return;
+        };
+        let key = (msg.dst_id, msg.src_id, msg.handle);
+        let behind = p.held.iter().any(|h| (h.dst_id, h.src_id, h.handle) == key);
+        if local && p.open && (p.out.must_wait(&msg) || behind) {
+            p.held.push_back(msg);
+            return;
+        }
+        if let Err(Some(dead)) = p.out.queue(msg) {
+            let from = p.from;
+            self.send(from, dead);
+        }
+    }
+
+    /// Runs `f` on `node`'s core and carries out the actions it produced,
+    /// for the input `via` brought.
     fn with_core(
         &mut self,
         node: ContextId,
-        f: impl FnOnce(&mut RouterCore<Tag, Pipe>, &mut Vec<Action<Tag, Pipe>>),
+        via: Via,
+        f: impl FnOnce(&mut RouterCore<Tag, PipeId>, &mut Vec<Action<Tag, PipeId>>),
     ) {
         let mut actions = Vec::new();
         match self.core_mut(node) {
@@ -425,10 +647,10 @@ impl Mesh {
         for a in actions {
             match a {
                 Action::Transmit { out, msg, .. } => {
-                    if let Some(q) = self.queues.get_mut(out) {
-                        if q.open {
-                            q.msgs.push_back(msg);
-                        }
+                    self.transmit(out, msg, via == Via::Thread);
+                    let full = self.pipes.get(out).is_some_and(|p| p.out.is_full());
+                    if let (true, Via::Stream(r)) = (full, via) {
+                        self.pipes[r].paused_on = Some(out);
                     }
                 }
                 Action::Deliver {
@@ -447,158 +669,5 @@ impl Mesh {
     }
 }
 
-/// The body of the `mesh` fuzz target: runs the operations `data` encodes
-/// (spawn, kill, listen, send with any ids, call-like requests, drive) on a
-/// mesh and checks, after each, that:
-/// - every message delivered to a listener came from a node on the tree
-///   path to its `src_id` and to its `auth_id`, or from above the receiver
-///   (whose ids it reaches through its parent): no forged source passes;
-/// - nothing reached a listener its policy refuses (checked against the
-///   mesh's own topology, not the core's tables);
-/// - after driving, no live node still waits on a dead one;
-/// - driving settles (no message loops).
-///
-/// # Panics
-/// When an invariant does not hold.
-pub fn fuzz_ops(data: &[u8]) {
-    let mut mesh = Mesh::new();
-    mesh.step_limit = 200_000;
-    let mut bytes = data.iter().copied();
-    let mut next = move || bytes.next();
-    // Listener tag -> (node, policy kind).
-    let mut listeners: Vec<(ContextId, Handle, Tag, u8)> = Vec::new();
-    // Payload nonce -> the node that really sent it.
-    let mut origin: HashMap<u64, ContextId> = HashMap::new();
-    let mut nonce = 0u64;
-    let mut checked = vec![0usize; 1];
-    while let Some(op) = next() {
-        let live: Vec<ContextId> = mesh.nodes().filter(|n| mesh.is_alive(*n)).collect();
-        let pick = |b: Option<u8>| live[b.unwrap_or(0) as usize % live.len()];
-        let any_id =
-            |b: Option<u8>, n: usize| ContextId(u32::from(b.unwrap_or(0)) % (n as u32 + 2));
-        match op % 6 {
-            0 if mesh.nodes.len() < 16 => {
-                let parent = pick(next());
-                mesh.spawn(parent);
-            }
-            1 => {
-                let victim = pick(next());
-                mesh.kill(victim);
-            }
-            2 => {
-                let node = pick(next());
-                let kind = next().unwrap_or(0) % 3;
-                let policy = match kind {
-                    0 => Policy::Any,
-                    1 => Policy::ParentAuthority,
-                    _ => Policy::ImmediateChild,
-                };
-                let (h, tag) = mesh.listen(node, policy, None);
-                listeners.push((node, h, tag, kind));
-            }
-            3 | 4 if !listeners.is_empty() => {
-                let from = pick(next());
-                let (_, h, _, _) = listeners[next().unwrap_or(0) as usize % listeners.len()];
-                let n = mesh.nodes.len();
-                let dst = any_id(next(), n);
-                nonce += 1;
-                origin.insert(nonce, from);
-                let mut m = Message::bytes(dst, h, nonce.to_be_bytes().to_vec());
-                if op % 6 == 3 {
-                    // Any source fields: forgeries included.
-                    m.src_id = any_id(next(), n);
-                    m.auth_id = any_id(next(), n);
-                    mesh.send(from, m);
-                } else if mesh.is_alive(dst) {
-                    // A call-like request that waits on `dst`.
-                    let (reply, _) = mesh.listen(from, Policy::Respondent(dst), Some(dst));
-                    m.reply_to = reply;
-                    mesh.send_stamped(from, m);
-                }
-            }
-            _ => {
-                mesh.drive();
-                check_no_waits_on_the_dead(&mesh);
-            }
-        }
-        check_deliveries(&mesh, &listeners, &origin, &mut checked);
-    }
-    mesh.drive();
-    check_deliveries(&mesh, &listeners, &origin, &mut checked);
-    check_no_waits_on_the_dead(&mesh);
-}
-
-fn check_deliveries(
-    mesh: &Mesh,
-    listeners: &[(ContextId, Handle, Tag, u8)],
-    origin: &HashMap<u64, ContextId>,
-    checked: &mut Vec<usize>,
-) {
-    checked.resize(mesh.nodes.len(), 0);
-    for r in mesh.nodes() {
-        let inbox = mesh.inbox(r);
-        for d in &inbox[checked[r.0 as usize]..] {
-            let Some(&(_, _, _, kind)) = listeners.iter().find(|l| l.0 == r && l.2 == d.tag) else {
-                continue; // a reply listener
-            };
-            let nonce = <[u8; 8]>::try_from(&d.msg.data[..]).map(u64::from_be_bytes);
-            let Some(&o) = nonce.ok().and_then(|n| origin.get(&n)) else {
-                continue; // a dead notice, made by a router
-            };
-            if o != r {
-                for claimed in [d.msg.src_id, d.msg.auth_id] {
-                    // The reverse-path rule: an id a router does not know
-                    // (never spawned, dead, or spawned so recently that its
-                    // route is still on its way up) is reached through the
-                    // parent, so whatever is above the receiver may claim
-                    // it. Below and beside the receiver, only the path to
-                    // the claimed context can.
-                    let toward = if mesh.path(r, ContextId(0)).contains(&o) {
-                        ContextId(0)
-                    } else {
-                        claimed
-                    };
-                    assert!(
-                        mesh.path(r, toward).contains(&o),
-                        "{r} accepted a message from {o} claiming {claimed}: {:?}",
-                        d.msg
-                    );
-                }
-            }
-            let mut ancestors = Vec::new();
-            let mut p = mesh.parent_of(r);
-            while let Some(a) = p {
-                ancestors.push(a);
-                p = mesh.parent_of(a);
-            }
-            match kind {
-                1 => assert!(
-                    d.msg.auth_id == r || ancestors.contains(&d.msg.auth_id),
-                    "{r} let {:?} through a parent-authority policy",
-                    d.msg
-                ),
-                2 => assert!(
-                    mesh.parent_of(d.msg.src_id) == Some(r) && o != r,
-                    "{r} let {:?} through an immediate-child policy",
-                    d.msg
-                ),
-                _ => {}
-            }
-        }
-        checked[r.0 as usize] = inbox.len();
-    }
-}
-
-fn check_no_waits_on_the_dead(mesh: &Mesh) {
-    for n in mesh.nodes() {
-        let Some(core) = mesh.core(n) else { continue };
-        for (h, handler) in core.handlers() {
-            if let Some(x) = handler.respondent {
-                assert!(
-                    mesh.is_alive(x),
-                    "{n} still waits (handle {h}) on {x}, which is dead"
-                );
-            }
-        }
-    }
-}
+mod fuzz;
+pub use fuzz::fuzz_ops;

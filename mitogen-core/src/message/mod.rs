@@ -25,7 +25,7 @@ impl Enc {
     pub const TYPED: Self = Self(0x5253);
 
     /// Set in `enc` on every frame of a split message but the last (see
-    /// `stream` in the crate docs: large messages are split on the wire).
+    /// [`crate::stream_core`]: large messages are split on the wire).
     pub const MORE: Self = Self(0x8000);
 
     /// Whether a router accepts frames with this encoding (with or without
@@ -216,6 +216,7 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, 
 
 /// Splits a payload made of a postcard value followed by raw bytes (call
 /// requests and replies), without copying the tail.
+#[inline]
 pub(crate) fn decode_with_tail<'a, T: serde::Deserialize<'a>>(
     data: &'a [u8],
 ) -> Result<(T, &'a [u8]), PayloadError> {

@@ -251,7 +251,7 @@ pub fn read_payload_at(file: &File, offset: u64, len: usize) -> std::io::Result<
 /// # Errors
 /// [`ConnectError::AllocateId`] if the controller does not answer.
 pub fn allocate_id(router: &Router) -> Result<ContextId, ConnectError> {
-    router.shared.ids.allocate(&router.shared)
+    router.node.ids.allocate(router.shared())
 }
 
 /// Completes a connection: waits for the greeting until `timeout`, checks
@@ -289,7 +289,7 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
         Ok(v) => v,
         Err((kind, printed)) => return Err(fail(&mut s, printed, kind)),
     };
-    let expect = greeting_line(&router.shared.registry);
+    let expect = greeting_line(router.registry());
     let local = expect
         .trim_end()
         .rsplit_once(' ')
@@ -304,7 +304,7 @@ pub fn attach(router: &Router, mut s: Spawned, timeout: Duration) -> Result<Cont
         let _ = fail(&mut s, Vec::new(), Fail::Garbage);
         return Err(err);
     }
-    let shared = &router.shared;
+    let shared = router.shared();
     let mut ancestors = vec![shared.me()];
     ancestors.extend(shared.id.ancestors.iter().copied());
     let config = AgentConfig {

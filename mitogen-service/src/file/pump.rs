@@ -10,6 +10,7 @@ use super::error::{Cause, Place, Stage};
 use super::source::Source;
 use super::window::Window;
 use super::{CHUNK, Checksum, Control, IDLE_TIMEOUT, LINK_QUEUE_CAP, Progress};
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{ContextId, Router, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};

@@ -6,6 +6,7 @@ use super::pump::{Pump, Transfer};
 use super::source::Source;
 use super::{FetchArgs, FetchReply, FileError, Progress};
 use crate::service::{Service, ServiceCx, ServiceExt, ServiceMethod, local_instance};
+use mitogen_core::layer::LayerRouter;
 use mitogen_core::{CallError, CallErrorKind, Context, ContextId, FnError, Policy, Router, Sender};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
