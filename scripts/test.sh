@@ -30,6 +30,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-it
 step "Python venv with ansible-core 2.19 for the conformance suite (scripts/ansible-venv.sh)"
 bash scripts/ansible-venv.sh >/dev/null
 
+step "ansible-core's integration targets for that release (scripts/ansible-targets.sh)"
+bash scripts/ansible-targets.sh >/dev/null
+
 step "cargo test (unit, integration with real agent processes, doc tests)"
 log="$(mktemp)"
 cargo test --workspace --quiet 2>&1 | tee "$log"
@@ -69,6 +72,8 @@ fi
 step "fuzz smoke run"
 bash scripts/fuzz-smoke.sh
 
+targets_line=$(grep -E '^integration targets: ' "$log" | tail -1 || true)
 rm -f "$log"
 step "all checks passed"
 echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
+if [ -n "$targets_line" ]; then echo "$targets_line"; fi

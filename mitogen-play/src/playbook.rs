@@ -265,6 +265,9 @@ pub struct TaskDef {
     /// (`args: '{{ x }}'`, `add_host: '{{ y }}'`), in ansible-core's
     /// order: each later one, then [`TaskDef::args`], wins over those before.
     pub arg_templates: Vec<String>,
+    /// Why mitogen-play cannot run this task's action, for a task kept
+    /// because a condition may skip it: it fails if it is reached.
+    pub unsupported: Option<String>,
     /// Inherited keywords.
     pub kw: Keywords,
     /// `register:`.
@@ -336,6 +339,7 @@ impl TaskDef {
             action: action.to_owned(),
             args,
             arg_templates: Vec::new(),
+            unsupported: None,
             kw,
             register: None,
             loop_: None,
@@ -1617,31 +1621,42 @@ impl Parser<'_> {
     /// An `action_plugins/` dir next to the playbook or in the task's role
     /// overrides the action of that name (`debug` too): that Python code
     /// cannot run here, so the task is refused, never run without it.
-    fn no_local_action_plugin(&self, t: &TaskDef) -> Result<(), PlayError> {
+    /// Returns why.
+    fn local_action_plugin(&self, t: &TaskDef) -> Option<String> {
         if t.action.contains('.') && !t.action.starts_with("ansible.legacy.") {
-            return Ok(());
+            return None;
         }
         let short = t.short_action();
         let dirs = [
             Some(self.play_base.clone()),
             t.role.as_ref().map(|r| r.path.clone()),
         ];
-        match dirs
-            .into_iter()
+        dirs.into_iter()
             .flatten()
             .map(|d| d.join("action_plugins").join(format!("{short}.py")))
             .find(|p| p.is_file())
-        {
-            Some(p) => Err(PlayError::at(
+            .map(|p| {
+            format!(
+                "unsupported action '{}': its Python action plugin {} cannot run under mitogen-play yet",
+                t.action,
+                p.display()
+            )
+        })
+    }
+
+    /// A task whose action mitogen-play cannot run (`why`) is refused
+    /// before anything runs, unless a condition may skip it (an
+    /// OS-specific branch): then it stays, and fails if it is reached,
+    /// never running its module without its action.
+    fn refuse(&self, mut t: TaskDef, why: String) -> Result<Vec<Item>, PlayError> {
+        if t.kw.when.is_empty() {
+            return Err(PlayError::at(
                 &t.loc,
-                format!(
-                    "unsupported action '{}': its Python action plugin {} cannot run under mitogen-play yet; refused before anything runs rather than run without it",
-                    t.action,
-                    p.display()
-                ),
-            )),
-            None => Ok(()),
+                format!("{why}; refused before anything runs rather than run without it"),
+            ));
         }
+        t.unsupported = Some(why);
+        Ok(vec![Item::Task(Box::new(t))])
     }
 
     /// Expands static actions (`import_tasks`, `import_role`) and checks
@@ -1656,7 +1671,9 @@ impl Parser<'_> {
             a.as_str(),
             "import_tasks" | "import_role" | "include_role" | "include_tasks" | "meta" | "include"
         ) {
-            self.no_local_action_plugin(&t)?;
+            if let Some(why) = self.local_action_plugin(&t) {
+                return self.refuse(t, why);
+            }
         }
         match a.as_str() {
             "import_tasks" => {
@@ -1779,10 +1796,8 @@ impl Parser<'_> {
             // What the executor runs itself (its one table says which).
             a if crate::executor::is_controller_action(a) => Ok(vec![Item::Task(Box::new(t))]),
             "pause" | "wait_for_connection" | "set_stats" | "validate_argument_spec" | "reboot" => {
-                Err(PlayError::at(
-                    &t.loc,
-                    format!("unsupported action '{}'", t.action),
-                ))
+                let why = format!("unsupported action '{}'", t.action);
+                self.refuse(t, why)
             }
             _ => {
                 if let Some(modules) = &self.opts.modules {
@@ -1801,20 +1816,19 @@ impl Parser<'_> {
                             t.action = fq;
                         }
                     }
-                    check_module(modules, &t.action).map_err(|e| {
-                        PlayError::at(
-                            &t.loc,
-                            match e {
-                                Refusal::NotFound(e) => {
-                                    format!("couldn't resolve module/action '{}': {e}", t.action)
-                                }
-                                Refusal::Unsupported(why) => format!(
-                                    "unsupported action '{}': {why}; refused before anything runs rather than run its module without it",
-                                    t.action
-                                ),
-                            },
-                        )
-                    })?;
+                    match check_module(modules, &t.action) {
+                        Ok(()) => {}
+                        Err(Refusal::NotFound(e)) => {
+                            return Err(PlayError::at(
+                                &t.loc,
+                                format!("couldn't resolve module/action '{}': {e}", t.action),
+                            ));
+                        }
+                        Err(Refusal::Unsupported(why)) => {
+                            let why = format!("unsupported action '{}': {why}", t.action);
+                            return self.refuse(t, why);
+                        }
+                    }
                 }
                 Ok(vec![Item::Task(Box::new(t))])
             }

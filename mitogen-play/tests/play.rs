@@ -13,10 +13,9 @@ use mitogen_core::{Local, Registry, Router, RouterOptions};
 use mitogen_test_support::sshd::{Sshd, sshd_available};
 
 use mitogen_test_support::ansible::venv_python;
-use mitogen_test_support::compare::{Results, compare_results, env_cmd, read_results};
+use mitogen_test_support::compare::{Results, VOLATILE, compare_results, env_cmd, read_results};
 use mitogen_test_support::{skip, tests};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -322,7 +321,7 @@ fn compare_all(label: &str, inventory: &str, cases: &[Case]) -> Vec<String> {
         std::fs::write(&inv, format!("{inventory}{}", c.extra_inventory)).unwrap();
         let (theirs, their_log) = run_ansible(&py, &scratch.0, &inv, c);
         let (ours, our_log, code) = run_ours(&py, &scratch.0, &inv, c);
-        let mut d = compare_results(&ours, &theirs);
+        let mut d = compare_results(&ours, &theirs, VOLATILE);
         if theirs.is_empty() {
             d.push(format!(
                 "ansible-playbook produced no results:\n{their_log}"
@@ -729,7 +728,7 @@ fn prompted_passwords_and_command_line_defaults() {
             our_code, their_code,
             "{tag}: exit codes\nours: {our_text}\ntheirs: {their_text}"
         );
-        let bad = compare_results(&ours, &theirs);
+        let bad = compare_results(&ours, &theirs, VOLATILE);
         assert!(bad.is_empty(), "{tag}: {bad:#?}\nours: {our_text}");
         if tag == "right" {
             let mut seen: Vec<String> = theirs

@@ -68,19 +68,31 @@ pub fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
         .current_dir(scratch);
 }
 
-fn diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
-    crate::ansible::diff_values(path, ours, theirs, VOLATILE, &volatile_only, out);
-}
+/// What else differs between two runs of a target that makes and
+/// inspects files: a file's times and inode.
+pub const FILE_VOLATILE: &[&str] = &["mtime", "ctime", "inode"];
 
 /// Whether two strings differ only in what is volatile, like times: async
 /// job ids (`j<digits>.<digits>`: a random number and the wrapper's pid),
-/// remote temp dir names (`ansible-tmp-<time>-<pid>-<random>`), and the
-/// random temp name `copy content=` reports as `_original_basename`.
+/// remote temp dir names (`ansible-tmp-<time>-<pid>-<random>`), the
+/// `tempfile` module's names (`ansible.<8 random>`), and the random temp
+/// name `copy content=` reports as `_original_basename`.
 fn volatile_only(path: &str, a: &str, b: &str) -> bool {
     fn mask(s: &str) -> String {
         let mut out = String::new();
         let mut rest = s;
         while let Some(c) = rest.chars().next() {
+            if let Some(t) = rest.strip_prefix("/ansible.") {
+                let n = t
+                    .char_indices()
+                    .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+                    .count();
+                if n == 8 {
+                    out.push_str("/ansible.#");
+                    rest = &t[8..];
+                    continue;
+                }
+            }
             if let Some(t) = rest.strip_prefix("ansible-tmp-") {
                 let n = t
                     .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
@@ -121,7 +133,11 @@ fn facts_view(v: &Value) -> Value {
 
 /// Every difference between two runs' results (status, fields, results
 /// only one of them has).
-pub fn compare_results(ours: &Results, theirs: &Results) -> Vec<String> {
+/// `volatile`: the keys skipped at every level ([`VOLATILE`], and more).
+pub fn compare_results(ours: &Results, theirs: &Results, volatile: &[&str]) -> Vec<String> {
+    let diff = |path: &str, o: &Value, t: &Value, out: &mut Vec<String>| {
+        crate::ansible::diff_values(path, o, t, volatile, &volatile_only, out);
+    };
     let mut d = Vec::new();
     for (k, (ts, tv)) in theirs {
         let Some((os, ov)) = ours.get(k) else {

@@ -83,6 +83,13 @@ impl Executor {
         no_log: bool,
         delegated: Option<&str>,
     ) -> Outcome {
+        if let Some(why) = &t.unsupported {
+            return error_outcome(
+                &format!("Task failed: {why}; the task was not run"),
+                no_log,
+                false,
+            );
+        }
         let args = match self.task_args(t, vars) {
             Ok(a) => strip_omit(a),
             Err(e) => return error_outcome(&e, no_log, false),

@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 pub(super) const OMIT: &str = "__omit_place_holder__mitogen_play";
 
 impl Executor {
-    /// The name results carry (`TaskResult.task_name`: no role prefix).
+    /// The name results carry (`TaskResult.task_name`: a named task's
+    /// name without its role).
     pub(super) fn plain_name(&self, t: &TaskDef, h: &Arc<HostState>, ctx: &PlayCtx<'_>) -> String {
         match &t.name {
             Some(n) if n.contains("{{") => {
@@ -24,7 +25,9 @@ impl Executor {
                 self.templar.string(n, &vars).unwrap_or_else(|_| n.clone())
             }
             Some(n) => n.clone(),
-            None => t.action.clone(),
+            // ansible-core's `TaskResult.task_name`: an unnamed task's is
+            // `get_name()`, with its role.
+            None => self.display_name(t, h, ctx),
         }
     }
 
@@ -43,7 +46,6 @@ impl Executor {
             None => t.action.clone(),
         };
         match &t.role {
-            Some(r) if t.name.is_some() => format!("{} : {base}", r.name),
             Some(r) => format!("{} : {base}", r.name),
             None => base,
         }
