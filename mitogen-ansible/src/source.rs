@@ -606,7 +606,6 @@ fn routed_action(collection: &Path, short: &str) -> bool {
 /// bare would not give ansible-core's result, so they are refused.
 const UNSUPPORTED_ACTIONS: &[&str] = &[
     "add_host",
-    "assemble",
     "assert",
     "debug",
     "dnf",

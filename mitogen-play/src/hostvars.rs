@@ -71,10 +71,11 @@ impl Source {
             "inventory_hostname_short".into(),
             name.split('.').next().unwrap_or("").into(),
         );
+        // ansible-core's: every group but `all` (`ungrouped` too).
         let groups: Vec<String> = inv
             .host_groups(name)
             .into_iter()
-            .filter(|g| g != "all" && g != "ungrouped")
+            .filter(|g| g != "all")
             .collect();
         magic.insert("group_names".into(), groups.into());
         (vars, magic)

@@ -298,10 +298,11 @@ impl Inventory {
             .filter(|g| g.name != "all" && g.name != "ungrouped")
             .flat_map(|g| g.hosts.iter().cloned())
             .collect();
+        // Not the implicit localhost, which is in no group.
         let ung: Vec<String> = self
             .hosts
             .iter()
-            .filter(|h| !grouped.contains(*h))
+            .filter(|h| !grouped.contains(*h) && !self.implicit.contains(h))
             .cloned()
             .collect();
         let g = self.group_mut("ungrouped");

@@ -69,8 +69,9 @@ pub fn env_cmd(cmd: &mut Command, scratch: &Path, venv_bin: &Path) {
 }
 
 /// What else differs between two runs of a target that makes and
-/// inspects files: a file's times and inode.
-pub const FILE_VOLATILE: &[&str] = &["mtime", "ctime", "inode"];
+/// inspects files: a file's times, inode and generation (`stat`'s
+/// `version`).
+pub const FILE_VOLATILE: &[&str] = &["mtime", "ctime", "inode", "version"];
 
 /// Whether two strings differ only in what is volatile, like times: async
 /// job ids (`j<digits>.<digits>`: a random number and the wrapper's pid),
@@ -92,6 +93,23 @@ fn volatile_only(path: &str, a: &str, b: &str) -> bool {
                     rest = &t[8..];
                     continue;
                 }
+            }
+            // The controller's temp files: `ansible-local-<pid><random>`
+            // and Python's `tmp<random>` inside it.
+            if let Some(t) = rest.strip_prefix("ansible-local-") {
+                let n = t
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(t.len());
+                out.push_str("ansible-local-#");
+                rest = &t[n..];
+                if let Some(t) = rest.strip_prefix("/tmp") {
+                    let n = t
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(t.len());
+                    out.push_str("/tmp#");
+                    rest = &t[n..];
+                }
+                continue;
             }
             if let Some(t) = rest.strip_prefix("ansible-tmp-") {
                 let n = t
@@ -116,7 +134,71 @@ fn volatile_only(path: &str, a: &str, b: &str) -> bool {
     if path.ends_with("._original_basename") && a.starts_with('.') && b.starts_with('.') {
         return true;
     }
-    mask(a) == mask(b)
+    let (a, b) = (mask(a), mask(b));
+    a == b || random_names_only(&a, &b) || backups_only(&a, &b)
+}
+
+/// Python's `tempfile` names: the strings differ only inside runs of
+/// eight name characters (`tmpXXXXXXXX`, `prefix.XXXXXXXX.suffix`)
+/// between separators, in most of their places.
+fn random_names_only(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let name = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        // The run of name characters around the first difference.
+        let start = (0..i).rev().find(|&j| !name(a[j])).map_or(0, |j| j + 1);
+        let end = (i..a.len())
+            .find(|&j| !name(a[j]) || !name(b[j]))
+            .unwrap_or(a.len());
+        let (ra, rb) = (&a[start..end], &b[start..end]);
+        let (ra, rb) = match (ra.strip_prefix(b"tmp"), rb.strip_prefix(b"tmp")) {
+            (Some(x), Some(y)) if ra.len() == 11 => (x, y),
+            _ => (ra, rb),
+        };
+        // Eight random characters differ almost everywhere; a real
+        // difference (`hostname`, `hostnamf`) in a place or two.
+        let differing = ra.iter().zip(rb).filter(|(x, y)| x != y).count();
+        if ra.len() != 8 || differing < 5 || rb.iter().any(|&c| !name(c)) {
+            return false;
+        }
+        i = end;
+    }
+    true
+}
+
+/// Backup file names (`file.<pid>.<YYYY-MM-DD@HH:MM:SS>~`, as a module's
+/// `backup` makes them) are the only difference.
+fn backups_only(a: &str, b: &str) -> bool {
+    fn mask(s: &str) -> String {
+        let mut out = String::new();
+        for part in s.split('~') {
+            // `<pid>.<date>@<time>` at the end of this part.
+            let cut = part.rfind('@').and_then(|at| {
+                let head = &part[..at];
+                let date_at = head.rfind('.')?;
+                let pid_at = head[..date_at].rfind('.')?;
+                head[pid_at + 1..date_at]
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+                    .then_some(pid_at)
+            });
+            match cut {
+                Some(c) => out.push_str(&part[..c]),
+                None => out.push_str(part),
+            }
+            out.push('~');
+        }
+        out
+    }
+    a.contains('~') && mask(a) == mask(b)
 }
 
 /// Facts differ between any two gathers (time, uptime, memory): compare
@@ -164,4 +246,29 @@ pub fn compare_results(ours: &Results, theirs: &Results, volatile: &[&str]) -> V
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::volatile_only;
+
+    #[test]
+    fn random_names_and_backups_are_volatile() {
+        let same = |a, b| volatile_only("x", a, b);
+        assert!(same("/tmp/tmpg051ejfa", "/tmp/tmpq8x0z1ab"));
+        assert!(same(
+            "/tmp/ansible.k6bnfbzc.test/hello.vhorbalm.goodbye",
+            "/tmp/ansible.twk5qog1.test/hello.gjdk274x.goodbye"
+        ));
+        assert!(same(
+            "/d/pangrams.06.txt.5945.2026-12-08@04:42:13~",
+            "/d/pangrams.06.txt.871.2026-12-08@04:41:02~"
+        ));
+        assert!(!same("/tmp/tmpg051ejfa", "/tmp/tmpg051ejfa/x"));
+        assert!(!same("/etc/hostname", "/etc/hostnamf"));
+        assert!(!same(
+            "/d/a.txt.5945.2026-12-08@04:42:13~",
+            "/d/b.txt.5945.2026-12-08@04:42:13~"
+        ));
+    }
 }

@@ -561,7 +561,7 @@ fn copy_file(
 }
 
 /// `_transfer_file`: `put_file` over the context's router.
-fn transfer(act: &mut Act<'_>, local: &Path, remote: &str) -> Result<(), Error> {
+pub(super) fn transfer(act: &mut Act<'_>, local: &Path, remote: &str) -> Result<(), Error> {
     let t = std::time::Instant::now();
     act.timings.round_trips += 1;
     let ctx = &act.target.context;
@@ -580,7 +580,7 @@ fn transfer(act: &mut Act<'_>, local: &Path, remote: &str) -> Result<(), Error> 
 }
 
 /// `_get_diff_data`.
-fn diff_data(
+pub(super) fn diff_data(
     act: &mut Act<'_>,
     destination: &str,
     source: &Path,

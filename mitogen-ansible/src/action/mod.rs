@@ -3,6 +3,7 @@
 //! dispatched by [`run`]. Each is built from the primitives in
 //! [`crate::exec`] ([`Act`], [`Engine::exec_module`](crate::exec::Engine)).
 
+mod assemble;
 mod async_job;
 mod copy;
 mod fetch;
@@ -20,7 +21,7 @@ use serde_json::{Map, Value};
 fn supports_async(action: &str) -> bool {
     !matches!(
         action,
-        "copy" | "template" | "fetch" | "script" | "raw" | "async_status"
+        "copy" | "template" | "fetch" | "script" | "raw" | "async_status" | "assemble"
     )
 }
 
@@ -39,6 +40,7 @@ pub(crate) fn run(act: &mut Act<'_>) -> Result<(), Error> {
         "raw" => normal::raw(act)?,
         "command" | "shell" => normal::command(act)?,
         "copy" => copy::run(act)?,
+        "assemble" => assemble::run(act)?,
         "template" => template::run(act)?,
         "fetch" => fetch::run(act)?,
         "script" => script::run(act)?,

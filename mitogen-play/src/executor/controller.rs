@@ -5,14 +5,12 @@
 use super::host::HostState;
 use super::outcome::{NO_TRACEBACK, cond_error, error_outcome, finish_outcome, raised_outcome};
 use super::task_loop::strip_omit;
-use super::{Executor, PlayCtx, abs, bool_val};
+use super::{Executor, PlayCtx, bool_val};
 use crate::events::Outcome;
-use crate::inventory::read_vars_file;
 use crate::playbook::TaskDef;
 use crate::template::Vars;
 use mitogen_ansible::Status;
 use serde_json::{Map, Value, json};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// ansible-core's `validate_variable_name`: an ASCII identifier that is
@@ -50,7 +48,7 @@ type Action = fn(&Call<'_>) -> Outcome;
 const ACTIONS: &[(&str, Action)] = &[
     ("debug", debug),
     ("set_fact", set_fact),
-    ("include_vars", include_vars),
+    ("include_vars", super::include_vars::include_vars),
     ("assert", assert),
     ("fail", fail),
     ("add_host", add_host),
@@ -122,9 +120,14 @@ impl Executor {
                 if out.status != Status::Skipped {
                     out.set_default("failed", (out.status == Status::Failed).into());
                 }
-                // Its failure normalized (`AnsibleActionCapturedError`).
+                // Its failure normalized (`AnsibleActionCapturedError`),
+                // with the message shown for one that has none.
                 if out.status == Status::Failed {
                     out.set_default("exception", NO_TRACEBACK.into());
+                    if out.register.get("msg").is_none() {
+                        out.set("msg", "Task failed: Action failed: Unknown error.".into());
+                        out = out.refresh(no_log);
+                    }
                 }
                 out
             }
@@ -256,65 +259,6 @@ fn set_fact(c: &Call<'_>) -> Outcome {
     m.insert("ansible_facts".into(), Value::Object(o));
     m.insert("changed".into(), false.into());
     finish_outcome(Status::Ok, m, no_log)
-}
-
-/// `include_vars`: a vars file (role `vars/`, the task file's dir, the playbook's), stored as the host's facts.
-fn include_vars(c: &Call<'_>) -> Outcome {
-    let Call {
-        ctx,
-        t,
-        h,
-        args,
-        no_log,
-        ..
-    } = *c;
-    let f = args
-        .get("_raw_params")
-        .or_else(|| args.get("file"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let mut p = PathBuf::from(&f);
-    if p.is_relative() {
-        let mut cands = Vec::new();
-        if let Some(r) = &t.role {
-            cands.push(r.path.join("vars").join(&f));
-        }
-        cands.push(t.base.join("vars").join(&f));
-        cands.push(t.base.join(&f));
-        cands.push(ctx.play.base.join("vars").join(&f));
-        cands.push(ctx.play.base.join(&f));
-        p = cands
-            .iter()
-            .find(|c| c.is_file())
-            .cloned()
-            .unwrap_or_else(|| t.base.join(&f));
-    }
-    match read_vars_file(&p) {
-        Ok(v) => {
-            let v = match args.get("name").and_then(Value::as_str) {
-                Some(n) => {
-                    let mut m = Map::new();
-                    m.insert(n.to_owned(), Value::Object(v));
-                    m
-                }
-                None => v,
-            };
-            h.registered.lock().extend(v.clone());
-            let mut m = Map::new();
-            m.insert("ansible_facts".into(), Value::Object(v));
-            m.insert(
-                "ansible_included_var_files".into(),
-                json!([abs(&p).display().to_string()]),
-            );
-            m.insert("changed".into(), false.into());
-            // What a vault held is not shown (ansible-core
-            // sets no_log for a vaulted file).
-            let vaulted = mitogen_ansible::vault::is_encrypted_file(&p);
-            finish_outcome(Status::Ok, m, no_log || vaulted)
-        }
-        Err(e) => error_outcome(&e.to_string(), no_log, false),
-    }
 }
 
 /// `fail`: fails with `msg`.

@@ -20,6 +20,7 @@ mod controller;
 mod delegate;
 mod host;
 mod include;
+mod include_vars;
 mod module;
 mod options;
 mod outcome;
