@@ -11,7 +11,7 @@ fn render(t: &str, vars: Value) -> Result<String, String> {
     let ctx = undefined::context(&m);
     let _notes = undefined::Fresh::begin();
     env.render_str(t, &ctx)
-        .map_err(|e| failure_message(&env, &ctx, t, &e, super::Form::Template))
+        .map_err(|e| failure_message(&env, &ctx, t, &e, Form::Template))
 }
 
 #[test]
