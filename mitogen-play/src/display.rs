@@ -11,7 +11,7 @@
 //! assert_eq!(dump_results(&r, 0), r#"{"changed": false, "msg": "hi"}"#);
 //! ```
 
-use crate::events::HostResult;
+use crate::events::{HostResult, Raised};
 use crate::playbook::short;
 use mitogen_ansible::Status;
 use mitogen_ansible::pycompat::py_str;
@@ -155,9 +155,9 @@ fn error_block(
             .get("failed_when_result")
             .is_some_and(crate::template::truthy);
     let kind = if by_action { "Action" } else { "Module" };
-    let text = if msg.starts_with("Task failed: ") {
+    let text = if msg.starts_with("Task failed: ") || r.raised == Raised::Bare {
         msg
-    } else if r.raised {
+    } else if r.raised == Raised::InTask {
         format!("Task failed: {msg}")
     } else if msg.is_empty() {
         format!("Task failed: {kind} failed.")

@@ -48,10 +48,21 @@ pub struct HostResult {
     /// Where the task is written (file, line and column), for the
     /// excerpt an error shows.
     pub origin: crate::Loc,
-    /// The action raised its failure rather than return a failed result
-    /// (the error reads `Task failed: <msg>`, not `Task failed: Action
-    /// failed: <msg>`).
-    pub raised: bool,
+    /// How its failure reads (ansible-core's error normalization).
+    pub raised: Raised,
+}
+
+/// How a failure was raised, which decides how it reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Raised {
+    /// A failed result the module or action returned: `Task failed:
+    /// Module failed: <msg>` (or `Action failed:`).
+    #[default]
+    Returned,
+    /// An exception the action raised: `Task failed: <msg>`.
+    InTask,
+    /// An exception before the task ran (its loop's items): `<msg>`.
+    Bare,
 }
 
 /// An executor event.
@@ -111,7 +122,6 @@ pub(crate) struct Outcome {
     pub(crate) register: Value,
     pub(crate) callback: Value,
     pub(crate) duration: Duration,
-    /// The action raised its failure (ansible-core shows `Task failed:
-    /// <msg>`), rather than returning a failed result (`Action failed:`).
-    pub(crate) raised: bool,
+    /// How its failure reads.
+    pub(crate) raised: Raised,
 }

@@ -127,9 +127,10 @@ impl Source {
         }
         if let Some(h) = state {
             if let Some(f) = Self::facts_layer(&h) {
-                v.push(Arc::new(f));
+                v.push_untrusted(Arc::new(f));
             }
-            v.push(Arc::new(h.registered.lock().clone()));
+            v.push(Arc::new(h.included.lock().clone()));
+            v.push_untrusted(Arc::new(h.registered.lock().clone()));
         }
         v.push(self.extra_vars.clone());
         Some(v)

@@ -182,7 +182,7 @@ pub mod yaml {
 }
 
 pub use config::Config;
-pub use events::{Event, HostResult, Stats};
+pub use events::{Event, HostResult, Raised, Stats};
 pub use executor::{DEFAULT_FORKS, Executor, Options};
 pub use inventory::Inventory;
 pub use playbook::{ParseOptions, Play, load_playbook};

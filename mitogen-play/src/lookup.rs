@@ -217,7 +217,51 @@ fn values(v: Vec<Value>) -> Vec<JValue> {
     v.iter().map(undefined::to_value).collect()
 }
 
+/// Native lookups without side effects or templating of their own: when
+/// one fails, ansible-core's own (in the plugin host) answers instead, so a
+/// bad argument fails with ansible-core's words (and an input the native
+/// one misjudged still works).
+/// (Not the ones that search files: the host's lookups run outside
+/// ansible-core's task context, which `find_file_in_search_path` needs.)
+const CHECKED_BY_HOST: &[&str] = &[
+    "env",
+    "items",
+    "list",
+    "dict",
+    "indexed_items",
+    "together",
+    "nested",
+    "sequence",
+    "subelements",
+];
+
+/// Lookup `plugin`: the native one, else (or when a checked one fails)
+/// ansible-core's through the plugin host.
 fn run(
+    plugin: &str,
+    terms: &[Value],
+    kw: &Map<String, Value>,
+    cx: &Ctx<'_>,
+) -> Result<Vec<JValue>, Failure> {
+    match run_native(plugin, terms, kw, cx) {
+        Err(e) if CHECKED_BY_HOST.contains(&plugin) => match cx.templar.plugins() {
+            Some(host) if host.has(crate::plugins::Kind::Lookup, plugin) => host
+                .lookup(
+                    plugin,
+                    terms.to_vec(),
+                    kw.clone(),
+                    cx.vars.flatten(),
+                    &basedir(cx.vars),
+                )
+                .map(values)
+                .map_err(|e| Failure::new(e.to_string())),
+            _ => Err(e),
+        },
+        r => r,
+    }
+}
+
+fn run_native(
     plugin: &str,
     terms: &[Value],
     kw: &Map<String, Value>,

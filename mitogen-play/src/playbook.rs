@@ -245,6 +245,11 @@ impl Role {
     }
 }
 
+/// `p` absolute (as it is where the current dir is unknown).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
 /// ansible-core's `is_possibly_all_template`: `s` starts and ends with
 /// Jinja delimiters.
 fn all_template(s: &str) -> bool {
@@ -1686,12 +1691,31 @@ impl Parser<'_> {
                 let Some(f) = f else {
                     return Err(PlayError::at(&t.loc, "import_tasks needs a file"));
                 };
-                if f.contains("{{") {
-                    return Err(PlayError::at(
-                        &t.loc,
-                        "import_tasks cannot use a templated file name (use include_tasks)",
-                    ));
-                }
+                // A template in the name, with what is known as the
+                // playbook is read: the role's and play's variables,
+                // role_path, playbook_dir (not facts or registered ones).
+                let f = if f.contains("{{") {
+                    let mut vars = crate::template::Vars::new();
+                    if let Some(r) = &t.role {
+                        vars.push(r.defaults.clone());
+                        vars.push(r.vars.clone());
+                        vars.push_one("role_path", absolute(&r.path).display().to_string().into());
+                        vars.push_one("role_name", r.short_name().into());
+                    }
+                    vars.push(Arc::new(t.kw.vars.clone()));
+                    vars.push_one(
+                        "playbook_dir",
+                        absolute(&self.play_base).display().to_string().into(),
+                    );
+                    self.templar.string(&f, &vars).map_err(|e| {
+                        PlayError::at(
+                            &t.loc,
+                            format!("import_tasks: the file name {f:?} cannot be templated as the playbook is read ({e}); use include_tasks"),
+                        )
+                    })?
+                } else {
+                    f
+                };
                 let path = resolve_task_file(&t, &f);
                 if !path.is_file() {
                     return Err(PlayError::at(

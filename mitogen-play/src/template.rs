@@ -27,9 +27,16 @@ const MAX_DEPTH: usize = 16;
 
 /// Variable layers, lowest precedence first, and named objects resolved
 /// on access (`hostvars`).
+///
+/// A layer is *trusted* (what the playbook, inventory and vars files say:
+/// a template in a value is rendered when the variable is read) or not
+/// (what targets and templates produced: registered results, facts,
+/// `set_fact` values, loop items). As in ansible-core 2.19, a template
+/// inside an untrusted value is text, never rendered: a module's output
+/// that holds `{{ lookup('pipe', ...) }}` must not run on the controller.
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
-    layers: Vec<Arc<Map<String, Value>>>,
+    layers: Vec<(Arc<Map<String, Value>>, bool)>,
     objects: Vec<(Arc<str>, JValue)>,
     sink: Arc<Sink>,
 }
@@ -50,7 +57,7 @@ impl Vars {
     /// Every variable, upper layers winning (values not yet templated).
     pub fn flatten(&self) -> Map<String, Value> {
         let mut out = Map::new();
-        for layer in &self.layers {
+        for (layer, _) in &self.layers {
             for (k, v) in layer.iter() {
                 out.insert(k.clone(), v.clone());
             }
@@ -58,23 +65,45 @@ impl Vars {
         out
     }
 
-    /// Adds a layer above the others.
+    /// Adds a trusted layer above the others.
     pub fn push(&mut self, layer: Arc<Map<String, Value>>) {
         if !layer.is_empty() {
-            self.layers.push(layer);
+            self.layers.push((layer, true));
         }
     }
 
-    /// Adds a layer of one variable.
+    /// Adds an untrusted layer (results: never templated) above the others.
+    pub fn push_untrusted(&mut self, layer: Arc<Map<String, Value>>) {
+        if !layer.is_empty() {
+            self.layers.push((layer, false));
+        }
+    }
+
+    /// Adds a trusted layer of one variable.
     pub fn push_one(&mut self, key: &str, v: Value) {
         let mut m = Map::new();
         m.insert(key.to_owned(), v);
-        self.layers.push(Arc::new(m));
+        self.layers.push((Arc::new(m), true));
+    }
+
+    /// Adds an untrusted layer of one variable.
+    pub fn push_one_untrusted(&mut self, key: &str, v: Value) {
+        let mut m = Map::new();
+        m.insert(key.to_owned(), v);
+        self.layers.push((Arc::new(m), false));
     }
 
     /// The raw (untemplated) value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.layers.iter().rev().find_map(|l| l.get(key))
+        self.get_with_trust(key).map(|(v, _)| v)
+    }
+
+    /// The raw value of `key`, and whether its layer is trusted.
+    fn get_with_trust(&self, key: &str) -> Option<(&Value, bool)> {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|(l, trusted)| l.get(key).map(|v| (v, *trusted)))
     }
 
     /// Adds a variable whose value is an object resolved on access (below
@@ -107,7 +136,7 @@ impl Vars {
 
     fn keys(&self) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
-        for l in &self.layers {
+        for (l, _) in &self.layers {
             seen.extend(l.keys().cloned());
         }
         seen.into_iter().collect()
@@ -212,7 +241,7 @@ impl Object for Scope {
             self.missing(key);
             return None;
         };
-        let Some(v) = self.vars.get(k) else {
+        let Some((v, trusted)) = self.vars.get_with_trust(k) else {
             let v = match k {
                 SCOPE_KEY => Some(JValue::from_dyn_object(self.clone())),
                 // `vars`: every variable, templated on access.
@@ -230,7 +259,7 @@ impl Object for Scope {
             ));
             return Some(JValue::UNDEFINED);
         }
-        if self.depth < MAX_DEPTH && has_template(v) {
+        if trusted && self.depth < MAX_DEPTH && has_template(v) {
             // A variable's template that fails makes the variable
             // undefined, for that reason (ansible-core's markers).
             return Some(match self.templar.value_at(v, &self.vars, self.depth + 1) {

@@ -206,6 +206,7 @@ fn cases() -> Vec<Case> {
         },
         case("33_template_errors_at_run.yml"),
         case("34_inventory_actions.yml"),
+        case("35_results_are_not_templates.yml"),
         // --start-at-task: by a role task's full name; by a glob inside a
         // block (whose rescue and always still run); in a later play (the
         // first does not run at all, the second gathers facts first).

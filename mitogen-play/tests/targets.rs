@@ -113,6 +113,8 @@ const TARGETS: &[&str] = &[
 const TARGET_VOLATILE: &[(&str, &[&str])] = &[
     // It lists /tmp, where each run's temp dirs are.
     ("changed_when", &["stdout", "stdout_lines"]),
+    // How long it waited.
+    ("wait_for", &["elapsed"]),
 ];
 
 /// Targets that match today (recap and every result): one that stops

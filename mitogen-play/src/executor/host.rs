@@ -66,8 +66,11 @@ pub(crate) struct HostState {
     /// Facts, by the names modules returned them under (`ansible_hostname`,
     /// `getent_passwd`).
     pub(crate) facts: Mutex<Map<String, Value>>,
-    /// set_fact, register, include_vars.
+    /// set_fact, register: results, never templated again.
     pub(crate) registered: Mutex<Map<String, Value>>,
+    /// include_vars: what vars files say (templated when read), below
+    /// `registered` (ansible-core's precedence).
+    pub(crate) included: Mutex<Map<String, Value>>,
     pub(super) failed: AtomicBool,
     pub(super) unreachable: AtomicBool,
     pub(super) ended: AtomicBool,

@@ -113,7 +113,7 @@ pub(super) fn include_vars(c: &Call<'_>) -> Outcome {
     let failed = m.contains_key("failed");
     if !failed {
         // Variables at include_vars precedence, for the rest of the play.
-        h.registered.lock().extend(results.clone());
+        h.included.lock().extend(results.clone());
     }
     m.insert("ansible_included_var_files".into(), loaded.files.into());
     m.insert("ansible_facts".into(), Value::Object(results));

@@ -172,7 +172,7 @@ impl Executor {
                     register,
                     callback: r.result,
                     duration: Duration::ZERO,
-                    raised: false,
+                    raised: crate::events::Raised::Returned,
                 }
             }
             Err(e) => error_outcome(&e.to_string(), no_log, false),

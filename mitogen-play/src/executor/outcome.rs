@@ -2,7 +2,7 @@
 //! skipped, failed and errored tasks, and the status worked out again
 //! after `changed_when`/`failed_when`/`until` changed the register view.
 
-use crate::events::Outcome;
+use crate::events::{Outcome, Raised};
 use crate::playbook::TaskDef;
 use crate::template::{TemplateError, truthy};
 use mitogen_ansible::Status;
@@ -45,7 +45,7 @@ pub(super) fn finish_outcome(status: Status, mut reg: Map<String, Value>, no_log
         register: Value::Object(reg),
         callback,
         duration: Duration::ZERO,
-        raised: false,
+        raised: Raised::Returned,
     }
 }
 
@@ -79,7 +79,7 @@ pub(super) fn raised_outcome(msg: &str, no_log: bool, changed: bool) -> Outcome 
             c.shift_remove("changed");
         }
     }
-    out.raised = true;
+    out.raised = Raised::InTask;
     out
 }
 
@@ -87,6 +87,7 @@ pub(super) fn raised_outcome(msg: &str, no_log: bool, changed: bool) -> Outcome 
 /// `changed`.
 pub(super) fn no_items_outcome(msg: &str, no_log: bool) -> Outcome {
     let mut out = error_outcome(msg, no_log, false);
+    out.raised = Raised::Bare;
     out.remove("changed");
     if let Value::Object(c) = &mut out.callback {
         c.shift_remove("changed");

@@ -153,7 +153,9 @@ impl Executor {
             }
             let mut iv = vars.clone();
             iv.push_one("ansible_loop_var", loop_var.clone().into());
-            iv.push_one(&loop_var, item.clone());
+            // An item is what the loop's source rendered to: not
+            // templated again.
+            iv.push_one_untrusted(&loop_var, item.clone());
             if let Some(ix) = &index_var {
                 iv.push_one("ansible_index_var", ix.clone().into());
                 iv.push_one(ix, i.into());
@@ -323,7 +325,7 @@ impl Executor {
             }
             let mut rv = vars.clone();
             if let Some(reg) = &t.register {
-                rv.push_one(reg, out.register.clone());
+                rv.push_one_untrusted(reg, out.register.clone());
             }
             // ansible-core's `_execute`: a conditional that fails leaves
             // the result, failed, with the error as `<cond>_when_result`.
@@ -354,7 +356,7 @@ impl Executor {
             if let Some(u) = &t.until {
                 let mut uv = vars.clone();
                 if let Some(reg) = &t.register {
-                    uv.push_one(reg, out.register.clone());
+                    uv.push_one_untrusted(reg, out.register.clone());
                 }
                 out.set("attempts", attempt.into());
                 let done = self.templar.cond(u, &uv).unwrap_or(false);

@@ -161,17 +161,18 @@ impl Executor {
         magic.insert("ansible_search_path".into(), search.into());
         v.push(Arc::new(magic));
         if let Some(f) = Source::facts_layer(h) {
-            v.push(Arc::new(f));
+            v.push_untrusted(Arc::new(f));
         }
         v.push(ctx.play_vars.clone());
         if let Some(r) = &t.role {
             v.push(r.vars.clone());
         }
         for l in h.include_vars.lock().iter() {
-            v.push(l.clone());
+            v.push_untrusted(l.clone());
         }
         v.push(Arc::new(t.kw.vars.clone()));
-        v.push(Arc::new(h.registered.lock().clone()));
+        v.push(Arc::new(h.included.lock().clone()));
+        v.push_untrusted(Arc::new(h.registered.lock().clone()));
         v.push(self.extra_vars.clone());
         v.push_object(
             "hostvars",
