@@ -486,6 +486,7 @@ impl Templar {
     fn attempt<T>(
         &self,
         env: &Environment<'static>,
+        own: bool,
         src: &str,
         ctx: &JValue,
         form: Form,
@@ -496,14 +497,16 @@ impl Templar {
             Err(e) => e,
         };
         let unknown = matches!(e.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest);
-        if let (true, Some(host)) = (unknown, &self.plugins) {
-            // Only this engine's own environment is rebuilt (not one made
-            // by `with_options`, whose syntax differs).
-            let own = std::ptr::eq(env, Arc::as_ptr(&self.current.read().1));
-            let before = host.generation();
-            if own && check_names(src, Some(host)).is_ok() && host.generation() != before {
-                let env = self.env();
-                return run(&env).map_err(|e| fail(&env, ctx, src, &e, form));
+        // Only this engine's own environment is made again (`own`; not
+        // one made by `with_options`, whose syntax differs), and only if it
+        // is not the newest already (another thread may have found the
+        // names first).
+        if let (true, true, Some(host)) = (unknown, own, &self.plugins) {
+            if check_names(src, Some(host)).is_ok() {
+                let newest = self.env();
+                if !std::ptr::eq(&*newest, env) {
+                    return run(&newest).map_err(|e| fail(&newest, ctx, src, &e, form));
+                }
             }
         }
         Err(fail(env, ctx, src, &e, form))
@@ -554,9 +557,10 @@ impl Templar {
         vars: &Vars,
         depth: usize,
     ) -> Result<Value, Failed> {
-        let own = self.env();
-        let (env, plain) = env.unwrap_or((&own, true));
-        self.render_in(env, plain, false, text, vars, depth)
+        let mine = self.env();
+        let own = env.is_none();
+        let (env, plain) = env.unwrap_or((&mine, true));
+        self.render_in(env, own, plain, false, text, vars, depth)
     }
 
     fn ctx(&self, vars: &Vars, depth: usize) -> JValue {
@@ -576,7 +580,7 @@ impl Templar {
     fn value_at(&self, v: &Value, vars: &Vars, depth: usize) -> Result<Value, TemplateError> {
         match v {
             Value::String(s) if is_template(s) => {
-                Ok(self.render_in(&self.env(), true, true, s, vars, depth)?)
+                Ok(self.render_in(&self.env(), true, true, true, s, vars, depth)?)
             }
             Value::Array(a) => a.iter().map(|x| self.value_at(x, vars, depth)).collect(),
             Value::Object(o) => {
@@ -590,11 +594,14 @@ impl Templar {
         }
     }
 
-    /// Renders `s`; `escape`: play data, whose `{{ }}` string literals
-    /// keep their backslashes ([`escape_backslashes`]).
+    /// Renders `s` in `env` (`own`: this engine's, not one from
+    /// [`Templar::with_options`]); `escape`: play data, whose `{{ }}`
+    /// string literals keep their backslashes ([`escape_backslashes`]).
+    #[allow(clippy::too_many_arguments)]
     fn render_in(
         &self,
         env: &Environment<'static>,
+        own: bool,
         plain_syntax: bool,
         escape: bool,
         s: &str,
@@ -615,10 +622,10 @@ impl Templar {
         };
         let ctx = self.ctx(vars, depth);
         let v = match native {
-            Some(expr) => self.eval(env, expr, &ctx, Form::TemplateExpression)?,
-            None => Value::String(
-                self.attempt(env, s, &ctx, Form::Template, |env| env.render_str(s, &ctx))?,
-            ),
+            Some(expr) => self.eval(env, own, expr, &ctx, Form::TemplateExpression)?,
+            None => Value::String(self.attempt(env, own, s, &ctx, Form::Template, |env| {
+                env.render_str(s, &ctx)
+            })?),
         };
         // ansible-core's `preserve_trailing_newlines`: a string result gets
         // back the source's trailing newlines it lost (`"{{ x }}\n"` is
@@ -643,11 +650,12 @@ impl Templar {
     fn eval(
         &self,
         env: &Environment<'static>,
+        own: bool,
         expr: &str,
         ctx: &JValue,
         form: Form,
     ) -> Result<Value, Failed> {
-        let v = self.attempt(env, expr, ctx, form, |env| {
+        let v = self.attempt(env, own, expr, ctx, form, |env| {
             env.compile_expression(expr).and_then(|e| e.eval(ctx))
         })?;
         if undefined::holds_undefined(&v) {
@@ -695,7 +703,7 @@ impl Templar {
                 let _notes = undefined::Fresh::begin();
                 let ctx = self.ctx(vars, 0);
                 let env = self.env();
-                let v = self.attempt(&env, expr, &ctx, Form::Expression, |env| {
+                let v = self.attempt(&env, true, expr, &ctx, Form::Expression, |env| {
                     env.compile_expression(expr).and_then(|e| e.eval(&ctx))
                 })?;
                 if v.is_undefined() {
@@ -721,7 +729,13 @@ impl Templar {
     /// As [`Templar::value`].
     pub fn expr(&self, expr: &str, vars: &Vars) -> Result<Value, TemplateError> {
         let _notes = undefined::Fresh::begin();
-        Ok(self.eval(&self.env(), expr, &self.ctx(vars, 0), Form::Expression)?)
+        Ok(self.eval(
+            &self.env(),
+            true,
+            expr,
+            &self.ctx(vars, 0),
+            Form::Expression,
+        )?)
     }
 
     /// `debug: var=`'s value, as ansible-core's `ReplacingMarkerBehavior`
@@ -739,7 +753,13 @@ impl Templar {
             Some(raw) if bare && (raw.is_array() || raw.is_object()) && has_template(raw) => {
                 self.replacing(raw, vars, &mut errors)?
             }
-            _ => match self.eval(&self.env(), expr, &self.ctx(vars, 0), Form::Expression) {
+            _ => match self.eval(
+                &self.env(),
+                true,
+                expr,
+                &self.ctx(vars, 0),
+                Form::Expression,
+            ) {
                 Ok(v) => v,
                 Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
                     marker(&mut errors, expr, f.msg)
@@ -774,7 +794,7 @@ impl Templar {
     ) -> Result<Value, TemplateError> {
         Ok(match v {
             Value::String(s) if is_template(s) => {
-                match self.render_in(&self.env(), true, true, s, vars, 1) {
+                match self.render_in(&self.env(), true, true, true, s, vars, 1) {
                     Ok(x) => x,
                     Err(f) if f.undefined && !f.msg.contains(UNDECRYPTABLE_MSG) => {
                         marker(errors, s, f.msg)

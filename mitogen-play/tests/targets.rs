@@ -54,6 +54,7 @@ const TARGETS: &[&str] = &[
     "include_import_tasks_nested",
     "include_parent_role_vars",
     "include_vars",
+    "include_import_tasks_nested",
     "include_with_templating",
     "jinja_plugins",
     "lineinfile",
@@ -67,6 +68,7 @@ const TARGETS: &[&str] = &[
     "lookup_lines",
     "lookup_list",
     "lookup_nested",
+    "lookup_together",
     "lookup_password",
     "lookup_pipe",
     "lookup_random_choice",
@@ -118,8 +120,38 @@ const TARGET_VOLATILE: &[(&str, &[&str])] = &[
 ];
 
 /// Targets that match today (recap and every result): one that stops
-/// matching fails the suite.
-const MATCHING: &[&str] = &[];
+/// matching fails the suite. (`async_fail` and `wait_for` match too, but
+/// their results depend on timing, so they are reported, not guarded.)
+const MATCHING: &[&str] = &[
+    "add_host",
+    "assemble",
+    "blockinfile",
+    "changed_when",
+    "common_network",
+    "dict_transformations",
+    "display-newline",
+    "filter_urls",
+    "filter_urlsplit",
+    "getent",
+    "ignore_errors",
+    "include_with_templating",
+    "lookup-option-name",
+    "lookup_dict",
+    "lookup_file",
+    "lookup_indexed_items",
+    "lookup_lines",
+    "lookup_list",
+    "lookup_nested",
+    "old_style_modules_posix",
+    "ping",
+    "raw",
+    "replace",
+    "stat",
+    "task_ordering",
+    "undefined",
+    "var_inheritance",
+    "want_json_modules_posix",
+];
 
 fn main() {
     mitogen_test_support::run(tests![integration_targets]);

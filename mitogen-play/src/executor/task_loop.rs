@@ -237,19 +237,13 @@ impl Executor {
         } else {
             reg.insert("msg".into(), "All items completed".into());
         }
-        if all_skipped {
-            reg.insert(
-                "msg".into(),
-                if n == 0 {
-                    "No items in the list"
-                } else {
-                    "All items skipped"
-                }
-                .into(),
-            );
-            if n == 0 {
-                reg.insert("skipped_reason".into(), "No items in the list".into());
-            }
+        // ansible-core's TaskExecutor: no items is `skipped_reason` alone;
+        // every item skipped is `msg`.
+        if n == 0 {
+            reg.shift_remove("msg");
+            reg.insert("skipped_reason".into(), "No items in the list".into());
+        } else if all_skipped {
+            reg.insert("msg".into(), "All items skipped".into());
         }
         reg.entry("changed").or_insert(false.into());
         reg.insert("_ansible_no_log".into(), no_log.into());
