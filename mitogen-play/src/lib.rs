@@ -153,15 +153,27 @@
 //!   `human_readable`; any installed collection's, by FQCN; a playbook's or
 //!   role's `filter_plugins/`, `test_plugins/`, `lookup_plugins/`) run in
 //!   one warm Python with ansible-core's plugin loader, started only when a
-//!   playbook names one. Names neither has are refused at parse time.
+//!   playbook names one. A name neither has, or a template that does not
+//!   compile, fails the task that evaluates it, as under ansible-playbook.
+//!   A pure native lookup that fails is answered by ansible-core's own, so
+//!   a bad argument fails with its words.
+//! - Trust, as in ansible-core 2.19: what the playbook, inventory and vars
+//!   files say is rendered when read; what targets returned (registered
+//!   results, facts, `set_fact` values, loop items, `ansible_failed_*`) is
+//!   data, never rendered again, so a module's output that holds Jinja
+//!   cannot run lookups on the controller.
+//! - `add_host` and `group_by` change the in-memory inventory for the rest
+//!   of the run; `assemble` and `include_vars` are ansible-core's actions.
 //!
 //! # Not supported (refused with file:line before running)
 //! `module_defaults` action groups (`group/...`),
-//! `debugger`, `become_exe`/`become_flags`, `add_host`/`group_by`/
-//! `pause`, strategies other than linear/free, connections other than
-//! ssh/local, action plugins this crate lacks (ansible-core's `uri`,
-//! `unarchive`, `assemble`, ...; a collection's or an `action_plugins/`
-//! directory's Python ones); in the CLI, `--step`.
+//! `debugger`, `become_exe`/`become_flags`, `pause`, `reboot`,
+//! `wait_for_connection`, strategies other than linear/free, connections
+//! other than ssh/local, action plugins this crate lacks (ansible-core's
+//! `uri`, `unarchive`, ...; a collection's or an `action_plugins/`
+//! directory's Python ones); in the CLI, `--step`. A task with such an
+//! action behind a `when:` is kept, and fails if it is reached (never
+//! running its module without its action).
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -469,8 +469,8 @@ fn bad_input_is_refused_before_running() {
             "unsupported action 'ansible.builtin.unarchive'",
         ),
         (
-            "- hosts: all\n  tasks:\n    - assemble: src=/tmp/parts dest=/tmp/whole\n",
-            "unsupported action 'assemble'",
+            "- hosts: all\n  tasks:\n    - pause: seconds=1\n",
+            "unsupported action 'pause'",
         ),
         (
             "- hosts: all\n  tasks:\n    - mtg.tools.acted: {}\n",
