@@ -58,7 +58,8 @@ else
 fi
 
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-skipped=$(grep -Eo '[0-9]+ skipped' "$log" | awk '{s+=$1} END {print s+0}')
+# (Only the harness's own counts: a recap's "failed=1 skipped=0" is not one.)
+skipped=$(grep -E '^test result: ' "$log" | grep -Eo '[0-9]+ skipped' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 
 step "benches compile and run once (cargo test --benches)"
