@@ -245,20 +245,33 @@ fn run(
 ) -> Result<Vec<JValue>, Failure> {
     match run_native(plugin, terms, kw, cx) {
         Err(e) if CHECKED_BY_HOST.contains(&plugin) => match cx.templar.plugins() {
-            Some(host) if host.has(crate::plugins::Kind::Lookup, plugin) => host
-                .lookup(
-                    plugin,
-                    terms.to_vec(),
-                    kw.clone(),
-                    cx.vars.flatten(),
-                    &basedir(cx.vars),
-                )
-                .map(values)
-                .map_err(|e| Failure::new(e.to_string())),
+            Some(host) if host.has(crate::plugins::Kind::Lookup, plugin) => {
+                in_host(host, plugin, terms, kw, cx)
+            }
             _ => Err(e),
         },
         r => r,
     }
+}
+
+/// Lookup `plugin` run by ansible-core in the plugin host, with the
+/// task's variables and base directory.
+fn in_host(
+    host: &crate::plugins::PluginHost,
+    plugin: &str,
+    terms: &[Value],
+    kw: &Map<String, Value>,
+    cx: &Ctx<'_>,
+) -> Result<Vec<JValue>, Failure> {
+    host.lookup(
+        plugin,
+        terms.to_vec(),
+        kw.clone(),
+        cx.vars.flatten(),
+        &basedir(cx.vars),
+    )
+    .map(values)
+    .map_err(|e| Failure::new(e.to_string()))
 }
 
 fn run_native(
@@ -292,18 +305,7 @@ fn run_native(
         "fileglob" => values(fileglob(terms, cx)?),
         "first_found" => values(first_found(terms, kw, cx)?),
         other => match cx.templar.plugins() {
-            Some(host) if hosted(other, cx) => {
-                let list = host
-                    .lookup(
-                        other,
-                        terms.to_vec(),
-                        kw.clone(),
-                        cx.vars.flatten(),
-                        &basedir(cx.vars),
-                    )
-                    .map_err(|e| Failure::new(e.to_string()))?;
-                values(list)
-            }
+            Some(host) if hosted(other, cx) => in_host(host, other, terms, kw, cx)?,
             _ => return Err(Failure::new(format!("no lookup plugin '{other}'"))),
         },
     })

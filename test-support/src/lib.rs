@@ -207,6 +207,15 @@ pub fn take_logs() -> Vec<Captured> {
 
 static SKIPPED: Mutex<Option<String>> = Mutex::new(None);
 
+/// Reports a missing prerequisite: a panic under `CI=true` (where every
+/// prerequisite is installed), else [`skip`].
+pub fn skip_unless_ci(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{reason}");
+    }
+    skip(reason);
+}
+
 /// Marks the running test as skipped (a prerequisite is missing): [`run`]
 /// prints it as `skipped` with `reason` and counts it apart from passes.
 /// The test should return right after calling this. Also prints a loud

@@ -485,10 +485,7 @@ fn keygen(path: &Path) -> io::Result<()> {
 /// Reports a missing prerequisite: panics under `CI=true`, else prints a
 /// loud SKIPPED line and returns false.
 fn unavailable(what: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("test hosts not set up under CI=true: {what}; {SETUP_HINT}");
-    }
-    crate::skip(&format!("{what}; {SETUP_HINT}"));
+    crate::skip_unless_ci(&format!("test hosts not set up: {what}; {SETUP_HINT}"));
     false
 }
 

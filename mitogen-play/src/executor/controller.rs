@@ -405,20 +405,28 @@ fn add_host(c: &Call<'_>) -> Outcome {
         .inventory
         .lock()
         .add_dynamic_host(&name, &new_groups, &host_vars);
-    if changed {
-        ctx.src.refresh_groups();
-    }
     let mut m = Map::new();
     m.insert(
         "add_host".into(),
         json!({"host_name": name, "groups": new_groups, "host_vars": host_vars}),
     );
+    inventory_outcome(ctx, changed, m, no_log)
+}
+
+/// The result of a task that changed the inventory (`changed`: it did):
+/// later tasks see the new `groups`.
+fn inventory_outcome(
+    ctx: &PlayCtx<'_>,
+    changed: bool,
+    mut m: Map<String, Value>,
+    no_log: bool,
+) -> Outcome {
+    if changed {
+        ctx.src.refresh_groups();
+    }
     m.insert("changed".into(), changed.into());
-    finish_outcome(
-        if changed { Status::Changed } else { Status::Ok },
-        m,
-        no_log,
-    )
+    let status = if changed { Status::Changed } else { Status::Ok };
+    finish_outcome(status, m, no_log)
 }
 
 /// ansible-core's `parse_address` (no ranges): `host`, `host:port`,
@@ -470,16 +478,8 @@ fn group_by(c: &Call<'_>) -> Outcome {
         .inventory
         .lock()
         .add_dynamic_group(&h.name, &group, &parents);
-    if changed {
-        ctx.src.refresh_groups();
-    }
     let mut m = Map::new();
     m.insert("add_group".into(), group.into());
     m.insert("parent_groups".into(), parents.into());
-    m.insert("changed".into(), changed.into());
-    finish_outcome(
-        if changed { Status::Changed } else { Status::Ok },
-        m,
-        no_log,
-    )
+    inventory_outcome(ctx, changed, m, no_log)
 }

@@ -186,6 +186,12 @@ fn from_dir(
         Some(Value::Array(a)) => a.iter().map(py_str).collect(),
         Some(v) => return Err(format!("{} must be a list", py_str(v))),
     };
+    // `_ignore_file`: each pattern matched at a name's end.
+    let ignore: Vec<Regex> = ignore
+        .iter()
+        .map(|p| Regex::new(&format!("{p}$")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "Invalid regular expression".to_owned())?;
     let exts: Vec<String> = match args.get("extensions") {
         None | Some(Value::Null) => vec!["yaml".into(), "yml".into(), "json".into()],
         Some(Value::Array(a)) => a.iter().map(py_str).collect(),
@@ -226,13 +232,7 @@ fn from_dir(
             if matcher.as_ref().is_some_and(|m| !m.is_match(&name)) {
                 continue;
             }
-            let ignored = ignore
-                .iter()
-                .map(|p| Regex::new(&format!("{p}$")).map(|r| r.is_match(&name)))
-                .collect::<Result<Vec<bool>, _>>()
-                .map_err(|_| "Invalid regular expression".to_owned())?
-                .into_iter()
-                .any(|b| b);
+            let ignored = ignore.iter().any(|r| r.is_match(&name));
             let path = d.join(&name);
             if ignored || !path.exists() || (ignore_unknown && !valid_ext(&name, &exts)) {
                 continue;
